@@ -1,0 +1,36 @@
+# mdpot: the README's two commands are `make run` and `make test`; each sets everything up first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+STAMP  := $(VENV)/.mdpot-installed
+
+.PHONY: setup plugin run test bench clean
+
+setup: $(STAMP)
+
+# Rebuilds only when torch, LAMMPS, MPICH or the plugin sources change (recorded in mdpot/lammps/lib/mdpotplugin.json).
+plugin: setup
+	$(PY) -m mdpot.lammps.plugin
+
+# Re-runs only when the dependency pins or the package metadata change; torch goes first, then every later
+# install is constrained to it so nothing can swap in a CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	command -v cmake >/dev/null && command -v g++ >/dev/null || \
+	  { apt-get update -q && apt-get install -y -q cmake g++; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+run: plugin
+	$(PY) -m mdpot.cli demo
+
+test: plugin
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) scripts/bench_ase.py
+
+clean:
+	rm -rf $(VENV) build lammps_plugin/build mdpot/lammps/lib

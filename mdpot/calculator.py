@@ -1,0 +1,108 @@
+"""ASE calculator for deployed mdpot models."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from .data import Graph, TypeMapper, atoms_to_graph
+
+#: Atoms closer than this (Å) are reported as overlapping instead of producing infinite energies.
+OVERLAP_DISTANCE = 0.01
+
+
+class MDPotCalculator(Calculator):
+    """ASE calculator running a deployed mdpot model through the model contract.
+
+    Parameters
+    ----------
+    model : str, path or ``mdpot.deploy.LoadedModel``
+        A file written by ``mdpot deploy`` (or an already loaded model).
+    device : str
+        ``"cpu"`` or ``"cuda"`` (``"cuda:N"``).
+
+    Properties: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å), ``stress``
+    (eV/Å³, Voigt ``xx yy zz yz xz xy``, ASE sign) and ``stresses`` (per atom, eV/Å³). Stress needs a 3-D
+    cell; periodicity may be full, partial or absent, and the cell may be smaller than the cutoff.
+
+    Example
+    -------
+    >>> from ase.build import bulk
+    >>> atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    >>> atoms.calc = MDPotCalculator("cu.pt")
+    >>> atoms.get_potential_energy()
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
+
+    def __init__(self, model: Union[str, os.PathLike, "LoadedModel"], device: str = "cpu", **kwargs) -> None:
+        from .deploy import LoadedModel, load_model
+
+        super().__init__(**kwargs)
+        if isinstance(model, LoadedModel):
+            self.model = model
+            self.model.module.to(device)
+            self.model.device = torch.device(device)
+        elif isinstance(model, (str, os.PathLike)):
+            self.model = load_model(model, device=device)
+        else:
+            raise TypeError(f"model must be a path or LoadedModel, got {type(model).__name__}")
+        self.device = torch.device(device)
+        self.r_max = self.model.r_max
+        self.mapper = TypeMapper(self.model.elements)
+
+    def graph(self, atoms: Atoms) -> Graph:
+        """Model-contract inputs for ``atoms`` (neighbour list within r_max)."""
+        return atoms_to_graph(atoms, self.r_max, self.mapper)
+
+    def calculate(self, atoms: Optional[Atoms] = None, properties: Sequence[str] = ("energy",),
+                  system_changes: List[str] = all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        want_stress = "stress" in properties or "stresses" in properties
+        if want_stress and atoms.cell.rank < 3:
+            raise PropertyNotImplementedError(
+                f"stress needs a 3-D cell; this cell has rank {atoms.cell.rank} (pbc={atoms.pbc.tolist()})")
+        g = self.graph(atoms)
+        _check_overlaps(g)
+        g = g.to(self.device)
+        atom_energy, forces, virial, atom_virial = self.model(
+            g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, "stresses" in properties)
+        atom_energy = atom_energy.detach().cpu().numpy()
+        forces = forces.detach().cpu().numpy()
+        _check_finite(atom_energy, forces)
+        energy = float(atom_energy.sum())
+        self.results = {"energy": energy, "free_energy": energy, "energies": atom_energy, "forces": forces}
+        if atoms.cell.rank == 3:
+            volume = atoms.get_volume()
+            self.results["stress"] = _voigt(-virial.detach().cpu().numpy() / volume)
+            if "stresses" in properties:
+                av = -atom_virial.detach().cpu().numpy() / volume
+                self.results["stresses"] = np.stack([_voigt(m) for m in av]) if len(av) else np.zeros((0, 6))
+
+
+def _voigt(m: np.ndarray) -> np.ndarray:
+    """3x3 -> Voigt ``xx yy zz yz xz xy`` (symmetrised)."""
+    s = 0.5 * (m + m.T)
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+
+
+def _check_overlaps(g: Graph) -> None:
+    if g.num_edges == 0:
+        return
+    vec = g.pos[g.edge_index[1]] - g.pos[g.edge_index[0]] + g.edge_shift
+    dist = torch.linalg.vector_norm(vec, dim=1)
+    k = int(torch.argmin(dist))
+    if float(dist[k]) < OVERLAP_DISTANCE:
+        i, j = int(g.edge_index[0, k]), int(g.edge_index[1, k])
+        raise ValueError(f"atoms {i} and {j} overlap (distance {float(dist[k]):.3g} Å < {OVERLAP_DISTANCE} Å)")
+
+
+def _check_finite(atom_energy: np.ndarray, forces: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(atom_energy) | ~np.isfinite(forces).all(axis=1))
+    if bad.size:
+        raise ValueError(f"model returned non-finite energy or forces for atom indices {bad[:10].tolist()}")

@@ -1,0 +1,181 @@
+"""The ``mdpot`` command line: init, deploy, info, check, doctor, demo.
+
+Every subcommand is reachable in-process through :func:`main` (``main(["info", "cu.pt"])``). Errors print one
+line ``mdpot: error: ...`` and return exit code 1 (usage errors 2); ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+#: Model used by ``mdpot demo`` and ``mdpot init`` without a config: the benchmark Allegro of the README.
+DEFAULT_MODEL = {"architecture": "allegro", "model": {"elements": ["Cu"], "r_max": 5.0}}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 1."""
+
+
+def _read_config(path: Optional[str]) -> Dict[str, Any]:
+    if path is None:
+        return DEFAULT_MODEL
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"config file not found: {p.resolve()}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise CLIError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or "model" not in data:
+        raise CLIError(f"{p}: expected a mapping with 'architecture' and 'model' sections")
+    return data
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise CLIError(f"{path} exists; pass --force to overwrite it")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .models import create_checkpoint, make_config
+
+    data = _read_config(args.config)
+    config = make_config(data.get("architecture", "allegro"), data["model"])
+    out = Path(args.output)
+    _check_output(out, args.force)
+    create_checkpoint(config, out, seed=args.seed)
+    print(f"wrote {out} ({config.architecture}, elements {' '.join(config.elements)}, fresh weights, seed {args.seed})")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .deploy import deploy_model
+    from .deploy.compile import provenance_now
+    from .models import load_checkpoint
+
+    out = Path(args.output)
+    _check_output(out, args.force)
+    model, payload = load_checkpoint(args.checkpoint)
+    provenance = provenance_now(checkpoint=str(Path(args.checkpoint).resolve()),
+                                checkpoint_created=payload.get("created"), **payload.get("extra", {}).get("provenance", {}))
+    t0 = time.perf_counter()
+    deployed = deploy_model(model, out, dtype=args.dtype, provenance=provenance, overwrite=True)
+    print(f"wrote {out}: {deployed.metadata['architecture']} {deployed.metadata['model_dtype']}, "
+          f"{deployed.num_parameters} parameters, self-check passed ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .deploy import load_model
+
+    model = load_model(args.model)
+    meta = dict(model.metadata)
+    meta["elements"] = list(meta["elements"])
+    meta["num_parameters"] = model.num_parameters
+    if args.json:
+        print(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False))
+        return 0
+    width = max(len(k) for k in meta)
+    for key in sorted(meta):
+        value = meta[key]
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .deploy import load_model
+    from .deploy.checks import run_checks
+
+    model = load_model(args.model)
+    results = run_checks(model, checkpoint=args.checkpoint)
+    failed = [r for r in results if not r.passed]
+    for r in results:
+        print(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<28} {r.detail}")
+    if failed:
+        raise CLIError(f"{len(failed)} of {len(results)} checks failed: {', '.join(r.name for r in failed)}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .lammps.plugin import plugin_info
+
+    info = plugin_info()
+    print(json.dumps(info, indent=2, sort_keys=True, default=str))
+    return 0 if info.get("exists") else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(workdir=Path(args.workdir), steps=args.steps, repeat=args.repeat, dtype=args.dtype)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdpot", description="Equivariant ML interatomic potentials: train, deploy, inspect, run.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("init", help="write a checkpoint with fresh weights from a model config (YAML)")
+    p.add_argument("config", nargs="?", help="YAML with 'architecture' and 'model' sections (default: the demo Allegro)")
+    p.add_argument("-o", "--output", required=True, help="checkpoint to write")
+    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default 0)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("deploy", help="compile a checkpoint to a self-checked TorchScript model")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="deployed model file to write")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="model precision (default float64)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("info", help="print a deployed model's metadata and parameter count")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("check", help="integrity and physics self-checks of a deployed model")
+    p.add_argument("model")
+    p.add_argument("--checkpoint", help="also compare against the eager model of this checkpoint")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("doctor", help="report the LAMMPS plugin's path, build versions and status")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("demo", help="deploy the example model and run a short MD (the README's main job)")
+    p.add_argument("--workdir", default="runs/demo", help="where models and logs go (default runs/demo)")
+    p.add_argument("--steps", type=int, default=50, help="MD steps (default 50)")
+    p.add_argument("--repeat", type=int, default=4, help="FCC Cu supercell n x n x n cubic cells (default 4: 256 atoms)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("mdpot: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure becomes one line unless --debug
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"mdpot: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

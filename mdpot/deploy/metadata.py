@@ -1,0 +1,79 @@
+"""Metadata keys stored in every deployed model (TorchScript ``_extra_files``), stated once."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Mapping
+
+FORMAT_VERSION = 1
+
+FORMAT_VERSION_KEY = "mdpot_format_version"
+ARCHITECTURE = "architecture"
+ELEMENTS = "elements"
+R_MAX = "r_max"
+NUM_LAYERS = "num_layers"
+RECEPTIVE_FIELD = "receptive_field"
+MODEL_DTYPE = "model_dtype"
+ENERGY_UNITS = "energy_units"
+LENGTH_UNITS = "length_units"
+TORCH_VERSION = "torch_version"
+MDPOT_VERSION = "mdpot_version"
+PROVENANCE = "provenance"
+CONFIG = "config"
+WEIGHTS_SHA256 = "weights_sha256"
+
+ALL_KEYS = (
+    FORMAT_VERSION_KEY, ARCHITECTURE, ELEMENTS, R_MAX, NUM_LAYERS, RECEPTIVE_FIELD, MODEL_DTYPE,
+    ENERGY_UNITS, LENGTH_UNITS, TORCH_VERSION, MDPOT_VERSION, PROVENANCE, CONFIG, WEIGHTS_SHA256,
+)
+DTYPES = ("float32", "float64")
+ARCHITECTURE_NAMES = ("allegro", "nequip")
+
+
+def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
+    """Typed metadata -> the strings stored in the file."""
+    out: Dict[str, str] = {}
+    for key in ALL_KEYS:
+        value = meta[key]
+        if key == ELEMENTS:
+            out[key] = " ".join(value)
+        elif key in (PROVENANCE, CONFIG):
+            out[key] = json.dumps(value, sort_keys=True)
+        else:
+            out[key] = str(value)
+    return out
+
+
+def decode(raw: Mapping[str, str], source: str) -> Dict[str, Any]:
+    """Stored strings -> typed metadata, checking every key; errors name ``source`` and the bad key."""
+    missing = [k for k in ALL_KEYS if not raw.get(k)]
+    if missing:
+        raise ValueError(f"{source}: missing mdpot metadata key(s) {missing}; is this a model written by `mdpot deploy`?")
+    try:
+        version = int(raw[FORMAT_VERSION_KEY])
+    except ValueError:
+        raise ValueError(f"{source}: {FORMAT_VERSION_KEY} must be an integer, got {raw[FORMAT_VERSION_KEY]!r}") from None
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{source}: model format version {version} is not supported (this mdpot reads version {FORMAT_VERSION})")
+    meta: Dict[str, Any] = {FORMAT_VERSION_KEY: version}
+    for key in (ARCHITECTURE, MODEL_DTYPE, ENERGY_UNITS, LENGTH_UNITS, TORCH_VERSION, MDPOT_VERSION, WEIGHTS_SHA256):
+        meta[key] = raw[key]
+    if meta[ARCHITECTURE] not in ARCHITECTURE_NAMES:
+        raise ValueError(f"{source}: unknown architecture {meta[ARCHITECTURE]!r}; expected one of {list(ARCHITECTURE_NAMES)}")
+    if meta[MODEL_DTYPE] not in DTYPES:
+        raise ValueError(f"{source}: model_dtype {meta[MODEL_DTYPE]!r} is not one of {list(DTYPES)}")
+    if (meta[ENERGY_UNITS], meta[LENGTH_UNITS]) != ("eV", "Å"):
+        raise ValueError(f"{source}: units {meta[ENERGY_UNITS]}/{meta[LENGTH_UNITS]} are not supported (expected eV/Å)")
+    meta[ELEMENTS] = tuple(raw[ELEMENTS].split())
+    for key, kind in ((R_MAX, float), (RECEPTIVE_FIELD, float), (NUM_LAYERS, int)):
+        try:
+            meta[key] = kind(raw[key])
+        except ValueError:
+            raise ValueError(f"{source}: metadata {key} must be a {kind.__name__}, got {raw[key]!r}") from None
+    if not meta[R_MAX] > 0 or meta[RECEPTIVE_FIELD] < meta[R_MAX]:
+        raise ValueError(f"{source}: inconsistent cutoffs r_max={meta[R_MAX]} receptive_field={meta[RECEPTIVE_FIELD]}")
+    for key in (PROVENANCE, CONFIG):
+        try:
+            meta[key] = json.loads(raw[key])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: metadata {key} is not valid JSON ({exc})") from None
+    return meta

@@ -1,0 +1,89 @@
+"""Checkpoints (config + weights) and the architecture registry."""
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
+
+import torch
+from torch import nn
+
+from .allegro import Allegro
+from .config import AllegroConfig, ModelConfig
+
+CHECKPOINT_FORMAT = 1
+
+ARCHITECTURES: Dict[str, Tuple[Type[ModelConfig], Type[nn.Module]]] = {
+    "allegro": (AllegroConfig, Allegro),
+}
+
+
+def _arch(name: str) -> Tuple[Type[ModelConfig], Type[nn.Module]]:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def make_config(architecture: str, options: Mapping[str, Any]) -> ModelConfig:
+    """Validated config for ``architecture`` from a plain mapping (YAML/JSON)."""
+    return _arch(architecture)[0].from_dict(options)
+
+
+def build_model(config: ModelConfig, seed: Optional[int] = None, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A fresh energy model for ``config`` with weights drawn from ``seed`` (deterministic when given)."""
+    cls = _arch(config.architecture)[1]
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(config)
+    else:
+        model = cls(config)
+    return model.to(dtype)
+
+
+def save_checkpoint(model: nn.Module, path: Union[str, os.PathLike], extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``model``'s config and float64 weights to ``path``; ``extra`` (training state, provenance) rides along."""
+    config: ModelConfig = model.config
+    state = {k: v.detach().to("cpu", torch.float64) if v.is_floating_point() else v.detach().cpu()
+             for k, v in model.state_dict().items()}
+    payload = {
+        "mdpot_checkpoint": CHECKPOINT_FORMAT,
+        "architecture": config.architecture,
+        "config": config.to_dict(),
+        "state_dict": state,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "extra": dict(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float64) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild the model stored at ``path``. Returns ``(model, payload)``; the model is in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path.resolve()}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise ValueError(f"{path}: not a readable mdpot checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or "mdpot_checkpoint" not in payload:
+        raise ValueError(f"{path}: not an mdpot checkpoint (no 'mdpot_checkpoint' key)")
+    if payload["mdpot_checkpoint"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {payload['mdpot_checkpoint']} is not supported "
+                         f"(this mdpot reads format {CHECKPOINT_FORMAT})")
+    config = make_config(payload["architecture"], payload["config"])
+    model = build_model(config, dtype=torch.float64)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(dtype).eval(), payload
+
+
+def create_checkpoint(config: ModelConfig, path: Union[str, os.PathLike], seed: int = 0) -> Path:
+    """A checkpoint with fresh (untrained) weights for ``config``, drawn from ``seed``."""
+    model = build_model(config, seed=seed)
+    return save_checkpoint(model, path, extra={"provenance": {"kind": "fresh", "seed": seed}})

@@ -1,0 +1,165 @@
+"""Frozen, validated model configurations shared by every architecture."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ase.data import chemical_symbols
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_float(name: str, value: Any, positive: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite{' positive' if positive else ''} number, got {value}")
+
+
+def _check_widths(name: str, value: Any) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Options every architecture shares.
+
+    Parameters
+    ----------
+    elements : tuple of str
+        Chemical symbols in model type order (type index = position).
+    r_max : float
+        Edge cutoff, Å.
+    l_max : int
+        Highest spherical-harmonic order of the tensor features.
+    parity : bool
+        Track both parities of every ``l`` (full O(3)); otherwise only ``(-1)^l``.
+    num_layers : int
+        Interaction layers.
+    num_bessel : int
+        Bessel radial basis size.
+    cutoff_p : int
+        Power of the polynomial cutoff envelope (smoothness at ``r_max``).
+    avg_num_neighbors : float
+        Normalisation of neighbour sums, ``1/sqrt(avg_num_neighbors)``.
+    per_element_energy_shift : tuple of float
+        Added to every atom's energy by element, eV. Defaults to zeros.
+    per_element_energy_scale : tuple of float
+        Multiplies every atom's learned energy by element, eV. Defaults to ones.
+    """
+
+    elements: Tuple[str, ...]
+    r_max: float = 5.0
+    l_max: int = 1
+    parity: bool = True
+    num_layers: int = 2
+    num_bessel: int = 8
+    cutoff_p: int = 6
+    avg_num_neighbors: float = 1.0
+    per_element_energy_shift: Optional[Tuple[float, ...]] = None
+    per_element_energy_scale: Optional[Tuple[float, ...]] = None
+
+    architecture = "base"
+
+    def __post_init__(self) -> None:
+        # Accept lists from YAML/JSON but store tuples so the config stays hashable and frozen.
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, tuple(v))
+        if isinstance(self.elements, str) or not isinstance(self.elements, tuple) or not self.elements:
+            raise ValueError(f"elements must be a non-empty list of chemical symbols, got {self.elements!r}")
+        for el in self.elements:
+            if el not in chemical_symbols[1:]:
+                raise ValueError(f"unknown chemical symbol {el!r} in elements {list(self.elements)}")
+        if len(set(self.elements)) != len(self.elements):
+            raise ValueError(f"elements must be unique, got {list(self.elements)}")
+        _check_float("r_max", self.r_max)
+        _check_int("l_max", self.l_max, 0)
+        if not isinstance(self.parity, bool):
+            raise TypeError(f"parity must be true or false, got {self.parity!r}")
+        _check_int("num_layers", self.num_layers, 1)
+        _check_int("num_bessel", self.num_bessel, 1)
+        _check_int("cutoff_p", self.cutoff_p, 2)
+        _check_float("avg_num_neighbors", self.avg_num_neighbors)
+        n = len(self.elements)
+        for name, default in (("per_element_energy_shift", 0.0), ("per_element_energy_scale", 1.0)):
+            v = getattr(self, name)
+            if v is None:
+                object.__setattr__(self, name, (default,) * n)
+                continue
+            if not isinstance(v, tuple) or len(v) != n:
+                raise ValueError(f"{name} needs one value per element ({n}: {list(self.elements)}), got {v!r}")
+            for x in v:
+                _check_float(name, x, positive=False)
+            object.__setattr__(self, name, tuple(float(x) for x in v))
+        object.__setattr__(self, "r_max", float(self.r_max))
+        object.__setattr__(self, "avg_num_neighbors", float(self.avg_num_neighbors))
+
+    @property
+    def receptive_field(self) -> float:
+        """Distance beyond which an atom cannot affect another's energy, Å."""
+        return self.r_max
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a model config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.architecture} option(s) {unknown}; known options: {sorted(known)}")
+        if "elements" not in data:
+            raise ValueError(f"{cls.architecture} config needs 'elements'")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class AllegroConfig(ModelConfig):
+    """Allegro: strictly local, equivariant pair features (Musaelian et al., Nat. Commun. 14, 579 (2023)).
+
+    Adds to :class:`ModelConfig`:
+
+    num_scalar_features : int
+        Width of the invariant latent pair features.
+    num_tensor_features : int
+        Channels of the equivariant pair features.
+    two_body_mlp, latent_mlp, readout_mlp : tuple of int
+        Hidden widths of the radial-chemical embedding, the per-layer latent update and the pair-energy
+        readout.
+
+    Example
+    -------
+    >>> AllegroConfig(elements=("Cu",), r_max=5.0).receptive_field
+    5.0
+    """
+
+    num_scalar_features: int = 32
+    num_tensor_features: int = 16
+    two_body_mlp: Tuple[int, ...] = (64, 64)
+    latent_mlp: Tuple[int, ...] = (64,)
+    readout_mlp: Tuple[int, ...] = (32,)
+
+    architecture = "allegro"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("num_scalar_features", self.num_scalar_features, 1)
+        _check_int("num_tensor_features", self.num_tensor_features, 1)
+        for name in ("two_body_mlp", "latent_mlp", "readout_mlp"):
+            _check_widths(name, getattr(self, name))

@@ -1,0 +1,189 @@
+"""Equivariant building blocks on e3nn's real spherical harmonics and Wigner 3j symbols.
+
+Tensor features are stored as component planes ``[D, E, U]``: ``D`` the concatenated ``2l+1`` components of an
+ordered list of irreps ``(l, p)`` (``p = +1`` even, ``-1`` odd), ``E`` edges (or atoms), ``U`` channels. Every
+channel carries the same irreps, which is what a channel-wise ("uuu") tensor product needs; keeping each
+component a contiguous ``E x U`` plane makes every elementwise operation a long vectorised loop.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence, Tuple
+
+import torch
+from e3nn import o3
+from torch import nn
+
+Irrep = Tuple[int, int]
+
+
+def irreps_dim(irreps: Sequence[Irrep]) -> int:
+    """Total number of components ``sum(2l+1)``."""
+    return sum(2 * l + 1 for l, _ in irreps)
+
+
+def feature_irreps(l_max: int, parity: bool) -> List[Irrep]:
+    """Irreps carried by tensor features.
+
+    ``parity=False`` keeps the parity of the spherical harmonics, ``(-1)^l``; ``parity=True`` tracks both
+    parities for every ``l`` (full O(3)), so pseudo-scalars and axial vectors are available too.
+    """
+    if l_max < 0:
+        raise ValueError(f"l_max must be >= 0, got {l_max}")
+    if not parity:
+        return [(l, (-1) ** l) for l in range(l_max + 1)]
+    out: List[Irrep] = []
+    for l in range(l_max + 1):
+        out += [(l, (-1) ** l), (l, -((-1) ** l))]
+    return out
+
+
+def sh_irreps(l_max: int) -> List[Irrep]:
+    """Irreps of the spherical harmonics ``Y_0 .. Y_lmax``."""
+    return [(l, (-1) ** l) for l in range(l_max + 1)]
+
+
+def irreps_string(irreps: Sequence[Irrep], mul: int = 1) -> str:
+    return "+".join(f"{mul}x{l}{'e' if p == 1 else 'o'}" for l, p in irreps)
+
+
+class SphericalHarmonics(nn.Module):
+    """Real spherical harmonics of the unit edge direction, e3nn's basis, component normalisation.
+
+    Shapes: ``vec [E, 3]`` (Å, any length > 0) -> ``[E, (l_max+1)^2]``.
+    """
+
+    def __init__(self, l_max: int) -> None:
+        super().__init__()
+        self.sh = o3.SphericalHarmonics(list(range(l_max + 1)), normalize=True, normalization="component")
+
+    def forward(self, vec: torch.Tensor) -> torch.Tensor:
+        return self.sh(vec)
+
+
+class IrrepWeighting(nn.Module):
+    """Per-channel weighting of spherical harmonics: ``w [n_irreps, E, U]``, ``y [D, E]`` -> ``[D, E, U]``."""
+
+    def __init__(self, irreps: Sequence[Irrep]) -> None:
+        super().__init__()
+        index = [k for k, (l, _) in enumerate(irreps) for _ in range(2 * l + 1)]
+        self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
+
+    def forward(self, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return w.index_select(0, self.index) * y.unsqueeze(-1)
+
+
+class ChannelwiseTensorProduct(nn.Module):
+    """Channel-wise tensor product ``out[u] = x[u] (x) y[u]`` over all allowed coupling paths.
+
+    Features are component planes ``[D, E, U]`` (component-major), so each nonzero Wigner 3j entry is one
+    fused multiply-add over a contiguous ``E x U`` plane: no broadcasting over tiny dimensions and no
+    ``[E, U, D1, D2]`` outer-product temporary.
+
+    Each path ``(l1,p1) x (l2,p2) -> (l3, p1*p2)`` with ``|l1-l2| <= l3 <= l1+l2`` and ``(l3, p1*p2)`` in
+    ``allowed_out`` has its own output block, weighted by the Wigner 3j symbol times ``sqrt(2 l3 + 1)``
+    (unit-variance output for unit-variance component-normalised inputs). Blocks are grouped by output irrep
+    in the order of ``allowed_out``, paths outer and components inner; ``out_blocks`` records
+    ``(irrep, number of paths)``.
+
+    Shapes: ``x [D1, E, U]``, ``y [D2, E, U]`` -> ``[D_out, E, U]``.
+    """
+
+    def __init__(self, irreps1: Sequence[Irrep], irreps2: Sequence[Irrep], allowed_out: Sequence[Irrep]) -> None:
+        super().__init__()
+        off1 = _offsets(irreps1)
+        off2 = _offsets(irreps2)
+        blocks: List[Tuple[Irrep, int]] = []
+        terms: List[List[Tuple[int, int, float]]] = []
+        for l3, p3 in allowed_out:
+            paths = 0
+            for a, (l1, p1) in enumerate(irreps1):
+                for b, (l2, p2) in enumerate(irreps2):
+                    if p1 * p2 != p3 or not abs(l1 - l2) <= l3 <= l1 + l2:
+                        continue
+                    w3j = o3.wigner_3j(l1, l2, l3, dtype=torch.float64) * math.sqrt(2 * l3 + 1)
+                    for k in range(2 * l3 + 1):
+                        nz = [(off1[a] + i, off2[b] + j, float(w3j[i, j, k]))
+                              for i in range(2 * l1 + 1) for j in range(2 * l2 + 1) if abs(float(w3j[i, j, k])) > 1e-12]
+                        terms.append(nz)
+                    paths += 1
+            if paths:
+                blocks.append(((l3, p3), paths))
+        if not blocks:
+            raise ValueError(f"no coupling path from {list(irreps1)} x {list(irreps2)} to {list(allowed_out)}")
+        self.out_blocks = blocks
+        self.dim_out = len(terms)
+        # Flattened sparse coupling: output component k sums coeff * x[i] * y[j] over term_ptr[k]..term_ptr[k+1].
+        self.term_i: List[int] = [i for t in terms for i, _, _ in t]
+        self.term_j: List[int] = [j for t in terms for _, j, _ in t]
+        self.term_c: List[float] = [c for t in terms for _, _, c in t]
+        ptr = [0]
+        for t in terms:
+            ptr.append(ptr[-1] + len(t))
+        self.term_ptr: List[int] = ptr
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xs = x.unbind(0)
+        ys = y.unbind(0)
+        out: List[torch.Tensor] = []
+        for k in range(self.dim_out):
+            a, b = self.term_ptr[k], self.term_ptr[k + 1]
+            acc = xs[self.term_i[a]] * ys[self.term_j[a]] * self.term_c[a]
+            for t in range(a + 1, b):
+                acc = torch.addcmul(acc, xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
+            out.append(acc)
+        return torch.stack(out, dim=0)
+
+
+class ChannelMixing(nn.Module):
+    """Equivariant linear map from tensor-product output blocks to feature irreps.
+
+    For every output irrep, mixes all channels of all paths that produced it (``U_in * paths -> U_out``);
+    the same matrix acts on every ``m`` component, so equivariance is kept. Irreps that no path produced
+    are zero.
+
+    Shapes: ``t [D_tp, E, U_in]`` -> ``[D_out, E, U_out]``.
+    """
+
+    def __init__(self, in_blocks: Sequence[Tuple[Irrep, int]], out_irreps: Sequence[Irrep], u_in: int, u_out: int) -> None:
+        super().__init__()
+        by_irrep = {irrep: (k, paths) for k, (irrep, paths) in enumerate(in_blocks)}
+        self.split_sizes: List[int] = [paths * (2 * l + 1) for (l, _), paths in in_blocks]
+        self.u_in, self.u_out = u_in, u_out
+        plan: List[List[int]] = []
+        w_size = 0
+        for l, p in out_irreps:
+            if (l, p) in by_irrep:
+                k, paths = by_irrep[(l, p)]
+                plan.append([k, paths, 2 * l + 1, w_size])
+                w_size += u_in * paths * u_out
+            else:
+                plan.append([-1, 0, 2 * l + 1, w_size])
+        self.plan = plan
+        self.weight = nn.Parameter(torch.randn(w_size))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.forward_blocks(torch.split(t, self.split_sizes, dim=0))
+
+    def forward_blocks(self, blocks: List[torch.Tensor]) -> torch.Tensor:
+        """Mix blocks already split by ``split_sizes`` (lets a caller reuse one split for other work)."""
+        n = blocks[0].shape[1]
+        outs: List[torch.Tensor] = []
+        for block in self.plan:
+            index, paths, dim, w0 = block[0], block[1], block[2], block[3]
+            if paths == 0:
+                outs.append(torch.zeros(dim, n, self.u_out, dtype=blocks[0].dtype, device=blocks[0].device))
+                continue
+            # [paths*dim, E, U] -> [dim, E, paths*U]: one GEMM per irrep over (path, channel).
+            tb = blocks[index].view(paths, dim, n, self.u_in).permute(1, 2, 0, 3).reshape(dim * n, paths * self.u_in)
+            w = self.weight[w0:w0 + self.u_in * paths * self.u_out].view(paths * self.u_in, self.u_out)
+            outs.append((tb @ (w * (1.0 / math.sqrt(float(self.u_in * paths))))).view(dim, n, self.u_out))
+        return torch.cat(outs, dim=0)
+
+
+def _offsets(irreps: Sequence[Irrep]) -> List[int]:
+    out, s = [], 0
+    for l, _ in irreps:
+        out.append(s)
+        s += 2 * l + 1
+    return out

@@ -1,0 +1,190 @@
+"""TEST_MATRIX rows 1-11 for every architecture, float64 and float32, through the shipped test kit."""
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from scipy.spatial.transform import Rotation
+
+from mdpot.data import TypeMapper, atoms_to_graph, evaluate_batch
+from mdpot.deploy import eager_model, load_model
+from mdpot.deploy import metadata as md
+from mdpot.testing import alloy, assert_allclose, molecule, slab, tolerance
+
+ELEMENTS = ("Cu", "Au")  # the elements of the conftest models
+
+
+def _eval(module, atoms, r_max, atom_virial=True):
+    g = atoms_to_graph(atoms, r_max, TypeMapper(ELEMENTS))
+    return [t.detach() for t in module(g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, atom_virial)]
+
+
+# Row 1: eager vs deployed.
+@pytest.mark.parametrize("make", [alloy, slab, molecule], ids=["bulk", "slab", "molecule"])
+def test_deploy_round_trip(energy_model, deployed, dtype, make):
+    eager = eager_model(energy_model, dtype)
+    atoms = make(ELEMENTS, seed=3)
+    tol = tolerance("deploy", dtype)
+    for name, a, b in zip(["energies", "forces", "virial", "atom virial"],
+                          _eval(deployed.module, atoms, deployed.r_max), _eval(eager.module, atoms, deployed.r_max)):
+        assert_allclose(a, b, tol, name)
+
+
+# Row 2: metadata round trip.
+def test_metadata_round_trip(energy_model, deployed, dtype):
+    expected = eager_model(energy_model, dtype).metadata
+    again = load_model(deployed.path).metadata
+    for key in md.ALL_KEYS:
+        if key == md.WEIGHTS_SHA256:
+            assert len(again[key]) == 64
+            continue
+        if key == md.PROVENANCE:
+            assert again[key] == {}
+            continue
+        assert again[key] == expected[key], key
+    assert again[md.ELEMENTS] == ELEMENTS
+    assert again[md.R_MAX] == energy_model.config.r_max
+    assert again[md.MODEL_DTYPE] == dtype
+
+
+# Row 3: equivariance (rotation, reflection, translation, permutation).
+@pytest.mark.parametrize("kind", ["rotation", "reflection", "translation", "permutation"])
+def test_equivariance(calc, dtype, kind):
+    atoms = alloy(ELEMENTS, seed=4)
+    atoms.calc = calc
+    e0, f0, s0 = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(voigt=False)
+    other = atoms.copy()
+    forces_map = lambda f: f  # noqa: E731
+    stress_map = lambda s: s  # noqa: E731
+    if kind in ("rotation", "reflection"):
+        rot = Rotation.random(random_state=7).as_matrix()
+        if kind == "reflection":
+            rot = rot @ np.diag([1.0, 1.0, -1.0])
+        other.set_cell(atoms.cell.array @ rot.T)
+        other.positions = atoms.positions @ rot.T
+        forces_map = lambda f: f @ rot.T  # noqa: E731
+        stress_map = lambda s: rot @ s @ rot.T  # noqa: E731
+    elif kind == "translation":
+        other.positions += np.array([1.3, -7.1, 0.4])
+    else:
+        perm = np.random.default_rng(1).permutation(len(atoms))
+        other = atoms[perm]
+        forces_map = lambda f: f[perm]  # noqa: E731
+    other.calc = calc
+    tol = tolerance("equivariance", dtype)
+    assert_allclose(other.get_potential_energy(), e0, tol, f"energy under {kind}")
+    assert_allclose(other.get_forces(), forces_map(f0), tol, f"forces under {kind}")
+    assert_allclose(other.get_stress(voigt=False), stress_map(s0), tol, f"stress under {kind}")
+
+
+# Row 4: forces against central differences.
+@pytest.mark.parametrize("make", [alloy, slab, molecule], ids=["bulk", "slab", "molecule"])
+def test_finite_difference_forces(calc, dtype, make):
+    atoms = make(ELEMENTS, seed=5)
+    atoms.calc = calc
+    f = atoms.get_forces()
+    # float64: d = 1e-4 keeps the O(d^2) truncation far below 1e-6; float32 energies round at ~1e-7 relative,
+    # so its step must be large enough that rounding / (2d) stays below the tolerance.
+    fd = atoms.calc.calculate_numerical_forces(atoms, d=1e-4 if dtype == "float64" else 1e-2)
+    tol = tolerance("fd_forces", dtype) * (1.0 if dtype == "float64" else np.abs(f).max())
+    assert_allclose(f, fd, tol, "forces vs finite differences", rtol=0.0)
+
+
+# Row 5: stress against numerical strain derivatives on a skewed, rattled cell.
+def test_finite_difference_stress(calc, dtype):
+    atoms = alloy(ELEMENTS, seed=6, skew=0.25)
+    atoms.calc = calc
+    s = atoms.get_stress()
+    fd = atoms.calc.calculate_numerical_stress(atoms, d=1e-5 if dtype == "float64" else 1e-3)
+    tol = tolerance("fd_stress", dtype)
+    err = np.abs(s - fd).max() / np.abs(s).max()
+    assert err < tol, f"stress vs finite differences: relative error {err:.2e} > {tol:.0e} (max |stress| {np.abs(s).max():.2e})"
+    assert_allclose(atoms.get_stresses().sum(axis=0), s, 1e-12 if dtype == "float64" else 1e-6, "sum of per-atom stresses")
+
+
+# Row 6: locality.
+def test_locality(energy_model, calc, dtype):
+    r_max = energy_model.config.r_max
+    tol = tolerance("locality", dtype)
+    base = molecule(ELEMENTS, n_atoms=6, seed=2)
+    far = base.copy()
+    far += Atoms("Au", positions=[base.positions.max(axis=0) + [r_max + 0.05, 0.0, 0.0]])
+    # the added atom sits beyond r_max of every other atom
+    assert np.linalg.norm(base.positions - far.positions[-1], axis=1).min() > r_max
+    base.calc = calc
+    far.calc = calc
+    assert_allclose(far.get_forces()[:-1], base.get_forces(), tol, "forces with an atom beyond the receptive field")
+    assert_allclose(far.get_forces()[-1], np.zeros(3), tol, "force on an isolated far atom")
+    assert_allclose(far.get_potential_energies()[:-1], base.get_potential_energies(), tol, "per-atom energies")
+    # Smooth at r_max: a dimer's energy and force go continuously to the isolated-atom values.
+    e_iso = sum(energy_model.config.per_element_energy_shift)
+    energies, forces = [], []
+    for r in (r_max - 1e-3, r_max - 1e-4, r_max + 1e-4):
+        dimer = Atoms("CuAu", positions=[[0, 0, 0], [r, 0, 0]])
+        dimer.calc = calc
+        energies.append(dimer.get_potential_energy() - e_iso)
+        forces.append(np.abs(dimer.get_forces()).max())
+    assert energies[2] == pytest.approx(0.0, abs=tol) and forces[2] == pytest.approx(0.0, abs=tol)
+    assert abs(energies[1]) < max(1e-8, 10 * tol) and abs(energies[0]) < 1e-5
+    assert forces[1] < max(1e-6, 10 * tol)
+
+
+# Row 7: separability.
+def test_separability(calc, dtype):
+    a = molecule(ELEMENTS, n_atoms=7, seed=8)
+    b = molecule(ELEMENTS, n_atoms=5, seed=9)
+    b.positions += [40.0, 0.0, 0.0]
+    both = a + b
+    for x in (a, b, both):
+        x.calc = calc
+    assert_allclose(both.get_potential_energy(), a.get_potential_energy() + b.get_potential_energy(),
+                    tolerance("separability", dtype), "E(A+B) vs E(A)+E(B)")
+
+
+# Row 8: wrap invariance.
+def test_wrap_invariance(calc, dtype):
+    atoms = alloy(ELEMENTS, seed=10)
+    atoms.calc = calc
+    e0, f0, s0 = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    shifted = atoms.copy()
+    images = np.random.default_rng(0).integers(-3, 4, size=(len(atoms), 3))
+    shifted.positions += images @ atoms.cell.array
+    shifted.calc = calc
+    tol = tolerance("wrap", dtype)
+    assert_allclose(shifted.get_potential_energy(), e0, tol, "energy, unwrapped")
+    assert_allclose(shifted.get_forces(), f0, tol, "forces, unwrapped")
+    assert_allclose(shifted.get_stress(), s0, tol, "stress, unwrapped")
+    shifted.wrap()
+    assert_allclose(shifted.get_forces(), f0, tol, "forces, wrapped")
+
+
+# Row 9: momentum conservation.
+@pytest.mark.parametrize("make", [alloy, slab], ids=["bulk", "slab"])
+def test_momentum(calc, dtype, make):
+    atoms = make(ELEMENTS, repeat=(3, 3, 3), seed=11)
+    atoms.calc = calc
+    n = len(atoms)
+    tol = tolerance("momentum", dtype) * (n if dtype == "float64" else np.sqrt(n))
+    assert_allclose(atoms.get_forces().sum(axis=0), np.zeros(3), tol, "sum of forces")
+
+
+# Row 10: isolated atom.
+@pytest.mark.parametrize("element", ELEMENTS)
+def test_isolated_atom(energy_model, calc, element):
+    atoms = Atoms(element, positions=[[0.1, 0.2, 0.3]])
+    atoms.calc = calc
+    expected = energy_model.config.per_element_energy_shift[ELEMENTS.index(element)]
+    assert atoms.get_potential_energy() == expected
+    assert (atoms.get_forces() == 0.0).all()
+
+
+# Row 11: batch vs single.
+def test_batch_vs_single(deployed, dtype):
+    structures = [alloy(ELEMENTS, seed=12), molecule(ELEMENTS, seed=13), slab(ELEMENTS, seed=14)]
+    mapper = TypeMapper(ELEMENTS)
+    graphs = [atoms_to_graph(a, deployed.r_max, mapper) for a in structures]
+    batched = evaluate_batch(deployed.module, graphs)
+    tol = tolerance("batch", dtype)
+    for g, res in zip(graphs, batched):
+        single = evaluate_batch(deployed.module, [g])[0]
+        for key in ("energy", "energies", "forces", "virial"):
+            assert_allclose(res[key], single[key], tol, f"batched {key}")
