@@ -115,7 +115,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(workdir=Path(args.workdir), steps=args.steps, repeat=args.repeat, dtype=args.dtype)
+    run_demo(workdir=Path(args.workdir), steps=args.steps, repeat=args.repeat, dtype=args.dtype,
+             lammps_steps=args.lammps_steps, lammps_size=args.lammps_size, ranks=args.ranks)
     return 0
 
 
@@ -152,11 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="report the LAMMPS plugin's path, build versions and status")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("demo", help="deploy the example model and run a short MD (the README's main job)")
+    p = sub.add_parser("demo", help="deploy the example model and run short MD in ASE and LAMMPS (the README's main job)")
     p.add_argument("--workdir", default="runs/demo", help="where models and logs go (default runs/demo)")
     p.add_argument("--steps", type=int, default=50, help="MD steps (default 50)")
     p.add_argument("--repeat", type=int, default=4, help="FCC Cu supercell n x n x n cubic cells (default 4: 256 atoms)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument("--lammps-steps", type=int, default=200, help="LAMMPS NVE steps (0 skips LAMMPS; default 200)")
+    p.add_argument("--lammps-size", type=int, default=6, help="LAMMPS box of n x n x n FCC cells (default 6: 864 atoms)")
+    p.add_argument("--ranks", type=int, default=2, help="MPI ranks for LAMMPS (default 2)")
     p.set_defaults(func=cmd_demo)
     return parser
 

