@@ -27,6 +27,10 @@
 
 #include <mpi.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -52,6 +56,11 @@ const char *const METADATA_KEYS[] = {
     "num_layers",           "receptive_field", "model_dtype", "energy_units",
     "length_units",         "torch_version", "mdpot_version", "provenance",
     "config",               "weights_sha256"};
+
+// Memory of one model call grows with its edges (about 10 KB per edge for the benchmark Allegro in
+// float32, autograd buffers included); strictly local models are evaluated in chunks of centre atoms of
+// at most this many edges, so large systems fit in memory at the same cost per atom.
+constexpr long DEFAULT_MAX_EDGES = 400000;
 
 // Atoms closer than this (Å) are reported as overlapping (same threshold as the ASE calculator).
 constexpr double OVERLAP_DISTANCE = 0.01;
@@ -145,6 +154,20 @@ void remember_loaded(const std::string &path, const torch::Device &device,
   files.push_back(std::move(f));
 }
 
+// Each model call allocates and frees hundreds of MB of temporaries. glibc returns blocks above its mmap
+// threshold to the OS on free, so every step page-faults its whole working set again and the cost per
+// atom grows with system size (mdpot/_malloc.py has the numbers). Keep freed memory in the heap instead.
+void tune_malloc()
+{
+#if defined(__GLIBC__)
+  const char *env = std::getenv("MDPOT_MALLOC_TUNING");
+  if (env && std::string(env) == "0") return;
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
+  mallopt(M_TOP_PAD, 1 << 28);
+#endif
+}
+
 }    // namespace
 
 namespace LAMMPS_NS {
@@ -177,7 +200,7 @@ struct MDPotImpl {
 /* ---------------------------------------------------------------------- */
 
 PairMDPot::PairMDPot(LAMMPS *lmp) :
-    Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false), impl(new MDPotImpl), r_max(0.0),
+    Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false), max_edges(DEFAULT_MAX_EDGES), impl(new MDPotImpl), r_max(0.0),
     receptive_field(0.0), ghost_centres(false)
 {
   single_enable = 0;
@@ -210,9 +233,12 @@ void PairMDPot::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [dump_edges FILE]
+   pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [max_edges N]
+                    [dump_edges FILE]
    jit_optimize: TorchScript's profiling graph executor (default no).
-   dump_edges is a debugging aid: every compute() overwrites FILE.<rank> with the edges it built.
+   max_edges: edges per model call for strictly local models (chunks of centre atoms; exact).
+   dump_edges is a debugging aid: every compute() overwrites FILE.<rank> with the edges it built
+   (one '#' header per chunk).
 ------------------------------------------------------------------------- */
 
 void PairMDPot::settings(int narg, char **arg)
@@ -221,6 +247,7 @@ void PairMDPot::settings(int narg, char **arg)
   num_threads = 0;
   edge_file.clear();
   jit_optimize = false;
+  max_edges = DEFAULT_MAX_EDGES;
   int iarg = 0;
   while (iarg < narg) {
     const std::string key = arg[iarg];
@@ -246,6 +273,12 @@ void PairMDPot::settings(int narg, char **arg)
                      value);
         num_threads = static_cast<int>(n);
       }
+    } else if (key == "max_edges") {
+      char *end = nullptr;
+      long n = std::strtol(value.c_str(), &end, 10);
+      if (end == value.c_str() || *end != '\0' || n < 1)
+        error->all(FLERR, "pair_style mdpot: max_edges must be a positive integer, got '{}'", value);
+      max_edges = n;
     } else if (key == "dump_edges") {
       edge_file = value;
     } else if (key == "jit_optimize") {
@@ -253,7 +286,7 @@ void PairMDPot::settings(int narg, char **arg)
         error->all(FLERR, "pair_style mdpot: jit_optimize must be yes or no, got '{}'", value);
       jit_optimize = value == "yes";
     } else {
-      error->all(FLERR, "pair_style mdpot: unknown keyword '{}' (known: device, threads, dump_edges, jit_optimize)",
+      error->all(FLERR, "pair_style mdpot: unknown keyword '{}' (known: device, threads, jit_optimize, max_edges, dump_edges)",
                  key);
     }
     iarg += 2;
@@ -278,6 +311,7 @@ void PairMDPot::coeff(int narg, char **arg)
 
   select_device();
   set_threads();
+  tune_malloc();
   load_model(arg[2]);
   map_types(narg - 3, arg + 3);
 }
@@ -503,14 +537,18 @@ void PairMDPot::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
   check_finite_positions("step");
-  pack_inputs();
-  if (!edge_file.empty()) dump_edges();
-  run_model(vflag_atom);
-  check_finite_outputs();
-  scatter_forces();
-  if (eflag_either) tally_energy();
-  if (vflag_global) tally_virial();
-  if (vflag_atom) tally_atom_virial();
+  // Strictly local models: energies are sums over centre atoms, so chunks of centres are exact.
+  int next = 0, chunk = 0;
+  do {
+    next = pack_inputs(next);
+    if (!edge_file.empty()) dump_edges(chunk++);
+    run_model(vflag_atom);
+    check_finite_outputs();
+    scatter_forces();
+    if (eflag_either) tally_energy();
+    if (vflag_global) tally_virial();
+    if (vflag_atom) tally_atom_virial();
+  } while (next < list->inum);
 }
 
 void PairMDPot::check_finite_positions(const char *when)
@@ -529,8 +567,10 @@ void PairMDPot::check_finite_positions(const char *when)
   }
 }
 
-// Compact atom list: mapped local atoms first (their energies count), then the ghosts that edges use.
-void PairMDPot::pack_inputs()
+// Compact atom list for the centres list->ilist[first_centre .. end): those centres first (their energies
+// count), then every other atom an edge uses. Returns `end`. A message-passing model takes every centre,
+// ghosts included, in one call.
+int PairMDPot::pack_inputs(int first_centre)
 {
   auto &d = *impl;
   double **x = atom->x;
@@ -550,14 +590,24 @@ void PairMDPot::pack_inputs()
     d.pos.insert(d.pos.end(), {x[i][0], x[i][1], x[i][2]});
     d.atom_type.push_back(type_to_model[type[i]]);
   };
-  for (int i = 0; i < nlocal; ++i)
+  int end = list->inum;
+  if (!ghost_centres && first_centre < list->inum) {
+    // numneigh counts the skin too: an upper bound on the edges, good enough to bound memory
+    long edges = 0;
+    end = first_centre;
+    while (end < list->inum && (end == first_centre || edges + list->numneigh[list->ilist[end]] <= max_edges))
+      edges += list->numneigh[list->ilist[end++]];
+  }
+  for (int ii = first_centre; ii < end; ++ii) {
+    const int i = list->ilist[ii];
     if (type_to_model[type[i]] >= 0) add_atom(i);
+  }
   d.n_local = static_cast<int>(d.lmp_index.size());
 
   d.edge_index.clear();
   d.edge_j.clear();
-  const int ncentres = list->inum + (ghost_centres ? list->gnum : 0);
-  for (int ii = 0; ii < ncentres; ++ii) {
+  const int ncentres = ghost_centres ? list->inum + list->gnum : end;
+  for (int ii = first_centre; ii < ncentres; ++ii) {
     const int i = list->ilist[ii];
     if (type_to_model[type[i]] < 0) continue;
     const int *jlist = list->firstneigh[i];
@@ -580,14 +630,15 @@ void PairMDPot::pack_inputs()
   }
   d.n_edges = static_cast<int64_t>(d.edge_j.size());
   d.edge_index.insert(d.edge_index.end(), d.edge_j.begin(), d.edge_j.end());
+  return end;
 }
 
 // One line per edge: tag_i tag_j and r_ij = x_j - x_i (Å), as the model receives them.
-void PairMDPot::dump_edges()
+void PairMDPot::dump_edges(int chunk)
 {
   auto &d = *impl;
   const std::string path = fmt::format("{}.{}", edge_file, comm->me);
-  FILE *fp = fopen(path.c_str(), "w");
+  FILE *fp = fopen(path.c_str(), chunk == 0 ? "w" : "a");
   if (!fp) error->one(FLERR, "pair mdpot: cannot open dump_edges file '{}': {}", path, utils::getsyserror());
   double **x = atom->x;
   utils::print(fp, "# step {} rank {} n_local {} n_atoms {} n_edges {}\n", update->ntimestep, comm->me,

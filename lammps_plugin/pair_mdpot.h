@@ -1,7 +1,8 @@
 /* -*- c++ -*- ----------------------------------------------------------
    mdpot: LAMMPS pair style for deployed mdpot models (docs/contract.md).
 
-   pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [dump_edges FILE]
+   pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [max_edges N]
+                    [dump_edges FILE]
    pair_coeff * * model.pt El1 El2 ...      (one element per LAMMPS type, NULL to skip a type)
 
    Only LAMMPS headers here: the torch state lives in the private MDPotImpl (pair_mdpot.cpp).
@@ -38,6 +39,7 @@ class PairMDPot : public Pair {
   DeviceChoice device_choice;
   int num_threads;    // 0 = auto
   bool jit_optimize;        // TorchScript profiling executor on/off
+  long max_edges;           // strictly local models: evaluate at most this many edges per model call
   std::string edge_file;    // debug: write every compute's edge list to FILE.<rank> ("" = off)
 
   // coeff(): model metadata and type map
@@ -56,14 +58,14 @@ class PairMDPot : public Pair {
   void map_types(int narg, char **arg);
 
   // compute() helpers
-  void pack_inputs();
+  int pack_inputs(int first_centre);
   void run_model(int vflag_atom_now);
   void scatter_forces();
   void tally_energy();
   void tally_virial();
   void tally_atom_virial();
   void check_finite_positions(const char *when);
-  void dump_edges();
+  void dump_edges(int chunk);
   void check_finite_outputs();
 };
 

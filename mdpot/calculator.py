@@ -11,10 +11,6 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from .data import Graph, TypeMapper, atoms_to_graph
 
-#: Atoms closer than this (Å) are reported as overlapping instead of producing infinite energies.
-OVERLAP_DISTANCE = 0.01
-
-
 class MDPotCalculator(Calculator):
     """ASE calculator running a deployed mdpot model through the model contract.
 
@@ -67,9 +63,7 @@ class MDPotCalculator(Calculator):
         if want_stress and atoms.cell.rank < 3:
             raise PropertyNotImplementedError(
                 f"stress needs a 3-D cell; this cell has rank {atoms.cell.rank} (pbc={atoms.pbc.tolist()})")
-        g = self.graph(atoms)
-        _check_overlaps(g)
-        g = g.to(self.device)
+        g = self.graph(atoms).to(self.device)
         atom_energy, forces, virial, atom_virial = self.model(
             g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, "stresses" in properties)
         atom_energy = atom_energy.detach().cpu().numpy()
@@ -89,17 +83,6 @@ def _voigt(m: np.ndarray) -> np.ndarray:
     """3x3 -> Voigt ``xx yy zz yz xz xy`` (symmetrised)."""
     s = 0.5 * (m + m.T)
     return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-
-
-def _check_overlaps(g: Graph) -> None:
-    if g.num_edges == 0:
-        return
-    vec = g.pos[g.edge_index[1]] - g.pos[g.edge_index[0]] + g.edge_shift
-    dist = torch.linalg.vector_norm(vec, dim=1)
-    k = int(torch.argmin(dist))
-    if float(dist[k]) < OVERLAP_DISTANCE:
-        i, j = int(g.edge_index[0, k]), int(g.edge_index[1, k])
-        raise ValueError(f"atoms {i} and {j} overlap (distance {float(dist[k]):.3g} Å < {OVERLAP_DISTANCE} Å)")
 
 
 def _check_finite(atom_energy: np.ndarray, forces: np.ndarray) -> None:

@@ -75,11 +75,16 @@ def _neighbor_box(atoms: Atoms, cutoff: float) -> np.ndarray:
     return cell
 
 
-def atoms_to_graph(atoms: Atoms, cutoff: float, mapper: TypeMapper) -> Graph:
+#: Atoms closer than this (Å) are reported as overlapping instead of producing infinite energies.
+OVERLAP_DISTANCE = 0.01
+
+
+def atoms_to_graph(atoms: Atoms, cutoff: float, mapper: TypeMapper, check_overlap: bool = True) -> Graph:
     """Full directed neighbour list of ``atoms`` within ``cutoff`` (Å) as model-contract inputs.
 
     Works for full, partial and no periodicity, any cell shape, and cells smaller than the cutoff (several
-    images of the same neighbour become separate edges).
+    images of the same neighbour become separate edges). With ``check_overlap``, atoms closer than
+    ``OVERLAP_DISTANCE`` raise ``ValueError`` naming them.
     """
     n = len(atoms)
     if n == 0:
@@ -92,7 +97,12 @@ def atoms_to_graph(atoms: Atoms, cutoff: float, mapper: TypeMapper) -> Graph:
     pbc = np.asarray(atoms.pbc, dtype=bool)
     box = _neighbor_box(atoms, cutoff)
     nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, shifts = nl.compute(points=pos, box=box, periodic=pbc.tolist(), quantities="ijS", copy=False)
+    i, j, shifts, dist = nl.compute(points=pos, box=box, periodic=pbc.tolist(), quantities="ijSd", copy=False)
+    if check_overlap and len(dist):
+        k = int(np.argmin(dist))
+        if dist[k] < OVERLAP_DISTANCE:
+            a, b = sorted((int(i[k]), int(j[k])))
+            raise ValueError(f"atoms {a} and {b} overlap (distance {dist[k]:.3g} Å < {OVERLAP_DISTANCE} Å)")
     edge_index = torch.from_numpy(np.stack([np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)]))
     edge_shift = torch.from_numpy(np.asarray(shifts, dtype=np.float64) @ box)
     return Graph(torch.from_numpy(pos.copy()), torch.from_numpy(types), edge_index, edge_shift)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from .._malloc import tune_malloc
 from ..data import TypeMapper, atoms_to_graph
 from ..models import Potential
 from ..models.config import ModelConfig
@@ -189,6 +190,7 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
         raise ValueError(f"{path}: weights do not match the digest recorded at deploy "
                          f"({digest[:12]}… != {meta[md.WEIGHTS_SHA256][:12]}…): the file was modified after `mdpot deploy`")
     module.eval()
+    tune_malloc()
     return LoadedModel(module, meta, path, device)
 
 

@@ -19,6 +19,13 @@ _TOL = {
     "calculator": (1e-12, 5e-5),
     "lammps_inputs": (1e-12, 1e-6),
     "lammps": (1e-10, 5e-5),
+    "lammps_ranks_energy": (1e-12, 5e-4),   # row 16, relative
+    "lammps_ranks": (1e-10, 5e-4),          # row 16
+    "lammps_newton": (1e-10, 5e-4),         # row 17
+    "lammps_regression": (5e-13, 1e-6),     # row 18, relative (float32 calibrated: run-to-run identical)
+    "lammps_replicate": (1e-10, 1e-5),      # row 20, relative
+    "lammps_types": (1e-12, 5e-5),          # row 21
+    "lammps_md": (1e-8, 1e-3),              # row 24
 }
 
 

@@ -13,26 +13,11 @@ ELEMENTS = ("Cu", "Au")
 DTYPES = ("float64", "float32")
 TIMEOUT = 180.0  # s per LAMMPS process; 8 ranks on 2 cores take ~30 s
 
-# TEST_MATRIX tolerances not (yet) in mdpot.testing.tolerance, per (float64, float32).
-_LOCAL_TOL = {
-    "lammps_ranks_energy": (1e-12, 5e-4),   # row 16, relative
-    "lammps_ranks": (1e-10, 5e-4),          # row 16
-    "lammps_newton": (1e-10, 5e-4),         # row 17
-    "lammps_regression": (5e-13, 1e-6),     # row 18, relative (float32 calibrated: run-to-run identical)
-    "lammps_replicate": (1e-10, 1e-5),      # row 20, relative
-    "lammps_types": (1e-12, 5e-5),          # row 21
-    "lammps_md": (1e-8, 1e-3),              # row 24
-}
-
-
 def tol(check: str, dtype: str) -> float:
-    """TEST_MATRIX tolerance of ``check`` for a model of ``dtype`` (mdpot.testing first)."""
+    """TEST_MATRIX tolerance of ``check`` for a model of ``dtype``."""
     from mdpot.testing import tolerance
 
-    try:
-        return tolerance(check, dtype)
-    except ValueError:
-        return _LOCAL_TOL[check][0 if dtype == "float64" else 1]
+    return tolerance(check, dtype)
 
 
 class Reference:

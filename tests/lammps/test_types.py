@@ -15,6 +15,8 @@ BLOCKS = {
     "plain": ("plain.data", "mdpot", "pair_coeff * * {model} Cu Au"),
     # types 1..4 = Au Cu Cu Au: model order reversed, types 3 and 4 have no atoms
     "permuted": ("permuted.data", "mdpot", "pair_coeff * * {model} Au Cu Cu Au"),
+    # strictly local model evaluated in chunks of centre atoms of at most 40 edges per model call
+    "chunked": ("plain.data", "mdpot max_edges 40 dump_edges chunked_edges", "pair_coeff * * {model} Cu Au"),
     "zbl": ("plain.data", "zbl 2.0 3.0", ZBL.format(s="")),
     "overlay": ("plain.data", "hybrid/overlay zbl 2.0 3.0 mdpot",
                 "pair_coeff * * mdpot {model} Cu Au\n" + ZBL.format(s="zbl ")),
@@ -38,6 +40,8 @@ def type_runs(plugin, models, lammps, tmp_path_factory):
                              for name, (data, style, coeff) in BLOCKS.items())
             lammps(script, workdir, nprocs=nprocs)
             cache[dtype, nprocs] = {name: read_block(workdir, name) for name in BLOCKS}
+            cache[dtype, nprocs]["chunk_headers"] = sum(
+                f.read_text().count("# step") for f in workdir.glob("chunked_edges.*"))
         return cache[dtype, nprocs]
 
     return get
@@ -76,3 +80,11 @@ def test_hybrid_overlay_with_null_type(type_runs, reference, dtype, nprocs):
         want[key] = zbl[key].copy()
         want[key][cu] += mdpot_part[key]
     assert_results_close(runs["overlay_null"], want, tol("lammps", dtype), "overlay with NULL")
+
+
+@pytest.mark.parametrize("dtype,nprocs", CASES)
+def test_chunked_evaluation_is_exact(type_runs, dtype, nprocs):
+    """max_edges splits the centres into several model calls; every result is unchanged."""
+    runs = type_runs(dtype, nprocs)
+    assert runs["chunk_headers"] > 5 * nprocs, "max_edges 40 should have produced many chunks"
+    assert_results_close(runs["chunked"], runs["plain"], tol("lammps_types", dtype), "chunked vs one call")
