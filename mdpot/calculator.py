@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -10,6 +10,10 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .data import Graph, TypeMapper, atoms_to_graph
+
+if TYPE_CHECKING:  # the deploy package imports torch.jit machinery; load it only when a model is loaded
+    from .deploy import LoadedModel
+
 
 class MDPotCalculator(Calculator):
     """ASE calculator running a deployed mdpot model through the model contract.

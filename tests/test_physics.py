@@ -1,7 +1,6 @@
 """TEST_MATRIX rows 1-11 for every architecture, float64 and float32, through the shipped test kit."""
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 

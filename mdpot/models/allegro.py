@@ -40,7 +40,6 @@ class AllegroLayer(nn.Module):
         out_irreps = [(0, 1)] if last else feature_irreps(cfg.l_max, cfg.parity)
         self.u = u
         self.n_y = len(y_irreps)
-        self.last = last
         self.env_weights = nn.Linear(cfg.num_scalar_features, u * self.n_y, bias=False)
         self.env_expand = IrrepWeighting(y_irreps)
         self.tp = ChannelwiseTensorProduct(in_irreps, y_irreps, out_irreps)
