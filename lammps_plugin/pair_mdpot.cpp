@@ -168,6 +168,18 @@ void tune_malloc()
 #endif
 }
 
+// Adds a row-major 3x3 virial to a LAMMPS Voigt vector (xx yy zz xy xz yz), symmetrising the
+// off-diagonals.
+void add_voigt(double *v, const double *w)
+{
+  v[0] += w[0];
+  v[1] += w[4];
+  v[2] += w[8];
+  v[3] += 0.5 * (w[1] + w[3]);
+  v[4] += 0.5 * (w[2] + w[6]);
+  v[5] += 0.5 * (w[5] + w[7]);
+}
+
 }    // namespace
 
 namespace LAMMPS_NS {
@@ -755,16 +767,9 @@ void PairMDPot::tally_energy()
     for (int k = 0; k < d.n_local; ++k) eatom[d.lmp_index[k]] += ek[k];
 }
 
-// LAMMPS order xx yy zz xy xz yz; the off-diagonals are symmetrised.
 void PairMDPot::tally_virial()
 {
-  const double *w = impl->virial.data_ptr<double>();
-  virial[0] += w[0];
-  virial[1] += w[4];
-  virial[2] += w[8];
-  virial[3] += 0.5 * (w[1] + w[3]);
-  virial[4] += 0.5 * (w[2] + w[6]);
-  virial[5] += 0.5 * (w[5] + w[7]);
+  add_voigt(virial, impl->virial.data_ptr<double>());
 }
 
 void PairMDPot::tally_atom_virial()
@@ -772,14 +777,5 @@ void PairMDPot::tally_atom_virial()
   auto &d = *impl;
   const double *w = d.atom_virial.data_ptr<double>();
   const size_t n = d.lmp_index.size();
-  for (size_t k = 0; k < n; ++k) {
-    const double *wk = w + 9 * k;
-    double *v = vatom[d.lmp_index[k]];
-    v[0] += wk[0];
-    v[1] += wk[4];
-    v[2] += wk[8];
-    v[3] += 0.5 * (wk[1] + wk[3]);
-    v[4] += 0.5 * (wk[2] + wk[6]);
-    v[5] += 0.5 * (wk[5] + wk[7]);
-  }
+  for (size_t k = 0; k < n; ++k) add_voigt(vatom[d.lmp_index[k]], w + 9 * k);
 }

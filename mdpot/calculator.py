@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .data import Graph, TypeMapper, atoms_to_graph
+from .voigt import to_voigt
 
 if TYPE_CHECKING:  # the deploy package imports torch.jit machinery; load it only when a model is loaded
     from .deploy import LoadedModel
@@ -77,16 +78,10 @@ class MDPotCalculator(Calculator):
         self.results = {"energy": energy, "free_energy": energy, "energies": atom_energy, "forces": forces}
         if atoms.cell.rank == 3:
             volume = atoms.get_volume()
-            self.results["stress"] = _voigt(-virial.detach().cpu().numpy() / volume)
+            self.results["stress"] = to_voigt(-virial.detach().cpu().numpy() / volume)
             if "stresses" in properties:
                 av = -atom_virial.detach().cpu().numpy() / volume
-                self.results["stresses"] = np.stack([_voigt(m) for m in av]) if len(av) else np.zeros((0, 6))
-
-
-def _voigt(m: np.ndarray) -> np.ndarray:
-    """3x3 -> Voigt ``xx yy zz yz xz xy`` (symmetrised)."""
-    s = 0.5 * (m + m.T)
-    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+                self.results["stresses"] = to_voigt(av)
 
 
 def _check_finite(atom_energy: np.ndarray, forces: np.ndarray) -> None:

@@ -30,6 +30,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from ..voigt import LAMMPS_ORDER, from_voigt, to_voigt
+
 __all__ = [
     "NKTV2P_METAL", "FTM2V_METAL", "LammpsBox", "LammpsError", "LammpsRun", "lammps_box", "write_data",
     "run_lammps", "lmp_command", "read_dump", "read_log", "read_edges", "atoms_from_frame",
@@ -411,18 +413,12 @@ def atoms_from_frame(frame: Mapping[str, object], type_elements: Sequence[str]):
 
 def voigt_to_matrix(v: np.ndarray) -> np.ndarray:
     """LAMMPS order ``xx yy zz xy xz yz`` (..., 6) -> symmetric (..., 3, 3)."""
-    v = np.asarray(v)
-    m = np.empty(v.shape[:-1] + (3, 3))
-    for c, (a, b) in enumerate(((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))):
-        m[..., a, b] = m[..., b, a] = v[..., c]
-    return m
+    return from_voigt(v, LAMMPS_ORDER)
 
 
 def matrix_to_voigt(m: np.ndarray) -> np.ndarray:
     """(..., 3, 3) -> LAMMPS order ``xx yy zz xy xz yz`` (symmetrised)."""
-    m = np.asarray(m)
-    s = 0.5 * (m + np.swapaxes(m, -1, -2))
-    return np.stack([s[..., 0, 0], s[..., 1, 1], s[..., 2, 2], s[..., 0, 1], s[..., 0, 2], s[..., 1, 2]], -1)
+    return to_voigt(m, LAMMPS_ORDER)
 
 
 _NLOCAL = re.compile(r"^Nlocal:\s+(\S+) ave\s+(\S+) max\s+(\S+) min", re.M)
