@@ -212,7 +212,7 @@ struct MDPotImpl {
 /* ---------------------------------------------------------------------- */
 
 PairMDPot::PairMDPot(LAMMPS *lmp) :
-    Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false), max_edges(DEFAULT_MAX_EDGES), impl(new MDPotImpl), r_max(0.0),
+    Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false), max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), impl(new MDPotImpl), r_max(0.0),
     receptive_field(0.0), ghost_centres(false)
 {
   single_enable = 0;
@@ -260,6 +260,7 @@ void PairMDPot::settings(int narg, char **arg)
   edge_file.clear();
   jit_optimize = false;
   max_edges = DEFAULT_MAX_EDGES;
+  max_edges_given = false;
   int iarg = 0;
   while (iarg < narg) {
     const std::string key = arg[iarg];
@@ -291,6 +292,7 @@ void PairMDPot::settings(int narg, char **arg)
       if (end == value.c_str() || *end != '\0' || n < 1)
         error->all(FLERR, "pair_style mdpot: max_edges must be a positive integer, got '{}'", value);
       max_edges = n;
+      max_edges_given = true;
     } else if (key == "dump_edges") {
       edge_file = value;
     } else if (key == "jit_optimize") {
@@ -534,6 +536,11 @@ void PairMDPot::init_style()
       if (comm->me == 0)
         utils::logmesg(lmp, "mdpot: ghost cutoff raised to {} Å (receptive field + skin)\n", needed);
     }
+    if (max_edges_given && comm->me == 0)
+      error->warning(FLERR,
+                     "pair mdpot: max_edges {} is ignored: the model passes messages (receptive field {} Å > "
+                     "r_max {} Å), so each rank evaluates all its atoms in one call",
+                     max_edges, receptive_field, r_max);
   }
 }
 
@@ -645,7 +652,8 @@ int PairMDPot::pack_inputs(int first_centre)
   return end;
 }
 
-// One line per edge: tag_i tag_j and r_ij = x_j - x_i (Å), as the model receives them.
+// One line per edge: tag_i tag_j, r_ij = x_j - x_i (Å) as the model receives them, and 1 if the centre is
+// one of this call's local centres (0: a ghost centre, which only message-passing models use).
 void PairMDPot::dump_edges(int chunk)
 {
   auto &d = *impl;
@@ -657,8 +665,8 @@ void PairMDPot::dump_edges(int chunk)
                d.n_local, d.lmp_index.size(), d.n_edges);
   for (int64_t e = 0; e < d.n_edges; ++e) {
     const int i = d.lmp_index[d.edge_index[e]], j = d.lmp_index[d.edge_index[d.n_edges + e]];
-    utils::print(fp, "{} {} {:.17g} {:.17g} {:.17g}\n", atom->tag[i], atom->tag[j], x[j][0] - x[i][0],
-                 x[j][1] - x[i][1], x[j][2] - x[i][2]);
+    utils::print(fp, "{} {} {:.17g} {:.17g} {:.17g} {}\n", atom->tag[i], atom->tag[j], x[j][0] - x[i][0],
+                 x[j][1] - x[i][1], x[j][2] - x[i][2], d.edge_index[e] < d.n_local ? 1 : 0);
   }
   fclose(fp);
 }

@@ -40,6 +40,7 @@ class PairMDPot : public Pair {
   int num_threads;    // 0 = auto
   bool jit_optimize;        // TorchScript profiling executor on/off
   long max_edges;           // strictly local models: evaluate at most this many edges per model call
+  bool max_edges_given;     // set explicitly: warn when a message-passing model cannot honour it
   std::string edge_file;    // debug: write every compute's edge list to FILE.<rank> ("" = off)
 
   // coeff(): model metadata and type map

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mdpot.models import AllegroConfig, Potential, build_model, create_checkpoint, load_checkpoint, make_config
+from mdpot.models import AllegroConfig, NequIP, NequIPConfig, Potential, build_model, create_checkpoint, load_checkpoint, make_config
 from mdpot.testing import alloy, small_model
 from mdpot.data import TypeMapper, atoms_to_graph
 
@@ -22,6 +22,23 @@ from mdpot.data import TypeMapper, atoms_to_graph
 def test_config_validation(options, error, match):
     with pytest.raises(error, match=match):
         AllegroConfig(**options)
+
+
+@pytest.mark.parametrize("options,error,match", [
+    (dict(elements=("Cu",), num_features=0), ValueError, "num_features must be >= 1, got 0"),
+    (dict(elements=("Cu",), radial_mlp=(8, -1)), ValueError, "radial_mlp must be a sequence of positive ints"),
+    (dict(elements=("Cu",), num_layers=True), TypeError, "num_layers must be an int"),
+])
+def test_nequip_config_validation(options, error, match):
+    with pytest.raises(error, match=match):
+        NequIPConfig(**options)
+
+
+def test_receptive_field_property():
+    assert NequIPConfig(elements=("Cu",), r_max=4.0, num_layers=3).receptive_field == 12.0
+    assert AllegroConfig(elements=("Cu",), r_max=4.0, num_layers=3).receptive_field == 4.0
+    with pytest.raises(TypeError, match="NequIP needs a NequIPConfig"):
+        NequIP(AllegroConfig(elements=("Cu",)))
 
 
 def test_config_dict_round_trip():

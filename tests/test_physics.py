@@ -127,6 +127,33 @@ def test_locality(energy_model, calc, dtype):
     assert forces[1] < max(1e-6, 10 * tol)
 
 
+def test_receptive_field(energy_model, calc, dtype):
+    """Row 6 for message passing: atom 0's energy feels an atom k hops down a chain iff it lies within the
+    receptive field (r_max for Allegro, num_layers * r_max for NequIP); beyond it, exactly nothing."""
+    cfg = energy_model.config
+    spacing = 0.8 * cfg.r_max
+    n = int(cfg.receptive_field / spacing) + 3
+    # a zigzag chain: only consecutive atoms are within r_max of each other
+    pos = np.array([[k * spacing, 0.3 * (k % 2), 0.0] for k in range(n)])
+    assert np.linalg.norm(pos[2] - pos[0]) > cfg.r_max
+    base = Atoms("".join(ELEMENTS[k % 2] for k in range(n)), positions=pos)
+    base.calc = calc
+    e0 = base.get_potential_energies()[0]
+    tol = tolerance("locality", dtype)
+    for k in range(1, n):
+        moved = base.copy()
+        moved.positions[k] += [0.05, 0.2, 0.1]
+        moved.calc = calc
+        change = abs(moved.get_potential_energies()[0] - e0)
+        if k * spacing < cfg.receptive_field:
+            # two hops through small random weights move E_0 by ~1e-9 eV: only float64 resolves that
+            if dtype == "float64" or k == 1:
+                assert change > 1e-12, f"atom {k} at {k * spacing:.2f} A is inside the receptive field but has no effect"
+        else:
+            assert change <= (0.0 if dtype == "float64" else tol), (
+                f"atom {k} at {k * spacing:.2f} A, beyond the receptive field {cfg.receptive_field} A, changed E_0 by {change:.3g} eV")
+
+
 # Row 7: separability.
 def test_separability(calc, dtype):
     a = molecule(ELEMENTS, n_atoms=7, seed=8)

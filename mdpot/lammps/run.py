@@ -382,22 +382,24 @@ def read_log(path: PathLike) -> List[Dict[str, np.ndarray]]:
 def read_edges(prefix: PathLike) -> Dict[str, np.ndarray]:
     """Edges written by ``pair_style mdpot ... dump_edges PREFIX`` on every rank (``PREFIX.<rank>``).
 
-    Returns ``tags`` ((E, 2) int: atom ids of centre and neighbour) and ``vec`` ((E, 3) float, Å:
-    ``x_j - x_i`` as the model received it), concatenated over ranks.
+    Returns ``tags`` ((E, 2) int: atom ids of centre and neighbour), ``vec`` ((E, 3) float, Å:
+    ``x_j - x_i`` as the model received it) and ``local`` ((E,) bool: the centre is a local atom of that
+    rank; ghost centres appear for message-passing models only), concatenated over ranks.
     """
     prefix = Path(prefix)
     files = sorted(prefix.parent.glob(prefix.name + ".*"), key=lambda p: int(p.suffix[1:]))
     if not files:
         raise FileNotFoundError(f"no edge files {prefix}.<rank>")
-    tags, vec = [], []
+    tags, vec, local = [], [], []
     for f in files:
         data = np.loadtxt(f, comments="#", ndmin=2)
         if data.size:
             tags.append(data[:, :2].astype(np.int64))
             vec.append(data[:, 2:5])
+            local.append(data[:, 5] == 1)
     if not tags:
-        return {"tags": np.zeros((0, 2), np.int64), "vec": np.zeros((0, 3))}
-    return {"tags": np.concatenate(tags), "vec": np.concatenate(vec)}
+        return {"tags": np.zeros((0, 2), np.int64), "vec": np.zeros((0, 3)), "local": np.zeros(0, bool)}
+    return {"tags": np.concatenate(tags), "vec": np.concatenate(vec), "local": np.concatenate(local)}
 
 
 def atoms_from_frame(frame: Mapping[str, object], type_elements: Sequence[str]):

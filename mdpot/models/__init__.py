@@ -1,7 +1,8 @@
 """Architectures (frozen config dataclass -> nn.Module), the model contract wrapper and checkpoints."""
 from .allegro import Allegro
 from .checkpoint import ARCHITECTURES, build_model, create_checkpoint, load_checkpoint, make_config, save_checkpoint
-from .config import AllegroConfig, ModelConfig
+from .config import AllegroConfig, ModelConfig, NequIPConfig
+from .nequip import NequIP
 from .potential import Potential
 
 __all__ = [
@@ -9,6 +10,8 @@ __all__ = [
     "Allegro",
     "AllegroConfig",
     "ModelConfig",
+    "NequIP",
+    "NequIPConfig",
     "Potential",
     "build_model",
     "create_checkpoint",

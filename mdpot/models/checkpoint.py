@@ -10,12 +10,14 @@ import torch
 from torch import nn
 
 from .allegro import Allegro
-from .config import AllegroConfig, ModelConfig
+from .config import AllegroConfig, ModelConfig, NequIPConfig
+from .nequip import NequIP
 
 CHECKPOINT_FORMAT = 1
 
 ARCHITECTURES: Dict[str, Tuple[Type[ModelConfig], Type[nn.Module]]] = {
     "allegro": (AllegroConfig, Allegro),
+    "nequip": (NequIPConfig, NequIP),
 }
 
 

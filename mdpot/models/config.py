@@ -163,3 +163,42 @@ class AllegroConfig(ModelConfig):
         _check_int("num_tensor_features", self.num_tensor_features, 1)
         for name in ("two_body_mlp", "latent_mlp", "readout_mlp"):
             _check_widths(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class NequIPConfig(ModelConfig):
+    """NequIP: equivariant message passing on atoms (Batzner et al., Nat. Commun. 13, 2453 (2022)).
+
+    Adds to :class:`ModelConfig`:
+
+    num_features : int
+        Channels of every irrep of the per-atom features.
+    radial_mlp : tuple of int
+        Hidden widths of the radial network that weights each convolution path from the Bessel basis.
+    readout_mlp : tuple of int
+        Hidden widths of the per-atom energy readout from the final invariant features.
+
+    Each of the ``num_layers`` interaction blocks passes messages over one ``r_max``, so an atom's energy
+    depends on atoms up to ``num_layers * r_max`` away (:attr:`receptive_field`).
+
+    Example
+    -------
+    >>> NequIPConfig(elements=("Cu",), r_max=5.0, num_layers=3).receptive_field
+    15.0
+    """
+
+    num_features: int = 32
+    radial_mlp: Tuple[int, ...] = (64, 64)
+    readout_mlp: Tuple[int, ...] = (16,)
+
+    architecture = "nequip"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("num_features", self.num_features, 1)
+        for name in ("radial_mlp", "readout_mlp"):
+            _check_widths(name, getattr(self, name))
+
+    @property
+    def receptive_field(self) -> float:
+        return self.num_layers * self.r_max

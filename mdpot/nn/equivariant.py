@@ -95,6 +95,8 @@ class ChannelwiseTensorProduct(nn.Module):
         off2 = _offsets(irreps2)
         blocks: List[Tuple[Irrep, int]] = []
         terms: List[List[Tuple[int, int, float]]] = []
+        comp_path: List[int] = []
+        path_in: List[int] = []
         for l3, p3 in allowed_out:
             paths = 0
             for a, (l1, p1) in enumerate(irreps1):
@@ -106,6 +108,8 @@ class ChannelwiseTensorProduct(nn.Module):
                         nz = [(off1[a] + i, off2[b] + j, float(w3j[i, j, k]))
                               for i in range(2 * l1 + 1) for j in range(2 * l2 + 1) if abs(float(w3j[i, j, k])) > 1e-12]
                         terms.append(nz)
+                        comp_path.append(len(path_in))
+                    path_in.append(a)
                     paths += 1
             if paths:
                 blocks.append(((l3, p3), paths))
@@ -113,6 +117,10 @@ class ChannelwiseTensorProduct(nn.Module):
             raise ValueError(f"no coupling path from {list(irreps1)} x {list(irreps2)} to {list(allowed_out)}")
         self.out_blocks = blocks
         self.dim_out = len(terms)
+        #: path index of every output component, and the ``irreps1`` index each path reads
+        self.comp_path: List[int] = comp_path
+        self.path_in: List[int] = path_in
+        self.num_paths = len(path_in)
         # Flattened sparse coupling: output component k sums coeff * x[i] * y[j] over term_ptr[k]..term_ptr[k+1].
         self.term_i: List[int] = [i for t in terms for i, _, _ in t]
         self.term_j: List[int] = [j for t in terms for _, j, _ in t]
@@ -133,6 +141,21 @@ class ChannelwiseTensorProduct(nn.Module):
             for t in range(a + 1, b):
                 acc.addcmul_(xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
             out.append(acc)
+        return torch.stack(out, dim=0)
+
+    def forward_weighted(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The product with one weight per path and channel, ``w [num_paths, E, U]`` (a convolution's radial
+        weights): each output component is scaled by its path's weight, one multiply per component."""
+        xs = x.unbind(0)
+        ys = y.unbind(0)
+        ws = w.unbind(0)
+        out: List[torch.Tensor] = []
+        for k in range(self.dim_out):
+            a, b = self.term_ptr[k], self.term_ptr[k + 1]
+            acc = torch.mul(xs[self.term_i[a]], ys[self.term_j[a]]).mul_(self.term_c[a])
+            for t in range(a + 1, b):
+                acc.addcmul_(xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
+            out.append(acc * ws[self.comp_path[k]])
         return torch.stack(out, dim=0)
 
 

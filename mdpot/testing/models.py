@@ -9,6 +9,8 @@ from torch import nn
 SMALL_OPTIONS: Dict[str, Dict[str, Any]] = {
     "allegro": dict(r_max=4.0, l_max=1, num_layers=2, num_scalar_features=8, num_tensor_features=4,
                     two_body_mlp=(16,), latent_mlp=(16,), readout_mlp=(8,), avg_num_neighbors=20.0),
+    "nequip": dict(r_max=3.5, l_max=1, num_layers=2, num_features=4, radial_mlp=(16,), readout_mlp=(8,),
+                   avg_num_neighbors=20.0),
 }
 
 

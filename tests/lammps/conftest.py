@@ -1,5 +1,5 @@
-"""Fixtures for the LAMMPS pair-style tests: the plugin, the real (small) Allegro model deployed in both
-dtypes, an ASE reference per dtype and the LAMMPS runner.
+"""Fixtures for the LAMMPS pair-style tests: the plugin, the real (small) model of every architecture deployed
+in both dtypes, an ASE reference per dtype and the LAMMPS runner.
 
 LAMMPS always runs as a subprocess (``mpirun -np N .venv/bin/lmp``) through :mod:`mdpot.lammps.run`, with a
 timeout so that nothing hangs.
@@ -36,14 +36,15 @@ def plugin():
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory) -> Dict[str, Path]:
-    """The small real Allegro model (Cu, Au; r_max 4 Å; nonzero energy shifts) deployed in both dtypes."""
+def models(arch, tmp_path_factory) -> Dict[str, Path]:
+    """The small real model of each architecture (Cu, Au; nonzero energy shifts) deployed in both dtypes:
+    strictly local Allegro and message-passing NequIP (ghost-centred edges, a ghost shell of 2 r_max)."""
     from mdpot.deploy import deploy_model
     from mdpot.testing import small_model
 
-    folder = tmp_path_factory.mktemp("models")
-    model = small_model("allegro", ELEMENTS, seed=0)
-    return {dtype: deploy_model(model, folder / f"allegro_{dtype}.pt", dtype=dtype).path for dtype in DTYPES}
+    folder = tmp_path_factory.mktemp(f"models_{arch}")
+    model = small_model(arch, ELEMENTS, seed=0)
+    return {dtype: deploy_model(model, folder / f"{arch}_{dtype}.pt", dtype=dtype).path for dtype in DTYPES}
 
 
 @pytest.fixture(scope="session")

@@ -38,8 +38,9 @@ def type_runs(plugin, models, lammps, tmp_path_factory):
             write_data(workdir / "permuted.data", atoms, ["Au", "Cu", "Cu", "Au"])
             script = "".join(block(name, data, "p p p", coeff.format(model=models[dtype]), pair_style=style)
                              for name, (data, style, coeff) in BLOCKS.items())
-            lammps(script, workdir, nprocs=nprocs)
+            run = lammps(script, workdir, nprocs=nprocs)
             cache[dtype, nprocs] = {name: read_block(workdir, name) for name in BLOCKS}
+            cache[dtype, nprocs]["output"] = run.output
             cache[dtype, nprocs]["chunk_headers"] = sum(
                 f.read_text().count("# step") for f in workdir.glob("chunked_edges.*"))
         return cache[dtype, nprocs]
@@ -83,8 +84,13 @@ def test_hybrid_overlay_with_null_type(type_runs, reference, dtype, nprocs):
 
 
 @pytest.mark.parametrize("dtype,nprocs", CASES)
-def test_chunked_evaluation_is_exact(type_runs, dtype, nprocs):
-    """max_edges splits the centres into several model calls; every result is unchanged."""
+def test_chunked_evaluation_is_exact(type_runs, arch, dtype, nprocs):
+    """max_edges splits the centres of a strictly local model into several model calls; every result is
+    unchanged. A message-passing model cannot be split by centres: one call per rank and a warning."""
     runs = type_runs(dtype, nprocs)
-    assert runs["chunk_headers"] > 5 * nprocs, "max_edges 40 should have produced many chunks"
+    if arch == "nequip":
+        assert runs["chunk_headers"] == nprocs
+        assert "max_edges 40 is ignored: the model passes messages" in runs["output"]
+    else:
+        assert runs["chunk_headers"] > 5 * nprocs, "max_edges 40 should have produced many chunks"
     assert_results_close(runs["chunked"], runs["plain"], tol("lammps_types", dtype), "chunked vs one call")

@@ -1,0 +1,231 @@
+"""NequIP: equivariant message passing on per-atom features.
+
+Written from the published equations (Batzner et al., Nat. Commun. 13, 2453 (2022)). Every atom carries
+equivariant features ``h_i`` (``num_features`` channels of every irrep up to ``l_max``). An interaction
+block
+
+1. mixes channels of ``h`` (a linear map per irrep),
+2. convolves: ``m_i = sum_j R(r_ij) * (h_j (x) Y(r_ij)) / sqrt(avg_num_neighbors)``, one radial weight per
+   coupling path and channel from an MLP on a Bessel basis times a smooth polynomial envelope,
+3. mixes the paths into the output irreps plus one gate scalar per channel of every ``l > 0`` irrep and adds
+   a species-dependent self-connection of ``h_i``,
+4. applies a gated nonlinearity (SiLU on even scalars, tanh on odd scalars, sigmoid gates on ``l > 0``) and
+   a residual update where the irreps match.
+
+The per-atom energy is an MLP readout of the final even scalars, minus the same readout for the atom without
+neighbours (so an isolated atom's energy is exactly its per-element reference), times a per-element scale;
+the per-element shift is added in float64 by :class:`~mdpot.models.Potential`. After ``L`` blocks an atom's energy depends on
+atoms up to ``L * r_max`` away; nothing farther has any influence.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..nn import MLP, BesselBasis, ChannelMixing, ChannelwiseTensorProduct, PolynomialCutoff, SphericalHarmonics, feature_irreps, sh_irreps
+from ..nn.equivariant import Irrep
+from .config import NequIPConfig
+
+
+class SpeciesLinear(nn.Module):
+    """Self-connection: a channel mixing per irrep whose matrix depends on the atom's species.
+
+    Shapes: ``h [D_in, N, U_in]``, ``select [N]`` (``n * num_types + type_n``) -> ``[D_out, N, U_out]``.
+    Output irreps absent from the input are zero.
+    """
+
+    def __init__(self, in_irreps: Sequence[Irrep], out_irreps: Sequence[Irrep], num_types: int, u_in: int, u_out: int) -> None:
+        super().__init__()
+        offsets, start = {}, 0
+        for l, p in in_irreps:
+            offsets[(l, p)] = start
+            start += 2 * l + 1
+        plan: List[List[int]] = []
+        w_size = 0
+        for l, p in out_irreps:
+            dim = 2 * l + 1
+            if (l, p) in offsets:
+                plan.append([offsets[(l, p)], dim, w_size])
+                w_size += num_types * u_in * u_out
+            else:
+                plan.append([-1, dim, w_size])
+        self.plan = plan
+        self.num_types, self.u_in, self.u_out = num_types, u_in, u_out
+        self.weight = nn.Parameter(torch.randn(w_size))
+
+    def forward(self, h: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+        n = h.shape[1]
+        outs: List[torch.Tensor] = []
+        norm = 1.0 / math.sqrt(float(self.u_in))
+        for block in self.plan:
+            start, dim, w0 = block[0], block[1], block[2]
+            if start < 0:
+                outs.append(torch.zeros(dim, n, self.u_out, dtype=h.dtype, device=h.device))
+                continue
+            w = self.weight[w0:w0 + self.num_types * self.u_in * self.u_out].view(self.num_types, self.u_in, self.u_out)
+            w = w.permute(1, 0, 2).reshape(self.u_in, self.num_types * self.u_out) * norm
+            # every species' matrix on every atom, then keep the atom's own: one GEMM, species are few
+            y = (h[start:start + dim].reshape(dim * n, self.u_in) @ w).view(dim, n * self.num_types, self.u_out)
+            outs.append(y.index_select(1, select))
+        return torch.cat(outs, dim=0)
+
+
+class Gate(nn.Module):
+    """Gated nonlinearity on ``[D, N, U]`` features laid out as ``irreps`` followed by one gate scalar per
+    ``l > 0`` irrep; returns ``[D_irreps, N, U]``."""
+
+    def __init__(self, irreps: Sequence[Irrep]) -> None:
+        super().__init__()
+        self.dims: List[int] = [2 * l + 1 for l, _ in irreps]
+        # kind: 0 even scalar (SiLU), 1 odd scalar (tanh keeps it odd), 2 gated by sigmoid of its gate scalar
+        self.kinds: List[int] = [0 if l == 0 and p == 1 else 1 if l == 0 else 2 for l, p in irreps]
+        self.num_gates = sum(1 for k in self.kinds if k == 2)
+        self.split_sizes: List[int] = self.dims + [1] * self.num_gates
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = torch.split(x, self.split_sizes, dim=0)
+        n_irreps = len(self.dims)
+        outs: List[torch.Tensor] = []
+        g = n_irreps
+        for k in range(n_irreps):
+            kind = self.kinds[k]
+            if kind == 0:
+                outs.append(nn.functional.silu(blocks[k]))
+            elif kind == 1:
+                outs.append(torch.tanh(blocks[k]))
+            else:
+                outs.append(blocks[k] * torch.sigmoid(blocks[g]))
+                g += 1
+        return torch.cat(outs, dim=0)
+
+
+class InteractionBlock(nn.Module):
+    """One NequIP interaction block (see the module docstring)."""
+
+    def __init__(self, cfg: NequIPConfig, in_irreps: Sequence[Irrep], out_irreps: Sequence[Irrep]) -> None:
+        super().__init__()
+        u = cfg.num_features
+        num_types = len(cfg.elements)
+        y_irreps = sh_irreps(cfg.l_max)
+        self.u = u
+        # only the input irreps some path reads are mixed and sent along edges (the last block needs few)
+        used = sorted(set(ChannelwiseTensorProduct(in_irreps, y_irreps, out_irreps).path_in))
+        tp_in = [in_irreps[a] for a in used]
+        self.linear_in = ChannelMixing([(irrep, 1) for irrep in in_irreps], tp_in, u, u)
+        self.tp = ChannelwiseTensorProduct(tp_in, y_irreps, out_irreps)
+        self.n_paths = self.tp.num_paths
+        # bias-free, so zero input (the envelope at r_max) gives zero weights, smoothly
+        self.radial = MLP(cfg.num_bessel, self.n_paths * u, cfg.radial_mlp, bias_last=False, bias=False)
+        # He-normal weights: torch's default init shrinks the signal about 3x per layer, leaving a fresh
+        # model's messages (and forces) near zero
+        for layer in self.radial.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=math.sqrt(2.0 / layer.in_features))
+        gate_irreps = list(out_irreps) + [(0, 1)] * sum(1 for l, _ in out_irreps if l > 0)
+        self.linear_out = ChannelMixing(self.tp.out_blocks, gate_irreps, u, u)
+        self.self_connection = SpeciesLinear(in_irreps, gate_irreps, num_types, u, u)
+        self.gate = Gate(out_irreps)
+        self.msg_norm = 1.0 / math.sqrt(cfg.avg_num_neighbors)
+        # residual over the input components that carry the output irreps (all of them, or none)
+        in_offsets, start = {}, 0
+        for l, p in in_irreps:
+            in_offsets[(l, p)] = start
+            start += 2 * l + 1
+        residual: List[int] = []
+        if all(irrep in in_offsets for irrep in out_irreps):
+            for l, p in out_irreps:
+                residual += list(range(in_offsets[(l, p)], in_offsets[(l, p)] + 2 * l + 1))
+        self.has_residual = bool(residual)
+        self.register_buffer("residual_index", torch.tensor(residual, dtype=torch.long), persistent=False)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor, basis: torch.Tensor, edge_index: torch.Tensor,
+                select: torch.Tensor) -> torch.Tensor:
+        n_atoms = h.shape[1]
+        n_edges = basis.shape[0]
+        x = self.linear_in(h)
+        w = self.radial(basis).view(n_edges, self.n_paths, self.u).transpose(0, 1)
+        t = self.tp.forward_weighted(x.index_select(1, edge_index[1]), y, w)
+        msg = torch.zeros((t.shape[0], n_atoms, self.u), dtype=h.dtype, device=h.device)
+        msg = msg.index_add_(1, edge_index[0], t) * self.msg_norm
+        return self._finish(self.linear_out(msg) + self.self_connection(h, select), h)
+
+    def isolated(self, h: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+        """The block on features ``h`` of atoms without neighbours (no message); same shapes as forward."""
+        return self._finish(self.self_connection(h, select), h)
+
+    def _finish(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        update = self.gate(x)
+        if self.has_residual:
+            update = update + h.index_select(0, self.residual_index)
+        return update
+
+
+class NequIP(nn.Module):
+    """NequIP energy model: per-atom energies from edge vectors.
+
+    Parameters
+    ----------
+    config : NequIPConfig
+
+    Forward
+    -------
+    edge_vec : Tensor [E, 3], model dtype, Å
+        ``r_ij = pos[j] - pos[i] + shift``.
+    edge_index : Tensor [2, E], int64
+        Centre ``i`` (receives the message) and neighbour ``j`` of each directed edge.
+    atom_type : Tensor [N], int64
+
+    Returns the learned per-atom energy ``[N]`` in eV (scale applied, shift not).
+
+    Example
+    -------
+    >>> model = NequIP(NequIPConfig(elements=("Cu",)))
+    >>> vec = torch.tensor([[2.5, 0.0, 0.0], [-2.5, 0.0, 0.0]])
+    >>> model(vec, torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 0])).shape
+    torch.Size([2])
+    """
+
+    def __init__(self, config: NequIPConfig) -> None:
+        super().__init__()
+        if not isinstance(config, NequIPConfig):
+            raise TypeError(f"NequIP needs a NequIPConfig, got {type(config).__name__}")
+        self.config = config
+        self.num_types = len(config.elements)
+        u = config.num_features
+        self.u = u
+        self.sh = SphericalHarmonics(config.l_max)
+        self.basis = BesselBasis(config.r_max, config.num_bessel)
+        self.cutoff = PolynomialCutoff(config.r_max, config.cutoff_p)
+        self.embedding = nn.Parameter(torch.randn(self.num_types, u))
+        hidden = feature_irreps(config.l_max, config.parity)
+        blocks: List[InteractionBlock] = []
+        in_irreps: List[Tuple[int, int]] = [(0, 1)]
+        for k in range(config.num_layers):
+            # the readout needs only even scalars: the last block computes nothing else
+            out_irreps = [(0, 1)] if k == config.num_layers - 1 else hidden
+            blocks.append(InteractionBlock(config, in_irreps, out_irreps))
+            in_irreps = out_irreps
+        self.blocks = nn.ModuleList(blocks)
+        self.readout = MLP(u, 1, config.readout_mlp, bias_last=True)
+        self.register_buffer("energy_scale", torch.tensor(config.per_element_energy_scale, dtype=torch.get_default_dtype()))
+
+    def forward(self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
+        n_atoms = atom_type.shape[0]
+        r = torch.linalg.vector_norm(edge_vec, dim=1)
+        # the envelope on the basis: with a bias-free radial MLP every path weight vanishes smoothly at r_max
+        basis = self.basis(r) * self.cutoff(r).unsqueeze(-1)
+        y = self.sh(edge_vec).t().unsqueeze(-1)
+        select = torch.arange(n_atoms, device=atom_type.device) * self.num_types + atom_type
+        h = self.embedding.index_select(0, atom_type).unsqueeze(0)
+        # The same atoms with every neighbour removed: subtracting their energy makes an isolated atom's
+        # energy exactly its per-element reference (the shift). Same shapes as the real features, so an
+        # atom that has no neighbours gets bit-identical values in both and exactly zero learned energy.
+        h_iso = h
+        for block in self.blocks:
+            h = block(h, y, basis, edge_index, select)
+            h_iso = block.isolated(h_iso, select)
+        atom_energy = (self.readout(h[0]) - self.readout(h_iso[0])).squeeze(-1)
+        return self.energy_scale.index_select(0, atom_type) * atom_energy
