@@ -1,4 +1,4 @@
-"""The ``mdpot`` command line: init, deploy, info, check, doctor, demo.
+"""The ``mdpot`` command line: data, train, validate, init, deploy, info, check, doctor, demo.
 
 Every subcommand is reachable in-process through :func:`main` (``main(["info", "cu.pt"])``). Errors print one
 line ``mdpot: error: ...`` and return exit code 1 (usage errors 2); ``--debug`` shows the traceback.
@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lammps-size", type=int, default=6, help="LAMMPS box of n x n x n FCC cells (default 6: 864 atoms)")
     p.add_argument("--ranks", type=int, default=2, help="MPI ranks for LAMMPS (default 2)")
     p.set_defaults(func=cmd_demo)
+
+    from .data.cli import add_parser as add_data_parser
+    from .train.cli import add_train_parser, add_validate_parser
+
+    add_data_parser(sub)
+    add_train_parser(sub)
+    add_validate_parser(sub)
     return parser
 
 

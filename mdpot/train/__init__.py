@@ -1,0 +1,32 @@
+"""Training: ``mdpot train config.yaml`` and its Python API.
+
+Example
+-------
+>>> from mdpot.train import load_train_config, train
+>>> result = train(load_train_config("train.yaml"), "runs/cu")
+>>> result.best_checkpoint            # deploy with `mdpot deploy runs/cu/best.ckpt -o cu.pt`
+
+Names are imported lazily so that ``mdpot.cli`` can add the ``train``/``validate`` subparsers (from
+``mdpot.train.cli``) without loading torch.
+"""
+import importlib
+
+_EXPORTS = {
+    "DataConfig": "config", "TrainConfig": "config", "TrainingConfig": "config", "load_train_config": "config",
+    "fit_energy_shift": "data", "force_rms": "data", "load_labelled": "data", "read_labels": "data",
+    "MetricAccumulator": "loss", "loss_from_errors": "loss", "predict": "loss",
+    "EMA": "trainer", "TrainResult": "trainer", "Trainer": "trainer", "train": "trainer",
+    "add_train_parser": "cli", "add_validate_parser": "cli",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'mdpot.train' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

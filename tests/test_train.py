@@ -1,0 +1,286 @@
+"""`mdpot train`: config validation, fitted statistics, determinism, exact resume, EMA, early stopping, outputs."""
+import argparse
+import csv
+import math
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from mdpot.models import ARCHITECTURES, load_checkpoint
+from mdpot.testing import SMALL_OPTIONS
+from mdpot.train import TrainConfig, Trainer, load_train_config, train
+from mdpot.train.cli import add_train_parser, add_validate_parser
+from mdpot.train.data import load_labelled
+
+ARCHS = sorted(ARCHITECTURES)
+ELEMENTS = ("Cu", "Au")
+
+
+def make_structures(n, seed, elements=ELEMENTS, stress=True, repeat=(2, 1, 1)):
+    """``n`` rattled, slightly strained 8-atom FCC cells with random ``elements``, labelled by ASE's EMT."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", a=3.8 * (1 + 0.02 * rng.uniform(-1, 1)), cubic=True).repeat(repeat)
+        atoms.set_chemical_symbols(rng.choice(elements, len(atoms)).tolist())
+        atoms.positions += rng.normal(0.0, 0.08, atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_potential_energy()
+        if stress:
+            atoms.get_stress()
+        else:
+            atoms.calc.results.pop("stress", None)
+        out.append(atoms)
+    return out
+
+
+def write_dataset(path, n, seed, **kw):
+    ase.io.write(path, make_structures(n, seed, **kw), format="extxyz")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train_data")
+    write_dataset(d / "train.xyz", 8, seed=1)
+    write_dataset(d / "val.xyz", 3, seed=2)
+    return d
+
+
+def config_dict(data_dir, arch="allegro", **training):
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in SMALL_OPTIONS[arch].items()}
+    options.pop("avg_num_neighbors", None)  # "auto": fitted from the data
+    options["elements"] = list(ELEMENTS)
+    tr = dict(seed=0, max_epochs=3, batch_size=3, lr=0.01, lr_patience=0, ema_decay=0.9,
+              loss_weights={"energy": 1.0, "forces": 10.0, "stress": 1.0})
+    tr.update(training)
+    return {"architecture": arch, "model": options,
+            "data": {"train": str(data_dir / "train.xyz"), "validation": str(data_dir / "val.xyz")}, "training": tr}
+
+
+def run(cfg, run_dir, **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("log", lambda msg: None)
+    return Trainer(TrainConfig.from_dict(cfg), run_dir, **kw).run()
+
+
+def strip_time(history):
+    return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history]
+
+
+def same_history(a, b):
+    a, b = strip_time(a), strip_time(b)
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            assert ra[k] == rb[k] or (math.isnan(ra[k]) and math.isnan(rb[k])), (k, ra[k], rb[k])
+
+
+def training_state(path):
+    return torch.load(path, weights_only=True)["extra"]["training_state"]
+
+
+def same_weights(path_a, path_b):
+    sa, sb = training_state(path_a), training_state(path_b)
+    for name in sa["model"]:
+        assert torch.equal(sa["model"][name], sb["model"][name]), name
+    for a, b in zip(sa["ema"]["shadow"], sb["ema"]["shadow"]):
+        assert torch.equal(a, b)
+    pa, _ = load_checkpoint(path_a)
+    pb, _ = load_checkpoint(path_b)
+    for (na, ta), (_, tb) in zip(pa.state_dict().items(), pb.state_dict().items()):
+        assert torch.equal(ta, tb), na
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def trained(request, data_dir, tmp_path_factory):
+    """A 3-epoch run of each architecture (EMA on, plateau scheduler, stress in the loss)."""
+    cfg = config_dict(data_dir, request.param)
+    run_dir = tmp_path_factory.mktemp(f"run_{request.param}")
+    return cfg, run_dir, run(cfg, run_dir)
+
+
+def test_run_reduces_loss_and_writes_outputs(trained):
+    cfg, run_dir, result = trained
+    for name in ("config.yaml", "metrics.csv", "learning_curve.png", "best.ckpt", "last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    hist = result.history
+    assert [row["epoch"] for row in hist] == [1, 2, 3] and result.epochs == 3
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert min(row["val_loss"] for row in hist[1:]) < hist[0]["val_loss"]
+    assert result.best_val_loss == min(row["val_loss"] for row in hist)
+    with open(run_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3
+    assert {"epoch", "lr", "epoch_time_s", "train_loss", "val_loss", "train_forces_mae_meV_A", "val_energy_rmse_meV_atom",
+            "val_stress_mae_GPa"} <= set(rows[0])
+    assert float(rows[2]["val_forces_mae_meV_A"]) == hist[2]["val_forces_mae_meV_A"]
+    # The resolved config trains the same model again: every "auto" value is filled in.
+    resolved = load_train_config(run_dir / "config.yaml")
+    model, payload = load_checkpoint(run_dir / "best.ckpt")
+    assert resolved.model == model.config.to_dict()
+    assert payload["extra"]["provenance"]["kind"] == "trained"
+    assert payload["extra"]["provenance"]["epoch"] == result.best_epoch
+
+
+def test_fitted_statistics(trained, data_dir):
+    _, run_dir, _ = trained
+    model, _ = load_checkpoint(run_dir / "best.ckpt")
+    cfg = model.config
+    items = load_labelled(data_dir / "train.xyz")
+    counts = np.array([[np.sum(np.array(it.atoms.get_chemical_symbols()) == el) for el in ELEMENTS] for it in items])
+    energies = np.array([it.atoms.get_potential_energy() for it in items])
+    expected = np.linalg.lstsq(counts, energies, rcond=None)[0]
+    np.testing.assert_allclose(cfg.per_element_energy_shift, expected, rtol=1e-12, atol=1e-12)
+    rms = np.sqrt(np.mean(np.concatenate([it.atoms.get_forces().ravel() for it in items]) ** 2))
+    np.testing.assert_allclose(cfg.per_element_energy_scale, [rms, rms], rtol=1e-12)
+    from mdpot.data import TypeMapper, atoms_to_graph
+
+    mapper = TypeMapper(ELEMENTS)
+    graphs = [atoms_to_graph(it.atoms, cfg.r_max, mapper) for it in items]
+    assert cfg.avg_num_neighbors == pytest.approx(sum(g.num_edges for g in graphs) / sum(g.num_atoms for g in graphs), rel=1e-12)
+
+
+def test_deterministic_and_exact_resume(trained, data_dir, tmp_path):
+    cfg, run_dir, result = trained
+    again = run(cfg, tmp_path / "again")
+    same_history(again.history, result.history)
+    same_weights(tmp_path / "again" / "last.ckpt", run_dir / "last.ckpt")
+    # Interrupted after one epoch, then resumed to the full length: bit-identical to the uninterrupted run.
+    short = dict(cfg, training=dict(cfg["training"], max_epochs=1))
+    run(short, tmp_path / "resumed")
+    resumed = run(cfg, tmp_path / "resumed", resume=True)
+    same_history(resumed.history, result.history)
+    same_weights(tmp_path / "resumed" / "last.ckpt", run_dir / "last.ckpt")
+    assert (tmp_path / "resumed" / "best.ckpt").read_bytes() != b""
+    assert resumed.best_epoch == result.best_epoch
+
+
+def test_ema_weights_are_evaluated(trained, data_dir, tmp_path):
+    _, run_dir, _ = trained
+    state = training_state(run_dir / "last.ckpt")
+    evaluated, _ = load_checkpoint(run_dir / "last.ckpt")
+    raw = state["model"]
+    diffs = [float((evaluated.state_dict()[k] - raw[k].double()).abs().max()) for k in raw if raw[k].is_floating_point()]
+    assert max(diffs) > 1e-6  # EMA weights, not the raw ones
+    no_ema = run(config_dict(data_dir, max_epochs=1, ema_decay=None), tmp_path / "no_ema")
+    state = training_state(tmp_path / "no_ema" / "last.ckpt")
+    evaluated, _ = load_checkpoint(tmp_path / "no_ema" / "last.ckpt")
+    for k, v in state["model"].items():
+        assert torch.equal(evaluated.state_dict()[k], v.double()), k
+    assert no_ema.history[0]["val_loss"] != training_state(run_dir / "last.ckpt")["history"][0]["val_loss"]
+
+
+def test_early_stopping(data_dir, tmp_path):
+    # A huge min_delta: only the first epoch counts as an improvement.
+    result = run(config_dict(data_dir, max_epochs=10, early_stopping_patience=2, early_stopping_min_delta=1e9),
+                 tmp_path / "es")
+    assert result.epochs == 3 and "early stopping" in result.stop_reason
+    assert result.best_epoch == 1
+
+
+def test_round_trip_train_deploy_validate(trained, data_dir, tmp_path):
+    from mdpot.deploy import deploy_model
+    from mdpot.validate import validate
+
+    _, run_dir, result = trained
+    model, _ = load_checkpoint(run_dir / "best.ckpt")
+    deployed = deploy_model(model, tmp_path / "model.pt", dtype="float32")
+    report = validate(deployed, data_dir / "val.xyz")
+    best = result.history[result.best_epoch - 1]
+    assert report.forces.mae == pytest.approx(best["val_forces_mae_meV_A"], rel=1e-4)
+    assert report.energy.mae == pytest.approx(best["val_energy_mae_meV_atom"], rel=1e-3, abs=1e-3)
+    assert report.stress.mae == pytest.approx(best["val_stress_mae_GPa"], rel=1e-3)
+    from_checkpoint = validate(run_dir / "best.ckpt", data_dir / "val.xyz")  # eager float64
+    assert from_checkpoint.forces.mae == pytest.approx(report.forces.mae, rel=1e-3)
+
+
+def test_example_config_parses():
+    from pathlib import Path
+
+    cfg = load_train_config(Path(__file__).parents[1] / "examples" / "train_minimal.yaml")
+    assert cfg.architecture == "allegro" and cfg.training.max_epochs > 0
+    assert "avg_num_neighbors" not in cfg.model  # fitted from the data
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="mdpot")
+    sub = parser.add_subparsers()
+    add_train_parser(sub)
+    add_validate_parser(sub)
+    return parser.parse_args(argv)
+
+
+def write_config(path, cfg):
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_train_without_stress_labels(tmp_path, capsys):
+    write_dataset(tmp_path / "nostress.xyz", 6, seed=3, stress=False)
+    cfg = config_dict(tmp_path, max_epochs=1)
+    cfg["data"] = {"train": "nostress.xyz", "val_fraction": 0.3}  # relative to the config file
+    args = parse(["train", str(write_config(tmp_path / "c.yaml", cfg)), "-o", str(tmp_path / "run"), "--no-progress"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "stress loss off" in out
+    assert f"mdpot deploy {tmp_path / 'run' / 'best.ckpt'} -o model.pt" in out
+    with open(tmp_path / "run" / "metrics.csv") as fh:
+        header = next(csv.reader(fh))
+    assert not any("stress" in c for c in header)
+    # The folder now holds a run: refused without --resume/--force, accepted with --force.
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        args.func(args)
+    args = parse(["train", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "run"), "--no-progress", "--force"])
+    assert args.func(args) == 0
+
+
+@pytest.mark.parametrize("mutate, error, match", [
+    (lambda c: c.update(optimiser="adam"), ValueError, r"unknown top-level key\(s\) \['optimiser'\]"),
+    (lambda c: c["training"].update(optimizer="sgdx"), ValueError, r"training.optimizer must be one of .*'sgdx'"),
+    (lambda c: c["training"].update(epochs=3), ValueError, r"unknown key\(s\) \['epochs'\] in the 'training' section"),
+    (lambda c: c["training"].update(lr=-1), ValueError, r"training.lr must be .* got -1"),
+    (lambda c: c["training"].update(batch_size="4"), TypeError, r"training.batch_size must be an integer, got '4'"),
+    (lambda c: c["training"].update(scheduler="step"), ValueError, r"scheduler must be one of .*'step'"),
+    (lambda c: c["training"].update(loss_weights={"force": 1.0}), ValueError, r"unknown loss term\(s\) \['force'\]"),
+    (lambda c: c["data"].update(shuffle=True), ValueError, r"unknown key\(s\) \['shuffle'\] in the 'data' section"),
+    (lambda c: c["data"].update(val_fraction=0.2), ValueError, r"either data.validation or data.val_fraction"),
+    (lambda c: c["model"].update(l_maxx=2), ValueError, r"model: unknown allegro option\(s\) \['l_maxx'\]"),
+    (lambda c: c.update(architecture="mace"), ValueError, r"unknown architecture 'mace'"),
+    (lambda c: c["data"].update(train="missing.xyz"), FileNotFoundError, r"data file not found: missing.xyz"),
+    (lambda c: c["data"].update(energy_key="REF_energy"), ValueError, r"train.xyz: structure 0: no energy label 'REF_energy'"),
+    (lambda c: c["model"].update(elements=["Cu"]), ValueError, r"train.xyz: structure 0: element\(s\) \['Au'\] not in the model"),
+])
+def test_bad_config_errors(data_dir, tmp_path, mutate, error, match):
+    cfg = config_dict(data_dir, max_epochs=1)
+    mutate(cfg)
+    args = parse(["train", str(write_config(tmp_path / "bad.yaml", cfg)), "-o", str(tmp_path / "run"), "--no-progress"])
+    with pytest.raises(error, match=match) as exc:
+        args.func(args)
+    assert "\n" not in str(exc.value)
+
+
+def test_resume_refuses_a_changed_config(trained, tmp_path):
+    cfg, _, _ = trained
+    short = dict(cfg, training=dict(cfg["training"], max_epochs=1))
+    run(short, tmp_path / "r")
+    changed = dict(cfg, training=dict(cfg["training"], lr=0.02))
+    with pytest.raises(ValueError, match=r"training.lr \(0.01 -> 0.02\)"):
+        run(changed, tmp_path / "r", resume=True)
+    with pytest.raises(FileNotFoundError, match="cannot resume: no last.ckpt"):
+        run(cfg, tmp_path / "empty", resume=True)
+
+
+def test_train_accepts_a_yaml_path(data_dir, tmp_path):
+    cfg = config_dict(data_dir, max_epochs=5, optimizer="adamw", scheduler="cosine", dtype="float64", weight_decay=1e-4,
+                      max_time=1e-6, num_threads=1)
+    result = train(write_config(tmp_path / "c.yaml", cfg), tmp_path / "run", progress=True, log=lambda m: None)
+    assert result.epochs == 1 and result.best_checkpoint.is_file()
+    assert result.stop_reason.startswith("max_time")
