@@ -17,6 +17,7 @@
 #include "memory.h"
 #include "neigh_list.h"
 #include "neighbor.h"
+#include "platform.h"
 #include "update.h"
 #include "utils.h"
 
@@ -205,6 +206,14 @@ struct MDPotImpl {
 
   // outputs on the host, float64 contiguous
   torch::Tensor atom_energy, forces, virial, atom_virial;
+
+  // what this rank evaluated since the run started, reported by finish(): the price of ghost shells
+  struct Stats {
+    double steps = 0, calls = 0, local_atoms = 0, ghost_atoms = 0, local_edges = 0, ghost_edges = 0,
+           model_seconds = 0;
+  } stats;
+  int64_t n_local_edges = 0;    // edges of the last pack whose centre is a local atom
+  std::vector<int> hop;         // message passing: hops from the nearest local atom (capped)
 };
 
 }    // namespace LAMMPS_NS
@@ -213,7 +222,7 @@ struct MDPotImpl {
 
 PairMDPot::PairMDPot(LAMMPS *lmp) :
     Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false), max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), impl(new MDPotImpl), r_max(0.0),
-    receptive_field(0.0), ghost_centres(false)
+    receptive_field(0.0), ghost_centres(false), max_hops(0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -429,6 +438,8 @@ void PairMDPot::load_model(const std::string &path)
     error->all(FLERR, "pair_coeff for mdpot: receptive_field {} < r_max {} in '{}'", receptive_field,
                r_max, resolved);
   ghost_centres = receptive_field > r_max;
+  // layers of message passing beyond the first: how many hops out centres still matter
+  max_hops = ghost_centres ? static_cast<int>(std::ceil(receptive_field / r_max - 1e-9)) - 1 : 0;
   ghostneigh = ghost_centres ? 1 : 0;
 
   if (meta["energy_units"] != "eV")
@@ -531,6 +542,12 @@ void PairMDPot::init_style()
   // list lifetime (atoms move up to half a skin each way between rebuilds).
   if (ghost_centres) {
     const double needed = receptive_field + neighbor->skin;
+    if (comm->mode != Comm::SINGLE)
+      error->all(FLERR,
+                 "pair style mdpot: model '{}' passes messages and needs a ghost cutoff of {} Å (receptive "
+                 "field {} Å + skin {} Å) for every atom; comm_modify mode multi sets ghost cutoffs per "
+                 "collection: use comm_modify mode single",
+                 model_path, needed, receptive_field, neighbor->skin);
     if (comm->cutghostuser < needed) {
       comm->cutghostuser = needed;
       if (comm->me == 0)
@@ -542,6 +559,30 @@ void PairMDPot::init_style()
                      "r_max {} Å), so each rank evaluates all its atoms in one call",
                      max_edges, receptive_field, r_max);
   }
+}
+
+// End of a run: what the model evaluated per step, summed over ranks. For a message-passing model the
+// ghost atoms and ghost-centred edges are the redundant work of the wide ghost shell.
+void PairMDPot::finish()
+{
+  auto &st = impl->stats;
+  double sums[6] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls, 0.0};
+  double totals[6];
+  MPI_Allreduce(sums, totals, 6, MPI_DOUBLE, MPI_SUM, world);
+  double model_max = 0.0;
+  MPI_Allreduce(&st.model_seconds, &model_max, 1, MPI_DOUBLE, MPI_MAX, world);
+  if (comm->me == 0 && st.steps > 0) {
+    const double steps = st.steps, local = totals[0] / steps, ghosts = totals[1] / steps;
+    const double ledges = totals[2] / steps, gedges = totals[3] / steps;
+    utils::logmesg(lmp,
+                   "mdpot stats: steps={:.0f} model_calls_per_step={:.2f} local_atoms={:.0f} ghost_atoms={:.0f} "
+                   "local_edges={:.0f} ghost_edges={:.0f} ghost_atoms_per_local={:.3f} "
+                   "ghost_edges_per_local={:.3f} ghost_edge_share={:.4f} model_seconds_per_step={:.6g}\n",
+                   steps, totals[4] / steps, local, ghosts, ledges, gedges, local > 0 ? ghosts / local : 0.0,
+                   local > 0 ? gedges / local : 0.0, ledges + gedges > 0 ? gedges / (ledges + gedges) : 0.0,
+                   model_max / steps);
+  }
+  st = MDPotImpl::Stats();
 }
 
 double PairMDPot::init_one(int i, int j)
@@ -558,10 +599,19 @@ void PairMDPot::compute(int eflag, int vflag)
   check_finite_positions("step");
   // Strictly local models: energies are sums over centre atoms, so chunks of centres are exact.
   int next = 0, chunk = 0;
+  auto &stats = impl->stats;
+  stats.steps += 1;
   do {
     next = pack_inputs(next);
     if (!edge_file.empty()) dump_edges(chunk++);
+    const double t0 = platform::walltime();
     run_model(vflag_atom);
+    stats.model_seconds += platform::walltime() - t0;
+    stats.calls += 1;
+    stats.local_atoms += impl->n_local;
+    stats.ghost_atoms += static_cast<double>(impl->lmp_index.size()) - impl->n_local;
+    stats.local_edges += static_cast<double>(impl->n_local_edges);
+    stats.ghost_edges += static_cast<double>(impl->n_edges - impl->n_local_edges);
     check_finite_outputs();
     scatter_forces();
     if (eflag_either) tally_energy();
@@ -626,9 +676,11 @@ int PairMDPot::pack_inputs(int first_centre)
   d.edge_index.clear();
   d.edge_j.clear();
   const int ncentres = ghost_centres ? list->inum + list->gnum : end;
+  if (ghost_centres) mark_message_hops();
   for (int ii = first_centre; ii < ncentres; ++ii) {
     const int i = list->ilist[ii];
     if (type_to_model[type[i]] < 0) continue;
+    if (ghost_centres && d.hop[i] > max_hops) continue;
     const int *jlist = list->firstneigh[i];
     const int jnum = list->numneigh[i];
     for (int jj = 0; jj < jnum; ++jj) {
@@ -648,8 +700,48 @@ int PairMDPot::pack_inputs(int first_centre)
     }
   }
   d.n_edges = static_cast<int64_t>(d.edge_j.size());
+  d.n_local_edges = 0;
+  for (int64_t e = 0; e < d.n_edges; ++e) d.n_local_edges += d.edge_index[e] < d.n_local;
   d.edge_index.insert(d.edge_index.end(), d.edge_j.begin(), d.edge_j.end());
   return end;
+}
+
+// Message passing over L layers: an atom k hops from the nearest local atom contributes to local energies
+// only through its features after layers 1..L-k, so only atoms at most L-1 hops away need the edges
+// centred on them; atoms L hops away enter with their embedding alone. Breadth-first search over the
+// full neighbour list (ghosts included, edges shorter than r_max) marks every atom's hop count, capped at
+// max_hops + 1. The ghost shell of L r_max + skin makes every neighbour list searched here complete.
+void PairMDPot::mark_message_hops()
+{
+  auto &d = *impl;
+  double **x = atom->x;
+  const int *type = atom->type;
+  const int nall = atom->nlocal + atom->nghost;
+  const double cutsq_model = r_max * r_max;
+  d.hop.assign(nall, max_hops + 1);
+  std::vector<int> frontier, next;
+  for (int ii = 0; ii < list->inum; ++ii) {
+    const int i = list->ilist[ii];
+    if (type_to_model[type[i]] < 0) continue;
+    d.hop[i] = 0;
+    frontier.push_back(i);
+  }
+  for (int k = 1; k <= max_hops && !frontier.empty(); ++k) {
+    next.clear();
+    for (const int i : frontier) {
+      const int *jlist = list->firstneigh[i];
+      const int jnum = list->numneigh[i];
+      for (int jj = 0; jj < jnum; ++jj) {
+        const int j = jlist[jj] & NEIGHMASK;
+        if (d.hop[j] <= k || type_to_model[type[j]] < 0) continue;
+        const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+        if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
+        d.hop[j] = k;
+        next.push_back(j);
+      }
+    }
+    frontier.swap(next);
+  }
 }
 
 // One line per edge: tag_i tag_j, r_ij = x_j - x_i (Å) as the model receives them, and 1 if the centre is

@@ -31,6 +31,7 @@ class PairMDPot : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  void finish() override;
 
  private:
   enum class DeviceChoice { CPU, CUDA, AUTO };
@@ -51,6 +52,7 @@ class PairMDPot : public Pair {
   double r_max;
   double receptive_field;
   bool ghost_centres;    // receptive_field > r_max: edges centred on ghosts are needed too
+  int max_hops;          // message passing: edges centred on atoms up to this many hops from a local atom
 
   void allocate();
   void select_device();
@@ -67,6 +69,7 @@ class PairMDPot : public Pair {
   void tally_atom_virial();
   void check_finite_positions(const char *when);
   void dump_edges(int chunk);
+  void mark_message_hops();
   void check_finite_outputs();
 };
 

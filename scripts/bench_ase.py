@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """ASE-calculator benchmark: µs/atom for energy + forces of the benchmark Allegro (Cu, l_max 1, 2 layers,
-32 scalar / 16 tensor features, r_max 5 Å, float32) on FCC Cu, and the share of time spent outside the model
-(neighbour list + conversion; target <= 10 % at >= 1000 atoms).
+32 scalar / 16 tensor features, r_max 5 Å, float32) or, with ``--arch nequip``, the benchmark NequIP (Cu,
+l_max 1, 2 layers, 32 features, r_max 5 Å, avg_num_neighbors 42 as in FCC Cu, float32) on FCC Cu, and the
+share of time spent outside the model (neighbour list + conversion; target <= 10 % at >= 1000 atoms).
 
 Prints a table and writes ``docs/benchmarks/bench_ase.json`` (and ``.md``). ``--allocator both`` runs each
 size under glibc malloc and tcmalloc (Debian ``libtcmalloc-minimal4``) in fresh processes.
@@ -22,19 +23,26 @@ TCMALLOC_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/u
 SIZES = {256: (4, 4, 4), 2048: (8, 8, 8), 8192: (16, 16, 8)}
 
 
-def measure(n_atoms: int, repeats: int, threads: int, dtype: str) -> dict:
+#: The benchmark models; NequIP matches the nequip package's model it is compared with (same widths).
+MODELS = {
+    "allegro": {"architecture": "allegro", "model": {"elements": ["Cu"], "r_max": 5.0}},
+    "nequip": {"architecture": "nequip", "model": {"elements": ["Cu"], "r_max": 5.0, "l_max": 1, "num_layers": 2,
+                                                   "num_features": 32, "avg_num_neighbors": 42.0}},
+}
+
+
+def measure(n_atoms: int, repeats: int, threads: int, dtype: str, arch: str = "allegro") -> dict:
     import numpy as np
     import torch
 
     from mdpot import MDPotCalculator
-    from mdpot.cli import DEFAULT_MODEL
     from mdpot.deploy import deploy_model
     from mdpot.models import build_model, make_config
     from mdpot.testing import fcc
 
     torch.set_num_threads(threads)
-    cfg = make_config(DEFAULT_MODEL["architecture"], DEFAULT_MODEL["model"])
-    path = ROOT / "runs" / "bench" / f"allegro_cu_{dtype}.pt"
+    cfg = make_config(MODELS[arch]["architecture"], MODELS[arch]["model"])
+    path = ROOT / "runs" / "bench" / f"{arch}_cu_{dtype}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     deployed = deploy_model(build_model(cfg, seed=0), path, dtype=dtype, overwrite=True)
     atoms = fcc("Cu", SIZES[n_atoms], rattle=0.05, seed=1)
@@ -72,12 +80,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     ap.add_argument("--allocator", default="both", choices=("glibc", "tcmalloc", "both"))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "bench_ase"))
+    ap.add_argument("--arch", default="allegro", choices=sorted(MODELS))
+    ap.add_argument("--out", help="results stem (default docs/benchmarks/bench_ase, or bench_ase_nequip)")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(args.worker, args.repeats, args.threads, args.dtype)))
+        print(json.dumps(measure(args.worker, args.repeats, args.threads, args.dtype, args.arch)))
         return 0
+    if args.out is None:
+        args.out = str(ROOT / "docs" / "benchmarks" / ("bench_ase" if args.arch == "allegro" else f"bench_ase_{args.arch}"))
     tcmalloc = next((p for p in TCMALLOC_CANDIDATES if os.path.exists(p)), None)
     allocators = ["glibc", "tcmalloc"] if args.allocator == "both" else [args.allocator]
     if "tcmalloc" in allocators and tcmalloc is None:
@@ -91,7 +102,7 @@ def main(argv=None) -> int:
             if alloc == "tcmalloc":
                 env["LD_PRELOAD"] = tcmalloc
             cmd = [sys.executable, __file__, "--worker", str(n), "--repeats", str(args.repeats),
-                   "--threads", str(args.threads), "--dtype", args.dtype]
+                   "--threads", str(args.threads), "--dtype", args.dtype, "--arch", args.arch]
             res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             res["allocator"] = alloc
             rows.append(res)
@@ -100,6 +111,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M")}
+    meta["model"] = MODELS[args.arch]
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = ["| allocator | atoms | edges | µs/atom (E+F, calculator) | µs/atom model | outside model |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['allocator']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | {r['us_per_atom_model']:.1f} | "

@@ -1,15 +1,20 @@
-"""Benchmark the LAMMPS pair style `mdpot` with the benchmark Allegro model.
+"""Benchmark the LAMMPS pair style `mdpot` with the benchmark Allegro or NequIP model.
 
-Model: Cu, l_max 1, 2 layers, 32 scalar / 16 tensor features, r_max 5 Å, float32 (the defaults of
-``AllegroConfig(elements=("Cu",), r_max=5.0)``), fresh weights. System: FCC Cu (a = 3.61 Å), NVE at 300 K.
+Models (fresh weights, float32, Cu, r_max 5 Å, l_max 1): Allegro, 2 layers, 32 scalar / 16 tensor features
+(the defaults of ``AllegroConfig(elements=("Cu",), r_max=5.0)``); NequIP, ``--layers`` layers (default 3),
+32 features. System: FCC Cu (a = 3.61 Å), NVE at 300 K.
 
-Reports, per size and rank count: timesteps/s, µs per atom-step, the pair-style share of the step; the
-pair-style overhead against the bare compiled model on the same graph (Python, same thread count); 2-rank
-parallel efficiency; peak resident memory per rank and per atom. Writes docs/benchmarks/bench_lammps.{json,md}.
+Reports, per size and rank count: timesteps/s, µs per atom-step, the pair-style share of the step; what the
+model evaluated per step (from the pair style's end-of-run statistics): ghost atoms and edges per local atom
+and the share of edges centred on ghosts (a message-passing model's redundant work); the pair-style overhead
+against the bare compiled model on the same periodic graph without ghosts (Python, same thread count);
+2-rank parallel efficiency; peak resident memory per rank and per atom. Writes
+docs/benchmarks/bench_lammps.{json,md} (Allegro) or bench_lammps_nequip.{json,md}.
 
     python scripts/bench_lammps.py                 # 10^3, 10^4, 10^5 atoms on 1 and 2 ranks (long)
     python scripts/bench_lammps.py --quick         # 10^3 and 4000 atoms, few steps
     python scripts/bench_lammps.py --sizes 1000 32000 --ranks 1 2 --tcmalloc
+    python scripts/bench_lammps.py --arch nequip --layers 3 --sizes 4000 32000 --ranks 1 2 4 8 --steps 2
 """
 
 from __future__ import annotations
@@ -49,20 +54,44 @@ info memory
 LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+) atoms")
 PAIR = re.compile(r"^Pair\s+\|\s*(\S+)\s*\|\s*(\S+)\s*\|\s*(\S+)", re.M)
 RSS = re.compile(r"Maximum resident set size:\s*(\S+) Mbyte")
+STATS = re.compile(r"^mdpot stats: (.*)$", re.M)
 
 
 def cells_for(atoms: int) -> int:
     return max(2, round((atoms / 4) ** (1 / 3)))
 
 
-def deploy_bench_model(folder: Path) -> Path:
-    from mdpot.deploy import deploy_model
-    from mdpot.models import AllegroConfig, build_model
+def bench_config(arch: str, layers: int):
+    from mdpot.models import AllegroConfig, NequIPConfig
 
-    path = folder / "bench_cu_f32.pt"
-    deploy_model(build_model(AllegroConfig(elements=("Cu",), r_max=5.0), seed=0), path, dtype="float32",
-                 overwrite=True)
+    if arch == "allegro":
+        return AllegroConfig(elements=("Cu",), r_max=5.0)
+    return NequIPConfig(elements=("Cu",), r_max=5.0, l_max=1, num_layers=layers, num_features=32)
+
+
+def describe(config) -> str:
+    if config.architecture == "allegro":
+        return (f"Allegro Cu, l_max {config.l_max}, {config.num_layers} layers, {config.num_scalar_features}/"
+                f"{config.num_tensor_features} features, r_max {config.r_max:g} Å, float32")
+    return (f"NequIP Cu, l_max {config.l_max}, {config.num_layers} layers, {config.num_features} features, "
+            f"r_max {config.r_max:g} Å (receptive field {config.receptive_field:g} Å), float32")
+
+
+def deploy_bench_model(folder: Path, config) -> Path:
+    from mdpot.deploy import deploy_model
+    from mdpot.models import build_model
+
+    path = folder / f"bench_{config.architecture}_cu_f32.pt"
+    deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True)
     return path
+
+
+def parse_stats(output: str) -> dict:
+    """The pair style's last end-of-run statistics line (``mdpot stats: key=value ...``)."""
+    found = STATS.findall(output)
+    if not found:
+        return {}
+    return {k: float(v) for k, v in (item.split("=") for item in found[-1].split())}
 
 
 def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, workdir: Path, tcmalloc: bool) -> dict:
@@ -78,7 +107,7 @@ def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, wo
     return {"atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
             "timesteps_per_s": nsteps / seconds, "us_per_atom_step": seconds / nsteps / natoms * 1e6,
             "pair_fraction": pair / seconds, "peak_rss_mb_rank0": float(rss[-1]) if rss else None,
-            "allocator": "tcmalloc" if tcmalloc else "glibc"}
+            "allocator": "tcmalloc" if tcmalloc else "glibc", "evaluated": parse_stats(run.output)}
 
 
 def bare_model_time(model: Path, n: int, repeats: int, threads: int = 1) -> dict:
@@ -108,18 +137,21 @@ def bare_model_time(model: Path, n: int, repeats: int, threads: int = 1) -> dict
 def markdown(results: dict) -> str:
     lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
              f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.", "",
-             "| atoms | ranks | allocator | timesteps/s | µs/atom/step | pair share | bare model µs/atom | "
-             "overhead vs bare | peak RSS rank 0 (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| atoms | ranks | allocator | timesteps/s | µs/atom/step | pair share | ghost atoms / local | "
+             "ghost-centred edges / local | edges on ghosts | bare model µs/atom | overhead vs bare | "
+             "peak RSS rank 0 (MB) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bare = {b["atoms"]: b for b in results["bare_model"]}
     for r in results["lammps"]:
         b = bare.get(r["atoms"])
         overhead = f"{(r['us_per_atom_step'] * r['ranks'] / b['us_per_atom'] - 1) * 100:+.1f}%" \
             if b and r["ranks"] == 1 else "–"
-        lines.append(f"| {r['atoms']} | {r['ranks']} | {r['allocator']} | {r['timesteps_per_s']:.2f} | "
-                     f"{r['us_per_atom_step']:.1f} | {r['pair_fraction'] * 100:.0f}% | "
-                     f"{b['us_per_atom']:.1f} | {overhead} | {r['peak_rss_mb_rank0'] or float('nan'):.0f} |"
-                     if b else f"| {r['atoms']} | {r['ranks']} | {r['allocator']} | {r['timesteps_per_s']:.2f} | "
-                     f"{r['us_per_atom_step']:.1f} | {r['pair_fraction'] * 100:.0f}% | – | – | "
+        ev = r.get("evaluated") or {}
+        bare_us = f"{b['us_per_atom']:.1f}" if b else "–"
+        ghosts = (f"{ev['ghost_atoms_per_local']:.2f} | {ev['ghost_edges_per_local']:.1f} | "
+                  f"{ev['ghost_edge_share'] * 100:.0f}%") if ev else "– | – | –"
+        lines.append(f"| {r['atoms']} | {r['ranks']} | {r['allocator']} | {r['timesteps_per_s']:.3g} | "
+                     f"{r['us_per_atom_step']:.1f} | {r['pair_fraction'] * 100:.0f}% | {ghosts} | "
+                     f"{bare_us} | {overhead} | "
                      f"{r['peak_rss_mb_rank0'] or float('nan'):.0f} |")
     lines += ["", "Parallel efficiency (1 → 2 ranks): " + ", ".join(
         f"{e['atoms']} atoms {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
@@ -138,8 +170,12 @@ def main(argv=None) -> int:
     parser.add_argument("--bare-max-atoms", type=int, default=20000,
                         help="time the bare model in one call only up to this size (memory; default 20000)")
     parser.add_argument("--model", type=Path, help="deployed model (default: fresh benchmark model)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="folder for bench_lammps.{json,md}")
+    parser.add_argument("--arch", choices=("allegro", "nequip"), default="allegro", help="benchmark model (default allegro)")
+    parser.add_argument("--layers", type=int, default=3, help="NequIP interaction blocks (default 3)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="folder for the results")
     args = parser.parse_args(argv)
+    config = bench_config(args.arch, args.layers)
+    stem = "bench_lammps" if args.arch == "allegro" else "bench_lammps_nequip"
     sizes = args.sizes or ([1000, 4000] if args.quick else [1000, 10000, 100000])
     steps = args.steps or (5 if args.quick else 20)
     allocators = [False] + ([True] if args.tcmalloc and Path(TCMALLOC).exists() else [])
@@ -149,9 +185,9 @@ def main(argv=None) -> int:
     build_plugin()
     with tempfile.TemporaryDirectory(prefix="mdpot-bench-") as tmp:
         tmp = Path(tmp)
-        model = args.model or deploy_bench_model(tmp)
+        model = args.model or deploy_bench_model(tmp, config)
         results = {"when": time.strftime("%Y-%m-%d %H:%M"), "host": f"{platform.node()} {platform.processor()}",
-                   "model": "Allegro Cu, l_max 1, 2 layers, 32/16 features, r_max 5 Å, float32",
+                   "model": describe(config) if args.model is None else str(args.model),
                    "steps": steps, "lammps": [], "bare_model": [], "parallel_efficiency": []}
         for size in sizes:
             n = cells_for(size)
@@ -164,9 +200,12 @@ def main(argv=None) -> int:
                     r = run_lammps_case(model, n, ranks, steps, warmup=max(2, steps // 5),
                                         workdir=tmp / f"n{n}_r{ranks}_{int(tc)}", tcmalloc=tc)
                     results["lammps"].append(r)
+                    ev = r["evaluated"]
                     print(f"lammps {r['atoms']:>7} atoms {ranks} rank(s) {r['allocator']:>8}: "
-                          f"{r['timesteps_per_s']:.2f} steps/s, {r['us_per_atom_step']:.1f} µs/atom/step, "
-                          f"pair {r['pair_fraction'] * 100:.0f}%", flush=True)
+                          f"{r['timesteps_per_s']:.3g} steps/s, {r['us_per_atom_step']:.1f} µs/atom/step, "
+                          f"pair {r['pair_fraction'] * 100:.0f}%, ghost atoms/local "
+                          f"{ev.get('ghost_atoms_per_local', float('nan')):.2f}, edges on ghosts "
+                          f"{ev.get('ghost_edge_share', float('nan')) * 100:.0f}%", flush=True)
         for r2 in results["lammps"]:
             r1 = next((r for r in results["lammps"] if r["ranks"] == 1 and r["atoms"] == r2["atoms"]
                        and r["allocator"] == r2["allocator"]), None)
@@ -180,10 +219,10 @@ def main(argv=None) -> int:
             a, b = one[-2], one[-1]
             results["memory_per_atom_kb"] = (b["peak_rss_mb_rank0"] - a["peak_rss_mb_rank0"]) * 1024 / (b["atoms"] - a["atoms"])
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_lammps.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "bench_lammps.md").write_text(markdown(results))
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(results))
     print(markdown(results))
-    print(f"wrote {args.out / 'bench_lammps.json'} and {args.out / 'bench_lammps.md'}", file=sys.stderr)
+    print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}", file=sys.stderr)
     return 0
 
 

@@ -155,3 +155,23 @@ def test_entry_point_autoloads_plugin(plugin, models, tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert f"Loaded 1 plugins from {plugin_dir()}" in proc.stdout
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_message_passing_ghost_cutoff(plugin, lammps, models, arch, tmp_path, nprocs):
+    """A message-passing model widens the ghost shell itself, over a smaller user setting, and stops with
+    the cutoff it needs when the communication mode cannot give it."""
+    from mdpot.deploy import load_model
+
+    meta = load_model(models["float64"]).metadata
+    if meta["receptive_field"] == meta["r_max"]:
+        pytest.skip("strictly local model: one r_max of ghosts")
+    needed = float(meta["receptive_field"]) + 2.0  # metal units: default skin 2 Å
+    base = dict(units="metal", newton="on", ids="yes", pair=PAIR.format(model=models["float64"]))
+    run = lammps(SETUP.format(**base, pre="comm_modify cutoff 1.0", post=""), tmp_path, nprocs=nprocs)
+    assert f"mdpot: ghost cutoff raised to {needed:g} Å (receptive field + skin)" in run.output
+    run = lammps(SETUP.format(**base, pre="neighbor 2.0 multi\ncomm_modify mode multi", post=""), tmp_path, nprocs=nprocs, check=False)
+    assert run.returncode != 0 and run.errors
+    assert (f"passes messages and needs a ghost cutoff of {needed:g} Å (receptive field {float(meta['receptive_field']):g} Å "
+            f"+ skin 2 Å) for every atom; comm_modify mode multi sets ghost cutoffs per collection: use comm_modify "
+            f"mode single") in run.errors[0], run.errors
