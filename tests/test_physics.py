@@ -154,6 +154,27 @@ def test_receptive_field(energy_model, calc, dtype):
                 f"atom {k} at {k * spacing:.2f} A, beyond the receptive field {cfg.receptive_field} A, changed E_0 by {change:.3g} eV")
 
 
+def test_energies_of_a_subset_are_exact(energy_model):
+    """Asking for the energies of the first n_local atoms only (LAMMPS: local atoms before ghosts) lets a
+    message-passing model skip work far from them; those energies and the forces from their sum are exact."""
+    import torch
+
+    from mdpot.models import Potential
+
+    atoms = molecule(ELEMENTS, n_atoms=14, spacing=2.2, seed=21)
+    g = atoms_to_graph(atoms, energy_model.config.r_max, TypeMapper(ELEMENTS))
+    pos = g.pos.clone().requires_grad_(True)
+    vec = pos.index_select(0, g.edge_index[1]) - pos.index_select(0, g.edge_index[0]) + g.edge_shift
+    n_local = 3
+    full = energy_model(vec, g.edge_index, g.atom_type)[:n_local]
+    forces_full = -torch.autograd.grad(full.sum(), pos)[0]
+    e, f, _, _ = Potential(energy_model)(g.pos, g.atom_type, g.edge_index, g.edge_shift, n_local, False)
+    shift = torch.tensor(energy_model.config.per_element_energy_shift, dtype=torch.float64)[g.atom_type[:n_local]]
+    assert_allclose(e, full.detach() + shift, 1e-12, "energies of the first n_local atoms")
+    assert_allclose(f, forces_full, 1e-12, "forces from the first n_local atoms' energies")
+    assert forces_full[n_local:].abs().max() > 1e-6, "vacuous: the other atoms feel nothing"
+
+
 # Row 7: separability.
 def test_separability(calc, dtype):
     a = molecule(ELEMENTS, n_atoms=7, seed=8)

@@ -88,6 +88,8 @@ class Allegro(nn.Module):
         Centre ``i`` and neighbour ``j`` of each directed edge.
     atom_type : Tensor [N], int64
         Model type index per atom.
+    n_local : int, optional
+        Atoms whose energies are wanted come first; unused here (every edge's pair energy is local).
 
     Returns the learned per-atom energy ``[N]`` in eV, ``scale[type_i] * sum_j E_ij``; the per-element
     shift is added in float64 by :class:`~mdpot.models.Potential` so that large reference energies do not
@@ -128,7 +130,10 @@ class Allegro(nn.Module):
         self.readout = MLP(s, 1, config.readout_mlp, bias_last=False)
         self.register_buffer("energy_scale", torch.tensor(config.per_element_energy_scale, dtype=torch.get_default_dtype()))
 
-    def forward(self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
+    def forward(self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor,
+                n_local: int = -1) -> torch.Tensor:
+        # n_local is part of the energy-model interface for message passing; a pair energy needs nothing
+        # beyond its own edge, so every edge handed in is used
         num_atoms = atom_type.shape[0]
         center = edge_index[0]
         r = torch.linalg.vector_norm(edge_vec, dim=1)

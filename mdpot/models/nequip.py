@@ -147,9 +147,7 @@ class InteractionBlock(nn.Module):
         n_edges = basis.shape[0]
         x = self.linear_in(h)
         w = self.radial(basis).view(n_edges, self.n_paths, self.u).transpose(0, 1)
-        t = self.tp.forward_weighted(x.index_select(1, edge_index[1]), y, w)
-        msg = torch.zeros((t.shape[0], n_atoms, self.u), dtype=h.dtype, device=h.device)
-        msg = msg.index_add_(1, edge_index[0], t) * self.msg_norm
+        msg = self.tp.scatter_weighted(x.index_select(1, edge_index[1]), y, w, edge_index[0], n_atoms) * self.msg_norm
         return self._finish(self.linear_out(msg) + self.self_connection(h, select), h)
 
     def isolated(self, h: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
@@ -177,8 +175,14 @@ class NequIP(nn.Module):
     edge_index : Tensor [2, E], int64
         Centre ``i`` (receives the message) and neighbour ``j`` of each directed edge.
     atom_type : Tensor [N], int64
+    n_local : int, optional
+        Only the first ``n_local`` atoms' energies are wanted (default: all). The others are context, such as
+        LAMMPS ghost atoms: an atom ``k`` hops from the wanted ones matters only through its features after
+        the first ``L - k`` blocks, so block ``b`` convolves only over centres at most ``L - 1 - b`` hops
+        away. The wanted energies are exact; the others are not computed.
 
-    Returns the learned per-atom energy ``[N]`` in eV (scale applied, shift not).
+    Returns the learned per-atom energy ``[N]`` in eV (scale applied, shift not); only the first
+    ``n_local`` entries are meaningful.
 
     Example
     -------
@@ -212,8 +216,19 @@ class NequIP(nn.Module):
         self.readout = MLP(u, 1, config.readout_mlp, bias_last=True)
         self.register_buffer("energy_scale", torch.tensor(config.per_element_energy_scale, dtype=torch.get_default_dtype()))
 
-    def forward(self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
+    def forward(self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor,
+                n_local: int = -1) -> torch.Tensor:
         n_atoms = atom_type.shape[0]
+        n_blocks = len(self.blocks)
+        prune = 0 <= n_local < n_atoms
+        centre_hop = edge_index[0]
+        if prune:
+            # hops from the wanted atoms, capped at n_blocks: relax along every edge n_blocks - 1 times
+            hop = torch.full((n_atoms,), n_blocks, dtype=torch.long, device=atom_type.device)
+            hop[:n_local] = 0
+            for _ in range(n_blocks - 1):
+                hop = hop.scatter_reduce(0, edge_index[1], hop.index_select(0, edge_index[0]) + 1, reduce="amin")
+            centre_hop = hop.index_select(0, edge_index[0])
         r = torch.linalg.vector_norm(edge_vec, dim=1)
         # the envelope on the basis: with a bias-free radial MLP every path weight vanishes smoothly at r_max
         basis = self.basis(r) * self.cutoff(r).unsqueeze(-1)
@@ -224,8 +239,14 @@ class NequIP(nn.Module):
         # energy exactly its per-element reference (the shift). Same shapes as the real features, so an
         # atom that has no neighbours gets bit-identical values in both and exactly zero learned energy.
         h_iso = h
+        b = 0
         for block in self.blocks:
-            h = block(h, y, basis, edge_index, select)
+            if prune:
+                keep = (centre_hop <= n_blocks - 1 - b).nonzero().squeeze(1)
+                h = block(h, y.index_select(1, keep), basis.index_select(0, keep), edge_index.index_select(1, keep), select)
+            else:
+                h = block(h, y, basis, edge_index, select)
             h_iso = block.isolated(h_iso, select)
+            b += 1
         atom_energy = (self.readout(h[0]) - self.readout(h_iso[0])).squeeze(-1)
         return self.energy_scale.index_select(0, atom_type) * atom_energy

@@ -47,7 +47,7 @@ class Potential(nn.Module):
         dtype = self.model.energy_scale.dtype
         vec64 = pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0]) + edge_shift
         vec = vec64.to(dtype).detach().requires_grad_(True)
-        atom_energy = self.model(vec, edge_index, atom_type)[:n_local]
+        atom_energy = self.model(vec, edge_index, atom_type, n_local)[:n_local]
         grad = torch.autograd.grad([atom_energy.sum()], [vec], create_graph=self.create_graph, allow_unused=True)[0]
         if grad is None:  # no edges reached a local atom
             grad = torch.zeros_like(vec)

@@ -158,6 +158,26 @@ class ChannelwiseTensorProduct(nn.Module):
             out.append(acc * ws[self.comp_path[k]])
         return torch.stack(out, dim=0)
 
+    def scatter_weighted(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index: torch.Tensor,
+                         num_targets: int) -> torch.Tensor:
+        """``forward_weighted`` summed over edges into their targets: ``out[:, index[e]] += tp[:, e]``.
+
+        Shapes: ``x [D1, E, U]``, ``y [D2, E, U or 1]``, ``w [num_paths, E, U]``, ``index [E]`` ->
+        ``[D_out, num_targets, U]``. Each weighted component goes into the sum as soon as it exists, so no
+        ``[D_out, E, U]`` edge tensor is ever held: the peak memory of a convolution halves.
+        """
+        xs = x.unbind(0)
+        ys = y.unbind(0)
+        ws = w.unbind(0)
+        out = torch.zeros((self.dim_out, num_targets, x.shape[2]), dtype=x.dtype, device=x.device)
+        for k in range(self.dim_out):
+            a, b = self.term_ptr[k], self.term_ptr[k + 1]
+            acc = torch.mul(xs[self.term_i[a]], ys[self.term_j[a]]).mul_(self.term_c[a])
+            for t in range(a + 1, b):
+                acc.addcmul_(xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
+            out[k].index_add_(0, index, acc * ws[self.comp_path[k]])
+        return out
+
 
 class ChannelMixing(nn.Module):
     """Equivariant linear map from tensor-product output blocks to feature irreps.
