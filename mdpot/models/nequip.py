@@ -115,7 +115,7 @@ class InteractionBlock(nn.Module):
         used = sorted(set(ChannelwiseTensorProduct(in_irreps, y_irreps, out_irreps).path_in))
         tp_in = [in_irreps[a] for a in used]
         self.linear_in = ChannelMixing([(irrep, 1) for irrep in in_irreps], tp_in, u, u)
-        self.tp = ChannelwiseTensorProduct(tp_in, y_irreps, out_irreps)
+        self.tp = ChannelwiseTensorProduct(tp_in, y_irreps, out_irreps, unit_scalar_y=True)
         self.n_paths = self.tp.num_paths
         # bias-free, so zero input (the envelope at r_max) gives zero weights, smoothly
         self.radial = MLP(cfg.num_bessel, self.n_paths * u, cfg.radial_mlp, bias_last=False, bias=False)

@@ -86,10 +86,12 @@ class ChannelwiseTensorProduct(nn.Module):
     in the order of ``allowed_out``, paths outer and components inner; ``out_blocks`` records
     ``(irrep, number of paths)``.
 
-    Shapes: ``x [D1, E, U]``, ``y [D2, E, U]`` -> ``[D_out, E, U]``.
+    Shapes: ``x [D1, E, U]``, ``y [D2, E, U]`` -> ``[D_out, E, U]``. ``unit_scalar_y`` declares that
+    ``y``'s first component is identically 1 (spherical harmonics with component normalisation).
     """
 
-    def __init__(self, irreps1: Sequence[Irrep], irreps2: Sequence[Irrep], allowed_out: Sequence[Irrep]) -> None:
+    def __init__(self, irreps1: Sequence[Irrep], irreps2: Sequence[Irrep], allowed_out: Sequence[Irrep],
+                 unit_scalar_y: bool = False) -> None:
         super().__init__()
         off1 = _offsets(irreps1)
         off2 = _offsets(irreps2)
@@ -125,6 +127,9 @@ class ChannelwiseTensorProduct(nn.Module):
         self.term_i: List[int] = [i for t in terms for i, _, _ in t]
         self.term_j: List[int] = [j for t in terms for _, j, _ in t]
         self.term_c: List[float] = [c for t in terms for _, _, c in t]
+        # y's component 0 is identically 1 (component-normalised Y_0 of spherical harmonics): its terms need
+        # no multiply, and no gradient flows into a constant
+        self.term_unit: List[bool] = [unit_scalar_y and j == 0 for j in self.term_j]
         ptr = [0]
         for t in terms:
             ptr.append(ptr[-1] + len(t))
@@ -135,32 +140,28 @@ class ChannelwiseTensorProduct(nn.Module):
         ys = y.unbind(0)
         out: List[torch.Tensor] = []
         for k in range(self.dim_out):
-            a, b = self.term_ptr[k], self.term_ptr[k + 1]
-            # in place on a fresh temporary: no backward needs these intermediate values
-            acc = torch.mul(xs[self.term_i[a]], ys[self.term_j[a]]).mul_(self.term_c[a])
-            for t in range(a + 1, b):
-                acc.addcmul_(xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
-            out.append(acc)
+            out.append(self._component(xs, ys, k))
         return torch.stack(out, dim=0)
 
-    def forward_weighted(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """The product with one weight per path and channel, ``w [num_paths, E, U]`` (a convolution's radial
-        weights): each output component is scaled by its path's weight, one multiply per component."""
-        xs = x.unbind(0)
-        ys = y.unbind(0)
-        ws = w.unbind(0)
-        out: List[torch.Tensor] = []
-        for k in range(self.dim_out):
-            a, b = self.term_ptr[k], self.term_ptr[k + 1]
+    def _component(self, xs: List[torch.Tensor], ys: List[torch.Tensor], k: int) -> torch.Tensor:
+        """Output component ``k``: its Wigner 3j terms accumulated in place on a fresh temporary (no backward
+        needs the intermediate values)."""
+        a, b = self.term_ptr[k], self.term_ptr[k + 1]
+        if self.term_unit[a]:
+            acc = torch.mul(xs[self.term_i[a]], self.term_c[a])
+        else:
             acc = torch.mul(xs[self.term_i[a]], ys[self.term_j[a]]).mul_(self.term_c[a])
-            for t in range(a + 1, b):
+        for t in range(a + 1, b):
+            if self.term_unit[t]:
+                acc.add_(xs[self.term_i[t]], alpha=self.term_c[t])
+            else:
                 acc.addcmul_(xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
-            out.append(acc * ws[self.comp_path[k]])
-        return torch.stack(out, dim=0)
+        return acc
 
     def scatter_weighted(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index: torch.Tensor,
                          num_targets: int) -> torch.Tensor:
-        """``forward_weighted`` summed over edges into their targets: ``out[:, index[e]] += tp[:, e]``.
+        """The product with one weight per path and channel (a convolution's radial weights), summed over
+        edges into their targets: ``out[:, index[e]] += w[path] * tp[:, e]``.
 
         Shapes: ``x [D1, E, U]``, ``y [D2, E, U or 1]``, ``w [num_paths, E, U]``, ``index [E]`` ->
         ``[D_out, num_targets, U]``. Each weighted component goes into the sum as soon as it exists, so no
@@ -171,11 +172,7 @@ class ChannelwiseTensorProduct(nn.Module):
         ws = w.unbind(0)
         out = torch.zeros((self.dim_out, num_targets, x.shape[2]), dtype=x.dtype, device=x.device)
         for k in range(self.dim_out):
-            a, b = self.term_ptr[k], self.term_ptr[k + 1]
-            acc = torch.mul(xs[self.term_i[a]], ys[self.term_j[a]]).mul_(self.term_c[a])
-            for t in range(a + 1, b):
-                acc.addcmul_(xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
-            out[k].index_add_(0, index, acc * ws[self.comp_path[k]])
+            out[k].index_add_(0, index, self._component(xs, ys, k) * ws[self.comp_path[k]])
         return out
 
 
