@@ -1,5 +1,5 @@
-"""The README's main job: make the example model, deploy it with its self-check, run a short NVE MD with the
-ASE calculator and then with LAMMPS (`pair_style mdpot`) on 2 MPI ranks."""
+"""The README's main job: deploy the shipped, trained Allegro Cu model (with its self-check), run a short NVE MD
+with the ASE calculator and then with LAMMPS (`pair_style mdpot`) on 2 MPI ranks."""
 from __future__ import annotations
 
 import time
@@ -7,32 +7,39 @@ from pathlib import Path
 
 import numpy as np
 
+#: The shipped example checkpoint the demo deploys (trained on EMT Cu; see examples/models/allegro-cu-emt).
+EXAMPLE_CHECKPOINT = Path(__file__).resolve().parents[1] / "examples" / "models" / "allegro-cu-emt" / "model.ckpt"
+
 
 def run_demo(workdir: Path, steps: int = 50, repeat: int = 4, dtype: str = "float64", seed: int = 0,
              lammps_steps: int = 200, lammps_size: int = 6, ranks: int = 2) -> dict:
-    """Deploy the example Allegro Cu model into ``workdir``, run ``steps`` of NVE (1 fs) with ASE on an FCC Cu
-    supercell of ``repeat**3`` cubic cells, then ``lammps_steps`` of NVE in LAMMPS on ``ranks`` MPI ranks
-    (``examples/in.nve``, ``lammps_size**3`` cells). Prints energy drift and speed of both, returns them."""
+    """Deploy the shipped Allegro Cu checkpoint into ``workdir`` in ``dtype``, run ``steps`` of NVE (1 fs) with
+    ASE on an FCC Cu supercell of ``repeat**3`` cubic cells, then ``lammps_steps`` of NVE in LAMMPS on
+    ``ranks`` MPI ranks (``examples/in.nve``, ``lammps_size**3`` cells). Prints energy drift and speed of
+    both, returns them."""
     from ase import units
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.md.verlet import VelocityVerlet
 
     from .calculator import MDPotCalculator
-    from .cli import DEFAULT_MODEL
     from .deploy import deploy_model
-    from .models import build_model, make_config
+    from .deploy.compile import provenance_now
+    from .models import load_checkpoint
     from .testing.structures import fcc
 
     if steps < 1 or repeat < 1:
         raise ValueError(f"steps and repeat must be >= 1, got steps={steps} repeat={repeat}")
+    if not EXAMPLE_CHECKPOINT.is_file():
+        raise FileNotFoundError(f"shipped example checkpoint not found: {EXAMPLE_CHECKPOINT}")
     workdir.mkdir(parents=True, exist_ok=True)
-    config = make_config(DEFAULT_MODEL["architecture"], DEFAULT_MODEL["model"])
+    model, payload = load_checkpoint(EXAMPLE_CHECKPOINT)
     model_path = workdir / f"cu_allegro_{dtype}.pt"
     t0 = time.perf_counter()
-    deployed = deploy_model(build_model(config, seed=seed), model_path, dtype=dtype,
-                            provenance={"kind": "demo", "weights": "fresh", "seed": seed}, overwrite=True)
-    print(f"deployed {model_path} ({deployed.num_parameters} parameters, {dtype}, self-check passed) "
-          f"in {time.perf_counter() - t0:.1f} s")
+    provenance = provenance_now(checkpoint=str(EXAMPLE_CHECKPOINT), checkpoint_created=payload.get("created"),
+                                **payload.get("extra", {}).get("provenance", {}))
+    deployed = deploy_model(model, model_path, dtype=dtype, provenance=provenance, overwrite=True)
+    print(f"deployed {EXAMPLE_CHECKPOINT.relative_to(EXAMPLE_CHECKPOINT.parents[3])} -> {model_path} "
+          f"({deployed.num_parameters} parameters, {dtype}, self-check passed) in {time.perf_counter() - t0:.1f} s")
 
     atoms = fcc("Cu", (repeat,) * 3, rattle=0.02, seed=seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(seed))

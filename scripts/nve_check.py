@@ -25,7 +25,7 @@ MODELS = ROOT / "examples" / "models"
 
 #: lattice, size (conventional cells per side), mass, start temperature per element
 SYSTEMS = {
-    "Cu": ("fcc 3.61", 6, 63.546, 600.0),       # 864 atoms
+    "Cu": ("fcc 3.61", 5, 63.546, 600.0),       # 500 atoms
     "Si": ("diamond 5.431", 4, 28.0855, 800.0),  # 512 atoms
 }
 

@@ -144,10 +144,11 @@ class InteractionBlock(nn.Module):
     def forward(self, h: torch.Tensor, y: torch.Tensor, basis: torch.Tensor, edge_index: torch.Tensor,
                 select: torch.Tensor) -> torch.Tensor:
         n_atoms = h.shape[1]
-        n_edges = basis.shape[0]
         x = self.linear_in(h)
-        w = self.radial(basis).view(n_edges, self.n_paths, self.u).transpose(0, 1)
-        msg = self.tp.scatter_weighted(x.index_select(1, edge_index[1]), y, w, edge_index[0], n_atoms) * self.msg_norm
+        neighbour = edge_index[1]
+        xs = [plane.index_select(0, neighbour) for plane in x.unbind(0)]
+        ws = list(torch.split(self.radial(basis), self.u, dim=1))
+        msg = self.tp.scatter_weighted(xs, y.unbind(0), ws, edge_index[0], n_atoms) * self.msg_norm
         return self._finish(self.linear_out(msg) + self.self_connection(h, select), h)
 
     def isolated(self, h: torch.Tensor, select: torch.Tensor) -> torch.Tensor:

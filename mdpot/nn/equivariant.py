@@ -158,19 +158,17 @@ class ChannelwiseTensorProduct(nn.Module):
                 acc.addcmul_(xs[self.term_i[t]], ys[self.term_j[t]], value=self.term_c[t])
         return acc
 
-    def scatter_weighted(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, index: torch.Tensor,
-                         num_targets: int) -> torch.Tensor:
+    def scatter_weighted(self, xs: List[torch.Tensor], ys: List[torch.Tensor], ws: List[torch.Tensor],
+                         index: torch.Tensor, num_targets: int) -> torch.Tensor:
         """The product with one weight per path and channel (a convolution's radial weights), summed over
         edges into their targets: ``out[:, index[e]] += w[path] * tp[:, e]``.
 
-        Shapes: ``x [D1, E, U]``, ``y [D2, E, U or 1]``, ``w [num_paths, E, U]``, ``index [E]`` ->
-        ``[D_out, num_targets, U]``. Each weighted component goes into the sum as soon as it exists, so no
-        ``[D_out, E, U]`` edge tensor is ever held: the peak memory of a convolution halves.
+        Takes the operands as lists of component planes, ``xs`` ``D1 x [E, U]``, ``ys`` ``D2 x [E, U or 1]``,
+        ``ws`` ``num_paths x [E, U]``, so a caller can gather each plane by itself (a row gather whose
+        backward is a fast row scatter) and no edge-sized stack is ever built; ``index [E]``. Returns
+        ``[D_out, num_targets, U]``. Each weighted component goes into the sum as soon as it exists.
         """
-        xs = x.unbind(0)
-        ys = y.unbind(0)
-        ws = w.unbind(0)
-        out = torch.zeros((self.dim_out, num_targets, x.shape[2]), dtype=x.dtype, device=x.device)
+        out = torch.zeros((self.dim_out, num_targets, xs[0].shape[1]), dtype=xs[0].dtype, device=xs[0].device)
         for k in range(self.dim_out):
             out[k].index_add_(0, index, self._component(xs, ys, k) * ws[self.comp_path[k]])
         return out

@@ -13,14 +13,15 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
+from ..voigt import ASE_ORDER
 from .data import Batch
 
 #: 1 eV/Å³ in GPa.
 EV_PER_A3_IN_GPA = 160.21766208
 
 # ASE Voigt order xx yy zz yz xz xy as row/column indices of the 3x3 virial.
-_VOIGT_ROW = (0, 1, 2, 1, 0, 0)
-_VOIGT_COL = (0, 1, 2, 2, 2, 1)
+_VOIGT_ROW = tuple(a for a, _ in ASE_ORDER)
+_VOIGT_COL = tuple(b for _, b in ASE_ORDER)
 
 #: Metric names (with units) in the order they are reported.
 METRICS = ("loss", "energy_mae_meV_atom", "energy_rmse_meV_atom", "forces_mae_meV_A", "forces_rmse_meV_A",
