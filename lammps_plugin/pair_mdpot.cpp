@@ -566,9 +566,9 @@ void PairMDPot::init_style()
 void PairMDPot::finish()
 {
   auto &st = impl->stats;
-  double sums[6] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls, 0.0};
-  double totals[6];
-  MPI_Allreduce(sums, totals, 6, MPI_DOUBLE, MPI_SUM, world);
+  double sums[5] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls};
+  double totals[5];
+  MPI_Allreduce(sums, totals, 5, MPI_DOUBLE, MPI_SUM, world);
   double model_max = 0.0;
   MPI_Allreduce(&st.model_seconds, &model_max, 1, MPI_DOUBLE, MPI_MAX, world);
   if (comm->me == 0 && st.steps > 0) {
@@ -599,25 +599,32 @@ void PairMDPot::compute(int eflag, int vflag)
   check_finite_positions("step");
   // Strictly local models: energies are sums over centre atoms, so chunks of centres are exact.
   int next = 0, chunk = 0;
-  auto &stats = impl->stats;
-  stats.steps += 1;
+  impl->stats.steps += 1;
   do {
     next = pack_inputs(next);
     if (!edge_file.empty()) dump_edges(chunk++);
     const double t0 = platform::walltime();
     run_model(vflag_atom);
-    stats.model_seconds += platform::walltime() - t0;
-    stats.calls += 1;
-    stats.local_atoms += impl->n_local;
-    stats.ghost_atoms += static_cast<double>(impl->lmp_index.size()) - impl->n_local;
-    stats.local_edges += static_cast<double>(impl->n_local_edges);
-    stats.ghost_edges += static_cast<double>(impl->n_edges - impl->n_local_edges);
+    tally_stats(platform::walltime() - t0);
     check_finite_outputs();
     scatter_forces();
     if (eflag_either) tally_energy();
     if (vflag_global) tally_virial();
     if (vflag_atom) tally_atom_virial();
   } while (next < list->inum);
+}
+
+// What one model call evaluated, for the end-of-run statistics of finish().
+void PairMDPot::tally_stats(double model_seconds)
+{
+  auto &d = *impl;
+  auto &st = d.stats;
+  st.model_seconds += model_seconds;
+  st.calls += 1;
+  st.local_atoms += d.n_local;
+  st.ghost_atoms += static_cast<double>(d.lmp_index.size()) - d.n_local;
+  st.local_edges += static_cast<double>(d.n_local_edges);
+  st.ghost_edges += static_cast<double>(d.n_edges - d.n_local_edges);
 }
 
 void PairMDPot::check_finite_positions(const char *when)
@@ -677,7 +684,10 @@ int PairMDPot::pack_inputs(int first_centre)
   d.edge_j.clear();
   const int ncentres = ghost_centres ? list->inum + list->gnum : end;
   if (ghost_centres) mark_message_hops();
+  // ilist holds local centres first, then ghosts: the edges packed before the first ghost are local
+  d.n_local_edges = -1;
   for (int ii = first_centre; ii < ncentres; ++ii) {
+    if (ii == list->inum) d.n_local_edges = static_cast<int64_t>(d.edge_j.size());
     const int i = list->ilist[ii];
     if (type_to_model[type[i]] < 0) continue;
     if (ghost_centres && d.hop[i] > max_hops) continue;
@@ -700,8 +710,7 @@ int PairMDPot::pack_inputs(int first_centre)
     }
   }
   d.n_edges = static_cast<int64_t>(d.edge_j.size());
-  d.n_local_edges = 0;
-  for (int64_t e = 0; e < d.n_edges; ++e) d.n_local_edges += d.edge_index[e] < d.n_local;
+  if (d.n_local_edges < 0) d.n_local_edges = d.n_edges;
   d.edge_index.insert(d.edge_index.end(), d.edge_j.begin(), d.edge_j.end());
   return end;
 }

@@ -70,6 +70,7 @@ class PairMDPot : public Pair {
   void check_finite_positions(const char *when);
   void dump_edges(int chunk);
   void mark_message_hops();
+  void tally_stats(double model_seconds);
   void check_finite_outputs();
 };
 

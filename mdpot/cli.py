@@ -23,17 +23,12 @@ class CLIError(Exception):
 def _read_config(path: Optional[str]) -> Dict[str, Any]:
     if path is None:
         return DEFAULT_MODEL
-    import yaml
+    from .models.config import read_yaml_mapping
 
-    p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"config file not found: {p.resolve()}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise CLIError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or "model" not in data:
-        raise CLIError(f"{p}: expected a mapping with 'architecture' and 'model' sections")
+    expected = "'architecture' and 'model' sections"
+    data = read_yaml_mapping(path, expected)
+    if "model" not in data:
+        raise CLIError(f"{path}: expected a mapping with {expected}")
     return data
 
 

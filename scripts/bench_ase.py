@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+from mdpot.cli import DEFAULT_MODEL  # noqa: E402  (the benchmark Allegro of the README; mdpot.cli loads no torch)
 TCMALLOC_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4")
 SIZES = {256: (4, 4, 4), 2048: (8, 8, 8), 8192: (16, 16, 8)}
 
 
 #: The benchmark models; NequIP matches the nequip package's model it is compared with (same widths).
 MODELS = {
-    "allegro": {"architecture": "allegro", "model": {"elements": ["Cu"], "r_max": 5.0}},
+    "allegro": DEFAULT_MODEL,
     "nequip": {"architecture": "nequip", "model": {"elements": ["Cu"], "r_max": 5.0, "l_max": 1, "num_layers": 2,
                                                    "num_features": 32, "avg_num_neighbors": 42.0}},
 }

@@ -222,7 +222,7 @@ class NequIP(nn.Module):
         n_atoms = atom_type.shape[0]
         n_blocks = len(self.blocks)
         prune = 0 <= n_local < n_atoms
-        centre_hop = edge_index[0]
+        centre_hop = edge_index[0]  # placeholder: read only when pruning (TorchScript wants a tensor here)
         if prune:
             # hops from the wanted atoms, capped at n_blocks: relax along every edge n_blocks - 1 times
             hop = torch.full((n_atoms,), n_blocks, dtype=torch.long, device=atom_type.device)

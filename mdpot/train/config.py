@@ -333,15 +333,7 @@ class TrainConfig:
 
 def load_train_config(path: Union[str, Path]) -> TrainConfig:
     """Read and validate a training config YAML file."""
-    import yaml
+    from ..models.config import read_yaml_mapping
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {p.resolve()}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{p}: expected a mapping with 'architecture', 'model', 'data' and 'training' sections")
-    return TrainConfig.from_dict(data, base_dir=p.resolve().parent)
+    data = read_yaml_mapping(path, "'architecture', 'model', 'data' and 'training' sections")
+    return TrainConfig.from_dict(data, base_dir=Path(path).resolve().parent)
