@@ -9,6 +9,8 @@ import torch
 import vesin
 from ase import Atoms
 
+from ..contract import OVERLAP_DISTANCE
+
 
 @dataclass
 class Graph:
@@ -73,10 +75,6 @@ def _neighbor_box(atoms: Atoms, cutoff: float) -> np.ndarray:
         _, _, vt = np.linalg.svd(others)
         cell[k] = vt[-1] * length
     return cell
-
-
-#: Atoms closer than this (Å) are reported as overlapping instead of producing infinite energies.
-OVERLAP_DISTANCE = 0.01
 
 
 def atoms_to_graph(atoms: Atoms, cutoff: float, mapper: TypeMapper, check_overlap: bool = True) -> Graph:

@@ -1,32 +1,15 @@
-"""Metadata keys stored in every deployed model (TorchScript ``_extra_files``), stated once."""
+"""Metadata of a deployed model (TorchScript ``_extra_files``): the codec between typed values and the stored
+strings. The keys and accepted values are the contract's, in :mod:`mdpot.contract`."""
 from __future__ import annotations
 
 import json
 from typing import Any, Dict, Mapping
 
-FORMAT_VERSION = 1
-
-FORMAT_VERSION_KEY = "mdpot_format_version"
-ARCHITECTURE = "architecture"
-ELEMENTS = "elements"
-R_MAX = "r_max"
-NUM_LAYERS = "num_layers"
-RECEPTIVE_FIELD = "receptive_field"
-MODEL_DTYPE = "model_dtype"
-ENERGY_UNITS = "energy_units"
-LENGTH_UNITS = "length_units"
-TORCH_VERSION = "torch_version"
-MDPOT_VERSION = "mdpot_version"
-PROVENANCE = "provenance"
-CONFIG = "config"
-WEIGHTS_SHA256 = "weights_sha256"
-
-ALL_KEYS = (
-    FORMAT_VERSION_KEY, ARCHITECTURE, ELEMENTS, R_MAX, NUM_LAYERS, RECEPTIVE_FIELD, MODEL_DTYPE,
-    ENERGY_UNITS, LENGTH_UNITS, TORCH_VERSION, MDPOT_VERSION, PROVENANCE, CONFIG, WEIGHTS_SHA256,
+from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
+    ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, CONFIG, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS,
+    FORMAT_VERSION, FORMAT_VERSION_KEY, LENGTH_UNIT, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS,
+    PROVENANCE, R_MAX, RECEPTIVE_FIELD, TORCH_VERSION, WEIGHTS_SHA256,
 )
-DTYPES = ("float32", "float64")
-ARCHITECTURE_NAMES = ("allegro", "nequip")
 
 
 def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
@@ -61,8 +44,9 @@ def decode(raw: Mapping[str, str], source: str) -> Dict[str, Any]:
         raise ValueError(f"{source}: unknown architecture {meta[ARCHITECTURE]!r}; expected one of {list(ARCHITECTURE_NAMES)}")
     if meta[MODEL_DTYPE] not in DTYPES:
         raise ValueError(f"{source}: model_dtype {meta[MODEL_DTYPE]!r} is not one of {list(DTYPES)}")
-    if (meta[ENERGY_UNITS], meta[LENGTH_UNITS]) != ("eV", "Å"):
-        raise ValueError(f"{source}: units {meta[ENERGY_UNITS]}/{meta[LENGTH_UNITS]} are not supported (expected eV/Å)")
+    if (meta[ENERGY_UNITS], meta[LENGTH_UNITS]) != (ENERGY_UNIT, LENGTH_UNIT):
+        raise ValueError(f"{source}: units {meta[ENERGY_UNITS]}/{meta[LENGTH_UNITS]} are not supported "
+                         f"(expected {ENERGY_UNIT}/{LENGTH_UNIT})")
     meta[ELEMENTS] = tuple(raw[ELEMENTS].split())
     for key, kind in ((R_MAX, float), (RECEPTIVE_FIELD, float), (NUM_LAYERS, int)):
         try:

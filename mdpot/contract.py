@@ -1,0 +1,89 @@
+"""The facts of the model contract (``docs/contract.md``), stated once.
+
+Python reads these constants directly; the C++ side (the LAMMPS plugin's model runner) includes
+``mdpot_contract.h``, generated from this module by :func:`cpp_header` when the plugin is built, so both
+loaders accept and refuse exactly the same files. Nothing here imports torch or any other mdpot module.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+#: Version of the deployed-file format this mdpot writes and reads.
+FORMAT_VERSION = 1
+
+FORMAT_VERSION_KEY = "mdpot_format_version"
+ARCHITECTURE = "architecture"
+ELEMENTS = "elements"
+R_MAX = "r_max"
+NUM_LAYERS = "num_layers"
+RECEPTIVE_FIELD = "receptive_field"
+MODEL_DTYPE = "model_dtype"
+ENERGY_UNITS = "energy_units"
+LENGTH_UNITS = "length_units"
+TORCH_VERSION = "torch_version"
+MDPOT_VERSION = "mdpot_version"
+PROVENANCE = "provenance"
+CONFIG = "config"
+WEIGHTS_SHA256 = "weights_sha256"
+
+#: Every metadata key a deployed file must carry (TorchScript ``_extra_files``), in a fixed order.
+ALL_KEYS: Tuple[str, ...] = (
+    FORMAT_VERSION_KEY, ARCHITECTURE, ELEMENTS, R_MAX, NUM_LAYERS, RECEPTIVE_FIELD, MODEL_DTYPE,
+    ENERGY_UNITS, LENGTH_UNITS, TORCH_VERSION, MDPOT_VERSION, PROVENANCE, CONFIG, WEIGHTS_SHA256,
+)
+
+#: Values a loader accepts.
+DTYPES: Tuple[str, ...] = ("float32", "float64")
+ARCHITECTURE_NAMES: Tuple[str, ...] = ("allegro", "nequip")
+ENERGY_UNIT = "eV"
+LENGTH_UNIT = "Å"
+
+#: Atoms closer than this (Å) are reported as overlapping instead of producing infinite energies
+#: (ASE calculator and LAMMPS pair style alike).
+OVERLAP_DISTANCE = 0.01
+
+
+def _cpp_string(text: str) -> str:
+    """A C++ UTF-8 string literal (non-ASCII bytes as octal escapes, so the header is plain ASCII)."""
+    out = []
+    for byte in text.encode("utf-8"):
+        ch = chr(byte)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 32 <= byte < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def cpp_header() -> str:
+    """The text of ``mdpot_contract.h``: these constants for the C++ model runner."""
+    def array(name: str, values) -> str:
+        items = ", ".join(_cpp_string(v) for v in values)
+        return f"inline constexpr const char *{name}[] = {{{items}}};\n" \
+               f"inline constexpr int {name}_COUNT = {len(values)};\n"
+
+    return (
+        "// Generated from mdpot/contract.py by mdpot.lammps.plugin when the plugin is built. Do not edit.\n"
+        "#ifndef MDPOT_CONTRACT_H\n#define MDPOT_CONTRACT_H\n\n"
+        "namespace mdpot {\nnamespace contract {\n\n"
+        f"inline constexpr int FORMAT_VERSION = {FORMAT_VERSION};\n"
+        + "".join(f"inline constexpr const char *KEY_{name} = {_cpp_string(value)};\n" for name, value in (
+            ("FORMAT_VERSION", FORMAT_VERSION_KEY), ("ARCHITECTURE", ARCHITECTURE), ("ELEMENTS", ELEMENTS),
+            ("R_MAX", R_MAX), ("NUM_LAYERS", NUM_LAYERS), ("RECEPTIVE_FIELD", RECEPTIVE_FIELD),
+            ("MODEL_DTYPE", MODEL_DTYPE), ("ENERGY_UNITS", ENERGY_UNITS), ("LENGTH_UNITS", LENGTH_UNITS),
+            ("TORCH_VERSION", TORCH_VERSION), ("MDPOT_VERSION", MDPOT_VERSION), ("PROVENANCE", PROVENANCE),
+            ("CONFIG", CONFIG), ("WEIGHTS_SHA256", WEIGHTS_SHA256)))
+        + array("ALL_KEYS", ALL_KEYS)
+        + array("DTYPES", DTYPES)
+        + array("ARCHITECTURE_NAMES", ARCHITECTURE_NAMES)
+        + f"inline constexpr const char *ENERGY_UNIT = {_cpp_string(ENERGY_UNIT)};\n"
+        f"inline constexpr const char *LENGTH_UNIT = {_cpp_string(LENGTH_UNIT)};\n"
+        f"inline constexpr double OVERLAP_DISTANCE = {OVERLAP_DISTANCE!r};\n"
+        "\n}    // namespace contract\n}    // namespace mdpot\n\n#endif\n"
+    )
+
+
+if __name__ == "__main__":
+    print(cpp_header(), end="")
