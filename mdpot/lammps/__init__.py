@@ -1,15 +1,17 @@
 """LAMMPS integration: build the ``mdpot`` pair-style plugin (:mod:`.plugin`), write inputs from ASE Atoms,
-run ``lmp`` and read its outputs (:mod:`.run`).
+run ``lmp`` and read its outputs (:mod:`.run`), and LAMMPS in-process as a reference calculator
+(:mod:`.embedded`: Stillinger-Weber Si).
 
 Importing this package is free (no torch, numpy or ASE): the ``lmp`` launcher imports
 ``mdpot.lammps.plugin`` at every start. Names load from their module on first use.
 """
 
 _PLUGIN = ("PluginBuildError", "build_plugin", "plugin_dir", "plugin_info", "plugin_path")
-_RUN = ("LammpsBox", "LammpsError", "LammpsRun", "atoms_from_frame", "lammps_box", "read_dump", "read_edges",
+_RUN = ("NKTV2P_METAL", "LammpsBox", "LammpsError", "LammpsRun", "lammps_box", "lmp_command", "read_dump",
         "read_log", "run_lammps", "write_data")
+_EMBEDDED = ("StillingerWeberEngine", "StillingerWeberSi", "open_lammps", "sw_potential_file")
 
-__all__ = [*_PLUGIN, *_RUN]
+__all__ = [*_PLUGIN, *_RUN, *_EMBEDDED]
 
 
 def __getattr__(name):
@@ -21,4 +23,8 @@ def __getattr__(name):
         from . import run
 
         return getattr(run, name)
+    if name in _EMBEDDED:
+        from . import embedded
+
+        return getattr(embedded, name)
     raise AttributeError(f"module 'mdpot.lammps' has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Write LAMMPS inputs from ASE ``Atoms``, run ``lmp`` (optionally under ``mpirun``) and read its outputs.
 
-Shared by the tests (``tests/lammps``), the examples and ``scripts/bench_lammps.py``. No torch import: only
-numpy and ASE.
+Used by the demo (``mdpot.demo``), ``scripts/``, the tests (``tests/lammps``) and the in-process reference
+calculator (:mod:`.embedded`, for :func:`lammps_box`). No torch import: only numpy and ASE. Helpers that only
+the tests need (edge dumps, rank statistics, frames as ``Atoms``) live in ``tests/lammps/lammps_helpers.py``.
 
 Conventions (``docs/contract.md``): LAMMPS ``units metal`` (Å, eV, ps, g/mol, bar). LAMMPS needs a
 *restricted* triclinic cell (``a`` along x, ``b`` in the xy plane); :func:`lammps_box` computes the rotation
@@ -20,7 +21,6 @@ Example
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -30,21 +30,15 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..voigt import LAMMPS_ORDER, from_voigt, to_voigt
-
 __all__ = [
-    "NKTV2P_METAL", "FTM2V_METAL", "LammpsBox", "LammpsError", "LammpsRun", "lammps_box", "write_data",
-    "run_lammps", "lmp_command", "read_dump", "read_log", "read_edges", "atoms_from_frame",
-    "voigt_to_matrix", "matrix_to_voigt", "nlocal_stats",
+    "NKTV2P_METAL", "LammpsBox", "LammpsError", "LammpsRun", "lammps_box", "lmp_command", "read_dump",
+    "read_log", "run_lammps", "write_data",
 ]
 
 PathLike = Union[str, os.PathLike]
 
 #: LAMMPS ``force->nktv2p`` for ``units metal``: pressure (bar) = virial (eV) / volume (Å^3) * NKTV2P_METAL.
 NKTV2P_METAL = 1.6021765e6
-#: LAMMPS ``force->ftm2v`` for ``units metal``: acceleration (Å/ps^2) = F (eV/Å) / m (g/mol) * FTM2V_METAL.
-#: ASE's exact constant differs in the 8th digit; match it through the masses when comparing trajectories.
-FTM2V_METAL = 1.0 / 1.0364269e-4
 
 
 class LammpsError(RuntimeError):
@@ -76,10 +70,6 @@ class LammpsBox:
     def triclinic(self) -> bool:
         return bool(np.any(self.cell[[1, 2, 2], [0, 0, 1]] != 0.0))
 
-    @property
-    def volume(self) -> float:
-        return float(abs(np.linalg.det(self.cell)))
-
 
 def lammps_box(atoms, margin: float = 5.0) -> LammpsBox:
     """LAMMPS box for ``atoms``: the rotated cell along periodic directions, the atoms' extent plus ``margin``
@@ -91,6 +81,7 @@ def lammps_box(atoms, margin: float = 5.0) -> LammpsBox:
         A left-handed or degenerate periodic cell, or a non-periodic direction that is not orthogonal to
         the periodic cell vectors (LAMMPS allows tilt only between periodic directions).
     """
+    # Not ase's Prism: its cell (from dot products) and Q (a linear solve) differ from these in the last bits.
     pbc = np.asarray(atoms.pbc, dtype=bool)
     cell = np.array(atoms.cell.array, dtype=np.float64)
     pos = np.asarray(atoms.positions, dtype=np.float64)
@@ -162,6 +153,7 @@ def write_data(path: PathLike, atoms, type_elements: Optional[Sequence[str]] = N
     LammpsBox
         The box LAMMPS will use, with the rotation from the ASE frame.
     """
+    # Not ase's write_lammps_data: Prism's rotation, masses scaled by 1 - 2.6e-10, no margin, no general triclinic.
     from ase.data import atomic_masses, atomic_numbers
     from ase.units import fs
 
@@ -226,10 +218,6 @@ class LammpsRun:
         """``ERROR...`` lines of the output, in order (LAMMPS prefixes every error with it)."""
         return [line.strip() for line in self.output.splitlines() if line.lstrip().startswith("ERROR")]
 
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
 
 def _bin_dir() -> Path:
     return Path(sys.executable).parent
@@ -247,7 +235,7 @@ def lmp_command(nprocs: int = 1, lmp: Optional[PathLike] = None, mpirun: Optiona
 def run_lammps(script: Union[str, PathLike], workdir: PathLike = ".", nprocs: int = 1,
                variables: Optional[Mapping[str, object]] = None, timeout: float = 600.0,
                threads: Optional[int] = 1, env: Optional[Mapping[str, str]] = None, check: bool = True,
-               log: str = "log.lammps", extra_args: Sequence[str] = ()) -> LammpsRun:
+               log: str = "log.lammps") -> LammpsRun:
     """Run LAMMPS on an input script and wait for it.
 
     Parameters
@@ -288,7 +276,6 @@ def run_lammps(script: Union[str, PathLike], workdir: PathLike = ".", nprocs: in
     cmd = lmp_command(nprocs) + ["-in", str(infile), "-log", log]
     for name, value in (variables or {}).items():
         cmd += ["-var", str(name), str(value)]
-    cmd += list(extra_args)
     run_env = dict(os.environ)
     run_env.setdefault("MDPOT_PLUGIN_QUIET", "1")
     plugins = plugin_dir()
@@ -321,6 +308,7 @@ def read_dump(path: PathLike) -> List[Dict[str, object]]:
     Each frame is a dict: ``step`` (int), ``cell`` ((3, 3) rows, Å, restricted triclinic), ``lo`` ((3,) Å),
     ``boundary`` (str such as ``"p p f"``) and one float array per column (``id`` and ``type`` as int).
     """
+    # Not ase's read_lammps_dump_text: its cell (hi - lo) - |xy| - |xz| has other bits; it gives Atoms, not columns.
     lines = Path(path).read_text().splitlines()
     frames = []
     k = 0
@@ -377,55 +365,3 @@ def read_log(path: PathLike) -> List[Dict[str, np.ndarray]]:
             except ValueError:
                 pass
     return tables
-
-
-def read_edges(prefix: PathLike) -> Dict[str, np.ndarray]:
-    """Edges written by ``pair_style mdpot ... dump_edges PREFIX`` on every rank (``PREFIX.<rank>``).
-
-    Returns ``tags`` ((E, 2) int: atom ids of centre and neighbour), ``vec`` ((E, 3) float, Å:
-    ``x_j - x_i`` as the model received it) and ``local`` ((E,) bool: the centre is a local atom of that
-    rank; ghost centres appear for message-passing models only), concatenated over ranks.
-    """
-    prefix = Path(prefix)
-    files = sorted(prefix.parent.glob(prefix.name + ".*"), key=lambda p: int(p.suffix[1:]))
-    if not files:
-        raise FileNotFoundError(f"no edge files {prefix}.<rank>")
-    tags, vec, local = [], [], []
-    for f in files:
-        data = np.loadtxt(f, comments="#", ndmin=2)
-        if data.size:
-            tags.append(data[:, :2].astype(np.int64))
-            vec.append(data[:, 2:5])
-            local.append(data[:, 5] == 1)
-    if not tags:
-        return {"tags": np.zeros((0, 2), np.int64), "vec": np.zeros((0, 3)), "local": np.zeros(0, bool)}
-    return {"tags": np.concatenate(tags), "vec": np.concatenate(vec), "local": np.concatenate(local)}
-
-
-def atoms_from_frame(frame: Mapping[str, object], type_elements: Sequence[str]):
-    """ASE ``Atoms`` at the positions of a dump frame (columns ``type x y z``), with the LAMMPS box as cell
-    (shifted to the origin) and its periodicity; atom ``k`` is the atom with the k-th smallest id."""
-    from ase import Atoms
-
-    symbols = [type_elements[t - 1] for t in frame["type"]]
-    pos = np.column_stack([frame["x"], frame["y"], frame["z"]]) - np.asarray(frame["lo"])
-    pbc = [b == "p" for b in str(frame["boundary"]).split()]
-    return Atoms(symbols, positions=pos, cell=frame["cell"], pbc=pbc)
-
-
-def voigt_to_matrix(v: np.ndarray) -> np.ndarray:
-    """LAMMPS order ``xx yy zz xy xz yz`` (..., 6) -> symmetric (..., 3, 3)."""
-    return from_voigt(v, LAMMPS_ORDER)
-
-
-def matrix_to_voigt(m: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) -> LAMMPS order ``xx yy zz xy xz yz`` (symmetrised)."""
-    return to_voigt(m, LAMMPS_ORDER)
-
-
-_NLOCAL = re.compile(r"^Nlocal:\s+(\S+) ave\s+(\S+) max\s+(\S+) min", re.M)
-
-
-def nlocal_stats(output: str) -> List[tuple]:
-    """``(ave, max, min)`` atoms per rank of each run in a LAMMPS output (for empty-rank checks)."""
-    return [tuple(float(v) for v in m.groups()) for m in _NLOCAL.finditer(output)]

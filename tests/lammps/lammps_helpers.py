@@ -1,17 +1,38 @@
-"""Shared helpers of the LAMMPS tests: tolerances, the ASE reference in LAMMPS conventions, result parsing."""
+"""Shared helpers of the LAMMPS tests: tolerances, the ASE reference in LAMMPS conventions, result parsing
+(dump frames as ``Atoms``, edge dumps, atoms per rank), LAMMPS Voigt order and the ``metal`` force unit."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
 from mdpot.lammps.run import NKTV2P_METAL
+from mdpot.voigt import ASE_ORDER, LAMMPS_ORDER, from_voigt, to_voigt
 
 ELEMENTS = ("Cu", "Au")
 DTYPES = ("float64", "float32")
 TIMEOUT = 180.0  # s per LAMMPS process; 8 ranks on 2 cores take ~30 s
+
+#: LAMMPS ``force->ftm2v`` for ``units metal``: acceleration (Å/ps^2) = F (eV/Å) / m (g/mol) * FTM2V_METAL.
+#: ASE's exact constant differs in the 8th digit; match it through the masses when comparing trajectories.
+FTM2V_METAL = 1.0 / 1.0364269e-4
+
+#: Position in ASE's Voigt vector of each component of LAMMPS's (``[0, 1, 2, 5, 4, 3]``).
+ASE_TO_LAMMPS_VOIGT = [ASE_ORDER.index(pair) for pair in LAMMPS_ORDER]
+
+
+def voigt_to_matrix(v: np.ndarray) -> np.ndarray:
+    """LAMMPS order ``xx yy zz xy xz yz`` (..., 6) -> symmetric (..., 3, 3)."""
+    return from_voigt(v, LAMMPS_ORDER)
+
+
+def matrix_to_voigt(m: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) -> LAMMPS order ``xx yy zz xy xz yz`` (symmetrised)."""
+    return to_voigt(m, LAMMPS_ORDER)
+
 
 def tol(check: str, dtype: str) -> float:
     """TEST_MATRIX tolerance of ``check`` for a model of ``dtype``."""
@@ -37,10 +58,9 @@ class Reference:
         calc.calculate(atoms, ["energy", "energies", "forces", "stress", "stresses"], all_changes)
         res = calc.results
         volume = atoms.get_volume()
-        voigt_ase_to_lmp = [0, 1, 2, 5, 4, 3]  # ASE xx yy zz yz xz xy -> LAMMPS xx yy zz xy xz yz
         return {"energy": res["energy"], "energies": res["energies"], "forces": res["forces"],
-                "virial": -res["stress"][voigt_ase_to_lmp] * volume,
-                "atom_virial": -res["stresses"][:, voigt_ase_to_lmp] * volume}
+                "virial": -res["stress"][ASE_TO_LAMMPS_VOIGT] * volume,
+                "atom_virial": -res["stresses"][:, ASE_TO_LAMMPS_VOIGT] * volume}
 
 
 def lammps_results(frame: dict, table: dict) -> dict:
@@ -66,7 +86,6 @@ thermo_modify format float %.17g
 dump d all custom 1 {name}.dump id type x y z fx fy fz c_pe c_st[1] c_st[2] c_st[3] c_st[4] c_st[5] c_st[6]
 dump_modify d format float %.17g sort id
 """
-
 
 
 BLOCK = """\
@@ -107,3 +126,45 @@ def assert_results_close(got: dict, want: dict, tolerance: float, what: str,
 
     for key in keys:
         assert_allclose(got[key], want[key], tolerance, f"{what}: {key}")
+
+
+def atoms_from_frame(frame: Mapping[str, object], type_elements: Sequence[str]):
+    """ASE ``Atoms`` at the positions of a dump frame (columns ``type x y z``), with the LAMMPS box as cell
+    (shifted to the origin) and its periodicity; atom ``k`` is the atom with the k-th smallest id."""
+    from ase import Atoms
+
+    symbols = [type_elements[t - 1] for t in frame["type"]]
+    pos = np.column_stack([frame["x"], frame["y"], frame["z"]]) - np.asarray(frame["lo"])
+    pbc = [b == "p" for b in str(frame["boundary"]).split()]
+    return Atoms(symbols, positions=pos, cell=frame["cell"], pbc=pbc)
+
+
+def read_edges(prefix: Path) -> Dict[str, np.ndarray]:
+    """Edges written by ``pair_style mdpot ... dump_edges PREFIX`` on every rank (``PREFIX.<rank>``).
+
+    Returns ``tags`` ((E, 2) int: atom ids of centre and neighbour), ``vec`` ((E, 3) float, Å:
+    ``x_j - x_i`` as the model received it) and ``local`` ((E,) bool: the centre is a local atom of that
+    rank; ghost centres appear for message-passing models only), concatenated over ranks.
+    """
+    prefix = Path(prefix)
+    files = sorted(prefix.parent.glob(prefix.name + ".*"), key=lambda p: int(p.suffix[1:]))
+    if not files:
+        raise FileNotFoundError(f"no edge files {prefix}.<rank>")
+    tags, vec, local = [], [], []
+    for f in files:
+        data = np.loadtxt(f, comments="#", ndmin=2)
+        if data.size:
+            tags.append(data[:, :2].astype(np.int64))
+            vec.append(data[:, 2:5])
+            local.append(data[:, 5] == 1)
+    if not tags:
+        return {"tags": np.zeros((0, 2), np.int64), "vec": np.zeros((0, 3)), "local": np.zeros(0, bool)}
+    return {"tags": np.concatenate(tags), "vec": np.concatenate(vec), "local": np.concatenate(local)}
+
+
+_NLOCAL = re.compile(r"^Nlocal:\s+(\S+) ave\s+(\S+) max\s+(\S+) min", re.M)
+
+
+def nlocal_stats(output: str) -> List[tuple]:
+    """``(ave, max, min)`` atoms per rank of each run in a LAMMPS output (for empty-rank checks)."""
+    return [tuple(float(v) for v in m.groups()) for m in _NLOCAL.finditer(output)]

@@ -119,7 +119,8 @@ def test_cutoff_larger_than_half_the_box(plugin, lammps, models, reference, tmp_
     from ase import Atoms
 
     from lammps_helpers import assert_results_close, block, read_block, tol
-    from mdpot.lammps.run import atoms_from_frame, write_data
+    from lammps_helpers import atoms_from_frame
+    from mdpot.lammps.run import write_data
 
     atoms = Atoms("CuAu", scaled_positions=[[0, 0, 0], [0.5, 0.45, 0.55]], cell=[2.6, 2.7, 2.8], pbc=True)
     write_data(tmp_path / "tiny.data", atoms, ["Cu", "Au"])

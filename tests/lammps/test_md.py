@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lammps_helpers import ELEMENTS, OBSERVE, assert_results_close, lammps_results, tol
-from mdpot.lammps.run import FTM2V_METAL, atoms_from_frame, read_dump, read_log, write_data
+from lammps_helpers import ELEMENTS, FTM2V_METAL, OBSERVE, assert_results_close, atoms_from_frame, lammps_results, tol
+from mdpot.lammps.run import read_dump, read_log, write_data
 from mdpot.testing import alloy, assert_allclose
 
 PAIR = "pair_style mdpot\npair_coeff * * {model} Cu Au\n"

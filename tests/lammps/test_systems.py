@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from lammps_helpers import ELEMENTS, assert_results_close, block, read_block, tol
-from mdpot.lammps.run import atoms_from_frame, matrix_to_voigt, nlocal_stats, read_edges, voigt_to_matrix, write_data
+from lammps_helpers import (ELEMENTS, assert_results_close, atoms_from_frame, block, matrix_to_voigt, nlocal_stats,
+                            read_block, read_edges, tol, voigt_to_matrix)
+from mdpot.lammps.run import write_data
 from mdpot.testing import alloy, assert_allclose, molecule, slab
 
 # (ranks, `processors` grid or None for LAMMPS's choice)

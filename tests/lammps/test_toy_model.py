@@ -9,9 +9,9 @@ import pytest
 import torch
 import vesin
 
-from lammps_helpers import assert_results_close, block, read_block, tol
+from lammps_helpers import assert_results_close, block, matrix_to_voigt, read_block, tol
 from make_pair_model import make_model
-from mdpot.lammps.run import matrix_to_voigt, write_data
+from mdpot.lammps.run import write_data
 from mdpot.testing import alloy, molecule
 
 R_MAX = 4.5

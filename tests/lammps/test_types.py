@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lammps_helpers import ELEMENTS, assert_results_close, block, read_block, tol
-from mdpot.lammps.run import atoms_from_frame, write_data
+from lammps_helpers import ELEMENTS, assert_results_close, atoms_from_frame, block, read_block, tol
+from mdpot.lammps.run import write_data
 from mdpot.testing import alloy
 
 ZBL = "pair_coeff 1 1 {s}29 29\npair_coeff 1 2 {s}29 79\npair_coeff 2 2 {s}79 79"
