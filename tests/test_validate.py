@@ -8,8 +8,8 @@ import pytest
 from ase import Atoms
 
 from mdpot import MDPotCalculator
-from mdpot.train.cli import add_validate_parser
 from mdpot.validate import ThresholdExceeded, validate
+from mdpot.validate.cli import add_parser as add_validate_parser
 from test_train import make_structures
 
 GPA = 160.21766208
