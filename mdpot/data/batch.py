@@ -117,9 +117,25 @@ class Batch:
 
 def batch_structures(structures: Sequence[Atoms], r_max: float, elements: Sequence[str],
                      check_overlap: bool = True) -> Batch:
-    """An unlabelled :class:`Batch` of ASE structures: neighbour lists within ``r_max`` (Å), types from
-    ``elements``. ``volume`` is the cell volume (Å³) of 3-D periodic structures and NaN for the others, so
-    their stress comes out NaN. Errors name the structure index."""
+    """An unlabelled :class:`Batch` of ASE structures.
+
+    Parameters
+    ----------
+    structures : sequence of ase.Atoms
+        Any periodicity; ``B >= 1`` structures.
+    r_max : float
+        Neighbour cutoff, Å (the model's ``r_max``).
+    elements : sequence of str
+        The model's elements in type order; other elements raise ``ValueError``.
+    check_overlap : bool
+        Atoms closer than ``mdpot.contract.OVERLAP_DISTANCE`` raise ``ValueError``.
+
+    Returns
+    -------
+    Batch
+        ``volume`` is the cell volume (Å³) of 3-D periodic structures and NaN for the others, so their stress
+        comes out NaN. Errors name the structure index.
+    """
     mapper = TypeMapper(elements)
     graphs, volume = [], []
     for k, atoms in enumerate(structures):
