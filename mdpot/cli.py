@@ -158,12 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=int, default=2, help="MPI ranks for LAMMPS (default 2)")
     p.set_defaults(func=cmd_demo)
 
-    from .data.cli import add_parser as add_data_parser
-    from .train.cli import add_train_parser, add_validate_parser
+    from .data import cli as data_cli
+    from .train import cli as train_cli
+    from .validate import cli as validate_cli
 
-    add_data_parser(sub)
-    add_train_parser(sub)
-    add_validate_parser(sub)
+    for module in (data_cli, train_cli, validate_cli):
+        module.add_parser(sub)
     return parser
 
 

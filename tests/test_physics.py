@@ -4,7 +4,7 @@ import pytest
 from ase import Atoms
 from scipy.spatial.transform import Rotation
 
-from mdpot.data import TypeMapper, atoms_to_graph, evaluate_batch
+from mdpot.data import Batch, TypeMapper, atoms_to_graph, evaluate
 from mdpot.deploy import eager_model, load_model
 from mdpot.deploy import metadata as md
 from mdpot.testing import alloy, assert_allclose, molecule, slab, tolerance
@@ -229,9 +229,12 @@ def test_batch_vs_single(deployed, dtype):
     structures = [alloy(ELEMENTS, seed=12), molecule(ELEMENTS, seed=13), slab(ELEMENTS, seed=14)]
     mapper = TypeMapper(ELEMENTS)
     graphs = [atoms_to_graph(a, deployed.r_max, mapper) for a in structures]
-    batched = evaluate_batch(deployed.module, graphs)
+    batch = Batch.from_graphs(graphs)
+    batched = evaluate(deployed.module, batch, virial=True)
+    per_structure = zip(batched.energy, batch.split(batched.atom_energy), batch.split(batched.forces), batched.virial)
     tol = tolerance("batch", dtype)
-    for g, res in zip(graphs, batched):
-        single = evaluate_batch(deployed.module, [g])[0]
-        for key in ("energy", "energies", "forces", "virial"):
-            assert_allclose(res[key], single[key], tol, f"batched {key}")
+    for g, res in zip(graphs, per_structure):
+        single = evaluate(deployed.module, Batch.from_graphs([g]), virial=True)
+        expected = (single.energy[0], single.atom_energy, single.forces, single.virial[0])
+        for key, a, b in zip(("energy", "energies", "forces", "virial"), res, expected):
+            assert_allclose(a, b, tol, f"batched {key}")

@@ -14,8 +14,9 @@ from ase.calculators.emt import EMT
 from mdpot.models import ARCHITECTURES, load_checkpoint
 from mdpot.testing import SMALL_OPTIONS
 from mdpot.train import TrainConfig, Trainer, load_train_config, train
-from mdpot.train.cli import add_train_parser, add_validate_parser
-from mdpot.train.data import load_labelled
+from mdpot.data import load_labelled
+from mdpot.train.cli import add_parser as add_train_parser
+from mdpot.validate.cli import add_parser as add_validate_parser
 
 ARCHS = sorted(ARCHITECTURES)
 ELEMENTS = ("Cu", "Au")

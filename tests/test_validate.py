@@ -8,8 +8,8 @@ import pytest
 from ase import Atoms
 
 from mdpot import MDPotCalculator
-from mdpot.train.cli import add_validate_parser
 from mdpot.validate import ThresholdExceeded, validate
+from mdpot.validate.cli import add_parser as add_validate_parser
 from test_train import make_structures
 
 GPA = 160.21766208
@@ -74,6 +74,40 @@ def test_numbers_match_direct_computation(deployed, dataset):
     # Batching does not change anything.
     one = validate(deployed, dataset, batch_size=1)
     assert one.forces.mae == pytest.approx(report.forces.mae, **tol)
+
+
+def test_evaluate_unlabelled_batch_matches_calculator(deployed, dataset):
+    """`mdpot.data.evaluate` on an unlabelled batch (periodic cells and a molecule) gives, per structure, what
+    the ASE calculator gives for that structure alone."""
+    from mdpot.data import Batch, batch_structures, evaluate
+
+    structures = ase.io.read(dataset, ":3") + [Atoms("CuAu", positions=[[0.0, 0.0, 0.0], [2.4, 0.3, 0.1]])]
+    batch = batch_structures(structures, deployed.r_max, deployed.elements)
+    assert not batch.has_labels and batch.size == 4
+    pred = evaluate(deployed, batch, stress=True, atom_virial=True)
+    n = sum(len(a) for a in structures)
+    assert pred.atom_energy.shape == (n,) and pred.atom_virial.shape == (n, 3, 3) and pred.virial.shape == (4, 3, 3)
+    tol = dict(rel=1e-9, abs=1e-9) if deployed.metadata["model_dtype"] == "float64" else dict(rel=1e-4, abs=1e-4)
+    calc = MDPotCalculator(deployed)
+    parts = zip(structures, batch.split(pred.atom_energy), batch.split(pred.forces))
+    for k, (atoms, atom_energy, forces) in enumerate(parts):
+        atoms = atoms.copy()
+        atoms.calc = calc
+        assert float(pred.energy[k]) == pytest.approx(atoms.get_potential_energy(), **tol)
+        np.testing.assert_allclose(atom_energy.detach().numpy(), atoms.get_potential_energies(), **_np(tol))
+        np.testing.assert_allclose(forces.detach().numpy(), atoms.get_forces(), **_np(tol))
+        if atoms.pbc.all():
+            np.testing.assert_allclose(pred.stress[k].detach().numpy(), atoms.get_stress(), **_np(tol))
+        else:
+            assert pred.stress[k].isnan().all()  # no cell, no stress
+    plain = evaluate(deployed, batch)
+    assert plain.virial is None and plain.atom_virial is None and plain.stress is None
+    with pytest.raises(ValueError, match="volume"):
+        evaluate(deployed, Batch.from_graphs([batch.graph]), stress=True)
+
+
+def _np(tol):
+    return dict(rtol=tol["rel"], atol=tol["abs"])
 
 
 def test_cli_table_json_plot_and_thresholds(deployed, dataset, tmp_path, capsys):

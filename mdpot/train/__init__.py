@@ -6,17 +6,17 @@ Example
 >>> result = train(load_train_config("train.yaml"), "runs/cu")
 >>> result.best_checkpoint            # deploy with `mdpot deploy runs/cu/best.ckpt -o cu.pt`
 
-Names are imported lazily so that ``mdpot.cli`` can add the ``train``/``validate`` subparsers (from
-``mdpot.train.cli``) without loading torch.
+Reading labelled data, batches and :func:`mdpot.data.evaluate` live in :mod:`mdpot.data`; this package adds
+what is particular to training (fitted initial statistics, the loss, the loop). Names are imported lazily so
+that ``mdpot.cli`` can add the ``train`` subparser (from ``mdpot.train.cli``) without loading torch.
 """
 import importlib
 
 _EXPORTS = {
     "DataConfig": "config", "TrainConfig": "config", "TrainingConfig": "config", "load_train_config": "config",
-    "fit_energy_shift": "data", "force_rms": "data", "load_labelled": "data", "read_labels": "data",
-    "MetricAccumulator": "loss", "loss_from_errors": "loss", "predict": "loss",
+    "fit_energy_shift": "fitting", "force_rms": "fitting", "mean_neighbors": "fitting", "split_indices": "fitting",
+    "MetricAccumulator": "loss", "errors": "loss", "loss_from_errors": "loss",
     "EMA": "trainer", "TrainResult": "trainer", "Trainer": "trainer", "train": "trainer",
-    "add_train_parser": "cli", "add_validate_parser": "cli",
 }
 
 __all__ = sorted(_EXPORTS)

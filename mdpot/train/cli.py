@@ -1,7 +1,7 @@
-"""``mdpot train`` and ``mdpot validate``: subparsers the main CLI (``mdpot.cli``) adds to its own.
+"""``mdpot train``: the subparser the main CLI (``mdpot.cli``) adds to its own.
 
-Each ``add_*_parser(subparsers)`` registers a subcommand whose ``func(args) -> int`` raises an exception with
-a one-line message on failure (the main CLI prints ``mdpot: error: <message>`` and exits 1).
+``add_parser(subparsers)`` registers the subcommand; its ``func(args) -> int`` raises an exception with a
+one-line message on failure (the main CLI prints ``mdpot: error: <message>`` and exits 1).
 """
 from __future__ import annotations
 
@@ -19,34 +19,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    from ..validate import validate, write_json
-
-    stress_key = None if args.stress_key.lower() in ("none", "null", "") else args.stress_key
-    report = validate(args.model, args.data, energy_key=args.energy_key, forces_key=args.forces_key,
-                      stress_key=stress_key, batch_size=args.batch_size)
-    print(report.table())
-    if args.json:
-        write_json(report, args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        report.plot(args.plot)
-        print(f"wrote {args.plot}")
-    report.check(max_force_mae=args.max_force_mae, max_energy_mae=args.max_energy_mae)
-    return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def add_train_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``train``: ``mdpot train config.yaml [-o RUN_DIR] [--resume | --force] [--no-progress]``."""
     p = subparsers.add_parser("train", help="train a model from a YAML config on extxyz data",
                               description="Train a model. Writes RUN_DIR/{config.yaml, metrics.csv, learning_curve.png, "
@@ -58,23 +31,4 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--force", action="store_true", help="start afresh even if RUN_DIR holds a run (deletes its files)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch summaries are still printed)")
     p.set_defaults(func=cmd_train)
-    return p
-
-
-def add_validate_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``validate``: errors of a deployed model against labelled structures."""
-    p = subparsers.add_parser("validate", help="errors of a deployed model against reference energies/forces/stress",
-                              description="Evaluate a deployed model on labelled structures and report MAE/RMSE of "
-                                          "energy per atom (meV/atom), forces (meV/Å, also per element) and stress (GPa).")
-    p.add_argument("model", help="deployed model (.pt from `mdpot deploy`) or a training checkpoint (.ckpt)")
-    p.add_argument("data", help="labelled structures (extxyz or any ase.io format)")
-    p.add_argument("--energy-key", default="energy", help="energy label (default energy; eV, total)")
-    p.add_argument("--forces-key", default="forces", help="forces label (default forces; eV/Å)")
-    p.add_argument("--stress-key", default="stress", help="stress label (default stress; eV/Å³; 'none' ignores stress)")
-    p.add_argument("--plot", metavar="PNG", help="write parity plots to this PNG")
-    p.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
-    p.add_argument("--max-force-mae", type=float, metavar="MEV_PER_A", help="fail (exit 1) if the force MAE exceeds this")
-    p.add_argument("--max-energy-mae", type=float, metavar="MEV_PER_ATOM", help="fail (exit 1) if the energy MAE exceeds this")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="structures per model call (default 8)")
-    p.set_defaults(func=cmd_validate)
     return p

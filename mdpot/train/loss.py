@@ -1,4 +1,4 @@
-"""Predictions of a contract module on a batch, the weighted MSE loss and the error metrics.
+"""The weighted MSE loss and the error metrics of predictions (:func:`mdpot.data.evaluate`) on a batch.
 
 Loss: ``w_E * mean((dE / n_atoms)^2) + w_F * mean(dF_component^2) + w_S * mean(dS_component^2)`` with
 energies in eV, forces in eV/Å and stresses in eV/Å³ (6 Voigt components, structures with a stress label
@@ -12,42 +12,13 @@ from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
 import torch
+from ase.units import GPa
 
-from ..voigt import ASE_ORDER
-from .data import Batch
-
-#: 1 eV/Å³ in GPa.
-EV_PER_A3_IN_GPA = 160.21766208
-
-# ASE Voigt order xx yy zz yz xz xy as row/column indices of the 3x3 virial.
-_VOIGT_ROW = tuple(a for a, _ in ASE_ORDER)
-_VOIGT_COL = tuple(b for _, b in ASE_ORDER)
+from ..data import Batch, Prediction
 
 #: Metric names (with units) in the order they are reported.
 METRICS = ("loss", "energy_mae_meV_atom", "energy_rmse_meV_atom", "forces_mae_meV_A", "forces_rmse_meV_A",
            "stress_mae_GPa", "stress_rmse_GPa")
-
-
-@dataclass
-class Prediction:
-    """``energy [B]`` eV, ``forces [N, 3]`` eV/Å, ``stress [B, 6]`` eV/Å³ (ASE sign, Voigt) or ``None``."""
-
-    energy: torch.Tensor
-    forces: torch.Tensor
-    stress: Optional[torch.Tensor]
-
-
-def predict(module, batch: Batch, with_stress: bool) -> Prediction:
-    """Run a contract module (``Potential`` or a deployed model) on ``batch``. ``stress = -virial / volume``."""
-    g = batch.graph
-    atom_energy, forces, _, atom_virial = module(g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, with_stress)
-    n = batch.size
-    energy = torch.zeros(n, dtype=atom_energy.dtype, device=atom_energy.device).index_add(0, batch.batch, atom_energy)
-    stress = None
-    if with_stress:
-        virial = torch.zeros((n, 3, 3), dtype=atom_virial.dtype, device=atom_virial.device).index_add(0, batch.batch, atom_virial)
-        stress = -virial[:, _VOIGT_ROW, _VOIGT_COL] / batch.volume.unsqueeze(1)
-    return Prediction(energy, forces, stress)
 
 
 @dataclass
@@ -61,6 +32,9 @@ class Errors:
 
 
 def errors(pred: Prediction, batch: Batch) -> Errors:
+    """Errors of ``pred`` against the labels of ``batch`` (stress only where ``batch.stress_mask``)."""
+    if not batch.has_labels:
+        raise ValueError("errors need a labelled batch (mdpot.data.collate of labelled samples)")
     e = (pred.energy - batch.energy) / batch.num_atoms
     f = pred.forces - batch.forces
     if pred.stress is None:
@@ -109,7 +83,7 @@ class MetricAccumulator:
             if mse is not None and weights.get(term, 0.0) > 0:
                 out["loss"] += weights[term] * mse
         units = {"energy": ("energy", "meV_atom", 1e3), "forces": ("forces", "meV_A", 1e3),
-                 "stress": ("stress", "GPa", EV_PER_A3_IN_GPA)}
+                 "stress": ("stress", "GPa", 1.0 / GPa)}
         for term, (name, unit, factor) in units.items():
             ab, sq, n = self._sums[term]
             out[f"{name}_mae_{unit}"] = ab / n * factor if n else math.nan

@@ -1,9 +1,9 @@
-"""PNG plots with matplotlib's Agg backend: the learning curve of a run and parity plots of a validation."""
+"""The learning curve of a training run (PNG, matplotlib's Agg backend)."""
 from __future__ import annotations
 
 import math
 import os
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 
@@ -39,32 +39,5 @@ def plot_learning_curve(history: Sequence[Mapping[str, float]], path: PathLike) 
             ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.savefig(os.fspath(path), dpi=110)
-    plt.close(fig)
-
-
-def plot_parity(panels: Sequence[Tuple[str, np.ndarray, np.ndarray, str]], path: PathLike,
-                title: Optional[str] = None) -> None:
-    """One parity panel per ``(name, reference, predicted, unit)``, with the y = x line and the MAE."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), constrained_layout=True, squeeze=False)
-    for ax, (name, ref, pred, unit) in zip(axes[0], panels):
-        ref = np.asarray(ref, dtype=float).ravel()
-        pred = np.asarray(pred, dtype=float).ravel()
-        lo = float(min(ref.min(), pred.min()))
-        hi = float(max(ref.max(), pred.max()))
-        pad = 0.05 * (hi - lo or 1.0)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
-        ax.scatter(ref, pred, s=4 if ref.size > 500 else 10, alpha=0.5, edgecolors="none")
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.set_ylim(lo - pad, hi + pad)
-        ax.set_aspect("equal")
-        ax.set_xlabel(f"reference {name} ({unit})")
-        ax.set_ylabel(f"predicted {name} ({unit})")
-        mae = float(np.abs(pred - ref).mean())
-        ax.set_title(f"{name}: MAE {mae:.3g} {unit}")
-        ax.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
     fig.savefig(os.fspath(path), dpi=110)
     plt.close(fig)

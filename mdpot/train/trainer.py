@@ -20,12 +20,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..data import (Batch, Labelled, Prediction, Sample, collate, element_counts, evaluate, infer_elements, load_labelled,
+                    to_samples)
 from ..models import Potential, build_model, load_checkpoint, make_config, save_checkpoint
 from ..models.config import ModelConfig
 from .config import RESUMABLE_CHANGES, TrainConfig
-from .data import (Labelled, Sample, collate, element_counts, fit_energy_shift, force_rms, infer_elements, load_labelled,
-                   mean_neighbors, split_indices, to_samples)
-from .loss import METRICS, MetricAccumulator, errors, loss_from_errors, predict
+from .fitting import fit_energy_shift, force_rms, mean_neighbors, split_indices
+from .loss import METRICS, MetricAccumulator, errors, loss_from_errors
 
 PathLike = Union[str, os.PathLike]
 
@@ -304,6 +305,10 @@ class Trainer:
             for dst, src in zip(self.eval_params, source):
                 dst.copy_(src)
 
+    def _predict(self, potential: Potential, batch: Batch) -> Prediction:
+        # The per-atom virial costs a scatter: only batches with a stress label pay for it.
+        return evaluate(potential, batch, stress=self.use_stress and bool(batch.stress_mask.any()))
+
     def _train_epoch(self, bar_factory) -> Dict[str, float]:
         tc = self.config.training
         order = np.random.default_rng([tc.seed, self.epoch]).permutation(len(self.train_samples))
@@ -314,7 +319,7 @@ class Trainer:
         try:
             for b, start in enumerate(starts):
                 batch = collate([self.train_samples[k] for k in order[start:start + tc.batch_size]])
-                pred = predict(self.potential, batch, self.use_stress and bool(batch.stress_mask.any()))
+                pred = self._predict(self.potential, batch)
                 err = errors(pred, batch)
                 loss = loss_from_errors(err, self.weights)
                 if not torch.isfinite(loss):
@@ -336,11 +341,11 @@ class Trainer:
             bar.close()
         return acc.compute(self.weights)
 
-    def evaluate(self, batches) -> Dict[str, float]:
+    def metrics(self, batches: Sequence[Batch]) -> Dict[str, float]:
         """Metrics of the evaluation weights (EMA if enabled) on precollated ``batches``."""
         acc = MetricAccumulator()
         for batch in batches:
-            pred = predict(self.eval_potential, batch, self.use_stress and bool(batch.stress_mask.any()))
+            pred = self._predict(self.eval_potential, batch)
             acc.update(errors(pred, batch))
         return acc.compute(self.weights)
 
@@ -470,7 +475,7 @@ class Trainer:
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 train_metrics = self._train_epoch(bar_factory)
                 self._sync_eval_model()
-                val_metrics = self.evaluate(self.val_batches)
+                val_metrics = self.metrics(self.val_batches)
                 val_loss = val_metrics["loss"]
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.scheduler.step(val_loss)

@@ -1,4 +1,8 @@
-"""Labelled datasets: structures read with ase.io, their reference labels, precomputed graphs and batches.
+"""Labelled data: structures read with ase.io, their reference labels, and their graphs and batches.
+
+The path of labelled data: file -> :func:`load_labelled` -> :class:`Labelled` -> :func:`to_samples` ->
+:class:`Sample` (graph + label tensors) -> :func:`collate` -> :class:`~mdpot.data.Batch` ->
+:func:`~mdpot.data.evaluate` -> :class:`~mdpot.data.Prediction`.
 
 Labels are looked up by key in the calculator results that ase.io attaches (``energy``, ``forces``,
 ``stress`` of an extxyz file land there), then in ``atoms.info`` (energy, stress) / ``atoms.arrays``
@@ -15,15 +19,30 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from ..data import Graph, TypeMapper, atoms_to_graph, batch_graphs
 from ..voigt import to_voigt
+from .batch import Batch, batch_graphs
+from .neighbors import Graph, TypeMapper, atoms_to_graph
 
 PathLike = Union[str, os.PathLike]
 
 
 @dataclass
 class Labelled:
-    """One structure with its reference labels (eV, eV/Å, eV/Å³); ``where`` names it in messages."""
+    """One structure with its reference labels, as read from a file.
+
+    Attributes
+    ----------
+    atoms : ase.Atoms
+        ``n`` atoms.
+    energy : float
+        Total energy, eV.
+    forces : ndarray [n, 3] float64
+        eV/Å.
+    stress : ndarray [6] float64 or None
+        eV/Å³, ASE sign, Voigt ``xx yy zz yz xz xy``; ``None`` without a label or a 3-D periodic cell.
+    where : str
+        Names the structure in messages (``"train.xyz: structure 3"``).
+    """
 
     atoms: Atoms
     energy: float
@@ -34,7 +53,23 @@ class Labelled:
 
 @dataclass
 class Sample:
-    """A labelled structure converted once into model-contract tensors (float64 / int64)."""
+    """A labelled structure converted once into model-contract tensors (float64 / int64).
+
+    Attributes
+    ----------
+    graph : Graph
+        ``n`` atoms and their edges within the cutoff.
+    energy : float
+        Total energy, eV.
+    forces : Tensor [n, 3] float64
+        eV/Å.
+    stress : Tensor [6] float64 or None
+        eV/Å³, ASE sign, Voigt ``xx yy zz yz xz xy``.
+    volume : float
+        Cell volume in Å³ with a stress label, else 1 (keeps the stress division finite in a batch).
+    where : str
+        Names the structure in messages.
+    """
 
     graph: Graph
     energy: float
@@ -46,29 +81,6 @@ class Sample:
     @property
     def num_atoms(self) -> int:
         return self.graph.num_atoms
-
-
-@dataclass
-class Batch:
-    """Several samples as one disconnected graph with their labels.
-
-    ``batch [N]`` is the structure index of each atom; ``num_atoms [B]``; ``energy [B]`` eV;
-    ``forces [N, 3]`` eV/Å; ``stress [B, 6]`` eV/Å³ (zeros where ``stress_mask`` is false);
-    ``volume [B]`` Å³ (1 where there is no stress label, to keep the division finite).
-    """
-
-    graph: Graph
-    batch: torch.Tensor
-    num_atoms: torch.Tensor
-    energy: torch.Tensor
-    forces: torch.Tensor
-    stress: torch.Tensor
-    stress_mask: torch.Tensor
-    volume: torch.Tensor
-
-    @property
-    def size(self) -> int:
-        return int(self.energy.shape[0])
 
 
 def read_structures(path: PathLike) -> List[Atoms]:
@@ -105,8 +117,21 @@ def _lookup(atoms: Atoms, key: str, per_atom: bool):
 
 def read_labels(atoms: Atoms, where: str, energy_key: str = "energy", forces_key: str = "forces",
                 stress_key: Optional[str] = "stress") -> Tuple[float, np.ndarray, Optional[np.ndarray]]:
-    """``(energy eV, forces [n, 3] eV/Å, stress [6] eV/Å³ or None)`` of ``atoms``; energy and forces are
-    required, a missing or inapplicable stress (no 3-D periodic cell) gives ``None``."""
+    """The reference labels of ``atoms``.
+
+    Returns
+    -------
+    energy : float
+        eV.
+    forces : ndarray [n, 3] float64
+        eV/Å.
+    stress : ndarray [6] float64 or None
+        eV/Å³, ASE sign, Voigt (a ``[3, 3]`` label is converted); ``None`` if ``stress_key`` is ``None``,
+        the label is missing or the cell is not 3-D periodic.
+
+    Energy and forces are required: a missing, misshapen or non-finite label raises ``ValueError`` that
+    starts with ``where`` and lists the keys available.
+    """
     missing = f"(looked in the calculator results, info and arrays; available: {sorted(_available(atoms))})"
     e = _lookup(atoms, energy_key, per_atom=False)
     if e is None:
@@ -145,7 +170,15 @@ def _available(atoms: Atoms) -> set:
 
 def load_labelled(path: PathLike, energy_key: str = "energy", forces_key: str = "forces",
                   stress_key: Optional[str] = "stress") -> List[Labelled]:
-    """Read ``path`` and the labels of every structure; errors name the file and structure index."""
+    """Every structure of ``path`` with its labels (see :func:`read_labels`); errors name the file and the
+    structure index.
+
+    Example
+    -------
+    >>> items = load_labelled("cu_train.xyz")
+    >>> samples = to_samples(items, r_max=5.0, elements=("Cu",))
+    >>> batch = collate(samples[:8])
+    """
     frames = read_structures(path)
     out = []
     for k, atoms in enumerate(frames):
@@ -156,7 +189,8 @@ def load_labelled(path: PathLike, energy_key: str = "energy", forces_key: str = 
 
 
 def to_samples(items: Sequence[Labelled], r_max: float, elements: Sequence[str]) -> List[Sample]:
-    """Neighbour lists (``r_max`` Å) and tensors for every item, computed once before training."""
+    """Graphs (neighbours within ``r_max`` Å, types in the order of ``elements``) and label tensors for every
+    item, computed once before training or validation. Errors name the structure."""
     mapper = TypeMapper(elements)
     out = []
     for item in items:
@@ -171,7 +205,8 @@ def to_samples(items: Sequence[Labelled], r_max: float, elements: Sequence[str])
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
-    """One :class:`Batch` of ``samples`` (edge indices offset, labels concatenated)."""
+    """One labelled :class:`~mdpot.data.Batch` of ``samples`` (edge indices offset, labels concatenated;
+    ``stress`` zero and ``stress_mask`` false where a sample has no stress label)."""
     graph, batch = batch_graphs([s.graph for s in samples])
     stress = torch.zeros((len(samples), 6), dtype=torch.float64)
     mask = torch.zeros(len(samples), dtype=torch.bool)
@@ -200,7 +235,8 @@ def infer_elements(items: Sequence[Labelled]) -> Tuple[str, ...]:
 
 
 def element_counts(items: Sequence[Labelled], elements: Sequence[str]) -> np.ndarray:
-    """``[n_structures, n_elements]`` atom counts per element (unknown elements raise ``ValueError``)."""
+    """Atoms per element of each structure, ``[n_structures, n_elements]`` float64 in the order of
+    ``elements``; unknown elements raise ``ValueError`` naming the structure."""
     mapper = TypeMapper(elements)
     counts = np.zeros((len(items), len(elements)))
     for k, it in enumerate(items):
@@ -211,34 +247,5 @@ def element_counts(items: Sequence[Labelled], elements: Sequence[str]) -> np.nda
     return counts
 
 
-def fit_energy_shift(items: Sequence[Labelled], elements: Sequence[str]) -> np.ndarray:
-    """Per-element energies (eV) minimising ``sum_s (E_s - sum_el n_s,el * shift_el)^2`` over ``items``
-    (the minimum-norm solution when compositions are linearly dependent)."""
-    counts = element_counts(items, elements)
-    energies = np.array([it.energy for it in items])
-    shift, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return shift
-
-
-def force_rms(items: Sequence[Labelled]) -> float:
-    """Root mean square of all reference force components, eV/Å."""
-    sq = sum(float(np.square(it.forces).sum()) for it in items)
-    n = sum(it.forces.size for it in items)
-    return float(np.sqrt(sq / n)) if n else 0.0
-
-
-def mean_neighbors(samples: Sequence[Sample]) -> float:
-    """Mean number of neighbours per atom within the graphs' cutoff."""
-    edges = sum(s.graph.num_edges for s in samples)
-    atoms = sum(s.num_atoms for s in samples)
-    return edges / atoms
-
-
-def split_indices(n: int, fraction: float, seed: int) -> Tuple[List[int], List[int]]:
-    """Deterministic ``(train, validation)`` index lists: a permutation drawn from ``seed``, ``fraction``
-    of it (at least one structure) held out. Both lists are sorted."""
-    if n < 2:
-        raise ValueError(f"cannot hold out a validation set from {n} training structure(s); give data.validation")
-    n_val = min(n - 1, max(1, int(round(fraction * n))))
-    perm = np.random.default_rng(seed).permutation(n)
-    return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
+__all__ = ["Labelled", "Sample", "collate", "element_counts", "infer_elements", "load_labelled", "read_labels",
+           "read_structures", "to_samples"]

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
-
-from .train.loss import EV_PER_A3_IN_GPA
+from ase.units import GPa
 
 PathLike = Union[str, os.PathLike]
 
@@ -99,12 +98,12 @@ class ValidationReport:
 
     def plot(self, path: PathLike) -> None:
         """Parity plots (energy per atom, force components, stress components if present) as a PNG."""
-        from .train.plots import plot_parity
+        from .plots import plot_parity
 
         panels = [("energy per atom", self.energy_ref, self.energy_pred, "eV/atom"),
                   ("force component", self.forces_ref, self.forces_pred, "eV/Å")]
         if self.stress is not None:
-            panels.append(("stress component", self.stress_ref * EV_PER_A3_IN_GPA, self.stress_pred * EV_PER_A3_IN_GPA, "GPa"))
+            panels.append(("stress component", self.stress_ref * (1.0 / GPa), self.stress_pred * (1.0 / GPa), "GPa"))
         plot_parity(panels, path, title=f"{Path(self.model).name} on {Path(self.data).name}")
 
     def check(self, max_force_mae: Optional[float] = None, max_energy_mae: Optional[float] = None) -> None:
@@ -131,17 +130,16 @@ def validate(model, data: PathLike, energy_key: str = "energy", forces_key: str 
     >>> report = validate("cu.pt", "cu_test.xyz")
     >>> print(report.table())
     """
-    from .deploy import LoadedModel, load_model
-    from .train.data import collate, load_labelled, to_samples
-    from .train.loss import predict
+    from ..data import collate, evaluate, load_labelled, to_samples
+    from ..deploy import LoadedModel, load_model
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
     if isinstance(model, LoadedModel):
         loaded = model
     elif Path(model).suffix == ".ckpt":  # a training checkpoint: evaluate it eagerly in float64
-        from .deploy import eager_model
-        from .models import load_checkpoint
+        from ..deploy import eager_model
+        from ..models import load_checkpoint
 
         loaded = eager_model(load_checkpoint(model)[0], "float64")
         loaded.path = Path(model)
@@ -153,7 +151,7 @@ def validate(model, data: PathLike, energy_key: str = "energy", forces_key: str 
     for start in range(0, len(samples), batch_size):
         batch = collate(samples[start:start + batch_size])
         with_stress = bool(batch.stress_mask.any())
-        pred = predict(loaded, batch, with_stress)
+        pred = evaluate(loaded, batch, stress=with_stress)
         e_ref.append((batch.energy / batch.num_atoms).numpy())
         e_pred.append((pred.energy.detach() / batch.num_atoms).numpy())
         f_ref.append(batch.forces.numpy())
@@ -177,11 +175,15 @@ def validate(model, data: PathLike, energy_key: str = "energy", forces_key: str 
         energy=ErrorStats.of(e_pred - e_ref, "meV/atom", 1e3),
         forces=ErrorStats.of(f_pred - f_ref, "meV/Å", 1e3),
         forces_per_element=per_element,
-        stress=ErrorStats.of(s_pred - s_ref, "GPa", EV_PER_A3_IN_GPA) if len(s_ref) else None,
+        stress=ErrorStats.of(s_pred - s_ref, "GPa", 1.0 / GPa) if len(s_ref) else None,
         energy_ref=e_ref, energy_pred=e_pred, forces_ref=f_ref, forces_pred=f_pred, symbols=symbols,
         stress_ref=s_ref, stress_pred=s_pred,
     )
 
 
 def write_json(report: ValidationReport, path: PathLike) -> None:
+    """Write :meth:`ValidationReport.to_dict` as indented UTF-8 JSON to ``path``."""
     Path(path).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+__all__ = ["ErrorStats", "ThresholdExceeded", "ValidationReport", "validate", "write_json"]

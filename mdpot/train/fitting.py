@@ -1,0 +1,49 @@
+"""What a training run derives from its data before the first step: the validation hold-out and the
+statistics that initialise the model (per-element energy shift and scale, mean neighbour count).
+
+These are choices of the training procedure, not facts of a dataset, so they live here; reading labelled
+data, graphs and batches live in :mod:`mdpot.data`.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from ..data import Labelled, Sample, element_counts
+
+
+def fit_energy_shift(items: Sequence[Labelled], elements: Sequence[str]) -> np.ndarray:
+    """Per-element energies (eV) minimising ``sum_s (E_s - sum_el n_s,el * shift_el)^2`` over ``items``
+    (the minimum-norm solution when compositions are linearly dependent)."""
+    counts = element_counts(items, elements)
+    energies = np.array([it.energy for it in items])
+    shift, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return shift
+
+
+def force_rms(items: Sequence[Labelled]) -> float:
+    """Root mean square of all reference force components, eV/Å."""
+    sq = sum(float(np.square(it.forces).sum()) for it in items)
+    n = sum(it.forces.size for it in items)
+    return float(np.sqrt(sq / n)) if n else 0.0
+
+
+def mean_neighbors(samples: Sequence[Sample]) -> float:
+    """Mean number of neighbours per atom within the graphs' cutoff."""
+    edges = sum(s.graph.num_edges for s in samples)
+    atoms = sum(s.num_atoms for s in samples)
+    return edges / atoms
+
+
+def split_indices(n: int, fraction: float, seed: int) -> Tuple[List[int], List[int]]:
+    """Deterministic ``(train, validation)`` index lists: a permutation drawn from ``seed``, ``fraction``
+    of it (at least one structure) held out. Both lists are sorted."""
+    if n < 2:
+        raise ValueError(f"cannot hold out a validation set from {n} training structure(s); give data.validation")
+    n_val = min(n - 1, max(1, int(round(fraction * n))))
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
+
+
+__all__ = ["fit_energy_shift", "force_rms", "mean_neighbors", "split_indices"]
