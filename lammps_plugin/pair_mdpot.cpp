@@ -2,12 +2,16 @@
    mdpot: LAMMPS pair style for deployed mdpot models.
 
    The model contract (inputs, outputs, metadata, sign conventions) is docs/contract.md; this file is
-   the LAMMPS side of it. Edges are built from a full neighbour list with zero shifts (ghost atoms sit at
-   their image positions); forces on ghosts are summed to their owners by LAMMPS's reverse
-   communication, which is why newton pair must be on.
+   the LAMMPS side of it: settings, packing the neighbour list into a graph, communication and tallies.
+   The model itself runs in mdpot::Model (mdpot_model.h), which knows nothing of LAMMPS. Edges are built
+   from a full neighbour list with zero shifts (ghost atoms sit at their image positions); forces on
+   ghosts are summed to their owners by LAMMPS's reverse communication, which is why newton pair must be on.
 ------------------------------------------------------------------------- */
 
 #include "pair_mdpot.h"
+
+#include "mdpot_contract.h"    // generated from mdpot/contract.py at build time
+#include "mdpot_model.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -21,22 +25,10 @@
 #include "update.h"
 #include "utils.h"
 
-#include <torch/cuda.h>
-#include <torch/script.h>
-#include <torch/csrc/jit/runtime/graph_executor.h>
-#include <ATen/Parallel.h>
-
 #include <mpi.h>
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-
 #include <algorithm>
-#include <cctype>
 #include <cmath>
-#include <map>
-#include <stdexcept>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -48,126 +40,12 @@ using namespace LAMMPS_NS;
 
 namespace {
 
-// The metadata version this build understands (docs/contract.md, `mdpot_format_version`).
-constexpr const char *SUPPORTED_FORMAT_VERSION = "1";
-
-// Every metadata key of the contract; a model missing any of them is refused.
-const char *const METADATA_KEYS[] = {
-    "mdpot_format_version", "architecture",  "elements",      "r_max",
-    "num_layers",           "receptive_field", "model_dtype", "energy_units",
-    "length_units",         "torch_version", "mdpot_version", "provenance",
-    "config",               "weights_sha256"};
-
 // Memory of one model call grows with its edges (about 10 KB per edge for the benchmark Allegro in
 // float32, autograd buffers included); strictly local models are evaluated in chunks of centre atoms of
 // at most this many edges, so large systems fit in memory at the same cost per atom.
 constexpr long DEFAULT_MAX_EDGES = 400000;
 
-// Atoms closer than this (Å) are reported as overlapping (same threshold as the ASE calculator).
-constexpr double OVERLAP_DISTANCE = 0.01;
-
-// c10::Error::what() carries a C++ backtrace that buries the message; keep only the message.
-std::string torch_message(const std::exception &e)
-{
-  if (auto err = dynamic_cast<const c10::Error *>(&e)) return err->what_without_backtrace();
-  return e.what();
-}
-
-std::string trim(const std::string &s)
-{
-  const char *ws = " \t\r\n";
-  auto b = s.find_first_not_of(ws);
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(ws) - b + 1);
-}
-
-std::vector<std::string> split_words(const std::string &s)
-{
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (std::isspace(static_cast<unsigned char>(c))) {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  if (!cur.empty()) out.push_back(cur);
-  return out;
-}
-
-std::string join(const std::vector<std::string> &words, const char *sep = " ")
-{
-  std::string out;
-  for (size_t k = 0; k < words.size(); ++k) out += (k ? sep : "") + words[k];
-  return out;
-}
-
-std::string shape_str(const torch::Tensor &t)
-{
-  std::vector<std::string> dims;
-  for (auto s : t.sizes()) dims.push_back(std::to_string(s));
-  return "[" + join(dims, ", ") + "]";
-}
-
-// Loading compiles the model's TorchScript code (about a second per rank), and its first calls are
-// profiled and optimised. Input scripts that `clear` and set the pair style again (loops over systems,
-// restarts) reuse the module of an unchanged file instead. A few entries, freed at exit.
-struct LoadedFile {
-  std::string path;
-  std::string device;
-  std::filesystem::file_time_type mtime;
-  std::uintmax_t size;
-  torch::jit::script::Module module;
-  torch::jit::ExtraFilesMap extra;
-};
-
-std::vector<LoadedFile> &loaded_files()
-{
-  static std::vector<LoadedFile> files;
-  return files;
-}
-
-const LoadedFile *find_loaded(const std::string &path, const torch::Device &device)
-{
-  std::error_code ec;
-  const auto mtime = std::filesystem::last_write_time(path, ec);
-  if (ec) return nullptr;
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) return nullptr;
-  for (const auto &f : loaded_files())
-    if (f.path == path && f.device == device.str() && f.mtime == mtime && f.size == size) return &f;
-  return nullptr;
-}
-
-void remember_loaded(const std::string &path, const torch::Device &device,
-                     const torch::jit::script::Module &module, const torch::jit::ExtraFilesMap &extra)
-{
-  std::error_code ec;
-  LoadedFile f{path, device.str(), std::filesystem::last_write_time(path, ec), 0, module, extra};
-  f.size = std::filesystem::file_size(path, ec);
-  if (ec) return;
-  auto &files = loaded_files();
-  files.erase(std::remove_if(files.begin(), files.end(), [&](const LoadedFile &o) { return o.path == path; }),
-              files.end());
-  if (files.size() >= 4) files.erase(files.begin());
-  files.push_back(std::move(f));
-}
-
-// Each model call allocates and frees hundreds of MB of temporaries. glibc returns blocks above its mmap
-// threshold to the OS on free, so every step page-faults its whole working set again and the cost per
-// atom grows with system size (mdpot/_malloc.py has the numbers). Keep freed memory in the heap instead.
-void tune_malloc()
-{
-#if defined(__GLIBC__)
-  const char *env = std::getenv("MDPOT_MALLOC_TUNING");
-  if (env && std::string(env) == "0") return;
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
-  mallopt(M_TOP_PAD, 1 << 28);
-#endif
-}
+constexpr double OVERLAP_DISTANCE = mdpot::contract::OVERLAP_DISTANCE;
 
 // Adds a row-major 3x3 virial to a LAMMPS Voigt vector (xx yy zz xy xz yz), symmetrising the
 // off-diagonals.
@@ -181,17 +59,20 @@ void add_voigt(double *v, const double *w)
   v[5] += 0.5 * (w[5] + w[7]);
 }
 
+template <typename T> double capacity_bytes(const std::vector<T> &v)
+{
+  return static_cast<double>(v.capacity() * sizeof(T));
+}
+
 }    // namespace
 
 namespace LAMMPS_NS {
 
-// Everything that touches torch. Host buffers are reused across steps to avoid re-allocation.
+// The model runner and the per-step buffers. Host buffers keep their capacity across steps.
 struct MDPotImpl {
-  torch::jit::script::Module model;
-  torch::Device device{torch::kCPU};
-  bool loaded = false;
+  std::unique_ptr<mdpot::Model> model;
+  std::unique_ptr<mdpot::MallocTuning> malloc_tuning;
   int local_rank = 0, local_size = 1;
-  std::map<std::string, std::string> metadata;
 
   // packed inputs: compact atoms are [local atoms of mapped types..., ghosts that are used...]
   std::vector<double> pos;            // [n_atoms * 3], Å
@@ -202,10 +83,8 @@ struct MDPotImpl {
   std::vector<int> compact;           // LAMMPS atom index -> compact, -1 if absent
   int n_local = 0;
   int64_t n_edges = 0;
-  bool want_atom_virial = false;
 
-  // outputs on the host, float64 contiguous
-  torch::Tensor atom_energy, forces, virial, atom_virial;
+  mdpot::Outputs out;    // host float64 results of the last call (owned by the model)
 
   // what this rank evaluated since the run started, reported by finish(): the price of ghost shells
   struct Stats {
@@ -221,8 +100,10 @@ struct MDPotImpl {
 /* ---------------------------------------------------------------------- */
 
 PairMDPot::PairMDPot(LAMMPS *lmp) :
-    Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false), max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), impl(new MDPotImpl), r_max(0.0),
-    receptive_field(0.0), ghost_centres(false), max_hops(0)
+    Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false),
+    max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), malloc_tuning(true), print_stats(true),
+    impl(new MDPotImpl), r_max(0.0), receptive_field(0.0), ghost_centres(false), max_hops(0),
+    raised_cutghost(-1.0), user_cutghost(0.0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -232,14 +113,24 @@ PairMDPot::PairMDPot(LAMMPS *lmp) :
   centroidstressflag = CENTROID_NOTAVAIL;
 }
 
+// Gives back what this style changed outside itself: the ghost cutoff (unless the user has set another
+// since) and, through MDPotImpl, the malloc tuning.
 PairMDPot::~PairMDPot()
 {
   if (copymode) return;
+  if (comm && raised_cutghost >= 0.0 && comm->cutghostuser == raised_cutghost) comm->cutghostuser = user_cutghost;
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
     memory->destroy(cutghost);
+    memory->destroy(map);
   }
+  map = nullptr;
+  if (elements)
+    for (int i = 0; i < nelements; ++i) delete[] elements[i];
+  delete[] elements;
+  elements = nullptr;
+  nelements = 0;
 }
 
 void PairMDPot::allocate()
@@ -249,17 +140,15 @@ void PairMDPot::allocate()
   memory->create(setflag, n + 1, n + 1, "pair:setflag");
   memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
   memory->create(cutghost, n + 1, n + 1, "pair:cutghost");
+  memory->create(map, n + 1, "pair:map");
   for (int i = 0; i <= n; ++i)
     for (int j = 0; j <= n; ++j) setflag[i][j] = 0;
 }
 
 /* ----------------------------------------------------------------------
    pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [max_edges N]
-                    [dump_edges FILE]
-   jit_optimize: TorchScript's profiling graph executor (default no).
-   max_edges: edges per model call for strictly local models (chunks of centre atoms; exact).
-   dump_edges is a debugging aid: every compute() overwrites FILE.<rank> with the edges it built
-   (one '#' header per chunk).
+                    [malloc_tuning yes|no] [stats yes|no] [dump_edges FILE]
+   (pair_mdpot.h). yes/no values take any of LAMMPS's booleans (yes/no, on/off, true/false, 1/0).
 ------------------------------------------------------------------------- */
 
 void PairMDPot::settings(int narg, char **arg)
@@ -270,10 +159,11 @@ void PairMDPot::settings(int narg, char **arg)
   jit_optimize = false;
   max_edges = DEFAULT_MAX_EDGES;
   max_edges_given = false;
-  int iarg = 0;
-  while (iarg < narg) {
+  malloc_tuning = true;
+  print_stats = true;
+  for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
-    if (iarg + 1 >= narg) error->all(FLERR, "pair_style mdpot: keyword '{}' needs a value", key);
+    if (iarg + 1 >= narg) error->all(FLERR, "pair mdpot: keyword '{}' needs a value", key);
     const std::string value = arg[iarg + 1];
     if (key == "device") {
       if (value == "cpu")
@@ -283,37 +173,32 @@ void PairMDPot::settings(int narg, char **arg)
       else if (value == "auto")
         device_choice = DeviceChoice::AUTO;
       else
-        error->all(FLERR, "pair_style mdpot: device must be cpu, cuda or auto, got '{}'", value);
+        error->all(FLERR, "pair mdpot: device must be cpu, cuda or auto, got '{}'", value);
     } else if (key == "threads") {
-      if (value == "auto") {
-        num_threads = 0;
-      } else {
-        char *end = nullptr;
-        long n = std::strtol(value.c_str(), &end, 10);
-        if (end == value.c_str() || *end != '\0' || n < 1)
-          error->all(FLERR, "pair_style mdpot: threads must be a positive integer or auto, got '{}'",
-                     value);
-        num_threads = static_cast<int>(n);
-      }
+      num_threads = value == "auto" ? 0 : utils::inumeric(FLERR, value, false, lmp);
+      if (value != "auto" && num_threads < 1)
+        error->all(FLERR, "pair mdpot: threads must be a positive integer or auto, got '{}'", value);
     } else if (key == "max_edges") {
-      char *end = nullptr;
-      long n = std::strtol(value.c_str(), &end, 10);
-      if (end == value.c_str() || *end != '\0' || n < 1)
-        error->all(FLERR, "pair_style mdpot: max_edges must be a positive integer, got '{}'", value);
-      max_edges = n;
+      max_edges = static_cast<long>(utils::bnumeric(FLERR, value, false, lmp));
+      if (max_edges < 1) error->all(FLERR, "pair mdpot: max_edges must be a positive integer, got '{}'", value);
       max_edges_given = true;
+    } else if (key == "jit_optimize") {
+      jit_optimize = utils::logical(FLERR, value, false, lmp) != 0;
+    } else if (key == "malloc_tuning") {
+      malloc_tuning = utils::logical(FLERR, value, false, lmp) != 0;
+    } else if (key == "stats") {
+      print_stats = utils::logical(FLERR, value, false, lmp) != 0;
     } else if (key == "dump_edges") {
       edge_file = value;
-    } else if (key == "jit_optimize") {
-      if (value != "yes" && value != "no")
-        error->all(FLERR, "pair_style mdpot: jit_optimize must be yes or no, got '{}'", value);
-      jit_optimize = value == "yes";
     } else {
-      error->all(FLERR, "pair_style mdpot: unknown keyword '{}' (known: device, threads, jit_optimize, max_edges, dump_edges)",
+      error->all(FLERR,
+                 "pair mdpot: unknown keyword '{}' (known: device, threads, jit_optimize, max_edges, "
+                 "malloc_tuning, stats, dump_edges)",
                  key);
     }
-    iarg += 2;
   }
+  if (impl->model) impl->model->set_optimize(jit_optimize);
+  if (!malloc_tuning) impl->malloc_tuning.reset();
 }
 
 /* ----------------------------------------------------------------------
@@ -326,21 +211,22 @@ void PairMDPot::coeff(int narg, char **arg)
   const int ntypes = atom->ntypes;
   if (narg != 3 + ntypes)
     error->all(FLERR,
-               "pair_coeff for mdpot: expected '* * model.pt' and {} element names (one per atom "
-               "type), got {} arguments",
+               "pair mdpot: pair_coeff expects '* * model.pt' and {} element names (one per atom type), "
+               "got {} arguments",
                ntypes, narg);
   if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
-    error->all(FLERR, "pair_coeff for mdpot must start with '* *', got '{} {}'", arg[0], arg[1]);
+    error->all(FLERR, "pair mdpot: pair_coeff must start with '* *', got '{} {}'", arg[0], arg[1]);
 
-  select_device();
+  const std::string device = select_device();
   set_threads();
-  tune_malloc();
-  load_model(arg[2]);
+  if (malloc_tuning && !impl->malloc_tuning) impl->malloc_tuning = std::make_unique<mdpot::MallocTuning>();
+  load_model(arg[2], device);
   map_types(narg - 3, arg + 3);
+  log_setup();
 }
 
 // Collective: every rank learns its node-local rank, so one GPU per rank can be picked.
-void PairMDPot::select_device()
+std::string PairMDPot::select_device()
 {
   MPI_Comm node;
   MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &node);
@@ -348,24 +234,18 @@ void PairMDPot::select_device()
   MPI_Comm_size(node, &impl->local_size);
   MPI_Comm_free(&node);
 
-  bool cuda = false;
+  int ngpu = 0;
   try {
-    cuda = torch::cuda::is_available();
-  } catch (const std::exception &e) {
-    if (device_choice == DeviceChoice::CUDA)
-      error->all(FLERR, "pair_style mdpot: cannot query CUDA: {}", torch_message(e));
+    ngpu = mdpot::cuda_device_count();
+  } catch (const mdpot::Error &e) {
+    if (device_choice == DeviceChoice::CUDA) error->all(FLERR, "pair mdpot: {}", e.what());
   }
-  if (device_choice == DeviceChoice::CUDA && !cuda)
+  if (device_choice == DeviceChoice::CUDA && ngpu == 0)
     error->all(FLERR,
-               "pair_style mdpot: device cuda requested, but this torch build has no CUDA or no GPU "
-               "is visible (use 'device cpu' or 'device auto')");
-
-  if (device_choice == DeviceChoice::CPU || !cuda) {
-    impl->device = torch::Device(torch::kCPU);
-  } else {
-    const int ngpu = static_cast<int>(torch::cuda::device_count());
-    impl->device = torch::Device(torch::kCUDA, impl->local_rank % ngpu);
-  }
+               "pair mdpot: device cuda requested, but this torch build has no CUDA or no GPU is visible "
+               "(use 'device cpu' or 'device auto')");
+  if (device_choice == DeviceChoice::CPU || ngpu == 0) return "cpu";
+  return fmt::format("cuda:{}", impl->local_rank % ngpu);
 }
 
 // Torch's OpenMP pool is separate from LAMMPS's: without this every rank would use every core.
@@ -377,159 +257,105 @@ void PairMDPot::set_threads()
     const int cores = static_cast<int>(std::thread::hardware_concurrency());
     n = std::max(1, cores / std::max(1, impl->local_size));
   }
-  at::set_num_threads(n);
+  mdpot::set_num_threads(n);
 }
 
-void PairMDPot::load_model(const std::string &path)
+// The file is looked for as given, then in LAMMPS_POTENTIALS; the runner checks it as the Python
+// loader does (docs/contract.md) and refuses it with one line.
+void PairMDPot::load_model(const std::string &path, const std::string &device)
 {
   namespace fs = std::filesystem;
   std::error_code ec;
-  const std::string resolved = fs::absolute(fs::path(path), ec).lexically_normal().string();
-  if (!fs::is_regular_file(path, ec))
-    error->all(FLERR, "pair_coeff for mdpot: model file '{}' not found (resolved path: {})", path,
-               resolved);
-
-  torch::jit::ExtraFilesMap extra;
-  const LoadedFile *cached = find_loaded(resolved, impl->device);
-  if (cached) {
-    impl->model = cached->module;
-    extra = cached->extra;
-  } else {
-    for (const char *key : METADATA_KEYS) extra[key] = "";
-    try {
-      impl->model = torch::jit::load(resolved, impl->device, extra);
-      impl->model.eval();
-    } catch (const std::exception &e) {
-      error->all(FLERR, "pair_coeff for mdpot: cannot read '{}' as a TorchScript model: {}", resolved,
-                 torch_message(e));
-    }
+  const std::string found = utils::get_potential_file_path(path);
+  if (found.empty()) {
+    const char *env = std::getenv("LAMMPS_POTENTIALS");
+    error->all(FLERR, "pair mdpot: model file '{}' not found (resolved path: {}; {})", path,
+               fs::absolute(fs::path(path), ec).lexically_normal().string(),
+               env ? fmt::format("not in LAMMPS_POTENTIALS={} either", env) : "LAMMPS_POTENTIALS is not set");
   }
-
-  std::vector<std::string> missing;
-  impl->metadata.clear();
-  for (const char *key : METADATA_KEYS) {
-    const std::string value = trim(extra[key]);
-    if (value.empty()) missing.emplace_back(key);
-    impl->metadata[key] = value;
+  model_path = fs::absolute(fs::path(found), ec).lexically_normal().string();
+  impl->model.reset();
+  try {
+    impl->model = std::make_unique<mdpot::Model>(model_path, device, jit_optimize);
+  } catch (const mdpot::Error &e) {
+    error->all(FLERR, "pair mdpot: {}", e.what());
   }
-  if (!missing.empty())
-    error->all(FLERR, "pair_coeff for mdpot: '{}' is not an mdpot model: missing metadata keys: {}",
-               resolved, join(missing, ", "));
-  auto &meta = impl->metadata;
-  if (meta["mdpot_format_version"] != SUPPORTED_FORMAT_VERSION)
-    error->all(FLERR,
-               "pair_coeff for mdpot: '{}' has mdpot_format_version '{}', this plugin reads only "
-               "version {} (rebuild the plugin from a matching mdpot)",
-               resolved, meta["mdpot_format_version"], SUPPORTED_FORMAT_VERSION);
-
-  auto number = [&](const char *key) {
-    const std::string &text = meta[key];
-    char *end = nullptr;
-    double v = std::strtod(text.c_str(), &end);
-    if (end == text.c_str() || *end != '\0' || !std::isfinite(v) || v <= 0.0)
-      error->all(FLERR, "pair_coeff for mdpot: metadata '{}' in '{}' must be a positive number, got '{}'",
-                 key, resolved, text);
-    return v;
-  };
-  r_max = number("r_max");
-  receptive_field = number("receptive_field");
-  number("num_layers");
-  if (receptive_field < r_max)
-    error->all(FLERR, "pair_coeff for mdpot: receptive_field {} < r_max {} in '{}'", receptive_field,
-               r_max, resolved);
+  const mdpot::Metadata &meta = impl->model->metadata();
+  r_max = meta.r_max;
+  receptive_field = meta.receptive_field;
   ghost_centres = receptive_field > r_max;
   // layers of message passing beyond the first: how many hops out centres still matter
   max_hops = ghost_centres ? static_cast<int>(std::ceil(receptive_field / r_max - 1e-9)) - 1 : 0;
   ghostneigh = ghost_centres ? 1 : 0;
 
-  if (meta["energy_units"] != "eV")
-    error->all(FLERR, "pair_coeff for mdpot: model energy_units '{}' in '{}'; only eV is supported",
-               meta["energy_units"], resolved);
-  const std::string &lu = meta["length_units"];
-  if (lu != "Å" && lu != "A" && lu != "Angstrom" && lu != "angstrom")
-    error->all(FLERR, "pair_coeff for mdpot: model length_units '{}' in '{}'; only Å is supported", lu,
-               resolved);
-
-  if (meta["model_dtype"] != "float32" && meta["model_dtype"] != "float64")
-    error->all(FLERR, "pair_coeff for mdpot: model_dtype '{}' in '{}' is not float32 or float64",
-               meta["model_dtype"], resolved);
-  model_elements = split_words(meta["elements"]);
-  model_path = resolved;
-  impl->loaded = true;
-  if (!cached) remember_loaded(resolved, impl->device, impl->model, extra);
-
   // Compare release numbers only: "+cpu"/"+cu126" builds read each other's TorchScript files.
   auto release = [](const std::string &v) { return v.substr(0, v.find('+')); };
-  if (comm->me == 0 && release(meta["torch_version"]) != release(MDPOT_TORCH_VERSION))
-    error->warning(FLERR, "mdpot model '{}' was compiled with torch {}, this plugin uses torch {}",
-                   resolved, meta["torch_version"], MDPOT_TORCH_VERSION);
+  if (comm->me == 0 && release(meta.torch_version) != release(mdpot::torch_version()))
+    error->warning(FLERR, "pair mdpot: model '{}' was compiled with torch {}, this plugin uses torch {}", model_path,
+                   meta.torch_version, mdpot::torch_version());
 }
 
+// Pair::map_element2type maps types to the distinct names given (NULL -> -1) and sets setflag; each name
+// must then be one of the model's elements.
 void PairMDPot::map_types(int nelem, char **names)
 {
   const int ntypes = atom->ntypes;
   const bool hybrid = force->pair_style && utils::strmatch(force->pair_style, "^hybrid");
+  for (int t = 1; t <= ntypes; ++t)
+    if (!hybrid && strcmp(names[t - 1], "NULL") == 0)
+      error->all(FLERR,
+                 "pair mdpot: NULL for LAMMPS type {} is only allowed under pair_style hybrid or hybrid/overlay",
+                 t);
+  map_element2type(nelem, names);
+
+  const auto &model_elements = impl->model->metadata().elements;
   type_to_model.assign(ntypes + 1, -1);
   for (int t = 1; t <= ntypes; ++t) {
-    const std::string el = names[t - 1];
-    if (el == "NULL") {
-      if (!hybrid)
-        error->all(FLERR,
-                   "pair_coeff for mdpot: NULL for LAMMPS type {} is only allowed under pair_style "
-                   "hybrid or hybrid/overlay",
-                   t);
-      continue;
-    }
+    if (map[t] < 0) continue;
+    const std::string el = elements[map[t]];
     auto it = std::find(model_elements.begin(), model_elements.end(), el);
     if (it == model_elements.end())
-      error->all(FLERR,
-                 "pair_coeff for mdpot: element '{}' for LAMMPS type {} is not in model '{}' (model "
-                 "elements: {})",
-                 el, t, model_path, join(model_elements));
+      error->all(FLERR, "pair mdpot: element '{}' for LAMMPS type {} is not in model '{}' (model elements: {})", el,
+                 t, model_path, utils::join_words(model_elements, " "));
     type_to_model[t] = static_cast<int>(it - model_elements.begin());
   }
+}
 
-  int count = 0;
-  for (int i = 1; i <= ntypes; ++i)
-    for (int j = i; j <= ntypes; ++j) {
-      setflag[i][j] = (type_to_model[i] >= 0 && type_to_model[j] >= 0) ? 1 : 0;
-      count += setflag[i][j];
-    }
-  if (count == 0) error->all(FLERR, "pair_coeff for mdpot: every atom type is NULL");
-
-  if (comm->me == 0) {
-    auto &meta = impl->metadata;
-    std::string msg = fmt::format(
-        "mdpot: model {} ({}, elements: {}, r_max {} Å, receptive field {} Å, {}) on {}, {} torch "
-        "thread(s) per rank\n",
-        model_path, meta["architecture"], meta["elements"], r_max, receptive_field,
-        meta["model_dtype"], impl->device.str(), at::get_num_threads());
-    for (int t = 1; t <= ntypes; ++t) {
-      if (type_to_model[t] < 0)
-        msg += fmt::format("mdpot:   type {} -> NULL (not handled by mdpot)\n", t);
-      else
-        msg += fmt::format("mdpot:   type {} -> {} (model index {})\n", t,
-                           model_elements[type_to_model[t]], type_to_model[t]);
-    }
-    utils::logmesg(lmp, msg);
+// Once, on rank 0: the model, where it runs, and the type-to-element mapping.
+void PairMDPot::log_setup()
+{
+  if (comm->me != 0) return;
+  const mdpot::Metadata &meta = impl->model->metadata();
+  const char *tuning = !malloc_tuning ? "off" : mdpot::MallocTuning::supported() ? "on" : "unavailable (not glibc)";
+  std::string msg = fmt::format(
+      "mdpot: model {} ({}, elements: {}, r_max {} Å, receptive field {} Å, {}) on {}, {} torch thread(s) per "
+      "rank, malloc_tuning {}\n",
+      model_path, meta.architecture, utils::join_words(meta.elements, " "), r_max, receptive_field, meta.model_dtype,
+      impl->model->device(), mdpot::num_threads(), tuning);
+  for (int t = 1; t <= atom->ntypes; ++t) {
+    if (type_to_model[t] < 0)
+      msg += fmt::format("mdpot:   type {} -> NULL (not handled by mdpot)\n", t);
+    else
+      msg += fmt::format("mdpot:   type {} -> {} (model index {})\n", t, meta.elements[type_to_model[t]],
+                         type_to_model[t]);
   }
+  utils::logmesg(lmp, msg);
 }
 
 /* ---------------------------------------------------------------------- */
 
 void PairMDPot::init_style()
 {
-  if (!impl->loaded) error->all(FLERR, "pair style mdpot: pair_coeff * * model.pt ... is not set");
+  if (!impl->model) error->all(FLERR, "pair mdpot: pair_coeff * * model.pt ... is not set");
   if (strcmp(update->unit_style, "metal") != 0)
-    error->all(FLERR, "pair style mdpot requires 'units metal' (the model uses eV and Å), got 'units {}'",
+    error->all(FLERR, "pair mdpot: requires 'units metal' (the model uses eV and Å), got 'units {}'",
                update->unit_style);
-  if (domain->dimension != 3) error->all(FLERR, "pair style mdpot requires a 3d system");
-  if (atom->tag_enable == 0)
-    error->all(FLERR, "pair style mdpot requires atom IDs (atom_modify id yes)");
+  if (domain->dimension != 3) error->all(FLERR, "pair mdpot: requires a 3d system");
+  if (atom->tag_enable == 0) error->all(FLERR, "pair mdpot: requires atom IDs (atom_modify id yes)");
   if (force->newton_pair == 0)
     error->all(FLERR,
-               "pair style mdpot requires 'newton on' (newton pair on): forces on ghost atoms are "
-               "returned to their owners by reverse communication");
+               "pair mdpot: requires 'newton on' (newton pair on): forces on ghost atoms are returned to their "
+               "owners by reverse communication");
 
   // Before the run's first neighbour build: binning a NaN coordinate is undefined behaviour.
   check_finite_positions("setup");
@@ -538,21 +364,8 @@ void PairMDPot::init_style()
   if (ghost_centres) flags |= NeighConst::REQ_GHOST;
   neighbor->add_request(this, flags);
 
-  // A message-passing model needs every atom within its receptive field, for the whole neighbour
-  // list lifetime (atoms move up to half a skin each way between rebuilds).
   if (ghost_centres) {
-    const double needed = receptive_field + neighbor->skin;
-    if (comm->mode != Comm::SINGLE)
-      error->all(FLERR,
-                 "pair style mdpot: model '{}' passes messages and needs a ghost cutoff of {} Å (receptive "
-                 "field {} Å + skin {} Å) for every atom; comm_modify mode multi sets ghost cutoffs per "
-                 "collection: use comm_modify mode single",
-                 model_path, needed, receptive_field, neighbor->skin);
-    if (comm->cutghostuser < needed) {
-      comm->cutghostuser = needed;
-      if (comm->me == 0)
-        utils::logmesg(lmp, "mdpot: ghost cutoff raised to {} Å (receptive field + skin)\n", needed);
-    }
+    ensure_ghost_cutoff();
     if (max_edges_given && comm->me == 0)
       error->warning(FLERR,
                      "pair mdpot: max_edges {} is ignored: the model passes messages (receptive field {} Å > "
@@ -561,11 +374,38 @@ void PairMDPot::init_style()
   }
 }
 
+// A message-passing model needs every atom within its receptive field, for the whole neighbour list
+// lifetime (atoms move up to half a skin each way between rebuilds). A smaller user ghost cutoff is
+// raised, said in the log, and given back by the destructor; comm_modify mode multi sets cutoffs per
+// collection, so there the run stops with the value needed.
+void PairMDPot::ensure_ghost_cutoff()
+{
+  const double needed = receptive_field + neighbor->skin;
+  if (comm->mode != Comm::SINGLE)
+    error->all(FLERR,
+               "pair mdpot: model '{}' passes messages and needs a ghost cutoff of {} Å (receptive field {} Å + "
+               "skin {} Å) for every atom; comm_modify mode multi sets ghost cutoffs per collection: use "
+               "comm_modify mode single",
+               model_path, needed, receptive_field, neighbor->skin);
+  if (comm->cutghostuser >= needed) return;
+  if (!(raised_cutghost >= 0.0 && comm->cutghostuser == raised_cutghost)) user_cutghost = comm->cutghostuser;
+  if (comm->me == 0)
+    utils::logmesg(lmp,
+                   "mdpot: ghost cutoff raised from {} Å to {} Å (receptive field {} Å + skin {} Å); "
+                   "set back when the pair style is replaced\n",
+                   comm->cutghostuser, needed, receptive_field, neighbor->skin);
+  comm->cutghostuser = raised_cutghost = needed;
+}
+
 // End of a run: what the model evaluated per step, summed over ranks. For a message-passing model the
 // ghost atoms and ghost-centred edges are the redundant work of the wide ghost shell.
 void PairMDPot::finish()
 {
   auto &st = impl->stats;
+  if (!print_stats) {
+    st = MDPotImpl::Stats();
+    return;
+  }
   double sums[5] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls};
   double totals[5];
   MPI_Allreduce(sums, totals, 5, MPI_DOUBLE, MPI_SUM, world);
@@ -591,6 +431,17 @@ double PairMDPot::init_one(int i, int j)
   return r_max;
 }
 
+// Pair's per-atom arrays, the packing buffers and what the runner keeps between calls.
+double PairMDPot::memory_usage()
+{
+  const auto &d = *impl;
+  double bytes = Pair::memory_usage();
+  bytes += capacity_bytes(d.pos) + capacity_bytes(d.atom_type) + capacity_bytes(d.edge_index) +
+      capacity_bytes(d.edge_j) + capacity_bytes(d.lmp_index) + capacity_bytes(d.compact) + capacity_bytes(d.hop);
+  if (d.model) bytes += d.model->memory_usage();
+  return bytes;
+}
+
 /* ---------------------------------------------------------------------- */
 
 void PairMDPot::compute(int eflag, int vflag)
@@ -603,9 +454,7 @@ void PairMDPot::compute(int eflag, int vflag)
   do {
     next = pack_inputs(next);
     if (!edge_file.empty()) dump_edges(chunk++);
-    const double t0 = platform::walltime();
-    run_model(vflag_atom);
-    tally_stats(platform::walltime() - t0);
+    run_model();
     check_finite_outputs();
     scatter_forces();
     if (eflag_either) tally_energy();
@@ -631,16 +480,13 @@ void PairMDPot::check_finite_positions(const char *when)
 {
   double **x = atom->x;
   const int nlocal = atom->nlocal;
-  std::vector<tagint> bad;
-  for (int i = 0; i < nlocal; ++i)
+  std::vector<std::string> ids;
+  for (int i = 0; i < nlocal && ids.size() < 10; ++i)
     if (!std::isfinite(x[i][0]) || !std::isfinite(x[i][1]) || !std::isfinite(x[i][2]))
-      if (bad.size() < 10) bad.push_back(atom->tag[i]);
-  if (!bad.empty()) {
-    std::vector<std::string> ids;
-    for (auto t : bad) ids.push_back(std::to_string(t));
-    error->one(FLERR, "pair mdpot: non-finite positions at {} of step {} for atom IDs {}", when,
-               update->ntimestep, join(ids, ", "));
-  }
+      ids.push_back(std::to_string(atom->tag[i]));
+  if (!ids.empty())
+    error->one(FLERR, "pair mdpot: non-finite positions at {} of step {} for atom IDs {}", when, update->ntimestep,
+               utils::join_words(ids, ", "));
 }
 
 // Compact atom list for the centres list->ilist[first_centre .. end): those centres first (their energies
@@ -772,70 +618,31 @@ void PairMDPot::dump_edges(int chunk)
   fclose(fp);
 }
 
-void PairMDPot::run_model(int vflag_atom_now)
+void PairMDPot::run_model()
 {
   auto &d = *impl;
-  const int64_t n = static_cast<int64_t>(d.lmp_index.size());
-  d.want_atom_virial = vflag_atom_now != 0;
-  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-  if (n == 0) {    // a rank without atoms of our types has nothing to evaluate
-    d.atom_energy = torch::zeros({0}, f64);
-    d.forces = torch::zeros({0, 3}, f64);
-    d.virial = torch::zeros({3, 3}, f64);
-    d.atom_virial = torch::zeros({0, 3, 3}, f64);
-    return;
-  }
-
-  size_t n_outputs = 0;
+  mdpot::Inputs in;
+  in.pos = d.pos.data();
+  in.atom_type = d.atom_type.data();
+  in.edge_index = d.edge_index.data();
+  in.n_atoms = static_cast<int64_t>(d.lmp_index.size());
+  in.n_edges = d.n_edges;
+  in.n_local = d.n_local;
+  in.want_atom_virial = vflag_atom != 0;
+  const double t0 = platform::walltime();
   try {
-    auto pos = torch::from_blob(d.pos.data(), {n, 3}, f64).to(d.device);
-    auto types = torch::from_blob(d.atom_type.data(), {n}, i64).to(d.device);
-    auto edges = torch::from_blob(d.edge_index.data(), {2, d.n_edges}, i64).to(d.device);
-    auto shifts = torch::zeros({d.n_edges, 3}, f64.device(d.device));
-    std::vector<torch::jit::IValue> inputs{pos,
-                                           types,
-                                           edges,
-                                           shifts,
-                                           static_cast<int64_t>(d.n_local),
-                                           d.want_atom_virial};
-    // The profiling executor re-specialises whenever the atom/edge counts change and, on CPU, its
-    // optimised graphs measured slower than the plain ones; it stays off unless asked for.
-    torch::jit::GraphOptimizerEnabledGuard optimize(jit_optimize);
-    auto out = d.model.forward(inputs).toTuple();
-    const auto &el = out->elements();
-    n_outputs = el.size();
-    if (n_outputs != 4) throw std::runtime_error("wrong number of outputs");
-    auto host = [](const torch::jit::IValue &v) {
-      return v.toTensor().to(torch::kCPU, torch::kFloat64).contiguous();
-    };
-    d.atom_energy = host(el[0]);
-    d.forces = host(el[1]);
-    d.virial = host(el[2]);
-    d.atom_virial = host(el[3]);
-  } catch (const std::exception &e) {
-    if (n_outputs != 4 && n_outputs != 0)
-      error->one(FLERR, "pair mdpot: model returned {} outputs, the contract has 4", n_outputs);
-    error->one(FLERR, "pair mdpot: model evaluation failed on step {} ({} atoms, {} edges): {}",
-               update->ntimestep, n, d.n_edges, torch_message(e));
+    d.out = d.model->run(in);
+  } catch (const mdpot::Error &e) {
+    error->one(FLERR, "pair mdpot: on step {}: {}", update->ntimestep, e.what());
   }
-
-  auto shape_is = [](const torch::Tensor &t, std::vector<int64_t> s) { return t.sizes().vec() == s; };
-  if (!shape_is(d.atom_energy, {d.n_local}) || !shape_is(d.forces, {n, 3}) ||
-      !shape_is(d.virial, {3, 3}) || (d.want_atom_virial && !shape_is(d.atom_virial, {n, 3, 3})))
-    error->one(FLERR,
-               "pair mdpot: model output shapes atom_energy {} forces {} virial {} atom_virial {} do "
-               "not match the contract for {} local / {} total atoms",
-               shape_str(d.atom_energy), shape_str(d.forces), shape_str(d.virial),
-               shape_str(d.atom_virial),
-               d.n_local, n);
+  tally_stats(platform::walltime() - t0);
 }
 
 void PairMDPot::check_finite_outputs()
 {
   auto &d = *impl;
-  const double *fk = d.forces.data_ptr<double>();
-  const double *ek = d.atom_energy.data_ptr<double>();
+  const double *fk = d.out.forces;
+  const double *ek = d.out.atom_energy;
   const int64_t n = static_cast<int64_t>(d.lmp_index.size());
   std::vector<std::string> ids;
   for (int64_t k = 0; k < n && ids.size() < 10; ++k) {
@@ -843,12 +650,12 @@ void PairMDPot::check_finite_outputs()
     if (k < d.n_local) ok = ok && std::isfinite(ek[k]);
     if (!ok) ids.push_back(std::to_string(atom->tag[d.lmp_index[k]]));
   }
-  const double *w = d.virial.data_ptr<double>();
+  const double *w = d.out.virial;
   bool virial_ok = true;
   for (int c = 0; c < 9; ++c) virial_ok = virial_ok && std::isfinite(w[c]);
   if (!ids.empty() || !virial_ok)
     error->one(FLERR, "pair mdpot: model returned non-finite energy/forces/virial on step {} for atom IDs {}",
-               update->ntimestep, ids.empty() ? std::string("(virial only)") : join(ids, ", "));
+               update->ntimestep, ids.empty() ? std::string("(virial only)") : utils::join_words(ids, ", "));
 }
 
 // Forces on ghosts go to the ghost slots; reverse communication adds them to the owners.
@@ -856,7 +663,7 @@ void PairMDPot::scatter_forces()
 {
   auto &d = *impl;
   double **f = atom->f;
-  const double *fk = d.forces.data_ptr<double>();
+  const double *fk = d.out.forces;
   const size_t n = d.lmp_index.size();
   for (size_t k = 0; k < n; ++k) {
     double *fi = f[d.lmp_index[k]];
@@ -869,7 +676,7 @@ void PairMDPot::scatter_forces()
 void PairMDPot::tally_energy()
 {
   auto &d = *impl;
-  const double *ek = d.atom_energy.data_ptr<double>();
+  const double *ek = d.out.atom_energy;
   if (eflag_global)
     for (int k = 0; k < d.n_local; ++k) eng_vdwl += ek[k];
   if (eflag_atom)
@@ -878,13 +685,13 @@ void PairMDPot::tally_energy()
 
 void PairMDPot::tally_virial()
 {
-  add_voigt(virial, impl->virial.data_ptr<double>());
+  add_voigt(virial, impl->out.virial);
 }
 
 void PairMDPot::tally_atom_virial()
 {
   auto &d = *impl;
-  const double *w = d.atom_virial.data_ptr<double>();
+  const double *w = d.out.atom_virial;
   const size_t n = d.lmp_index.size();
   for (size_t k = 0; k < n; ++k) add_voigt(vatom[d.lmp_index[k]], w + 9 * k);
 }

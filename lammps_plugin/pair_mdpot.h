@@ -1,11 +1,18 @@
 /* -*- c++ -*- ----------------------------------------------------------
    mdpot: LAMMPS pair style for deployed mdpot models (docs/contract.md).
 
-   pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [max_edges N]
-                    [dump_edges FILE]
-   pair_coeff * * model.pt El1 El2 ...      (one element per LAMMPS type, NULL to skip a type)
+   pair_style mdpot keyword value ...
+     device cpu|cuda|auto      where the model runs (auto: one GPU per rank if torch sees one; default auto)
+     threads N|auto            torch threads per rank (auto: OMP_NUM_THREADS, else cores / ranks per node)
+     jit_optimize yes|no       TorchScript's profiling graph executor (default no: slower on CPU)
+     max_edges N               strictly local models: at most N edges per model call (default 400000)
+     malloc_tuning yes|no      glibc: keep freed memory in the heap while the style lives (default yes)
+     stats yes|no              the end-of-run "mdpot stats:" line (default yes)
+     dump_edges FILE           debugging: every compute writes its edges to FILE.<rank>
+   pair_coeff * * model.pt El1 El2 ...   (one element per LAMMPS type, NULL to skip a type under hybrid;
+                                          model.pt is also searched in LAMMPS_POTENTIALS)
 
-   Only LAMMPS headers here: the torch state lives in the private MDPotImpl (pair_mdpot.cpp).
+   Only LAMMPS headers here; the model runner (mdpot_model.h, torch) sits behind the private MDPotImpl.
 ------------------------------------------------------------------------- */
 
 #ifndef LMP_PAIR_MDPOT_H
@@ -32,37 +39,45 @@ class PairMDPot : public Pair {
   void init_style() override;
   double init_one(int, int) override;
   void finish() override;
+  double memory_usage() override;
 
  private:
   enum class DeviceChoice { CPU, CUDA, AUTO };
 
   // settings()
   DeviceChoice device_choice;
-  int num_threads;    // 0 = auto
+  int num_threads;          // 0 = auto
   bool jit_optimize;        // TorchScript profiling executor on/off
   long max_edges;           // strictly local models: evaluate at most this many edges per model call
   bool max_edges_given;     // set explicitly: warn when a message-passing model cannot honour it
+  bool malloc_tuning;       // glibc mallopt while this style lives
+  bool print_stats;         // finish() reports what the model evaluated
   std::string edge_file;    // debug: write every compute's edge list to FILE.<rank> ("" = off)
 
   // coeff(): model metadata and type map
   std::unique_ptr<MDPotImpl> impl;
   std::string model_path;
-  std::vector<std::string> model_elements;
   std::vector<int> type_to_model;    // LAMMPS type (1-based) -> model index, -1 for NULL
   double r_max;
   double receptive_field;
   bool ghost_centres;    // receptive_field > r_max: edges centred on ghosts are needed too
   int max_hops;          // message passing: edges centred on atoms up to this many hops from a local atom
 
+  // init_style(): a ghost cutoff raised for a message-passing model, given back by the destructor
+  double raised_cutghost;    // the value set here, < 0 if none
+  double user_cutghost;      // the user's value before it
+
   void allocate();
-  void select_device();
+  std::string select_device();
   void set_threads();
-  void load_model(const std::string &path);
-  void map_types(int narg, char **arg);
+  void load_model(const std::string &path, const std::string &device);
+  void map_types(int nelem, char **names);
+  void log_setup();
+  void ensure_ghost_cutoff();
 
   // compute() helpers
   int pack_inputs(int first_centre);
-  void run_model(int vflag_atom_now);
+  void run_model();
   void scatter_forces();
   void tally_energy();
   void tally_virial();

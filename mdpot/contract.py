@@ -38,6 +38,13 @@ ARCHITECTURE_NAMES: Tuple[str, ...] = ("allegro", "nequip")
 ENERGY_UNIT = "eV"
 LENGTH_UNIT = "Å"
 
+#: How numbers in the metadata are written (full match, ASCII only; no sign, space, ``inf`` or ``nan``
+#: where these do not allow it). Python (``re``) and C++ (``std::regex``, ECMAScript) read them alike.
+INTEGER_PATTERN = "[0-9]+"
+FLOAT_PATTERN = "[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?"
+#: ``num_layers`` is an integer from 1 to this (a C++ ``int``).
+MAX_NUM_LAYERS = 2**31 - 1
+
 #: Atoms closer than this (Å) are reported as overlapping instead of producing infinite energies
 #: (ASE calculator and LAMMPS pair style alike).
 OVERLAP_DISTANCE = 0.01
@@ -80,6 +87,9 @@ def cpp_header() -> str:
         + array("ARCHITECTURE_NAMES", ARCHITECTURE_NAMES)
         + f"inline constexpr const char *ENERGY_UNIT = {_cpp_string(ENERGY_UNIT)};\n"
         f"inline constexpr const char *LENGTH_UNIT = {_cpp_string(LENGTH_UNIT)};\n"
+        f"inline constexpr const char *INTEGER_PATTERN = {_cpp_string(INTEGER_PATTERN)};\n"
+        f"inline constexpr const char *FLOAT_PATTERN = {_cpp_string(FLOAT_PATTERN)};\n"
+        f"inline constexpr int MAX_NUM_LAYERS = {MAX_NUM_LAYERS};\n"
         f"inline constexpr double OVERLAP_DISTANCE = {OVERLAP_DISTANCE!r};\n"
         "\n}    // namespace contract\n}    // namespace mdpot\n\n#endif\n"
     )

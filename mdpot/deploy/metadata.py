@@ -27,14 +27,25 @@ def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
 
 
 def decode(raw: Mapping[str, str], source: str) -> Dict[str, Any]:
-    """Stored strings -> typed metadata, checking every key; errors name ``source`` and the bad key."""
+    """Stored strings -> typed metadata, checking every key; errors name ``source`` and the bad key.
+
+    The C++ loader (``lammps_plugin/mdpot_model.cpp``) applies the same rules in the same order, so both
+    accept and refuse the same files (docs/contract.md, "Metadata").
+    """
+    import math
+    import re
+
+    from ..contract import FLOAT_PATTERN, INTEGER_PATTERN, MAX_NUM_LAYERS
+
+    def refuse_constant(name: str):
+        raise ValueError(f"{name} is not JSON")
+
     missing = [k for k in ALL_KEYS if not raw.get(k)]
     if missing:
         raise ValueError(f"{source}: missing mdpot metadata key(s) {missing}; is this a model written by `mdpot deploy`?")
-    try:
-        version = int(raw[FORMAT_VERSION_KEY])
-    except ValueError:
-        raise ValueError(f"{source}: {FORMAT_VERSION_KEY} must be an integer, got {raw[FORMAT_VERSION_KEY]!r}") from None
+    if not re.fullmatch(INTEGER_PATTERN, raw[FORMAT_VERSION_KEY]):
+        raise ValueError(f"{source}: {FORMAT_VERSION_KEY} must be an integer, got {raw[FORMAT_VERSION_KEY]!r}")
+    version = int(raw[FORMAT_VERSION_KEY])
     if version != FORMAT_VERSION:
         raise ValueError(f"{source}: model format version {version} is not supported (this mdpot reads version {FORMAT_VERSION})")
     meta: Dict[str, Any] = {FORMAT_VERSION_KEY: version}
@@ -47,17 +58,23 @@ def decode(raw: Mapping[str, str], source: str) -> Dict[str, Any]:
     if (meta[ENERGY_UNITS], meta[LENGTH_UNITS]) != (ENERGY_UNIT, LENGTH_UNIT):
         raise ValueError(f"{source}: units {meta[ENERGY_UNITS]}/{meta[LENGTH_UNITS]} are not supported "
                          f"(expected {ENERGY_UNIT}/{LENGTH_UNIT})")
-    meta[ELEMENTS] = tuple(raw[ELEMENTS].split())
-    for key, kind in ((R_MAX, float), (RECEPTIVE_FIELD, float), (NUM_LAYERS, int)):
-        try:
-            meta[key] = kind(raw[key])
-        except ValueError:
-            raise ValueError(f"{source}: metadata {key} must be a {kind.__name__}, got {raw[key]!r}") from None
-    if not meta[R_MAX] > 0 or meta[RECEPTIVE_FIELD] < meta[R_MAX]:
-        raise ValueError(f"{source}: inconsistent cutoffs r_max={meta[R_MAX]} receptive_field={meta[RECEPTIVE_FIELD]}")
+    meta[ELEMENTS] = tuple(word for word in re.split(r"[ \t\n\r\v\f]+", raw[ELEMENTS]) if word)  # ASCII, as C++
+    if not meta[ELEMENTS] or len(set(meta[ELEMENTS])) != len(meta[ELEMENTS]):
+        raise ValueError(f"{source}: metadata elements must name distinct elements, got {raw[ELEMENTS]!r}")
+    for key in (R_MAX, RECEPTIVE_FIELD):
+        if not re.fullmatch(FLOAT_PATTERN, raw[key]):
+            raise ValueError(f"{source}: metadata {key} must be a float, got {raw[key]!r}")
+        meta[key] = float(raw[key])
+    if not re.fullmatch(INTEGER_PATTERN, raw[NUM_LAYERS]) or not 1 <= int(raw[NUM_LAYERS]) <= MAX_NUM_LAYERS:
+        raise ValueError(f"{source}: metadata {NUM_LAYERS} must be an integer from 1 to {MAX_NUM_LAYERS}, got {raw[NUM_LAYERS]!r}")
+    meta[NUM_LAYERS] = int(raw[NUM_LAYERS])
+    if not (math.isfinite(meta[R_MAX]) and meta[R_MAX] > 0 and math.isfinite(meta[RECEPTIVE_FIELD])
+            and meta[RECEPTIVE_FIELD] >= meta[R_MAX]):
+        raise ValueError(f"{source}: inconsistent cutoffs r_max={raw[R_MAX]} receptive_field={raw[RECEPTIVE_FIELD]} "
+                         "(expected finite values with 0 < r_max <= receptive_field)")
     for key in (PROVENANCE, CONFIG):
         try:
-            meta[key] = json.loads(raw[key])
-        except json.JSONDecodeError as exc:
+            meta[key] = json.loads(raw[key], parse_constant=refuse_constant)
+        except (json.JSONDecodeError, ValueError) as exc:
             raise ValueError(f"{source}: metadata {key} is not valid JSON ({exc})") from None
     return meta

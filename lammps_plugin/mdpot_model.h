@@ -1,0 +1,131 @@
+/* ----------------------------------------------------------------------
+   mdpot: the model runner, independent of LAMMPS.
+
+   mdpot::Model loads a deployed file (docs/contract.md) onto a device, refuses exactly the files the
+   Python loader refuses (mdpot.deploy.load_model: every metadata key, the format version, architecture,
+   dtype, units, cutoffs, JSON and the weights digest), and evaluates the contract's forward on a packed
+   graph held by the caller on the host. Results come back as host float64 arrays. Every failure is an
+   mdpot::Error with a one-line message; nothing here prints or aborts.
+
+   Only standard headers here: torch stays in mdpot_model.cpp, so that callers (the pair style, the
+   mdpot_model_check tool) compile without it.
+------------------------------------------------------------------------- */
+
+#ifndef MDPOT_MODEL_H
+#define MDPOT_MODEL_H
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mdpot {
+
+// The one exception type of the runner; what() is one line without a C++ backtrace.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The decoded metadata of a deployed file (docs/contract.md, "Metadata").
+struct Metadata {
+  int format_version = 0;
+  std::string architecture;
+  std::vector<std::string> elements;
+  double r_max = 0.0;              // Å
+  int num_layers = 0;
+  double receptive_field = 0.0;    // Å
+  std::string model_dtype;
+  std::string energy_units, length_units;
+  std::string torch_version, mdpot_version;
+  std::string provenance, config;    // JSON text, syntax-checked
+  std::string weights_sha256;
+};
+
+// A packed graph on the host, in the contract's layout; the caller keeps the arrays alive during run().
+struct Inputs {
+  const double *pos = nullptr;           // [n_atoms, 3], Å
+  const int64_t *atom_type = nullptr;    // [n_atoms], model type index
+  const int64_t *edge_index = nullptr;   // [2, n_edges]: centres, then neighbours
+  int64_t n_atoms = 0;
+  int64_t n_edges = 0;
+  int64_t n_local = 0;                   // the first n_local atoms are local
+  bool want_atom_virial = false;
+};
+
+// Host float64 contiguous results; valid until the next run() or the Model's destruction.
+struct Outputs {
+  const double *atom_energy = nullptr;    // [n_local], eV
+  const double *forces = nullptr;         // [n_atoms, 3], eV/Å
+  const double *virial = nullptr;         // [3, 3], eV
+  const double *atom_virial = nullptr;    // [n_atoms, 3, 3], eV; nullptr unless asked for
+};
+
+class Model {
+ public:
+  // Loads and checks `path` (an existing file) onto `device` ("cpu", "cuda", "cuda:1", ...).
+  // `optimize`: TorchScript's profiling graph executor during run() (off: see docs/contract.md).
+  Model(const std::string &path, const std::string &device, bool optimize);
+  ~Model();
+  Model(const Model &) = delete;
+  Model &operator=(const Model &) = delete;
+
+  const Metadata &metadata() const;
+  std::string device() const;
+  void set_optimize(bool optimize);
+
+  // Evaluates the model; throws Error on a torch failure or outputs of the wrong shape.
+  Outputs run(const Inputs &in);
+
+  // Bytes held between calls: the cached zero edge shifts and the host outputs.
+  double memory_usage() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+// Device and thread helpers for the caller's choice of device.
+int cuda_device_count();    // 0 without CUDA; throws Error if the query fails
+void set_num_threads(int n);
+int num_threads();
+std::string torch_version();
+
+// glibc malloc tuning while at least one holder lives (mallopt is process-wide). Each model call
+// allocates and frees hundreds of MB of temporaries; above glibc's mmap threshold every free returns
+// them to the OS and the next call page-faults its working set again, so the cost per atom grows with
+// the system size (docs/benchmarks/bench_lammps.md). The tuning keeps freed memory in the heap; the
+// last holder to go restores glibc's default thresholds. A no-op without glibc.
+class MallocTuning {
+ public:
+  MallocTuning();
+  ~MallocTuning();
+  MallocTuning(const MallocTuning &) = delete;
+  MallocTuning &operator=(const MallocTuning &) = delete;
+  static bool supported();
+};
+
+// SHA-256 (FIPS 180-4) of a byte stream, as lowercase hex.
+class Sha256 {
+ public:
+  Sha256();
+  void update(const void *data, size_t n);
+  void update(const std::string &s) { update(s.data(), s.size()); }
+  std::string hexdigest();    // finishes the hash; call once
+
+ private:
+  uint32_t state[8];
+  unsigned char block[64];
+  size_t fill = 0;
+  uint64_t total = 0;
+  void compress(const unsigned char *p);
+};
+
+// Syntax check of one JSON value (RFC 8259; no NaN/Infinity), surrounding whitespace allowed.
+bool is_json(const std::string &text);
+
+}    // namespace mdpot
+
+#endif

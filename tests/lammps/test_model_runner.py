@@ -1,0 +1,173 @@
+"""The C++ model runner (lammps_plugin/mdpot_model.cpp) without LAMMPS, through the mdpot_model_check tool built
+beside the plugin: it gives the Python model's numbers on the same packed graph, and it accepts and refuses exactly
+the files the Python loader (mdpot.deploy.load_model) accepts and refuses."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mdpot.contract import ALL_KEYS
+
+# dtype: (rtol, atol) of C++ against Python on the same graph
+TOLERANCE = {"float64": (1e-12, 1e-12), "float32": (5e-5, 5e-5)}
+
+
+@pytest.fixture(scope="session")
+def check_tool(plugin) -> Path:
+    from mdpot.lammps.plugin import CHECK_NAME
+
+    return Path(plugin).with_name(CHECK_NAME)
+
+
+def run_tool(tool: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(tool), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=120)
+
+
+def packed_graph(elements, r_max: float):
+    """A rattled alloy cluster as the contract's packed inputs, without periodic images and with zero shifts,
+    as the pair style sends it; the last atoms stand for ghosts."""
+    from ase.build import bulk
+
+    atoms = bulk(elements[0], "fcc", a=3.7, cubic=True).repeat((2, 2, 2))
+    atoms.symbols[[1, 6, 11]] = elements[-1]
+    atoms.rattle(0.05, seed=3)
+    pos = atoms.positions.astype(np.float64)
+    types = np.array([elements.index(s) for s in atoms.get_chemical_symbols()], dtype=np.int64)
+    d = np.linalg.norm(pos[None, :, :] - pos[:, None, :], axis=-1)
+    i, j = np.nonzero((d < r_max) & (d > 0))
+    n_local = len(pos) - 5  # the last atoms play ghosts: their energies are not returned
+    return pos, types, np.stack([i, j]).astype(np.int64), n_local
+
+
+def write_input(path: Path, pos, types, edges, n_local: int, want_atom_virial: bool) -> None:
+    header = np.array([len(pos), edges.shape[1], n_local, int(want_atom_virial)], dtype=np.int64)
+    with open(path, "wb") as f:
+        for array in (header, pos.astype(np.float64), types.astype(np.int64), edges.astype(np.int64)):
+            f.write(np.ascontiguousarray(array).tobytes())
+
+
+def read_output(path: Path, n: int, n_local: int, want_atom_virial: bool):
+    data = np.fromfile(path, dtype=np.float64)
+    sizes = [n_local, 3 * n, 9, 9 * n if want_atom_virial else 0]
+    assert len(data) == sum(sizes)
+    parts = np.split(data, np.cumsum(sizes)[:-1])
+    return parts[0], parts[1].reshape(n, 3), parts[2].reshape(3, 3), parts[3].reshape(-1, 3, 3)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("want_atom_virial", [True, False])
+def test_runner_matches_python(check_tool, models, tmp_path, dtype, want_atom_virial):
+    from mdpot.deploy import load_model
+
+    loaded = load_model(models[dtype])
+    pos, types, edges, n_local = packed_graph(list(loaded.elements), loaded.r_max)
+    write_input(tmp_path / "in.bin", pos, types, edges, n_local, want_atom_virial)
+    run = run_tool(check_tool, "run", models[dtype], tmp_path / "in.bin", tmp_path / "out.bin")
+    assert run.returncode == 0, run.stdout
+    got = read_output(tmp_path / "out.bin", len(pos), n_local, want_atom_virial)
+    want = loaded(torch.tensor(pos), torch.tensor(types), torch.tensor(edges), torch.zeros(edges.shape[1], 3,
+                  dtype=torch.float64), n_local, want_atom_virial)
+    rtol, atol = TOLERANCE[dtype]
+    for name, a, b in zip(("atom_energy", "forces", "virial", "atom_virial"), got, want):
+        if name == "atom_virial" and not want_atom_virial:
+            continue
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=rtol, atol=atol, err_msg=f"{dtype} {name}")
+
+
+def test_runner_without_atoms(check_tool, models, tmp_path):
+    write_input(tmp_path / "in.bin", np.zeros((0, 3)), np.zeros(0), np.zeros((2, 0)), 0, True)
+    run = run_tool(check_tool, "run", models["float64"], tmp_path / "in.bin", tmp_path / "out.bin")
+    assert run.returncode == 0, run.stdout
+    e, f, w, aw = read_output(tmp_path / "out.bin", 0, 0, True)
+    assert e.size == 0 and f.size == 0 and aw.size == 0 and not w.any()
+
+
+def test_sha256_of_the_runner(check_tool, tmp_path):
+    """The runner's own SHA-256 against hashlib, across the padding boundaries of one and two blocks."""
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 100_003):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        (tmp_path / "f").write_bytes(data)
+        run = run_tool(check_tool, "sha256", tmp_path / "f")
+        assert run.stdout.strip() == hashlib.sha256(data).hexdigest(), n
+
+
+def crafted(models, folder: Path) -> dict:
+    """Files that differ from the good one in one respect each, written as `torch.jit.save` writes them."""
+    good = models["float64"]
+    extra = {k: "" for k in ALL_KEYS}
+    module = torch.jit.load(str(good), _extra_files=extra)
+    meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items()}
+    changes = {
+        "valid": {},
+        "missing_key": {"config": None},
+        "empty_key": {"elements": ""},
+        "bad_version": {"mdpot_format_version": "2"},
+        "version_not_integer": {"mdpot_format_version": "1.0"},
+        "version_leading_zeros": {"mdpot_format_version": "0001"},
+        "unknown_architecture": {"architecture": "mace"},
+        "units_A": {"length_units": "A"},
+        "units_meV": {"energy_units": "meV"},
+        "bad_dtype": {"model_dtype": "float16"},
+        "negative_r_max": {"r_max": "-5.0"},
+        "nan_r_max": {"r_max": "nan"},
+        "inf_receptive_field": {"receptive_field": "inf"},
+        "r_max_with_space": {"r_max": " 5.0"},
+        "receptive_field_below_r_max": {"receptive_field": "0.5"},
+        "num_layers_not_integer": {"num_layers": "2.5"},
+        "num_layers_zero": {"num_layers": "0"},
+        "num_layers_huge": {"num_layers": "99999999999"},
+        "blank_elements": {"elements": "   "},
+        "duplicate_elements": {"elements": "Cu Cu"},
+        "bad_json": {"config": "{'r_max': 5}"},
+        "json_nan": {"provenance": '{"x": NaN}'},
+        "json_trailing": {"provenance": '{"x": 1} x'},
+        "json_scalar": {"provenance": "  3.5e2 "},
+        "json_escape": {"provenance": '{"a\\u00e9\\n": [true, false, null, -0.5E+3]}'},
+        "bad_digest": {"weights_sha256": "0" * 64},
+    }
+    files = {}
+    for name, change in changes.items():
+        m = dict(meta)
+        for key, value in change.items():
+            if value is None:
+                m.pop(key)
+            else:
+                m[key] = value
+        files[name] = folder / f"{name}.pt"
+        torch.jit.save(module, str(files[name]), _extra_files=m)
+    edited = torch.jit.load(str(good))
+    with torch.no_grad():
+        next(edited.parameters()).mul_(1.001)
+    files["edited_weights"] = folder / "edited_weights.pt"
+    torch.jit.save(edited, str(files["edited_weights"]), _extra_files=meta)
+    files["float32"] = models["float32"]
+    return files
+
+
+def test_cpp_and_python_accept_the_same_files(check_tool, models, tmp_path):
+    from mdpot.deploy import load_model
+
+    verdicts = {}
+    for name, path in crafted(models, tmp_path).items():
+        try:
+            load_model(path)
+            python = "OK"
+        except ValueError as exc:
+            python = f"refused: {exc}"
+        run = run_tool(check_tool, "check", path)
+        assert run.returncode in (0, 1) and len(run.stdout.strip().splitlines()) == 1, run.stdout
+        cpp = "OK" if run.returncode == 0 else run.stdout.strip()
+        verdicts[name] = (python, cpp)
+    differing = {k: v for k, v in verdicts.items() if (v[0] == "OK") != (v[1] == "OK")}
+    assert not differing, differing
+    accepted = sorted(k for k, v in verdicts.items() if v[0] == "OK")
+    assert accepted == ["float32", "json_escape", "json_scalar", "valid", "version_leading_zeros"], verdicts
+    assert "weights do not match the digest recorded at deploy" in verdicts["edited_weights"][1]
