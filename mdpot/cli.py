@@ -23,7 +23,7 @@ class CLIError(Exception):
 def _read_config(path: Optional[str]) -> Dict[str, Any]:
     if path is None:
         return DEFAULT_MODEL
-    from .models.config import read_yaml_mapping
+    from ._yaml import read_yaml_mapping
 
     expected = "'architecture' and 'model' sections"
     data = read_yaml_mapping(path, expected)

@@ -4,8 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ase.data import chemical_symbols
 
@@ -27,23 +26,6 @@ def _check_float(name: str, value: Any, positive: bool = True) -> None:
 def _check_widths(name: str, value: Any) -> None:
     if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
         raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}")
-
-
-def read_yaml_mapping(path: Union[str, Path], expected: str) -> Dict[str, Any]:
-    """The mapping at the top of YAML file ``path``; one-line errors for a missing file, invalid YAML or
-    anything but a mapping (``expected`` names the sections it should have)."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {p.resolve()}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{p}: expected a mapping with {expected}")
-    return dict(data)
 
 
 @dataclass(frozen=True)
