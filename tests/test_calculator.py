@@ -1,4 +1,4 @@
-"""TEST_MATRIX rows 12-13 and the ASE bad inputs."""
+"""Rows 12-13 of docs/testing.md and the ASE bad inputs."""
 import numpy as np
 import pytest
 from ase import Atoms
