@@ -53,6 +53,41 @@ def test_equivariance(calc, dtype, kind):
     assert_equivariant(calc, alloy(ELEMENTS, seed=4), dtype, kinds=[kind])
 
 
+class _Broken:
+    """A contract module with one physics law broken on purpose, to show the kit's asserts catch it."""
+
+    def __init__(self, module, fault):
+        self.module, self.fault = module, fault
+
+    def __call__(self, pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial):
+        import torch
+
+        e, f, w, aw = self.module(pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial)
+        if self.fault == "external field":  # a uniform force: not equivariant, nonzero total, not -dE/dx
+            f = f + torch.tensor([0.1, 0.0, 0.0], dtype=f.dtype)
+        else:  # "forces scaled": still equivariant with zero total, but not the energy's gradient
+            f = f * 1.01
+        return e, f, w, aw
+
+
+@pytest.mark.parametrize("fault,check", [("external field", "equivariance"), ("external field", "momentum"),
+                                         ("forces scaled", "fd_forces")])
+def test_kit_catches_broken_physics(energy_model, fault, check):
+    from mdpot.testing import ContractCalculator
+
+    eager = eager_model(energy_model, "float64")
+    good = ContractCalculator(eager.module, eager.elements, eager.r_max)
+    bad = ContractCalculator(_Broken(eager.module, fault), eager.elements, eager.r_max)
+    atoms = alloy(ELEMENTS, seed=4)
+    run = {"equivariance": lambda c: assert_equivariant(c, atoms, "float64", kinds=["rotation"]),
+           "momentum": lambda c: assert_momentum(c, atoms, "float64"),
+           "fd_forces": lambda c: assert_forces_match_fd(c, atoms, "float64")}[check]
+    run(good)
+    run(eager)  # a loaded model directly, through its contract module
+    with pytest.raises(AssertionError, match="max \\|error\\| .* exceeds tolerance"):
+        run(bad)
+
+
 # Row 4: forces against central differences.
 @pytest.mark.parametrize("make", [alloy, slab, molecule], ids=["bulk", "slab", "molecule"])
 def test_finite_difference_forces(calc, dtype, make):

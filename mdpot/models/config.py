@@ -28,6 +28,11 @@ def _check_widths(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}")
 
 
+#: The model ``mdpot init`` writes without a config and the benchmarks run: the README's benchmark Allegro
+#: (Cu, r_max 5 Å, every other option at its default), as ``{"architecture": ..., "model": options}``.
+DEFAULT_MODEL: Dict[str, Any] = {"architecture": "allegro", "model": {"elements": ["Cu"], "r_max": 5.0}}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Options every architecture shares.
