@@ -8,7 +8,7 @@ Public API::
 The top level imports torch lazily: the LAMMPS launcher imports ``mdpot.lammps.plugin`` on every start and
 must stay fast.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["MDPotCalculator", "__version__", "deploy_model", "load_model"]
 

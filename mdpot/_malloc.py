@@ -4,9 +4,12 @@ Every force call allocates and frees hundreds of MB of temporaries. glibc serves
 threshold with fresh ``mmap``s and returns them on free, so every call page-faults its whole working set
 again: per-atom cost then grows with system size (measured: 1088 vs 362 µs/atom at 8192 Cu atoms). Keeping
 freed memory in the heap removes that; the price is that the process keeps its peak memory. tcmalloc has
-the same effect. Set ``MDPOT_MALLOC_TUNING=0`` to leave malloc alone. The LAMMPS plugin applies the same tuning
-while the pair style lives (``pair_style mdpot malloc_tuning yes|no``, default yes; the environment variable does
-not apply there).
+the same effect. Set ``MDPOT_MALLOC_TUNING=0`` to leave malloc alone.
+
+It is process-wide, so nothing applies it as a side effect of loading a model: :class:`mdpot.MDPotCalculator`
+calls :func:`tune_malloc` in its constructor (its ``tune_malloc`` parameter, on by default). The LAMMPS plugin
+applies the same tuning while the pair style lives (``pair_style mdpot malloc_tuning yes|no``, default yes; the
+environment variable does not apply there).
 """
 from __future__ import annotations
 

@@ -5,10 +5,10 @@ import os
 from typing import TYPE_CHECKING, List, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from ._malloc import tune_malloc as _tune_malloc
 from .data import Graph, TypeMapper, atoms_to_graph
 from .voigt import to_voigt
 
@@ -22,9 +22,14 @@ class MDPotCalculator(Calculator):
     Parameters
     ----------
     model : str, path or ``mdpot.deploy.LoadedModel``
-        A file written by ``mdpot deploy`` (or an already loaded model).
-    device : str
-        ``"cpu"`` or ``"cuda"`` (``"cuda:N"``).
+        A file written by ``mdpot deploy``, or an already loaded model. A loaded model is used as it is when it
+        sits on ``device``; otherwise the calculator works on a copy, so the caller's model is never moved.
+    device : str, optional
+        ``"cpu"`` or ``"cuda"`` (``"cuda:N"``). Default: the loaded model's device, or ``"cpu"`` for a file.
+    tune_malloc : bool
+        Tune glibc malloc for this process (``mdpot._malloc``: keeps freed memory in the heap, so that every
+        call does not page-fault its whole working set again; per-atom cost otherwise grows with system size).
+        A process-wide setting, applied once; ``MDPOT_MALLOC_TUNING=0`` in the environment also disables it.
 
     Properties: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å), ``stress``
     (eV/Å³, Voigt ``xx yy zz yz xz xy``, ASE sign) and ``stresses`` (per atom, eV/Å³). Stress needs a 3-D
@@ -40,19 +45,20 @@ class MDPotCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
-    def __init__(self, model: Union[str, os.PathLike, "LoadedModel"], device: str = "cpu", **kwargs) -> None:
+    def __init__(self, model: Union[str, os.PathLike, "LoadedModel"], device: Optional[str] = None,
+                 tune_malloc: bool = True, **kwargs) -> None:
         from .deploy import LoadedModel, load_model
 
         super().__init__(**kwargs)
         if isinstance(model, LoadedModel):
-            self.model = model
-            self.model.module.to(device)
-            self.model.device = torch.device(device)
+            self.model = model if device is None else model.to(device)
         elif isinstance(model, (str, os.PathLike)):
-            self.model = load_model(model, device=device)
+            self.model = load_model(model, device="cpu" if device is None else device)
         else:
             raise TypeError(f"model must be a path or LoadedModel, got {type(model).__name__}")
-        self.device = torch.device(device)
+        if tune_malloc:
+            _tune_malloc()
+        self.device = self.model.device
         self.r_max = self.model.r_max
         self.mapper = TypeMapper(self.model.elements)
 

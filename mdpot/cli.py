@@ -12,18 +12,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-#: Model used by ``mdpot demo`` and ``mdpot init`` without a config: the benchmark Allegro of the README.
-DEFAULT_MODEL = {"architecture": "allegro", "model": {"elements": ["Cu"], "r_max": 5.0}}
-
-
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 1."""
 
 
 def _read_config(path: Optional[str]) -> Dict[str, Any]:
     if path is None:
+        from .models import DEFAULT_MODEL
+
         return DEFAULT_MODEL
-    from .models.config import read_yaml_mapping
+    from ._yaml import read_yaml_mapping
 
     expected = "'architecture' and 'model' sections"
     data = read_yaml_mapping(path, expected)
@@ -50,17 +48,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .deploy import deploy_model
-    from .deploy.compile import provenance_now
-    from .models import load_checkpoint
+    from .deploy import deploy_checkpoint
 
     out = Path(args.output)
     _check_output(out, args.force)
-    model, payload = load_checkpoint(args.checkpoint)
-    provenance = provenance_now(checkpoint=str(Path(args.checkpoint).resolve()),
-                                checkpoint_created=payload.get("created"), **payload.get("extra", {}).get("provenance", {}))
     t0 = time.perf_counter()
-    deployed = deploy_model(model, out, dtype=args.dtype, provenance=provenance, overwrite=True)
+    deployed = deploy_checkpoint(args.checkpoint, out, dtype=args.dtype, overwrite=True)
     print(f"wrote {out}: {deployed.metadata['architecture']} {deployed.metadata['model_dtype']}, "
           f"{deployed.num_parameters} parameters, self-check passed ({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -22,9 +22,7 @@ def run_demo(workdir: Path, steps: int = 50, repeat: int = 4, dtype: str = "floa
     from ase.md.verlet import VelocityVerlet
 
     from .calculator import MDPotCalculator
-    from .deploy import deploy_model
-    from .deploy.compile import provenance_now
-    from .models import load_checkpoint
+    from .deploy import deploy_checkpoint
     from .testing.structures import fcc
 
     if steps < 1 or repeat < 1:
@@ -32,12 +30,9 @@ def run_demo(workdir: Path, steps: int = 50, repeat: int = 4, dtype: str = "floa
     if not EXAMPLE_CHECKPOINT.is_file():
         raise FileNotFoundError(f"shipped example checkpoint not found: {EXAMPLE_CHECKPOINT}")
     workdir.mkdir(parents=True, exist_ok=True)
-    model, payload = load_checkpoint(EXAMPLE_CHECKPOINT)
     model_path = workdir / f"cu_allegro_{dtype}.pt"
     t0 = time.perf_counter()
-    provenance = provenance_now(checkpoint=str(EXAMPLE_CHECKPOINT), checkpoint_created=payload.get("created"),
-                                **payload.get("extra", {}).get("provenance", {}))
-    deployed = deploy_model(model, model_path, dtype=dtype, provenance=provenance, overwrite=True)
+    deployed = deploy_checkpoint(EXAMPLE_CHECKPOINT, model_path, dtype=dtype, overwrite=True)
     print(f"deployed {EXAMPLE_CHECKPOINT.relative_to(EXAMPLE_CHECKPOINT.parents[3])} -> {model_path} "
           f"({deployed.num_parameters} parameters, {dtype}, self-check passed) in {time.perf_counter() - t0:.1f} s")
 

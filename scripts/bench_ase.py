@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from mdpot.cli import DEFAULT_MODEL  # noqa: E402  (the benchmark Allegro of the README; mdpot.cli loads no torch)
+from mdpot.models import DEFAULT_MODEL  # noqa: E402  (the benchmark Allegro of the README)
 TCMALLOC_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4")
 SIZES = {256: (4, 4, 4), 2048: (8, 8, 8), 8192: (16, 16, 8)}
 

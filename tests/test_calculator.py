@@ -1,4 +1,4 @@
-"""TEST_MATRIX rows 12-13 and the ASE bad inputs."""
+"""Rows 12-13 of docs/testing.md and the ASE bad inputs."""
 import numpy as np
 import pytest
 from ase import Atoms
@@ -140,3 +140,35 @@ def test_bad_model_argument():
         MDPotCalculator(3)
     with pytest.raises(FileNotFoundError, match="model file not found: /"):
         MDPotCalculator("does-not-exist.pt")
+
+
+def test_loaded_model_is_not_mutated(deployed):
+    """A LoadedModel handed to the calculator stays where it was: same module, same device; another device gets
+    a copy."""
+    device, module = deployed.device, deployed.module
+    calc = MDPotCalculator(deployed)
+    assert calc.model is deployed and deployed.device == device and deployed.module is module
+    assert deployed.to(device) is deployed
+    # another device: a copy (an eager model on the meta device stands in for a GPU here)
+    from mdpot.deploy import eager_model
+    from mdpot.testing import small_model
+
+    eager = eager_model(small_model("allegro"))
+    weight = next(eager.module.parameters())
+    moved = eager.to("meta")
+    assert moved is not eager and moved.device.type == "meta" and next(moved.module.parameters()).is_meta
+    assert eager.device.type == "cpu" and next(eager.module.parameters()) is weight and not weight.is_meta
+
+
+def test_malloc_tuning_is_the_calculators_explicit_choice(deployed, monkeypatch):
+    """Loading a model has no process-wide side effect; the calculator tunes malloc unless told not to."""
+    import mdpot.calculator
+    from mdpot.deploy import load_model
+
+    calls = []
+    monkeypatch.setattr(mdpot.calculator, "_tune_malloc", lambda: calls.append(1))
+    load_model(deployed.path)
+    MDPotCalculator(deployed.path, tune_malloc=False)
+    assert calls == []
+    MDPotCalculator(deployed.path)
+    assert calls == [1]

@@ -1,4 +1,4 @@
-"""TEST_MATRIX row 27 (CLI) and the model-file bad inputs."""
+"""Row 27 of docs/testing.md (CLI) and the model-file bad inputs."""
 import json
 import subprocess
 import sys

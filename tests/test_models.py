@@ -71,6 +71,24 @@ def test_checkpoint_round_trip(tmp_path):
     assert load_checkpoint(tmp_path / "fresh.ckpt")[1]["extra"]["provenance"] == {"kind": "fresh", "seed": 4}
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_load_checkpoint_leaves_the_global_rng_alone(tmp_path, dtype):
+    """Loading rebuilds the module without drawing from the caller's random stream, and casts once."""
+    model = small_model("nequip")
+    path = tmp_path / "m.ckpt"
+    from mdpot.models import save_checkpoint
+
+    save_checkpoint(model, path)
+    torch.manual_seed(1234)
+    state = torch.random.get_rng_state()
+    again, _ = load_checkpoint(path, dtype=dtype)
+    assert torch.equal(torch.random.get_rng_state(), state), "load_checkpoint moved the global RNG"
+    for key, value in model.state_dict().items():
+        loaded = again.state_dict()[key]
+        assert loaded.dtype == (dtype if value.is_floating_point() else value.dtype), key
+        assert torch.equal(loaded, value.to(loaded.dtype)), key
+
+
 def test_bad_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found: /"):
         load_checkpoint(tmp_path / "none.ckpt")

@@ -1,31 +1,33 @@
-"""TEST_MATRIX rows 1-11 for every architecture, float64 and float32, through the shipped test kit."""
+"""Rows 1-11 of docs/testing.md for every architecture, float64 and float32, through the shipped test kit."""
 import numpy as np
 import pytest
 from ase import Atoms
-from scipy.spatial.transform import Rotation
 
 from mdpot.data import Batch, TypeMapper, atoms_to_graph, evaluate
 from mdpot.deploy import eager_model, load_model
 from mdpot.deploy import metadata as md
-from mdpot.testing import alloy, assert_allclose, molecule, slab, tolerance
+from mdpot.testing import (
+    alloy,
+    assert_allclose,
+    assert_equivariant,
+    assert_forces_match_fd,
+    assert_momentum,
+    assert_stress_matches_fd,
+    compare_contract,
+    molecule,
+    slab,
+    tolerance,
+)
 
 ELEMENTS = ("Cu", "Au")  # the elements of the conftest models
-
-
-def _eval(module, atoms, r_max, atom_virial=True):
-    g = atoms_to_graph(atoms, r_max, TypeMapper(ELEMENTS))
-    return [t.detach() for t in module(g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, atom_virial)]
 
 
 # Row 1: eager vs deployed.
 @pytest.mark.parametrize("make", [alloy, slab, molecule], ids=["bulk", "slab", "molecule"])
 def test_deploy_round_trip(energy_model, deployed, dtype, make):
     eager = eager_model(energy_model, dtype)
-    atoms = make(ELEMENTS, seed=3)
-    tol = tolerance("deploy", dtype)
-    for name, a, b in zip(["energies", "forces", "virial", "atom virial"],
-                          _eval(deployed.module, atoms, deployed.r_max), _eval(eager.module, atoms, deployed.r_max)):
-        assert_allclose(a, b, tol, name)
+    graph = atoms_to_graph(make(ELEMENTS, seed=3), deployed.r_max, TypeMapper(ELEMENTS))
+    compare_contract(deployed.module, eager.module, graph, dtype, what="deployed vs eager")
 
 
 # Row 2: metadata round trip.
@@ -48,55 +50,56 @@ def test_metadata_round_trip(energy_model, deployed, dtype):
 # Row 3: equivariance (rotation, reflection, translation, permutation).
 @pytest.mark.parametrize("kind", ["rotation", "reflection", "translation", "permutation"])
 def test_equivariance(calc, dtype, kind):
+    assert_equivariant(calc, alloy(ELEMENTS, seed=4), dtype, kinds=[kind])
+
+
+class _Broken:
+    """A contract module with one physics law broken on purpose, to show the kit's asserts catch it."""
+
+    def __init__(self, module, fault):
+        self.module, self.fault = module, fault
+
+    def __call__(self, pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial):
+        import torch
+
+        e, f, w, aw = self.module(pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial)
+        if self.fault == "external field":  # a uniform force: not equivariant, nonzero total, not -dE/dx
+            f = f + torch.tensor([0.1, 0.0, 0.0], dtype=f.dtype)
+        else:  # "forces scaled": still equivariant with zero total, but not the energy's gradient
+            f = f * 1.01
+        return e, f, w, aw
+
+
+@pytest.mark.parametrize("fault,check", [("external field", "equivariance"), ("external field", "momentum"),
+                                         ("forces scaled", "fd_forces")])
+def test_kit_catches_broken_physics(energy_model, fault, check):
+    from mdpot.testing import ContractCalculator
+
+    eager = eager_model(energy_model, "float64")
+    good = ContractCalculator(eager.module, eager.elements, eager.r_max)
+    bad = ContractCalculator(_Broken(eager.module, fault), eager.elements, eager.r_max)
     atoms = alloy(ELEMENTS, seed=4)
-    atoms.calc = calc
-    e0, f0, s0 = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(voigt=False)
-    other = atoms.copy()
-    forces_map = lambda f: f  # noqa: E731
-    stress_map = lambda s: s  # noqa: E731
-    if kind in ("rotation", "reflection"):
-        rot = Rotation.random(random_state=7).as_matrix()
-        if kind == "reflection":
-            rot = rot @ np.diag([1.0, 1.0, -1.0])
-        other.set_cell(atoms.cell.array @ rot.T)
-        other.positions = atoms.positions @ rot.T
-        forces_map = lambda f: f @ rot.T  # noqa: E731
-        stress_map = lambda s: rot @ s @ rot.T  # noqa: E731
-    elif kind == "translation":
-        other.positions += np.array([1.3, -7.1, 0.4])
-    else:
-        perm = np.random.default_rng(1).permutation(len(atoms))
-        other = atoms[perm]
-        forces_map = lambda f: f[perm]  # noqa: E731
-    other.calc = calc
-    tol = tolerance("equivariance", dtype)
-    assert_allclose(other.get_potential_energy(), e0, tol, f"energy under {kind}")
-    assert_allclose(other.get_forces(), forces_map(f0), tol, f"forces under {kind}")
-    assert_allclose(other.get_stress(voigt=False), stress_map(s0), tol, f"stress under {kind}")
+    run = {"equivariance": lambda c: assert_equivariant(c, atoms, "float64", kinds=["rotation"]),
+           "momentum": lambda c: assert_momentum(c, atoms, "float64"),
+           "fd_forces": lambda c: assert_forces_match_fd(c, atoms, "float64")}[check]
+    run(good)
+    run(eager)  # a loaded model directly, through its contract module
+    with pytest.raises(AssertionError, match="max \\|error\\| .* exceeds tolerance"):
+        run(bad)
 
 
 # Row 4: forces against central differences.
 @pytest.mark.parametrize("make", [alloy, slab, molecule], ids=["bulk", "slab", "molecule"])
 def test_finite_difference_forces(calc, dtype, make):
-    atoms = make(ELEMENTS, seed=5)
-    atoms.calc = calc
-    f = atoms.get_forces()
-    # float64: d = 1e-4 keeps the O(d^2) truncation far below 1e-6; float32 energies round at ~1e-7 relative,
-    # so its step must be large enough that rounding / (2d) stays below the tolerance.
-    fd = atoms.calc.calculate_numerical_forces(atoms, d=1e-4 if dtype == "float64" else 1e-2)
-    tol = tolerance("fd_forces", dtype) * (1.0 if dtype == "float64" else np.abs(f).max())
-    assert_allclose(f, fd, tol, "forces vs finite differences", rtol=0.0)
+    assert_forces_match_fd(calc, make(ELEMENTS, seed=5), dtype)
 
 
 # Row 5: stress against numerical strain derivatives on a skewed, rattled cell.
 def test_finite_difference_stress(calc, dtype):
     atoms = alloy(ELEMENTS, seed=6, skew=0.25)
+    assert_stress_matches_fd(calc, atoms, dtype)
     atoms.calc = calc
     s = atoms.get_stress()
-    fd = atoms.calc.calculate_numerical_stress(atoms, d=1e-5 if dtype == "float64" else 1e-3)
-    tol = tolerance("fd_stress", dtype)
-    err = np.abs(s - fd).max() / np.abs(s).max()
-    assert err < tol, f"stress vs finite differences: relative error {err:.2e} > {tol:.0e} (max |stress| {np.abs(s).max():.2e})"
     assert_allclose(atoms.get_stresses().sum(axis=0), s, 1e-12 if dtype == "float64" else 1e-6, "sum of per-atom stresses")
 
 
@@ -207,11 +210,7 @@ def test_wrap_invariance(calc, dtype):
 # Row 9: momentum conservation.
 @pytest.mark.parametrize("make", [alloy, slab], ids=["bulk", "slab"])
 def test_momentum(calc, dtype, make):
-    atoms = make(ELEMENTS, repeat=(3, 3, 3), seed=11)
-    atoms.calc = calc
-    n = len(atoms)
-    tol = tolerance("momentum", dtype) * (n if dtype == "float64" else np.sqrt(n))
-    assert_allclose(atoms.get_forces().sum(axis=0), np.zeros(3), tol, "sum of forces")
+    assert_momentum(calc, make(ELEMENTS, repeat=(3, 3, 3), seed=11), dtype)
 
 
 # Row 10: isolated atom.

@@ -1,15 +1,55 @@
-"""Metadata of a deployed model (TorchScript ``_extra_files``): the codec between typed values and the stored
-strings. The keys and accepted values are the contract's, in :mod:`mdpot.contract`."""
+"""Metadata of a deployed model (TorchScript ``_extra_files``): what a deploy records (:func:`make_metadata`) and the
+codec between typed values and the stored strings. The keys and accepted values are the contract's, in
+:mod:`mdpot.contract`."""
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from torch import nn
 
 from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
     ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, CONFIG, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS,
     FORMAT_VERSION, FORMAT_VERSION_KEY, LENGTH_UNIT, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS,
     PROVENANCE, R_MAX, RECEPTIVE_FIELD, TORCH_VERSION, WEIGHTS_SHA256,
 )
+from .._version import __version__
+from ..models import Potential
+from ..models.config import ModelConfig
+
+
+def energy_model_of(model: nn.Module) -> nn.Module:
+    """The energy model (``Allegro``, ``NequIP``) of ``model`` or of the ``Potential`` wrapping it; ``TypeError``
+    for anything else."""
+    if isinstance(model, Potential):
+        model = model.model
+    if not isinstance(getattr(model, "config", None), ModelConfig):
+        raise TypeError(f"deploy needs an mdpot energy model (Allegro, NequIP) or Potential, got {type(model).__name__}")
+    return model
+
+
+def make_metadata(model: nn.Module, dtype: str, provenance: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Typed metadata of ``model`` (energy model or ``Potential``) deployed in ``dtype`` (``"float32"`` or
+    ``"float64"``); ``provenance`` is stored as given. The weights digest is left empty: the deploy fills it in
+    from the compiled module."""
+    config: ModelConfig = energy_model_of(model).config
+    return {
+        FORMAT_VERSION_KEY: FORMAT_VERSION,
+        ARCHITECTURE: config.architecture,
+        ELEMENTS: tuple(config.elements),
+        R_MAX: float(config.r_max),
+        NUM_LAYERS: int(config.num_layers),
+        RECEPTIVE_FIELD: float(config.receptive_field),
+        MODEL_DTYPE: dtype,
+        ENERGY_UNITS: ENERGY_UNIT,
+        LENGTH_UNITS: LENGTH_UNIT,
+        TORCH_VERSION: torch.__version__,
+        MDPOT_VERSION: __version__,
+        PROVENANCE: dict(provenance or {}),
+        CONFIG: config.to_dict(),
+        WEIGHTS_SHA256: "",
+    }
 
 
 def encode(meta: Mapping[str, Any]) -> Dict[str, str]:

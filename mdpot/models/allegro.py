@@ -11,7 +11,7 @@ beyond ``r_max`` of atom ``i`` enters ``E_ij``, so the model is strictly local.
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from ..nn import (
     BesselBasis,
     ChannelMixing,
     ChannelwiseTensorProduct,
+    Irrep,
     IrrepWeighting,
     PolynomialCutoff,
     SphericalHarmonics,
@@ -33,7 +34,7 @@ from .config import AllegroConfig
 class AllegroLayer(nn.Module):
     """One Allegro layer: environment embedding, channel-wise tensor product, latent and tensor update."""
 
-    def __init__(self, cfg: AllegroConfig, in_irreps, last: bool) -> None:
+    def __init__(self, cfg: AllegroConfig, in_irreps: Sequence[Irrep], last: bool) -> None:
         super().__init__()
         u = cfg.num_tensor_features
         y_irreps = sh_irreps(cfg.l_max)

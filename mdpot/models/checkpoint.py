@@ -66,7 +66,12 @@ def save_checkpoint(model: nn.Module, path: Union[str, os.PathLike], extra: Opti
 
 
 def load_checkpoint(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float64) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Rebuild the model stored at ``path``. Returns ``(model, payload)``; the model is in eval mode."""
+    """Rebuild the model stored at ``path`` in ``dtype``. Returns ``(model, payload)``; the model is in eval mode.
+
+    The caller's random stream is left alone: the module is built under a forked RNG (its fresh weights are
+    overwritten by the stored ones), and the stored float64 weights are cast to ``dtype`` once, on loading.
+    Raises ``FileNotFoundError`` (resolved path) or ``ValueError`` naming what is wrong with the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path.resolve()}")
@@ -80,9 +85,10 @@ def load_checkpoint(path: Union[str, os.PathLike], dtype: torch.dtype = torch.fl
         raise ValueError(f"{path}: checkpoint format {payload['mdpot_checkpoint']} is not supported "
                          f"(this mdpot reads format {CHECKPOINT_FORMAT})")
     config = make_config(payload["architecture"], payload["config"])
-    model = build_model(config, dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        model = _arch(config.architecture)[1](config).to(dtype)
     model.load_state_dict(payload["state_dict"])
-    return model.to(dtype).eval(), payload
+    return model.eval(), payload
 
 
 def create_checkpoint(config: ModelConfig, path: Union[str, os.PathLike], seed: int = 0) -> Path:

@@ -4,8 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ase.data import chemical_symbols
 
@@ -29,21 +28,9 @@ def _check_widths(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}")
 
 
-def read_yaml_mapping(path: Union[str, Path], expected: str) -> Dict[str, Any]:
-    """The mapping at the top of YAML file ``path``; one-line errors for a missing file, invalid YAML or
-    anything but a mapping (``expected`` names the sections it should have)."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {p.resolve()}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{p}: expected a mapping with {expected}")
-    return dict(data)
+#: The model ``mdpot init`` writes without a config and the benchmarks run: the README's benchmark Allegro
+#: (Cu, r_max 5 Å, every other option at its default), as ``{"architecture": ..., "model": options}``.
+DEFAULT_MODEL: Dict[str, Any] = {"architecture": "allegro", "model": {"elements": ["Cu"], "r_max": 5.0}}
 
 
 @dataclass(frozen=True)

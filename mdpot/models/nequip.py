@@ -20,86 +20,26 @@ atoms up to ``L * r_max`` away; nothing farther has any influence.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 from torch import nn
 
-from ..nn import MLP, BesselBasis, ChannelMixing, ChannelwiseTensorProduct, PolynomialCutoff, SphericalHarmonics, feature_irreps, sh_irreps
-from ..nn.equivariant import Irrep
+from ..nn import (
+    MLP,
+    BesselBasis,
+    ChannelMixing,
+    ChannelwiseTensorProduct,
+    Gate,
+    Irrep,
+    PolynomialCutoff,
+    SpeciesLinear,
+    SphericalHarmonics,
+    feature_irreps,
+    offsets_by_irrep,
+    sh_irreps,
+)
 from .config import NequIPConfig
-
-
-class SpeciesLinear(nn.Module):
-    """Self-connection: a channel mixing per irrep whose matrix depends on the atom's species.
-
-    Shapes: ``h [D_in, N, U_in]``, ``select [N]`` (``n * num_types + type_n``) -> ``[D_out, N, U_out]``.
-    Output irreps absent from the input are zero.
-    """
-
-    def __init__(self, in_irreps: Sequence[Irrep], out_irreps: Sequence[Irrep], num_types: int, u_in: int, u_out: int) -> None:
-        super().__init__()
-        offsets, start = {}, 0
-        for l, p in in_irreps:
-            offsets[(l, p)] = start
-            start += 2 * l + 1
-        plan: List[List[int]] = []
-        w_size = 0
-        for l, p in out_irreps:
-            dim = 2 * l + 1
-            if (l, p) in offsets:
-                plan.append([offsets[(l, p)], dim, w_size])
-                w_size += num_types * u_in * u_out
-            else:
-                plan.append([-1, dim, w_size])
-        self.plan = plan
-        self.num_types, self.u_in, self.u_out = num_types, u_in, u_out
-        self.weight = nn.Parameter(torch.randn(w_size))
-
-    def forward(self, h: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
-        n = h.shape[1]
-        outs: List[torch.Tensor] = []
-        norm = 1.0 / math.sqrt(float(self.u_in))
-        for block in self.plan:
-            start, dim, w0 = block[0], block[1], block[2]
-            if start < 0:
-                outs.append(torch.zeros(dim, n, self.u_out, dtype=h.dtype, device=h.device))
-                continue
-            w = self.weight[w0:w0 + self.num_types * self.u_in * self.u_out].view(self.num_types, self.u_in, self.u_out)
-            w = w.permute(1, 0, 2).reshape(self.u_in, self.num_types * self.u_out) * norm
-            # every species' matrix on every atom, then keep the atom's own: one GEMM, species are few
-            y = (h[start:start + dim].reshape(dim * n, self.u_in) @ w).view(dim, n * self.num_types, self.u_out)
-            outs.append(y.index_select(1, select))
-        return torch.cat(outs, dim=0)
-
-
-class Gate(nn.Module):
-    """Gated nonlinearity on ``[D, N, U]`` features laid out as ``irreps`` followed by one gate scalar per
-    ``l > 0`` irrep; returns ``[D_irreps, N, U]``."""
-
-    def __init__(self, irreps: Sequence[Irrep]) -> None:
-        super().__init__()
-        self.dims: List[int] = [2 * l + 1 for l, _ in irreps]
-        # kind: 0 even scalar (SiLU), 1 odd scalar (tanh keeps it odd), 2 gated by sigmoid of its gate scalar
-        self.kinds: List[int] = [0 if l == 0 and p == 1 else 1 if l == 0 else 2 for l, p in irreps]
-        self.num_gates = sum(1 for k in self.kinds if k == 2)
-        self.split_sizes: List[int] = self.dims + [1] * self.num_gates
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blocks = torch.split(x, self.split_sizes, dim=0)
-        n_irreps = len(self.dims)
-        outs: List[torch.Tensor] = []
-        g = n_irreps
-        for k in range(n_irreps):
-            kind = self.kinds[k]
-            if kind == 0:
-                outs.append(nn.functional.silu(blocks[k]))
-            elif kind == 1:
-                outs.append(torch.tanh(blocks[k]))
-            else:
-                outs.append(blocks[k] * torch.sigmoid(blocks[g]))
-                g += 1
-        return torch.cat(outs, dim=0)
 
 
 class InteractionBlock(nn.Module):
@@ -130,10 +70,7 @@ class InteractionBlock(nn.Module):
         self.gate = Gate(out_irreps)
         self.msg_norm = 1.0 / math.sqrt(cfg.avg_num_neighbors)
         # residual over the input components that carry the output irreps (all of them, or none)
-        in_offsets, start = {}, 0
-        for l, p in in_irreps:
-            in_offsets[(l, p)] = start
-            start += 2 * l + 1
+        in_offsets = offsets_by_irrep(in_irreps)
         residual: List[int] = []
         if all(irrep in in_offsets for irrep in out_irreps):
             for l, p in out_irreps:
@@ -207,7 +144,7 @@ class NequIP(nn.Module):
         self.embedding = nn.Parameter(torch.randn(self.num_types, u))
         hidden = feature_irreps(config.l_max, config.parity)
         blocks: List[InteractionBlock] = []
-        in_irreps: List[Tuple[int, int]] = [(0, 1)]
+        in_irreps: List[Irrep] = [(0, 1)]
         for k in range(config.num_layers):
             # the readout needs only even scalars: the last block computes nothing else
             out_irreps = [(0, 1)] if k == config.num_layers - 1 else hidden
@@ -222,7 +159,9 @@ class NequIP(nn.Module):
         n_atoms = atom_type.shape[0]
         n_blocks = len(self.blocks)
         prune = 0 <= n_local < n_atoms
-        centre_hop = edge_index[0]  # placeholder: read only when pruning (TorchScript wants a tensor here)
+        # TorchScript workaround: a variable must be a Tensor on every path, so it starts as a dummy that is read
+        # only when pruning
+        centre_hop = edge_index[0]
         if prune:
             # hops from the wanted atoms, capped at n_blocks: relax along every edge n_blocks - 1 times
             hop = torch.full((n_atoms,), n_blocks, dtype=torch.long, device=atom_type.device)

@@ -14,37 +14,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-Irrep = Tuple[int, int]
-
-
-def irreps_dim(irreps: Sequence[Irrep]) -> int:
-    """Total number of components ``sum(2l+1)``."""
-    return sum(2 * l + 1 for l, _ in irreps)
-
-
-def feature_irreps(l_max: int, parity: bool) -> List[Irrep]:
-    """Irreps carried by tensor features.
-
-    ``parity=False`` keeps the parity of the spherical harmonics, ``(-1)^l``; ``parity=True`` tracks both
-    parities for every ``l`` (full O(3)), so pseudo-scalars and axial vectors are available too.
-    """
-    if l_max < 0:
-        raise ValueError(f"l_max must be >= 0, got {l_max}")
-    if not parity:
-        return [(l, (-1) ** l) for l in range(l_max + 1)]
-    out: List[Irrep] = []
-    for l in range(l_max + 1):
-        out += [(l, (-1) ** l), (l, -((-1) ** l))]
-    return out
-
-
-def sh_irreps(l_max: int) -> List[Irrep]:
-    """Irreps of the spherical harmonics ``Y_0 .. Y_lmax``."""
-    return [(l, (-1) ** l) for l in range(l_max + 1)]
-
-
-def irreps_string(irreps: Sequence[Irrep], mul: int = 1) -> str:
-    return "+".join(f"{mul}x{l}{'e' if p == 1 else 'o'}" for l, p in irreps)
+from .irreps import Irrep, offsets
 
 
 class SphericalHarmonics(nn.Module):
@@ -93,8 +63,8 @@ class ChannelwiseTensorProduct(nn.Module):
     def __init__(self, irreps1: Sequence[Irrep], irreps2: Sequence[Irrep], allowed_out: Sequence[Irrep],
                  unit_scalar_y: bool = False) -> None:
         super().__init__()
-        off1 = _offsets(irreps1)
-        off2 = _offsets(irreps2)
+        off1 = offsets(irreps1)
+        off2 = offsets(irreps2)
         blocks: List[Tuple[Irrep, int]] = []
         terms: List[List[Tuple[int, int, float]]] = []
         comp_path: List[int] = []
@@ -172,57 +142,3 @@ class ChannelwiseTensorProduct(nn.Module):
         for k in range(self.dim_out):
             out[k].index_add_(0, index, self._component(xs, ys, k) * ws[self.comp_path[k]])
         return out
-
-
-class ChannelMixing(nn.Module):
-    """Equivariant linear map from tensor-product output blocks to feature irreps.
-
-    For every output irrep, mixes all channels of all paths that produced it (``U_in * paths -> U_out``);
-    the same matrix acts on every ``m`` component, so equivariance is kept. Irreps that no path produced
-    are zero.
-
-    Shapes: ``t [D_tp, E, U_in]`` -> ``[D_out, E, U_out]``.
-    """
-
-    def __init__(self, in_blocks: Sequence[Tuple[Irrep, int]], out_irreps: Sequence[Irrep], u_in: int, u_out: int) -> None:
-        super().__init__()
-        by_irrep = {irrep: (k, paths) for k, (irrep, paths) in enumerate(in_blocks)}
-        self.split_sizes: List[int] = [paths * (2 * l + 1) for (l, _), paths in in_blocks]
-        self.u_in, self.u_out = u_in, u_out
-        plan: List[List[int]] = []
-        w_size = 0
-        for l, p in out_irreps:
-            if (l, p) in by_irrep:
-                k, paths = by_irrep[(l, p)]
-                plan.append([k, paths, 2 * l + 1, w_size])
-                w_size += u_in * paths * u_out
-            else:
-                plan.append([-1, 0, 2 * l + 1, w_size])
-        self.plan = plan
-        self.weight = nn.Parameter(torch.randn(w_size))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.forward_blocks(torch.split(t, self.split_sizes, dim=0))
-
-    def forward_blocks(self, blocks: List[torch.Tensor]) -> torch.Tensor:
-        """Mix blocks already split by ``split_sizes`` (lets a caller reuse one split for other work)."""
-        n = blocks[0].shape[1]
-        outs: List[torch.Tensor] = []
-        for block in self.plan:
-            index, paths, dim, w0 = block[0], block[1], block[2], block[3]
-            if paths == 0:
-                outs.append(torch.zeros(dim, n, self.u_out, dtype=blocks[0].dtype, device=blocks[0].device))
-                continue
-            # [paths*dim, E, U] -> [dim, E, paths*U]: one GEMM per irrep over (path, channel).
-            tb = blocks[index].view(paths, dim, n, self.u_in).permute(1, 2, 0, 3).reshape(dim * n, paths * self.u_in)
-            w = self.weight[w0:w0 + self.u_in * paths * self.u_out].view(paths * self.u_in, self.u_out)
-            outs.append((tb @ (w * (1.0 / math.sqrt(float(self.u_in * paths))))).view(dim, n, self.u_out))
-        return torch.cat(outs, dim=0)
-
-
-def _offsets(irreps: Sequence[Irrep]) -> List[int]:
-    out, s = [], 0
-    for l, _ in irreps:
-        out.append(s)
-        s += 2 * l + 1
-    return out

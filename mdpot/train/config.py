@@ -333,7 +333,7 @@ class TrainConfig:
 
 def load_train_config(path: Union[str, Path]) -> TrainConfig:
     """Read and validate a training config YAML file."""
-    from ..models.config import read_yaml_mapping
+    from .._yaml import read_yaml_mapping
 
     data = read_yaml_mapping(path, "'architecture', 'model', 'data' and 'training' sections")
     return TrainConfig.from_dict(data, base_dir=Path(path).resolve().parent)
