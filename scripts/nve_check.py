@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Energy conservation of the shipped example models in LAMMPS (TEST_MATRIX row 25, issue 5).
+"""Energy conservation of the shipped example models in LAMMPS (row 25 of docs/testing.md).
 
 For each model: NVE at 1 fs for 1 ps (1000 steps) on >= 500 atoms, 2 MPI ranks, thermo every 10 fs.
 Reports the drift of the total energy per atom per ps (slope of a least-squares line through E_tot(t)),

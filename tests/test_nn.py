@@ -16,8 +16,8 @@ def test_cutoff_envelope_is_smooth_at_rmax():
     (d2u,) = torch.autograd.grad(du.sum(), r)
     assert u[0] == 1.0 and u[2] == 0.0 and u[3] == 0.0
     # u has a triple root at r_max: value, slope and curvature all vanish continuously
-    assert abs(float(u[1])) < 1e-15 and abs(float(du[1])) < 1e-10 and abs(float(d2u[1])) < 1e-5
-    assert float(du[2]) == 0.0 and float(d2u[2]) == 0.0
+    assert abs(float(u[1].detach())) < 1e-15 and abs(float(du[1].detach())) < 1e-10 and abs(float(d2u[1].detach())) < 1e-5
+    assert float(du[2].detach()) == 0.0 and float(d2u[2]) == 0.0
 
 
 def test_bessel_basis_values():

@@ -17,11 +17,11 @@ from . import metadata as md
 PathLike = Union[str, os.PathLike]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedModel:
     """A model ready to evaluate: the contract module (TorchScript or eager ``Potential``) and its metadata.
 
-    Treat it as read-only; :meth:`to` gives a copy on another device instead of moving this one.
+    Frozen: :meth:`to` gives a copy on another device instead of moving this one.
 
     Attributes
     ----------

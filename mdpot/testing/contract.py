@@ -1,9 +1,10 @@
 """Running a model-contract module on ASE structures, for the checks of the test kit.
 
 The kit sits below :mod:`mdpot.deploy` and :mod:`mdpot.calculator` (the deploy self-check and ``mdpot check`` call
-it), so it drives the contract module directly: :func:`contract_outputs` on a :class:`~mdpot.data.Graph`, and
-:class:`ContractCalculator`, a minimal ASE calculator over a module, so that finite differences can use ASE's own
-helpers. :class:`mdpot.MDPotCalculator` is the full calculator (device, caching rules, per-atom stress).
+it), so it drives the contract module directly: :func:`contract_outputs` on a :class:`~mdpot.data.Graph` (the raw
+outputs, the global virial included, for the deploy self-check), and :class:`ContractCalculator`, a minimal ASE
+calculator over a module whose energies and stress come from :func:`mdpot.data.evaluate`, so that finite
+differences can use ASE's own helpers. :class:`mdpot.MDPotCalculator` is the full calculator (device, caching rules, per-atom stress).
 """
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator, Calculator, all_changes
 
-from ..data import Graph, TypeMapper, atoms_to_graph
-from ..voigt import to_voigt
+from ..data import Batch, Graph, TypeMapper, atoms_to_graph, evaluate
 
 #: Names of the contract's outputs, in the order the forward returns them.
 CONTRACT_OUTPUTS = ("per-atom energy", "forces", "virial", "per-atom virial")
@@ -60,12 +60,14 @@ class ContractCalculator(Calculator):
                   system_changes: List[str] = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         graph = atoms_to_graph(self.atoms, self.r_max, self.mapper)
-        atom_energy, forces, virial, _ = contract_outputs(self.module, graph, compute_atom_virial=False)
-        energy = float(atom_energy.sum())
-        self.results = {"energy": energy, "free_energy": energy, "energies": atom_energy.numpy(),
-                        "forces": forces.numpy()}
-        if self.atoms.cell.rank == 3:
-            self.results["stress"] = to_voigt(-virial.numpy() / self.atoms.get_volume())
+        with_stress = self.atoms.cell.rank == 3
+        batch = Batch.from_graphs([graph], [self.atoms.get_volume()] if with_stress else None)
+        pred = evaluate(self.module, batch, stress=with_stress)
+        energy = float(pred.energy[0])
+        self.results = {"energy": energy, "free_energy": energy, "energies": pred.atom_energy.detach().numpy(),
+                        "forces": pred.forces.detach().numpy()}
+        if with_stress:
+            self.results["stress"] = pred.stress[0].detach().numpy()
 
 
 def as_calculator(calc_or_model: Any) -> BaseCalculator:

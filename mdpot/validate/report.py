@@ -141,8 +141,7 @@ def validate(model, data: PathLike, energy_key: str = "energy", forces_key: str 
         from ..deploy import eager_model
         from ..models import load_checkpoint
 
-        loaded = eager_model(load_checkpoint(model)[0], "float64")
-        loaded.path = Path(model)
+        loaded = eager_model(load_checkpoint(model)[0], "float64", path=model)
     else:
         loaded = load_model(model)
     items = load_labelled(data, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)

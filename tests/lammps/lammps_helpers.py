@@ -35,7 +35,7 @@ def matrix_to_voigt(m: np.ndarray) -> np.ndarray:
 
 
 def tol(check: str, dtype: str) -> float:
-    """TEST_MATRIX tolerance of ``check`` for a model of ``dtype``."""
+    """Tolerance (docs/testing.md) of ``check`` for a model of ``dtype``."""
     from mdpot.testing import tolerance
 
     return tolerance(check, dtype)
@@ -152,8 +152,9 @@ def read_edges(prefix: Path) -> Dict[str, np.ndarray]:
         raise FileNotFoundError(f"no edge files {prefix}.<rank>")
     tags, vec, local = [], [], []
     for f in files:
-        data = np.loadtxt(f, comments="#", ndmin=2)
-        if data.size:
+        rows = [line for line in f.read_text().splitlines() if line and not line.startswith("#")]
+        if rows:  # a rank without edges writes only its header
+            data = np.loadtxt(rows, ndmin=2)
             tags.append(data[:, :2].astype(np.int64))
             vec.append(data[:, 2:5])
             local.append(data[:, 5] == 1)

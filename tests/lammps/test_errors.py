@@ -1,4 +1,4 @@
-"""Bad inputs (TEST_MATRIX "Bad inputs" and row 17): each stops LAMMPS with a clear error, on 1 and 2 ranks,
+"""Bad inputs (docs/testing.md "Bad inputs" and row 17): each stops LAMMPS with a clear error, on 1 and 2 ranks,
 never a crash, a hang (every run has a timeout) or a silent wrong result."""
 
 from __future__ import annotations

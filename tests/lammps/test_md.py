@@ -1,4 +1,4 @@
-"""Short MD in LAMMPS (TEST_MATRIX rows 18 and 24): run 0 / run 4 vs Python, restart and write_data
+"""Short MD in LAMMPS (docs/testing.md rows 18 and 24): run 0 / run 4 vs Python, restart and write_data
 continuations identical to the uninterrupted run, per-atom energies summing to the total, and 10 NVE steps
 against ASE's VelocityVerlet."""
 

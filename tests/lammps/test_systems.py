@@ -1,4 +1,4 @@
-"""LAMMPS vs Python on a set of systems, on 1 to 8 MPI ranks (TEST_MATRIX rows 14, 15, 16, 19, 20, 23).
+"""LAMMPS vs Python on a set of systems, on 1 to 8 MPI ranks (docs/testing.md rows 14, 15, 16, 19, 20, 23).
 
 One LAMMPS process per (dtype, rank layout) runs every system as its own block (``clear`` in between);
 the tests below only read its outputs, so they are cheap to parametrise.

@@ -1,4 +1,4 @@
-"""LAMMPS type order and pair_style hybrid/overlay (TEST_MATRIX rows 21 and 22)."""
+"""LAMMPS type order and pair_style hybrid/overlay (docs/testing.md rows 21 and 22)."""
 
 from __future__ import annotations
 
