@@ -118,10 +118,12 @@ def bare_model_time(model: Path, n: int, repeats: int, threads: int = 1) -> dict
     import torch
 
     from mdpot.data import TypeMapper, atoms_to_graph
+    from mdpot._malloc import tune_malloc
     from mdpot.deploy import load_model
     from mdpot.testing import fcc
 
     torch.set_num_threads(threads)
+    tune_malloc()  # as the calculator and the pair style do (loading a model no longer does it)
     torch._C._set_graph_executor_optimize(False)  # as the pair style runs it (jit_optimize no)
     loaded = load_model(model)
     atoms = fcc("Cu", (n, n, n), a=3.61, rattle=0.01)
