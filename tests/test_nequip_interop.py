@@ -21,7 +21,8 @@ pytest.importorskip("allegro", reason="nequip-allegro is not importable")
 
 from mdpot.data import TypeMapper, atoms_to_graph  # noqa: E402
 from mdpot.interop import nequip as nq  # noqa: E402
-from mdpot.interop._nequip_testing import ELEMENTS, R_MAX, build_nequip_file  # noqa: E402
+from mdpot.interop._nequip_testing import (  # noqa: E402
+    ELEMENTS, R_MAX, build_nequip_file, export_torchscript, package_checkpoint, train_checkpoint)
 from mdpot.testing import alloy, molecule, slab  # noqa: E402
 
 ARCHS = ("allegro", "nequip")
@@ -302,6 +303,42 @@ def test_self_check_disagreement_writes_nothing(sources, tmp_path, monkeypatch):
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """arch -> (best.ckpt, .nequip.zip, .nequip.pth) of a tiny model nequip-trained for two epochs."""
+    out = {}
+    for arch in ARCHS:
+        folder = tmp_path_factory.mktemp(f"nequip_train_{arch}")
+        ckpt = train_checkpoint(folder, arch)
+        out[arch] = (ckpt, package_checkpoint(ckpt, folder / "model.nequip.zip"),
+                     export_torchscript(ckpt, folder / "model.nequip.pth"))
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_deploy_from_checkpoint_and_package_equals_torchscript(trained, tmp_path, arch):
+    """Kinds are detected from content; deploying the checkpoint, its package and its .nequip.pth gives the same
+    weights and bitwise the same results; the checkpoint deploy also passed the check against the eager model."""
+    from mdpot.deploy import load_model
+
+    files = dict(zip((nq.NEQUIP_CHECKPOINT, nq.NEQUIP_PACKAGE, nq.NEQUIP_TORCHSCRIPT), trained[arch]))
+    atoms = structures()["small_periodic"]
+    results, digests = {}, set()
+    for kind, src in files.items():
+        renamed = tmp_path / f"source_{kind}.bin"  # the name says nothing
+        renamed.write_bytes(src.read_bytes())
+        assert nq.detect_source_kind(renamed) == kind
+        m = nq.deploy_nequip(renamed, tmp_path / f"{kind}.pt")
+        assert m.metadata["provenance"]["source"]["kind"] == kind
+        assert m.metadata["architecture"] == arch and m.metadata["num_layers"] == (1 if arch == "allegro" else 2)
+        digests.add(m.metadata["weights_sha256"])
+        results[kind] = nq.contract_eval(load_model(m.path).module, atoms, R_MAX, ELEMENTS)
+    assert len(digests) == 1
+    for kind, res in results.items():
+        for key, value in res.items():
+            assert np.array_equal(value, results[nq.NEQUIP_TORCHSCRIPT][key]), f"{kind} {key}"
+
+
 NO_NEQUIP = """
 import sys
 sys.modules["nequip"] = None; sys.modules["allegro"] = None
@@ -319,16 +356,15 @@ except ValueError as exc:
 """
 
 
-def test_deploy_and_run_without_nequip(sources, tmp_path):
+@pytest.mark.parametrize("kind", [0, 1], ids=["checkpoint", "package"])
+def test_deploy_and_run_without_nequip(sources, trained, tmp_path, kind):
     """The .nequip.pth deploys and the wrapped file runs in a Python where nequip and allegro cannot be imported;
-    a checkpoint there is refused with what to install."""
-    fake_ckpt = tmp_path / "fake.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"info_dict": {"training_module": {"_target_": "nequip.train.EMALightningModule"}}},
-                "model": "allegro.model.AllegroModel"}, str(fake_ckpt))
-    assert nq.detect_source_kind(fake_ckpt) == nq.NEQUIP_CHECKPOINT
+    a checkpoint or package there is refused in one line saying what to install."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-W", "ignore", "-c", NO_NEQUIP, str(sources["nequip", "float32"]),
-                           str(tmp_path / "w.pt"), str(fake_ckpt)], capture_output=True, text=True, env=env, timeout=600)
+                           str(tmp_path / "w.pt"), str(trained["allegro"][kind])], capture_output=True, text=True,
+                          env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "energy" in proc.stdout
-    assert "refused:" in proc.stdout and "pip install" in proc.stdout and "nequip-allegro" in proc.stdout
+    line = proc.stdout.split("refused:")[1].strip()
+    assert "\n" not in line and "pip install" in line and "nequip-allegro" in line, line

@@ -1,6 +1,8 @@
 """Subprocess helper: a nequip checkpoint or package -> a nequip TorchScript file (``*.nequip.pth``).
 
-Run as ``python -m mdpot.interop._nequip_export SOURCE OUT.nequip.pth``. It needs the ``nequip`` package
+Run as ``python -m mdpot.interop._nequip_export SOURCE OUT.nequip.pth [REFERENCE.json]``; with REFERENCE it
+also writes the eager (source) model's results through nequip's dict interface on the deploy self-check
+structures, so that the parent can compare the wrapped model with the model as nequip built it. It needs the ``nequip`` package
 (and ``nequip-allegro`` for Allegro models). It runs in its own process because nequip's global state
 (default dtype float64, global seeds, JIT fusion strategy, e3nn and dynamo flags, environment variables)
 is process-wide and would leak into the caller. Prints one JSON line with the model's metadata.
@@ -11,7 +13,7 @@ import json
 import sys
 
 
-def export(source: str, out: str) -> dict:
+def export(source: str, out: str, reference: str = "") -> dict:
     import torch
     from nequip.model.inference_models.torchscript import save_torchscript_model
     from nequip.model.saved_models.load_utils import load_saved_model
@@ -30,16 +32,26 @@ def export(source: str, out: str) -> dict:
     for key, value in get_latest_global_state(only_metadata_related=True).items():
         metadata[key] = ("1" if value else "0") if isinstance(value, bool) else value
     save_torchscript_model(model, metadata, out, torch.device("cpu"))
+    if reference:
+        from .nequip import self_check_structures, nequip_dict_eval
+
+        model.eval()
+        elements, r_max = str(metadata["type_names"]).split(), float(metadata["r_max"])
+        results = {label: {k: (v.tolist() if hasattr(v, "tolist") else v)
+                           for k, v in nequip_dict_eval(model, atoms, r_max, elements).items()}
+                   for label, atoms in self_check_structures(elements, r_max).items()}
+        with open(reference, "w") as fh:
+            json.dump(results, fh)
     return {k: str(v) for k, v in metadata.items()}
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m mdpot.interop._nequip_export SOURCE OUT.nequip.pth", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m mdpot.interop._nequip_export SOURCE OUT.nequip.pth [REFERENCE.json]", file=sys.stderr)
         return 2
     try:
-        meta = export(argv[0], argv[1])
+        meta = export(*argv)
     except Exception as exc:  # reported to the parent process as one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         print(f"nequip export failed: {type(exc).__name__}: {first}", file=sys.stderr)

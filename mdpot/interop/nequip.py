@@ -54,6 +54,9 @@ NEQUIP_REQUIRED_KEYS = ("r_max", "type_names", "model_dtype")
 
 INSTALL_HINT = "pip install -c constraints.txt nequip==0.19.1 nequip-allegro==0.8.3"
 
+KIND_LABELS = {MDPOT: "mdpot model", NEQUIP_TORCHSCRIPT: "nequip TorchScript model",
+               NEQUIP_CHECKPOINT: "nequip training checkpoint", NEQUIP_PACKAGE: "nequip packaged model (.nequip.zip)"}
+
 
 class NequIPPotential(nn.Module):
     """A loaded nequip TorchScript ``GraphModel`` behind mdpot's contract forward (``docs/contract.md``).
@@ -420,18 +423,26 @@ def check_convention(module: nn.Module, elements, r_max: float, layers: int, dty
     return worst
 
 
-def check_against_source(wrapped: nn.Module, source_model: nn.Module, meta: Dict[str, Any], source: str) -> Dict[str, float]:
-    """Compare the wrapped model with the source model called through nequip's dict interface, on a skewed
-    rattled periodic cell smaller than ``2 r_max`` and on a molecule: energy, per-atom energy, forces and
-    stress. Raises a one-line ``ValueError`` naming the quantity and the size of the disagreement."""
+def self_check_structures(elements, r_max: float) -> Dict[str, Any]:
+    """The deploy self-check structures: a skewed rattled periodic cell smaller than ``2 r_max`` and a molecule."""
     from ..testing.structures import molecule, sample_structure
+
+    return {"periodic cell": sample_structure(tuple(elements), r_max), "molecule": molecule(tuple(elements))}
+
+
+def check_against_source(wrapped: nn.Module, source_model: Optional[nn.Module], meta: Dict[str, Any], source: str,
+                         reference: Optional[Dict[str, Dict[str, Any]]] = None, what: str = "the nequip model") -> Dict[str, float]:
+    """Compare the wrapped model with the source model called through nequip's dict interface (or with
+    ``reference``, such results computed elsewhere), on the :func:`self_check_structures`: energy, per-atom
+    energy, forces and stress. Raises a one-line ``ValueError`` naming the quantity and the size of the
+    disagreement."""
     from ..testing.tolerances import tolerance
 
     elements, r_max, dtype = meta[md.ELEMENTS], meta[md.R_MAX], meta[md.MODEL_DTYPE]
     tol = tolerance("deploy", dtype)
     errors: Dict[str, float] = {}
-    for label, atoms in (("periodic cell", sample_structure(elements, r_max)), ("molecule", molecule(elements))):
-        want = nequip_dict_eval(source_model, atoms, r_max, elements)
+    for label, atoms in self_check_structures(elements, r_max).items():
+        want = reference[label] if reference is not None else nequip_dict_eval(source_model, atoms, r_max, elements)
         got = contract_eval(wrapped, atoms, r_max, elements, atom_virial=False)
         for key in ("energy", "energies", "forces", "stress"):
             if key not in want:
@@ -441,7 +452,7 @@ def check_against_source(wrapped: nn.Module, source_model: nn.Module, meta: Dict
             scale = float(np.max(np.abs(b))) if b.size else 0.0
             errors[f"{label} {key}"] = err
             if a.shape != b.shape or not np.all(np.abs(a - b) <= tol * (1.0 + np.abs(b))):
-                raise ValueError(f"{source}: wrapped model disagrees with the nequip model on the {label}: {key} "
+                raise ValueError(f"{source}: wrapped model disagrees with {what} on the {label}: {key} "
                                  f"max |error| {err:.3e} (tolerance {tol:.0e} relative, magnitude {scale:.3e}); nothing written")
     return errors
 
@@ -450,24 +461,35 @@ def check_against_source(wrapped: nn.Module, source_model: nn.Module, meta: Dict
 # Deploy
 
 
-def _export_in_subprocess(source: Path, kind: str, workdir: Path) -> Path:
-    out = workdir / "exported.nequip.pth"
+def _export_in_subprocess(source: Path, kind: str, workdir: Path) -> Tuple[Path, Dict[str, Any]]:
+    """nequip's own load + TorchScript export of a checkpoint or package, in a subprocess; also returns the
+    eager model's results on the self-check structures."""
+    out, ref = workdir / "exported.nequip.pth", workdir / "eager_reference.json"
     try:
         import nequip  # noqa: F401
     except ImportError:
         what = "nequip and nequip-allegro" if _mentions_allegro(source) else "nequip"
-        raise ValueError(f"{source}: is a {kind}; deploying it needs {what} importable in this Python "
+        raise ValueError(f"{source}: is a {KIND_LABELS[kind]}; deploying it needs {what} importable in this Python "
                          f"({INSTALL_HINT}), or deploy the model's .nequip.pth instead") from None
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "mdpot.interop._nequip_export", str(source), str(out)],
+    # nequip's load_saved_model tells a package from a checkpoint by the name (".nequip.zip"); we know the kind
+    # from the content, so give it a name that says so.
+    named = workdir / ("source.nequip.zip" if kind == NEQUIP_PACKAGE else "source.ckpt")
+    try:
+        os.symlink(source.resolve(), named)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, named)
+    proc = subprocess.run([sys.executable, "-m", "mdpot.interop._nequip_export", str(named), str(out), str(ref)],
                           capture_output=True, text=True, env=env)
-    if proc.returncode != 0 or not out.is_file():
+    if proc.returncode != 0 or not out.is_file() or not ref.is_file():
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("nequip export failed")]
         last = lines[-1] if lines else (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ValueError(f"{source}: could not load the {kind} with nequip: {last}")
-    return out
+        raise ValueError(f"{source}: could not load the {KIND_LABELS[kind]} with nequip: {last}")
+    return out, json.loads(ref.read_text())
 
 
 def wrap_nequip(path: PathLike, provenance: Optional[Dict[str, Any]] = None,
@@ -503,14 +525,18 @@ def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, 
     if detected == MDPOT:
         raise ValueError(f"{source}: is already an mdpot model; deploy its checkpoint or use it as it is")
     if kind != detected:
-        raise ValueError(f"{source}: content is a {detected}, not a {kind}")
+        raise ValueError(f"{source}: content is a {KIND_LABELS[detected]}, not a {KIND_LABELS.get(kind, kind)}")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out.resolve()} exists; pass overwrite=True (CLI: --force) to replace it")
     if dtype is not None and dtype not in md.DTYPES:
         raise ValueError(f"dtype must be one of {list(md.DTYPES)} or None, got {dtype!r}")
 
     with tempfile.TemporaryDirectory(prefix="mdpot-nequip-") as tmpdir:
-        script_path = source if kind == NEQUIP_TORCHSCRIPT else _export_in_subprocess(source, kind, Path(tmpdir))
+        eager_ref = None
+        if kind == NEQUIP_TORCHSCRIPT:
+            script_path = source
+        else:
+            script_path, eager_ref = _export_in_subprocess(source, kind, Path(tmpdir))
         graph_model, raw = load_nequip_torchscript(script_path)
         provenance = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -528,6 +554,9 @@ def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, 
             check_convention(loaded.module, meta[md.ELEMENTS], meta[md.R_MAX], meta[md.NUM_LAYERS],
                              meta[md.MODEL_DTYPE], str(source))
             check_against_source(loaded.module, graph_model, meta, str(source))
+            if eager_ref is not None:
+                check_against_source(loaded.module, None, meta, str(source), reference=eager_ref,
+                                     what=f"the {KIND_LABELS[kind]} as nequip loads it")
             os.replace(tmp, out)
         finally:
             if tmp.exists():
