@@ -1,4 +1,4 @@
-"""Models trained with the nequip package (NequIP, Allegro) deployed through mdpot (prototype of the issue).
+"""Models trained with the nequip package (NequIP, Allegro) deployed through mdpot .
 
 Needs ``nequip==0.19.1`` and ``nequip-allegro==0.8.3`` importable to build the source models; the wrapped
 files themselves are plain TorchScript (checked in a subprocess where importing nequip fails).
@@ -21,7 +21,7 @@ pytest.importorskip("allegro", reason="nequip-allegro is not importable")
 
 from mdpot.data import TypeMapper, atoms_to_graph  # noqa: E402
 from mdpot.interop import nequip as nq  # noqa: E402
-from mdpot.interop._nequip_testing import (  # noqa: E402
+from mdpot.testing.nequip import (  # noqa: E402
     ELEMENTS, R_MAX, build_nequip_file, export_torchscript, package_checkpoint, train_checkpoint)
 from mdpot.testing import alloy, molecule, slab  # noqa: E402
 
@@ -44,16 +44,13 @@ def _default_dtype():
 
 
 @pytest.fixture(scope="session")
-def sources(tmp_path_factory):
-    """(arch, dtype) -> a small fresh-weight nequip TorchScript file made by nequip's own export code."""
-    folder = tmp_path_factory.mktemp("nequip_sources")
-    return {(a, d): build_nequip_file(folder / f"{a}_{d}.nequip.pth", a, d) for a, d in CASES}
+def sources(nequip_sources):
+    return nequip_sources
 
 
 @pytest.fixture(scope="session")
-def wrapped(sources, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("nequip_wrapped")
-    return {key: nq.deploy_nequip(src, folder / f"{key[0]}_{key[1]}.pt").path for key, src in sources.items()}
+def wrapped(nequip_wrapped):
+    return nequip_wrapped
 
 
 def close(a, b, tol, what):

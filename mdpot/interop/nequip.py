@@ -1,4 +1,4 @@
-"""Deploy models of the ``nequip`` package (NequIP, Allegro) as ordinary mdpot model files (prototype).
+"""Deploy models of the ``nequip`` package (NequIP, Allegro) as ordinary mdpot model files (``mdpot deploy SOURCE``).
 
 Facts this module relies on (established against nequip 0.19.1 / nequip-allegro 0.8.3, see the tests):
 
@@ -21,6 +21,7 @@ Facts this module relies on (established against nequip 0.19.1 / nequip-allegro 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..deploy import metadata as md
 
 PathLike = Union[str, os.PathLike]
@@ -48,13 +49,14 @@ MDPOT = "mdpot"
 NEQUIP_TORCHSCRIPT = "nequip-torchscript"
 NEQUIP_CHECKPOINT = "nequip-checkpoint"
 NEQUIP_PACKAGE = "nequip-package"
+MDPOT_CHECKPOINT = "mdpot-checkpoint"
 
 #: Extra files a nequip TorchScript model must carry.
 NEQUIP_REQUIRED_KEYS = ("r_max", "type_names", "model_dtype")
 
 INSTALL_HINT = "pip install -c constraints.txt nequip==0.19.1 nequip-allegro==0.8.3"
 
-KIND_LABELS = {MDPOT: "mdpot model", NEQUIP_TORCHSCRIPT: "nequip TorchScript model",
+KIND_LABELS = {MDPOT: "mdpot model", MDPOT_CHECKPOINT: "mdpot checkpoint", NEQUIP_TORCHSCRIPT: "nequip TorchScript model",
                NEQUIP_CHECKPOINT: "nequip training checkpoint", NEQUIP_PACKAGE: "nequip packaged model (.nequip.zip)"}
 
 
@@ -133,10 +135,16 @@ def _pickle_strings(data: bytes, limit: int = 20000) -> List[str]:
     return out
 
 
-def detect_source_kind(path: PathLike) -> str:
+def detect_source_kind(path: PathLike, assume: Optional[str] = None) -> str:
     """The kind of model file at ``path``, from its content (never its name).
 
-    - ``"mdpot"``: a TorchScript archive with an ``extra/mdpot_format_version`` file;
+    ``assume="nequip"`` (CLI: ``--from nequip``) takes the archive's structure alone as enough: any TorchScript
+    archive is read as a nequip TorchScript model, any ``torch.save`` archive as a nequip checkpoint and any
+    ``torch.package`` archive as a nequip package, for files whose nequip markers this mdpot does not recognise
+    (the wrapper's own checks still refuse what does not work). ``assume="mdpot"`` accepts only mdpot files.
+
+    - ``"mdpot"``: a TorchScript archive with an ``extra/mdpot_format_version`` file (a deployed mdpot model);
+    - ``"mdpot-checkpoint"``: a ``torch.save`` archive holding an ``mdpot_checkpoint`` payload;
     - ``"nequip-torchscript"``: a TorchScript archive whose root object is nequip's ``GraphModel``;
     - ``"nequip-checkpoint"``: a ``torch.save`` archive (no ``code/``) whose pickle holds the
       ``hyper_parameters -> info_dict`` of a nequip Lightning checkpoint;
@@ -145,10 +153,19 @@ def detect_source_kind(path: PathLike) -> str:
     Raises ``FileNotFoundError`` or a one-line ``ValueError`` for anything else.
     """
     path = Path(path)
+    if assume not in (None, "mdpot", "nequip"):
+        raise ValueError(f"source family must be mdpot or nequip, got {assume!r}")
     if not path.is_file():
         raise FileNotFoundError(f"model source not found: {path.resolve()}")
+    kind = _detect(path, assume == "nequip")
+    if assume is not None and not kind.startswith(assume):
+        raise ValueError(f"{path}: the content is a {KIND_LABELS[kind]}, not a {assume} file")
+    return kind
+
+
+def _detect(path: Path, nequip_structure_only: bool) -> str:
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a zip archive; expected an mdpot model, a nequip TorchScript model (.nequip.pth), "
+        raise ValueError(f"{path}: not a zip archive; expected an mdpot checkpoint or model, a nequip TorchScript model (.nequip.pth), "
                          f"a nequip checkpoint (.ckpt) or a nequip package (.nequip.zip)")
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
@@ -158,17 +175,22 @@ def detect_source_kind(path: PathLike) -> str:
         is_script = any(len(p) >= 3 and p[1] == "code" for p in parts)
         root = _root_class(z, names)
         if is_script:
-            if root and root.startswith("__torch__.nequip.nn.graph_model") and root.endswith(".GraphModel"):
+            if nequip_structure_only or (root and root.startswith("__torch__.nequip.nn.graph_model")
+                                         and root.endswith(".GraphModel")):
                 return NEQUIP_TORCHSCRIPT
             raise ValueError(f"{path}: a TorchScript archive that is neither an mdpot model (no extra/{md.FORMAT_VERSION_KEY}) "
                              f"nor a nequip model (root object {root or 'unknown'}, expected nequip's GraphModel)")
         if any(len(p) >= 3 and p[1] == ".data" and p[2] == "extern_modules" for p in parts):
-            if any(len(p) >= 3 and p[1] == "nequip" for p in parts):
+            if nequip_structure_only or any(len(p) >= 3 and p[1] == "nequip" for p in parts):
                 return NEQUIP_PACKAGE
             raise ValueError(f"{path}: a torch.package archive without nequip modules; not a nequip package (.nequip.zip)")
         pkls = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
         if pkls:
             strings = set(_pickle_strings(z.read(pkls[0])))
+            if nequip_structure_only:
+                return NEQUIP_CHECKPOINT
+            if "mdpot_checkpoint" in strings:
+                return MDPOT_CHECKPOINT
             if {"hyper_parameters", "info_dict", "state_dict"} <= strings and any(s.startswith("nequip.") for s in strings):
                 return NEQUIP_CHECKPOINT
             raise ValueError(f"{path}: a torch.save archive but not a nequip training checkpoint "
@@ -510,8 +532,8 @@ def wrap_nequip(path: PathLike, provenance: Optional[Dict[str, Any]] = None,
 
 def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, overwrite: bool = False,
                   kind: Optional[str] = None):
-    """Deploy a nequip model (``.nequip.pth``, training checkpoint or ``.nequip.zip``; kind detected from the
-    content unless ``kind`` forces it) as an mdpot model file at ``out``.
+    """Deploy a nequip model (``.nequip.pth``, training checkpoint or ``.nequip.zip``) as an mdpot model file at
+    ``out``. The kind is detected from the content (:func:`detect_source_kind`) unless ``kind`` gives it.
 
     The wrapped model is checked against the source model called through nequip's own interface and its edge
     convention is confirmed before anything is written; the file appears atomically (temp file +
@@ -520,12 +542,13 @@ def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, 
     from ..deploy import load_model
 
     source, out = Path(source), Path(out)
-    detected = detect_source_kind(source)
-    kind = kind or detected
-    if detected == MDPOT:
-        raise ValueError(f"{source}: is already an mdpot model; deploy its checkpoint or use it as it is")
-    if kind != detected:
-        raise ValueError(f"{source}: content is a {KIND_LABELS[detected]}, not a {KIND_LABELS.get(kind, kind)}")
+    kind = kind or detect_source_kind(source)
+    if kind in (MDPOT, MDPOT_CHECKPOINT):
+        raise ValueError(f"{source}: is an {KIND_LABELS[kind]}, not a nequip model; use mdpot deploy's mdpot path "
+                         f"(mdpot.deploy.deploy_checkpoint) or the model as it is")
+    if kind not in (NEQUIP_TORCHSCRIPT, NEQUIP_CHECKPOINT, NEQUIP_PACKAGE):
+        raise ValueError(f"unknown source kind {kind!r}; expected one of "
+                         f"{[NEQUIP_TORCHSCRIPT, NEQUIP_CHECKPOINT, NEQUIP_PACKAGE]}")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out.resolve()} exists; pass overwrite=True (CLI: --force) to replace it")
     if dtype is not None and dtype not in md.DTYPES:
@@ -561,30 +584,4 @@ def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, 
         finally:
             if tmp.exists():
                 tmp.unlink()
-    loaded.path = out
-    return loaded
-
-
-def main(argv=None) -> int:
-    """``python -m mdpot.interop.nequip SOURCE OUT [--dtype D] [--force]`` (prototype of ``mdpot deploy``)."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m mdpot.interop.nequip", description=main.__doc__)
-    p.add_argument("source")
-    p.add_argument("out")
-    p.add_argument("--dtype", choices=md.DTYPES)
-    p.add_argument("--force", action="store_true")
-    a = p.parse_args(argv)
-    try:
-        loaded = deploy_nequip(a.source, a.out, a.dtype, a.force)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    m = loaded.metadata
-    print(json.dumps({k: m[k] for k in (md.ARCHITECTURE, md.R_MAX, md.NUM_LAYERS, md.RECEPTIVE_FIELD, md.MODEL_DTYPE)}
-                     | {"elements": list(m[md.ELEMENTS]), "out": str(a.out)}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return dataclasses.replace(loaded, path=out)

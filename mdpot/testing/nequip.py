@@ -1,7 +1,8 @@
-"""Test helpers: small nequip models with fresh weights, exported by nequip's own TorchScript code.
+"""Small models of the nequip package (fresh weights, or trained for a few steps with nequip-train), exported by
+nequip's own code: the sources of the nequip interoperability tests.
 
 ``build_nequip_file(path, architecture, dtype)`` runs in a subprocess (``python -m
-mdpot.interop._nequip_testing OUT ARCH DTYPE``) because nequip's global state (default dtype float64, seeds,
+mdpot.testing.nequip OUT ARCH DTYPE``) because nequip's global state (default dtype float64, seeds,
 JIT and e3nn flags) is process-wide. Needs ``nequip`` (and ``nequip-allegro`` for Allegro) importable.
 """
 from __future__ import annotations
@@ -58,7 +59,7 @@ def build_nequip_file(path, architecture: str, dtype: str, num_layers: int = 2, 
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "mdpot.interop._nequip_testing", str(path), architecture, dtype,
+    proc = subprocess.run([sys.executable, "-m", "mdpot.testing.nequip", str(path), architecture, dtype,
                            str(num_layers), str(seed)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"building the nequip test model failed: {proc.stderr.strip()[-2000:]}")
@@ -86,10 +87,10 @@ _MODEL_YAML = {
 """,
 }
 
-_CONFIG = """# Tiny nequip-train config written by mdpot's interop tests: {arch}, Cu/Au, {dtype}, two epochs.
+_CONFIG = """# Tiny nequip-train config written by mdpot's interop tests: {arch}, {symbols}, {dtype}, two epochs.
 run: [train]
 cutoff_radius: {r_max}
-chemical_symbols: [Cu, Au]
+chemical_symbols: [{symbols}]
 model_type_names: ${{chemical_symbols}}
 global_options:
   allow_tf32: false
@@ -98,8 +99,8 @@ data:
   seed: 3
   split_dataset:
     file_path: {data}
-    train: 10
-    val: 2
+    train: {n_train}
+    val: {n_val}
   transforms:
     - _target_: nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper
       model_type_names: ${{model_type_names}}
@@ -169,13 +170,18 @@ def emt_data(path, n_frames: int = 12) -> Path:
     return Path(path)
 
 
-def train_checkpoint(workdir, architecture: str, dtype: str = "float64", timeout: float = 900.0) -> Path:
-    """``nequip-train`` a tiny model for two epochs on EMT data; returns ``best.ckpt`` (about 20 s)."""
+def train_checkpoint(workdir, architecture: str, dtype: str = "float64", data=None, elements=ELEMENTS,
+                     n_train: int = 10, n_val: int = 2, timeout: float = 900.0) -> Path:
+    """``nequip-train`` a tiny model for two epochs; returns ``best.ckpt`` (about 20 s).
+
+    ``data`` is an extxyz file with energy, forces and stress of at least ``n_train + n_val`` structures of
+    ``elements`` (default: 12 EMT Cu/Au cells written into ``workdir``)."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    data = emt_data(workdir / "data.xyz")
-    (workdir / "config.yaml").write_text(_CONFIG.format(arch=architecture, dtype=dtype, r_max=R_MAX, data=data,
-                                                        model=_MODEL_YAML[architecture]))
+    data = emt_data(workdir / "data.xyz") if data is None else Path(data).resolve()
+    (workdir / "config.yaml").write_text(_CONFIG.format(
+        arch=architecture, dtype=dtype, r_max=R_MAX, data=data, model=_MODEL_YAML[architecture],
+        symbols=", ".join(elements), n_train=n_train, n_val=n_val))
     exe = Path(sys.executable).parent / "nequip-train"
     proc = subprocess.run([str(exe), "-cp", str(workdir), "-cn", "config.yaml", f"hydra.run.dir={workdir / 'run'}"],
                           capture_output=True, text=True, timeout=timeout, cwd=workdir)
