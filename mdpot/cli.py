@@ -49,14 +49,34 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from .deploy import deploy_checkpoint
+    from .interop.nequip import MDPOT, MDPOT_CHECKPOINT, deploy_nequip, detect_source_kind
 
-    out = Path(args.output)
+    source, out = Path(args.source), Path(args.output)
     _check_output(out, args.force)
+    kind = detect_source_kind(source, assume=args.source_family)
+    if kind == MDPOT:
+        raise ValueError(f"{source}: is already a deployed mdpot model (see `mdpot info {source}`); deploy the "
+                         f"checkpoint it came from to change its dtype")
     t0 = time.perf_counter()
-    deployed = deploy_checkpoint(args.checkpoint, out, dtype=args.dtype, overwrite=True)
-    print(f"wrote {out}: {deployed.metadata['architecture']} {deployed.metadata['model_dtype']}, "
+    if kind == MDPOT_CHECKPOINT:
+        deployed = deploy_checkpoint(source, out, dtype=args.dtype or "float64", overwrite=True)
+    else:
+        deployed = deploy_nequip(source, out, dtype=args.dtype, overwrite=True, kind=kind)
+    meta = deployed.metadata
+    print(f"wrote {out}: {meta['architecture']} {meta['model_dtype']} from {_origin(meta)}, "
           f"{deployed.num_parameters} parameters, self-check passed ({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _origin(meta: dict) -> str:
+    """Where a deployed model's weights came from, in one phrase (provenance ``source`` or ``checkpoint``)."""
+    prov = meta.get("provenance") or {}
+    src = prov.get("source")
+    if isinstance(src, dict):
+        return f"{src.get('kind', 'unknown source')} {src.get('file', '?')} (sha256 {str(src.get('sha256', ''))[:16]}…)"
+    if prov.get("checkpoint"):
+        return f"mdpot checkpoint {prov['checkpoint']}"
+    return "an in-memory mdpot model"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -66,6 +86,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     meta = dict(model.metadata)
     meta["elements"] = list(meta["elements"])
     meta["num_parameters"] = model.num_parameters
+    meta["origin"] = _origin(model.metadata)
     if args.json:
         print(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False))
         return 0
@@ -121,10 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("deploy", help="compile a checkpoint to a self-checked TorchScript model")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("deploy", help="compile a checkpoint (mdpot or nequip) to a self-checked TorchScript model",
+                       description="Compile a model to a self-checked mdpot TorchScript file. SOURCE is an mdpot checkpoint, "
+                                   "or a model of the nequip package: a compiled TorchScript file (.nequip.pth, no nequip "
+                                   "install needed), a training checkpoint or a packaged model (.nequip.zip; these need "
+                                   "nequip and, for Allegro, nequip-allegro installed). The kind is read from the content.")
+    p.add_argument("source", help="mdpot checkpoint, nequip .nequip.pth, nequip checkpoint or .nequip.zip")
     p.add_argument("-o", "--output", required=True, help="deployed model file to write")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="model precision (default float64)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="model precision (mdpot checkpoints: default float64; nequip models keep their own dtype)")
+    p.add_argument("--from", dest="source_family", choices=("mdpot", "nequip"), default=None,
+                   help="take SOURCE as this family's file instead of detecting it (nequip: any TorchScript, torch.save "
+                        "or torch.package archive is read as nequip's)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_deploy)
 

