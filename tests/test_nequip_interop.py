@@ -275,7 +275,7 @@ def test_deploy_refuses_other_inputs(sources, wrapped, tmp_path):
     src = sources["nequip", "float64"]
     with pytest.raises(ValueError, match="requested dtype float32 but the nequip model is float64"):
         nq.deploy_nequip(src, tmp_path / "a.pt", dtype="float32")
-    with pytest.raises(ValueError, match="already an mdpot model"):
+    with pytest.raises(ValueError, match="is an mdpot model, not a nequip model"):
         nq.deploy_nequip(wrapped["nequip", "float64"], tmp_path / "b.pt")
     existing = tmp_path / "c.pt"
     existing.write_text("keep")
@@ -365,3 +365,36 @@ def test_deploy_and_run_without_nequip(sources, trained, tmp_path, kind):
     assert "energy" in proc.stdout
     line = proc.stdout.split("refused:")[1].strip()
     assert "\n" not in line and "pip install" in line and "nequip-allegro" in line, line
+
+
+def test_cli_deploy_detects_the_source_kind(sources, wrapped, tmp_path, capsys):
+    """`mdpot deploy` reads the kind from the content: a nequip TorchScript file, an mdpot checkpoint (same
+    command), a deployed mdpot model (refused), and `--from` naming the wrong family (refused, one line)."""
+    from mdpot.cli import main
+    from mdpot.models import create_checkpoint, make_config
+
+    out = tmp_path / "wrapped.pt"
+    src = tmp_path / "model.bin"  # no telling name: detection reads the content
+    src.write_bytes(sources["allegro", "float32"].read_bytes())
+    assert main(["deploy", str(src), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "allegro float32 from nequip-torchscript model.bin" in text and "self-check passed" in text
+    assert main(["info", str(out)]) == 0
+    assert "origin" in capsys.readouterr().out
+
+    ckpt = create_checkpoint(make_config("allegro", {"elements": ["Cu"], "r_max": 4.0}), tmp_path / "fresh.ckpt")
+    assert main(["deploy", str(ckpt), "-o", str(tmp_path / "fresh.pt"), "--dtype", "float32"]) == 0
+    assert "from mdpot checkpoint" in capsys.readouterr().out
+
+    cases = [
+        (["deploy", str(wrapped["nequip", "float64"]), "-o", str(tmp_path / "x.pt")], "is already a deployed mdpot model"),
+        (["deploy", str(src), "-o", str(tmp_path / "y.pt"), "--from", "mdpot"],
+         "the content is a nequip TorchScript model, not a mdpot file"),
+        (["deploy", str(ckpt), "-o", str(tmp_path / "z.pt"), "--from", "nequip"],
+         "could not load the nequip training checkpoint with nequip"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists() and not (tmp_path / "z.pt").exists()

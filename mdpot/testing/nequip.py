@@ -17,7 +17,21 @@ ELEMENTS = ("Cu", "Au")
 R_MAX = 4.0
 
 
-def _build(out: str, architecture: str, dtype: str, r_max: float = R_MAX, num_layers: int = 2, seed: int = 1) -> dict:
+#: Widths of the test models ("tiny") and of the benchmark models ("benchmark": the sizes of mdpot's benchmark
+#: Allegro and NequIP in the README: l_max 1, 2 layers, 32 scalar / 16 tensor features or 32 features).
+SIZES = {
+    "tiny": {"nequip": dict(num_features=4, radial_mlp_width=8),
+             "allegro": dict(num_scalar_features=8, num_tensor_features=2, scalar_embed_mlp_hidden_layers_width=8,
+                             allegro_mlp_hidden_layers_width=8, readout_mlp_hidden_layers_width=8, num_bessels=4)},
+    "benchmark": {"nequip": dict(num_features=32, radial_mlp_width=64),
+                  "allegro": dict(num_scalar_features=32, num_tensor_features=16, scalar_embed_mlp_hidden_layers_width=32,
+                                  allegro_mlp_hidden_layers_width=32, readout_mlp_hidden_layers_width=32,
+                                  num_bessels=8)},
+}
+
+
+def _build(out: str, architecture: str, dtype: str, r_max: float = R_MAX, num_layers: int = 2, seed: int = 1,
+           size: str = "tiny") -> dict:
     import torch
     from nequip.model.inference_models.torchscript import save_torchscript_model
     from nequip.scripts._workflow_utils import set_workflow_state
@@ -30,14 +44,13 @@ def _build(out: str, architecture: str, dtype: str, r_max: float = R_MAX, num_la
     if architecture == "nequip":
         from nequip.model import NequIPGNNModel
 
-        model = NequIPGNNModel(num_layers=num_layers, l_max=1, num_features=4, radial_mlp_width=8, **common)
+        model = NequIPGNNModel(num_layers=num_layers, l_max=1, **SIZES[size]["nequip"], **common)
     elif architecture == "allegro":
         from allegro.model import AllegroModel
 
-        model = AllegroModel(l_max=1, num_layers=num_layers, num_scalar_features=8, num_tensor_features=2,
-                             radial_chemical_embed={"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 4},
-                             scalar_embed_mlp_hidden_layers_width=8, allegro_mlp_hidden_layers_width=8,
-                             readout_mlp_hidden_layers_width=8, **common)
+        widths = dict(SIZES[size]["allegro"])
+        embed = {"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": widths.pop("num_bessels")}
+        model = AllegroModel(l_max=1, num_layers=num_layers, radial_chemical_embed=embed, **widths, **common)
     else:
         raise ValueError(f"architecture must be nequip or allegro, got {architecture!r}")
     # Give the untrained weights some size so forces are not tiny (nequip initialises some layers to zero).
@@ -53,14 +66,15 @@ def _build(out: str, architecture: str, dtype: str, r_max: float = R_MAX, num_la
     return {k: str(v) for k, v in metadata.items()}
 
 
-def build_nequip_file(path, architecture: str, dtype: str, num_layers: int = 2, seed: int = 1) -> Path:
+def build_nequip_file(path, architecture: str, dtype: str, num_layers: int = 2, seed: int = 1, size: str = "tiny",
+                      r_max: float = R_MAX) -> Path:
     """Write a small fresh-weight nequip model (Cu, Au; r_max 4 Å) as ``path`` (must end in ``.nequip.pth``)."""
     path = Path(path)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run([sys.executable, "-m", "mdpot.testing.nequip", str(path), architecture, dtype,
-                           str(num_layers), str(seed)], capture_output=True, text=True, env=env)
+                           str(num_layers), str(seed), size, str(r_max)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"building the nequip test model failed: {proc.stderr.strip()[-2000:]}")
     return path
@@ -213,5 +227,5 @@ def export_torchscript(source, out) -> Path:
 
 
 if __name__ == "__main__":
-    out, arch, dt, layers, seed = sys.argv[1:6]
-    print(json.dumps(_build(out, arch, dt, num_layers=int(layers), seed=int(seed))))
+    out, arch, dt, layers, seed, size, r_max = sys.argv[1:8]
+    print(json.dumps(_build(out, arch, dt, r_max=float(r_max), num_layers=int(layers), seed=int(seed), size=size)))
