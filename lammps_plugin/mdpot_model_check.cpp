@@ -3,6 +3,8 @@
 
    mdpot_model_check check MODEL [DEVICE]
        loads MODEL; prints "OK <architecture> <dtype> <elements>" (exit 0) or "REFUSED: <reason>" (exit 1)
+   mdpot_model_check check-each MODEL [MODEL ...]
+       the verdict of "check" on the CPU for each MODEL, one line per file in the given order (exit 0)
    mdpot_model_check run MODEL INPUT OUTPUT [DEVICE]
        evaluates MODEL on a packed graph. INPUT (native-endian binary): int64 n_atoms, n_edges, n_local,
        want_atom_virial; float64 pos[n_atoms*3]; int64 atom_type[n_atoms]; int64 edge_index[2*n_edges].
@@ -26,7 +28,8 @@ namespace {
 int usage()
 {
   std::fprintf(stderr,
-               "usage: mdpot_model_check check MODEL [DEVICE] | run MODEL INPUT OUTPUT [DEVICE] | sha256 FILE\n");
+               "usage: mdpot_model_check check MODEL [DEVICE] | check-each MODEL [MODEL ...] | "
+               "run MODEL INPUT OUTPUT [DEVICE] | sha256 FILE\n");
   return 2;
 }
 
@@ -77,17 +80,31 @@ int run(const std::string &model_path, const std::string &input, const std::stri
 
 }    // namespace
 
+// One line: "OK <architecture> <dtype> <elements>" or "REFUSED: <reason>"; true if the model loaded.
+bool verdict(const char *path, const char *device)
+{
+  try {
+    mdpot::Model model(path, device, false);
+    const auto &m = model.metadata();
+    std::string elements;
+    for (const auto &e : m.elements) elements += (elements.empty() ? "" : " ") + e;
+    std::printf("OK %s %s %s\n", m.architecture.c_str(), m.model_dtype.c_str(), elements.c_str());
+    return true;
+  } catch (const mdpot::Error &e) {
+    std::printf("REFUSED: %s\n", e.what());
+    return false;
+  }
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) return usage();
   const std::string mode = argv[1];
   try {
-    if (mode == "check" && argc <= 4) {
-      mdpot::Model model(argv[2], argc == 4 ? argv[3] : "cpu", false);
-      const auto &m = model.metadata();
-      std::string elements;
-      for (const auto &e : m.elements) elements += (elements.empty() ? "" : " ") + e;
-      std::printf("OK %s %s %s\n", m.architecture.c_str(), m.model_dtype.c_str(), elements.c_str());
+    if (mode == "check" && argc <= 4) return verdict(argv[2], argc == 4 ? argv[3] : "cpu") ? 0 : 1;
+    if (mode == "check-each") {
+      // one process for many files: loading torch once is most of a check's time
+      for (int k = 2; k < argc; ++k) verdict(argv[k], "cpu");
       return 0;
     }
     if (mode == "run" && (argc == 5 || argc == 6)) return run(argv[2], argv[3], argv[4], argc == 6 ? argv[5] : "cpu");
