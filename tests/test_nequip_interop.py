@@ -381,6 +381,8 @@ def test_cli_deploy_detects_the_source_kind(sources, wrapped, tmp_path, capsys):
     assert "allegro float32 from nequip-torchscript model.bin" in text and "self-check passed" in text
     assert main(["info", str(out)]) == 0
     assert "origin" in capsys.readouterr().out
+    assert main(["check", str(out)]) == 0  # digest, finite-difference forces, equivariance, momentum
+    assert "FAIL" not in capsys.readouterr().out
 
     ckpt = create_checkpoint(make_config("allegro", {"elements": ["Cu"], "r_max": 4.0}), tmp_path / "fresh.ckpt")
     assert main(["deploy", str(ckpt), "-o", str(tmp_path / "fresh.pt"), "--dtype", "float32"]) == 0
