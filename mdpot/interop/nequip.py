@@ -358,19 +358,22 @@ def nequip_dict_eval(graph_model: nn.Module, atoms, r_max: float, type_names) ->
 
 
 def contract_eval(module: nn.Module, atoms, r_max: float, elements, atom_virial: bool = True) -> Dict[str, np.ndarray]:
-    """The same quantities from an mdpot contract module (ASE conventions, like ``MDPotCalculator``)."""
-    from ..data import TypeMapper, atoms_to_graph
+    """The same quantities from an mdpot contract module (ASE conventions, like ``MDPotCalculator``), reduced by
+    :func:`mdpot.data.evaluate`; ``stress`` (and ``stresses``) for 3-D periodic cells."""
+    from ..data import Batch, TypeMapper, atoms_to_graph, evaluate
     from ..voigt import to_voigt
 
     g = atoms_to_graph(atoms, r_max, TypeMapper(tuple(elements)))
+    with_stress = atoms.cell.rank == 3 and bool(np.any(atoms.pbc))
+    batch = Batch.from_graphs([g], [atoms.get_volume()] if with_stress else None)
     with torch.jit.optimized_execution(False):
-        e, f, w, aw = module(g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, atom_virial)
-    res = {"energy": float(e.sum()), "energies": e.numpy().copy(), "forces": f.numpy().copy(), "virial": w.numpy().copy()}
-    if atoms.cell.rank == 3 and np.any(atoms.pbc):
-        vol = atoms.get_volume()
-        res["stress"] = to_voigt(-w.numpy() / vol)
+        pred = evaluate(module, batch, virial=True, stress=with_stress, atom_virial=atom_virial)
+    res = {"energy": float(pred.energy[0]), "energies": pred.atom_energy.detach().numpy().copy(),
+           "forces": pred.forces.detach().numpy().copy(), "virial": pred.virial[0].detach().numpy().copy()}
+    if with_stress:
+        res["stress"] = pred.stress[0].detach().numpy().copy()
         if atom_virial:
-            res["stresses"] = to_voigt(-aw.numpy() / vol)
+            res["stresses"] = to_voigt(-pred.atom_virial.detach().numpy() / atoms.get_volume())
     return res
 
 
