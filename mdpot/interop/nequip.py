@@ -41,6 +41,7 @@ from torch import nn
 
 from .._version import __version__
 from ..deploy import metadata as md
+from ..models.potential import edge_derivatives
 
 PathLike = Union[str, os.PathLike]
 
@@ -83,15 +84,8 @@ class NequIPPotential(nn.Module):
         grad = torch.autograd.grad([atom_energy.sum()], [vec], allow_unused=True)[0]
         if grad is None:  # no edge reaches a local atom
             grad = torch.zeros_like(vec64)
-        grad = grad.to(torch.float64)
-        forces = torch.zeros_like(pos).index_add(0, edge_index[0], grad).index_add(0, edge_index[1], -grad)
-        virial = -(vec64.t() @ grad)
-        if compute_atom_virial:
-            half = -0.5 * vec64.unsqueeze(2) * grad.unsqueeze(1)
-            atom_virial = torch.zeros((pos.shape[0], 3, 3), dtype=torch.float64, device=pos.device)
-            atom_virial = atom_virial.index_add(0, edge_index[0], half).index_add(0, edge_index[1], half)
-        else:
-            atom_virial = torch.zeros((0, 3, 3), dtype=torch.float64, device=pos.device)
+        forces, virial, atom_virial = edge_derivatives(pos, vec64, grad.to(torch.float64), edge_index,
+                                                       compute_atom_virial)
         return atom_energy.detach(), forces, virial, atom_virial
 
 

@@ -12,6 +12,24 @@ import torch
 from torch import nn
 
 
+def edge_derivatives(pos: torch.Tensor, vec64: torch.Tensor, grad: torch.Tensor, edge_index: torch.Tensor,
+                     compute_atom_virial: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The contract's derivatives from ``grad = dE/dr_ij`` per edge (float64, ``[E, 3]``), ``r_ij = vec64``:
+    forces ``[N, 3]`` (eV/Å, ``-dE/dpos``: ``+grad`` on the centre, ``-grad`` on the neighbour), virial ``[3, 3]``
+    (eV, ``-sum_e r_e (x) grad_e``) and the per-atom virial ``[N, 3, 3]`` (each edge's term split half to ``i``,
+    half to ``j``), or ``[0, 3, 3]`` when not asked for. Shared by every contract module (mdpot's own, wrapped)."""
+    forces = torch.zeros_like(pos)
+    forces = forces.index_add(0, edge_index[0], grad).index_add(0, edge_index[1], -grad)
+    virial = -(vec64.t() @ grad)
+    if compute_atom_virial:
+        half = -0.5 * vec64.unsqueeze(2) * grad.unsqueeze(1)
+        atom_virial = torch.zeros((pos.shape[0], 3, 3), dtype=torch.float64, device=pos.device)
+        atom_virial = atom_virial.index_add(0, edge_index[0], half).index_add(0, edge_index[1], half)
+    else:
+        atom_virial = torch.zeros((0, 3, 3), dtype=torch.float64, device=pos.device)
+    return forces, virial, atom_virial
+
+
 class Potential(nn.Module):
     """Wraps an energy model (``Allegro``, ``NequIP``) into the mdpot model contract.
 
@@ -51,16 +69,7 @@ class Potential(nn.Module):
         grad = torch.autograd.grad([atom_energy.sum()], [vec], create_graph=self.create_graph, allow_unused=True)[0]
         if grad is None:  # no edges reached a local atom
             grad = torch.zeros_like(vec)
-        grad = grad.to(torch.float64)
-        forces = torch.zeros_like(pos)
-        forces = forces.index_add(0, edge_index[0], grad).index_add(0, edge_index[1], -grad)
-        virial = -(vec64.t() @ grad)
-        if compute_atom_virial:
-            half = -0.5 * vec64.unsqueeze(2) * grad.unsqueeze(1)
-            atom_virial = torch.zeros((pos.shape[0], 3, 3), dtype=torch.float64, device=pos.device)
-            atom_virial = atom_virial.index_add(0, edge_index[0], half).index_add(0, edge_index[1], half)
-        else:
-            atom_virial = torch.zeros((0, 3, 3), dtype=torch.float64, device=pos.device)
+        forces, virial, atom_virial = edge_derivatives(pos, vec64, grad.to(torch.float64), edge_index, compute_atom_virial)
         if not self.create_graph:
             atom_energy = atom_energy.detach()
         atom_energy = atom_energy.to(torch.float64) + self.energy_shift.index_select(0, atom_type[:n_local])
