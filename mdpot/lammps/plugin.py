@@ -106,8 +106,8 @@ def plugin_dir() -> str:
             return str(folder)
         failed = _previous_failure(folder, env)
         if failed:
-            _say(quiet, f"mdpot: the LAMMPS plugin build failed before ({failed}); fix the cause and run "
-                        "`python -m mdpot.lammps.plugin` to retry")
+            _say(quiet, f"mdpot: LAMMPS plugin not built: the last build in {folder} failed ({failed}); fix the "
+                        "cause, then run `python -m mdpot.lammps.plugin`")
             return str(folder)
         return str(build_plugin(quiet=quiet, retry_failed=False).parent)
     except Exception as exc:  # noqa: BLE001 -- the launcher must start whatever happens here
@@ -433,7 +433,7 @@ def build_plugin(force: bool = False, jobs: Optional[int] = None, verbose: bool 
             return folder / PLUGIN_NAME
         failed = None if retry_failed else _previous_failure(folder, env_now)
         if failed:
-            raise PluginBuildError(f"the build failed before: {failed}")
+            raise PluginBuildError(f"the last build in {folder} failed ({failed})")
         return _build(folder, env_now, reason or "forced", jobs, verbose, quiet)
 
 
@@ -449,7 +449,7 @@ def _build(folder: Path, env_now: dict, reason: str, jobs: Optional[int], verbos
     except (PluginBuildError, FileNotFoundError) as exc:
         (folder / _LOG_NAME).write_text("\n".join(log) + "\n")
         first, *rest = str(exc).splitlines() or [type(exc).__name__]
-        first = f"{first} (full log: {folder / _LOG_NAME})"
+        first = f"{first}; full log: {folder / _LOG_NAME}"
         _write_json(folder / _FAILED_NAME, {"fingerprint": fingerprint, "error": first,
                                             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         raise PluginBuildError("\n".join([first, *rest])) from None
