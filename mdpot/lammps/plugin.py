@@ -92,7 +92,8 @@ def plugin_dir() -> str:
     """
     quiet = os.environ.get("MDPOT_PLUGIN_QUIET") == "1"
     try:
-        if Path(sys.argv[0]).name != "lmp":  # the launcher only starts the lmp binary, which finds MPI itself
+        argv0 = (getattr(sys, "argv", None) or [""])[0]  # an embedded interpreter may have no argv
+        if Path(argv0).name != "lmp":  # the launcher only starts the lmp binary, which finds MPI itself
             from ._mpi import preload_mpi
 
             preload_mpi()
@@ -220,7 +221,7 @@ def _environment() -> dict:
 
 
 def _cache_dir(env: dict) -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mdpot" / "plugin"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "mdpot" / "plugin"
     what = [str(Path(__file__).resolve().parents[1])] + [str(env[k]) for k in sorted(env)]
     key = hashlib.sha256("\0".join(what).encode()).hexdigest()[:16]
     return root / f"torch{env['torch_version']}-{key}"
@@ -530,7 +531,7 @@ def main(argv=None) -> int:
             print(json.dumps(plugin_info(), indent=2))
             return 0
         so = build_plugin(force=args.force, verbose=args.verbose)
-    except (PluginBuildError, OSError) as exc:
+    except (PluginBuildError, OSError, ImportError) as exc:
         print(f"mdpot: error: {exc}", file=sys.stderr)
         return 1
     print(so)
