@@ -340,3 +340,49 @@ def test_concurrent_runs_lock_the_folder_and_a_killed_run_is_taken_over(data_dir
     assert lines[0] == (f"taking over the lock on {run_dir}: the training that held it (pid {proc.pid} on host "
                         f"{hostname()}, started {holder['started']}) is no longer running")
     assert not (run_dir / LOCK_NAME).exists()  # released, and the file removed
+
+
+def test_leftovers_removed_paths_recorded_portably_and_resume_checks_data(data_dir, tmp_path, monkeypatch):
+    import hashlib
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from mdpot._files import hostname
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.xyz", "val.xyz"):
+        shutil.copy(data_dir / name, data / name)
+    cfg = config_dict(data, max_epochs=1)
+    work = tmp_path / "work"
+    (work / "runs" / "cu").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    leftovers = ["last.ckpt.tmp", f".best.ckpt.{dead.pid}@{hostname()}.tmp"]  # mdpot 0.1's name; a killed writer's
+    for name in leftovers:
+        (work / "runs" / "cu" / name).write_bytes(b"partial")
+    lines = []
+    run(cfg, "runs/cu", log=lines.append)
+    assert f"removed 2 temporary file(s) left by an interrupted run: {', '.join(sorted(leftovers))}" in lines
+    assert sorted(p.name for p in (work / "runs" / "cu").iterdir()) == sorted(
+        ["config.yaml", "metrics.csv", "learning_curve.png", "best.ckpt", "last.ckpt"])
+    prov = load_checkpoint(work / "runs" / "cu" / "best.ckpt")[1]["extra"]["provenance"]
+    sha = {name: hashlib.sha256((data / name).read_bytes()).hexdigest() for name in ("train.xyz", "val.xyz")}
+    assert (prov["run_dir"], prov["train_data"], prov["validation_data"]) == ("runs/cu", "train.xyz", "val.xyz")
+    assert (prov["train_data_sha256"], prov["validation_data_sha256"]) == (sha["train.xyz"], sha["val.xyz"])
+    # config.yaml names the data relative to itself: it trains again from any working directory
+    recorded = load_train_config(work / "runs" / "cu" / "config.yaml")
+    assert recorded.data.train == os.path.relpath(data / "train.xyz", work / "runs" / "cu")
+    # resumed from elsewhere: the same data by content; a changed validation file is refused
+    monkeypatch.chdir(tmp_path)
+    longer = dict(cfg, training=dict(cfg["training"], max_epochs=2))
+    assert run(longer, work / "runs" / "cu", resume=True).epochs == 2
+    with open(data / "val.xyz", "a") as fh:
+        fh.write("\n")
+    new = hashlib.sha256((data / "val.xyz").read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=rf"data.validation \(content changed: sha256 {sha['val.xyz'][:12]}… -> "
+                                         rf"{new[:12]}…\)"):
+        run(dict(cfg, training=dict(cfg["training"], max_epochs=3)), work / "runs" / "cu", resume=True)
