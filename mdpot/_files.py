@@ -178,8 +178,8 @@ class FolderLock:
     Parameters
     ----------
     folder : path
-        Created (with parents) on :meth:`acquire` if missing; removed again on :meth:`release` if this lock
-        created it and it is then empty.
+        Created (with parents) on :meth:`acquire` if missing; what this lock created is removed again on
+        :meth:`release` if it is then empty (a run that failed before writing anything leaves no folder).
     what : str
         What holds the lock, for messages ("training").
     log : callable, optional
@@ -197,7 +197,7 @@ class FolderLock:
         self.what = what
         self.log = log if log is not None else (lambda line: print(line, file=sys.stderr))
         self._fd: Optional[int] = None
-        self._created_folder = False
+        self._created: List[Path] = []
         self.taken_over: Optional[Dict[str, object]] = None
 
     def _read(self, fd: int) -> Dict[str, object]:
@@ -232,8 +232,9 @@ class FolderLock:
         it locked was deleted by the previous holder in between (then it is no longer the folder's lock)."""
         for _ in range(100):
             if not self.folder.is_dir():
+                missing = [self.folder] + [p for p in self.folder.parents if not p.exists()]
                 self.folder.mkdir(parents=True, exist_ok=True)
-                self._created_folder = True
+                self._created = self._created or missing
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except FileNotFoundError:  # the folder vanished (a previous holder removed it): make it again
@@ -301,9 +302,11 @@ class FolderLock:
         finally:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
-        if self._created_folder:
-            with contextlib.suppress(OSError):
-                self.folder.rmdir()  # only if empty
+        for folder in self._created:  # innermost first; each only if empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()

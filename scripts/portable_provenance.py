@@ -4,9 +4,10 @@ mdpot 0.1 recorded ``run_dir``, ``train_data`` and ``validation_data`` in ``extr
 paths of the machine that trained. This rewrites each one as mdpot now records it (``mdpot._files.portable_path``:
 relative to ``--base``, the working directory the training ran in, when inside it; else the name alone). Nothing
 else in the file changes: the weights are checked to be bit-identical after the rewrite, and the file is replaced
-atomically. Used once on ``examples/models/*/model.ckpt`` (trained from ``/work/main``)::
+atomically. Used once on ``examples/models/*/model.ckpt``, with ``--base`` the root of the checkout they were
+trained in (so ``runs/allegro-cu-emt``, ``runs/data/cu-emt_train.xyz``)::
 
-    python scripts/portable_provenance.py --base /work/main examples/models/*/model.ckpt
+    python scripts/portable_provenance.py --base CHECKOUT examples/models/*/model.ckpt
 
 after which the shipped ``model.pt`` files were deployed again from them (``mdpot deploy ... --force``).
 """

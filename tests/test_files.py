@@ -118,7 +118,7 @@ def test_stale_lock_of_a_dead_pid_and_a_lock_from_another_host(tmp_path, dead_pi
 def test_a_lock_that_made_its_folder_removes_it_when_empty(tmp_path):
     with FolderLock(tmp_path / "a" / "run"):
         assert (tmp_path / "a" / "run" / LOCK_NAME).is_file()
-    assert not (tmp_path / "a" / "run").exists()
+    assert not (tmp_path / "a").exists()
     with FolderLock(tmp_path / "kept"):
         (tmp_path / "kept" / "best.ckpt").write_bytes(b"")
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["best.ckpt"]
@@ -141,12 +141,27 @@ MACHINE_PREFIXES = [f"/{d}/".encode() for d in ("work", "root", "home", "tmp", "
 
 def _contents(path: Path):
     """(where, bytes) of a file, and of every member if it is a zip archive (.pt, .ckpt, .npz; stored or deflated)."""
-    data = path.read_bytes()
-    yield str(path.relative_to(REPO)), data
+    data, label = path.read_bytes(), path.name
+    yield label, data
     if data[:4] == b"PK\x03\x04":
         with zipfile.ZipFile(path) as archive:
             for member in archive.namelist():
-                yield f"{path.relative_to(REPO)}:{member}", archive.read(member)
+                yield f"{label}:{member}", archive.read(member)
+
+
+def _machine_paths(path: Path):
+    needles = MACHINE_PREFIXES + [str(REPO).encode() + b"/"]
+    return [f"{where}: {needle.decode()}" for where, data in _contents(path) for needle in needles if needle in data]
+
+
+def test_deployed_files_hold_no_machine_path(deployed):
+    """TorchScript keeps the paths of the Python sources it compiled (debug_pkl, deflated): made relative."""
+    assert _machine_paths(deployed.path) == []
+
+
+def test_wrapped_nequip_files_hold_no_machine_path(nequip_wrapped):
+    for path in nequip_wrapped.values():
+        assert _machine_paths(Path(path)) == []
 
 
 def test_no_tracked_file_holds_a_build_machine_path():
@@ -155,11 +170,6 @@ def test_no_tracked_file_holds_a_build_machine_path():
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     files = [REPO / name for name in listed.decode().split("\0") if name]
-    needles = MACHINE_PREFIXES + [str(REPO).encode() + b"/"]
-    found = []
-    for path in files:
-        if not path.is_file():  # deleted in the working tree
-            continue
-        for where, data in _contents(path):
-            found += [f"{where}: {needle.decode()}" for needle in needles if needle in data]
+    found = [f"{path.relative_to(REPO).parent}/{hit}" for path in files if path.is_file()  # not deleted
+             for hit in _machine_paths(path)]
     assert len(files) > 100 and not found, found

@@ -266,6 +266,7 @@ def test_bad_config_errors(data_dir, tmp_path, mutate, error, match):
     with pytest.raises(error, match=match) as exc:
         args.func(args)
     assert "\n" not in str(exc.value)
+    assert not (tmp_path / "run").exists()  # the lock made the folder and took it away again
 
 
 def test_resume_refuses_a_changed_config(trained, tmp_path):

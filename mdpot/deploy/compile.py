@@ -7,6 +7,7 @@ import datetime
 import io
 import os
 import pickletools
+import re
 import struct
 import sys
 from pathlib import Path
@@ -121,19 +122,26 @@ def _source_name(filename: str) -> str:
     return Path(best).as_posix() if best is not None else os.path.basename(filename)
 
 
+#: An absolute path of a Python source inside a string: a file name, or a traced module's recorded stack
+#: ("/…/e3nn/util/jit.py(169): compile"). Not the tail of a URL or of a relative path.
+_SOURCE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s\"'()<>:,;]*?\.py(?![\w.])")
+
+
 def _portable_pickle(data: bytes) -> bytes:
-    """``data`` (a TorchScript source-range pickle) with every absolute ``.py`` path made relative. The pickle is
-    rewritten op by op, only those strings changing: it holds int lists that only TorchScript's own unpickler
-    builds, so it cannot go through Python's pickle."""
+    """``data`` (a TorchScript source-range pickle) with every absolute ``.py`` path in its strings made relative.
+    The pickle is rewritten op by op, only those strings changing: it holds int lists that only TorchScript's own
+    unpickler builds, so it cannot go through Python's pickle."""
     ops = list(pickletools.genops(data))
     out = bytearray()
     for k, (op, arg, pos) in enumerate(ops):
         end = ops[k + 1][2] if k + 1 < len(ops) else len(data)
-        if op.name == "BINUNICODE" and arg.endswith(".py") and os.path.isabs(arg):
-            text = _source_name(arg).encode("utf-8")
-            out += b"X" + struct.pack("<I", len(text)) + text
-        else:
-            out += data[pos:end]
+        if op.name == "BINUNICODE" and ".py" in arg:
+            text = _SOURCE_PATH.sub(lambda m: _source_name(m.group(0)), arg)
+            if text != arg:
+                raw = text.encode("utf-8")
+                out += b"X" + struct.pack("<I", len(raw)) + raw
+                continue
+        out += data[pos:end]
     return bytes(out)
 
 
