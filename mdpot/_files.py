@@ -282,7 +282,7 @@ class FolderLock:
                 self.taken_over = previous
                 self.log(f"taking over the lock on {self.folder}: the {self.what} that held it ({_describe(previous)}) "
                          f"is no longer running")
-            record = {"pid": os.getpid(), "host": hostname(), "started": _now(), "command": " ".join(sys.argv)}
+            record = {"pid": os.getpid(), "host": hostname(), "started": _now(), "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])}
             data = (json.dumps(record) + "\n").encode("utf-8")
             os.ftruncate(fd, 0)
             os.pwrite(fd, data, 0)
