@@ -29,10 +29,11 @@ if TYPE_CHECKING:  # the deploy package imports torch.jit machinery; load it onl
 
     from .deploy import LoadedModel
 
-#: Default ``max_edges`` of the calculator: about 0.9 GB per call for the benchmark Allegro in float32 and 2 GB in
-#: float64 (about 2400 Cu atoms per chunk; the cost per atom is flat from a few hundred atoms up). Smaller than the
-#: pair style's 400000, which runs on one MPI rank's share of a system.
-DEFAULT_MAX_EDGES = 100_000
+#: Default ``max_edges`` of the calculator by model dtype: about 1 GB per call for the benchmark Allegro (9 KB per
+#: edge in float32, 20 KB in float64; 2400 or 1200 Cu atoms per chunk, and the cost per atom is flat from a few
+#: hundred atoms up), so 100k atoms stay under 4 GB. Smaller than the pair style's 400000, which runs on one MPI
+#: rank's share of a system.
+DEFAULT_MAX_EDGES = {"float32": 100_000, "float64": 50_000}
 
 # Peak memory of one message-passing call: bytes per edge per (tensor-product term x channel) and per radial-MLP
 # unit, summed over the blocks, by model dtype. Fitted to the peak RSS of fresh processes (FCC Cu, 42 edges per
@@ -60,8 +61,8 @@ class MDPotCalculator(Calculator):
         Strictly local models (Allegro) are evaluated in chunks of consecutive centre atoms holding at most this
         many edges (at least one atom per chunk), as ``pair_style mdpot max_edges N`` does; this bounds the
         memory of a call (about 9 KB per edge for the benchmark Allegro in float32, 20 KB in float64). Default
-        ``DEFAULT_MAX_EDGES`` (100000), enough for any size. Ignored, with a warning, for message-passing models,
-        which take every edge in one call.
+        ``DEFAULT_MAX_EDGES``: 100000 for float32 models, 50000 for float64 (about 1 GB per call), for any size.
+        Ignored, with a warning, for message-passing models, which take every edge in one call.
     check_memory : bool
         For message-passing models, estimate the memory of the call first and refuse one that cannot fit
         (``MemoryError``) instead of starting it (:func:`estimate_memory`).
@@ -113,7 +114,7 @@ class MDPotCalculator(Calculator):
             warnings.warn(f"max_edges {max_edges} is ignored: the model passes messages (receptive field "
                           f"{meta[RECEPTIVE_FIELD]} Å > r_max {meta[R_MAX]} Å), so it takes every edge in one call",
                           stacklevel=2)
-        self.max_edges = int(max_edges) if max_edges is not None else DEFAULT_MAX_EDGES
+        self.max_edges = int(max_edges) if max_edges is not None else DEFAULT_MAX_EDGES[meta[MODEL_DTYPE]]
         self._edge_bytes = _edge_bytes(meta)
 
     def graph(self, atoms: Atoms) -> Graph:

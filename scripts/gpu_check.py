@@ -35,7 +35,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-TOL = {"float64": 1e-10, "float32": 5e-4}   # docs/testing.md row 26, GPU vs CPU
+from mdpot.testing.tolerances import tolerance  # noqa: E402
+
+TOL = {dtype: tolerance("gpu", dtype) for dtype in ("float64", "float32")}   # docs/testing.md row 26
 CALC_KEYS = ("energy", "energies", "forces", "stress", "stresses")
 LAMMPS_KEYS = ("energy", "energies", "forces", "virial")
 
