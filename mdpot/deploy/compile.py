@@ -18,7 +18,7 @@ from torch import nn
 
 from .._files import atomic_write, sha256_file
 from ..data import TypeMapper, atoms_to_graph
-from ..models import Potential, load_checkpoint
+from ..models import contract_potential, load_checkpoint
 from ..testing.asserts import compare_contract
 from ..testing.structures import sample_structure
 from ..testing.tolerances import dtype_name
@@ -35,11 +35,12 @@ class SelfCheckError(RuntimeError):
 def eager_model(model: nn.Module, dtype: Union[str, torch.dtype] = "float64",
                 provenance: Optional[Mapping[str, Any]] = None, path: Optional[PathLike] = None) -> LoadedModel:
     """An eager ``Potential`` of a copy of ``model`` (energy model or ``Potential``) in ``dtype``, with the
-    metadata a deploy would write: for tests and in-process use without a deployed file. ``path`` records where
+    metadata a deploy would write: for tests and in-process use without a deployed file. A message-passing model
+    gets a ``MessagePassingPotential`` (the block-by-block methods of ``docs/message_passing_exchange.md``). ``path`` records where
     the weights came from (a checkpoint), if anywhere."""
     dtype = dtype_name(dtype)
     energy = copy.deepcopy(md.energy_model_of(model)).to(getattr(torch, dtype)).eval()
-    return LoadedModel(Potential(energy).eval(), md.make_metadata(energy, dtype, provenance),
+    return LoadedModel(contract_potential(energy).eval(), md.make_metadata(energy, dtype, provenance),
                        None if path is None else Path(path))
 
 

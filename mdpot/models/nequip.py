@@ -20,7 +20,7 @@ atoms up to ``L * r_max`` away; nothing farther has any influence.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -51,10 +51,15 @@ class InteractionBlock(nn.Module):
         num_types = len(cfg.elements)
         y_irreps = sh_irreps(cfg.l_max)
         self.u = u
+        # components per atom of the block's input, of its mixed input (what the convolution reads and the
+        # exchange of docs/message_passing_exchange.md communicates) and of its output
+        self.in_dim = sum(2 * l + 1 for l, _ in in_irreps)
+        self.out_dim = sum(2 * l + 1 for l, _ in out_irreps)
         # only the input irreps some path reads are mixed and sent along edges (the last block needs few)
         used = sorted(set(ChannelwiseTensorProduct(in_irreps, y_irreps, out_irreps).path_in))
         tp_in = [in_irreps[a] for a in used]
         self.linear_in = ChannelMixing([(irrep, 1) for irrep in in_irreps], tp_in, u, u)
+        self.x_dim = sum(2 * l + 1 for l, _ in tp_in)
         self.tp = ChannelwiseTensorProduct(tp_in, y_irreps, out_irreps, unit_scalar_y=True)
         self.n_paths = self.tp.num_paths
         # bias-free, so zero input (the envelope at r_max) gives zero weights, smoothly
@@ -80,12 +85,18 @@ class InteractionBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, y: torch.Tensor, basis: torch.Tensor, edge_index: torch.Tensor,
                 select: torch.Tensor) -> torch.Tensor:
-        n_atoms = h.shape[1]
-        x = self.linear_in(h)
+        return self.convolve(h, self.linear_in(h), y, basis, edge_index, select)
+
+    def convolve(self, h: torch.Tensor, x: torch.Tensor, y: torch.Tensor, basis: torch.Tensor,
+                 edge_index: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+        """The block for the centres whose features are ``h [in_dim, C, U]``, given the mixed input
+        ``x = linear_in(features) [x_dim, N, U]`` of every atom an edge reads; ``edge_index[0]`` indexes the
+        centres (``0 .. C-1``), ``edge_index[1]`` the rows of ``x``; ``select [C]`` as in forward. Returns
+        ``[out_dim, C, U]``. With ``x = linear_in(h)`` and ``C = N`` this is forward."""
         neighbour = edge_index[1]
         xs = [plane.index_select(0, neighbour) for plane in x.unbind(0)]
         ws = list(torch.split(self.radial(basis), self.u, dim=1))
-        msg = self.tp.scatter_weighted(xs, y.unbind(0), ws, edge_index[0], n_atoms) * self.msg_norm
+        msg = self.tp.scatter_weighted(xs, y.unbind(0), ws, edge_index[0], h.shape[1]) * self.msg_norm
         return self._finish(self.linear_out(msg) + self.self_connection(h, select), h)
 
     def isolated(self, h: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
@@ -169,10 +180,7 @@ class NequIP(nn.Module):
             for _ in range(n_blocks - 1):
                 hop = hop.scatter_reduce(0, edge_index[1], hop.index_select(0, edge_index[0]) + 1, reduce="amin")
             centre_hop = hop.index_select(0, edge_index[0])
-        r = torch.linalg.vector_norm(edge_vec, dim=1)
-        # the envelope on the basis: with a bias-free radial MLP every path weight vanishes smoothly at r_max
-        basis = self.basis(r) * self.cutoff(r).unsqueeze(-1)
-        y = self.sh(edge_vec).t().unsqueeze(-1)
+        basis, y = self._geometry(edge_vec)
         select = torch.arange(n_atoms, device=atom_type.device) * self.num_types + atom_type
         h = self.embedding.index_select(0, atom_type).unsqueeze(0)
         # The same atoms with every neighbour removed: subtracting their energy makes an isolated atom's
@@ -190,3 +198,90 @@ class NequIP(nn.Module):
             b += 1
         atom_energy = (self.readout(h[0]) - self.readout(h_iso[0])).squeeze(-1)
         return self.energy_scale.index_select(0, atom_type) * atom_energy
+
+    def _geometry(self, edge_vec: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Radial basis ``[E, num_bessel]`` and spherical harmonics ``[(l_max+1)^2, E, 1]`` of the edges."""
+        r = torch.linalg.vector_norm(edge_vec, dim=1)
+        # the envelope on the basis: with a bias-free radial MLP every path weight vanishes smoothly at r_max
+        basis = self.basis(r) * self.cutoff(r).unsqueeze(-1)
+        y = self.sh(edge_vec).t().unsqueeze(-1)
+        return basis, y
+
+    # ------------------------------------------------------------------------------------------------------
+    # Block by block, for engines that exchange node features between ranks (docs/message_passing_exchange.md).
+    # Per-atom tensors cross in rows: ``[atoms, D * U]``, atom-major, each row the atom's D component planes of
+    # U channels. Block b reads the "state" of its centres (their features h_b) and the "mixed input"
+    # x_b = linear_in_b(h_b) of every atom its edges reach; only x_b is exchanged.
+
+    @torch.jit.export
+    def mp_num_blocks(self) -> int:
+        """Number of message-passing blocks ``L``."""
+        return len(self.blocks)
+
+    @torch.jit.export
+    def mp_feature_widths(self) -> List[int]:
+        """Values per atom of the mixed input ``x_b`` of every block ``b = 0 .. L-1``: what the exchange sends."""
+        return [block.x_dim * self.u for block in self.blocks]
+
+    @torch.jit.export
+    def mp_state_widths(self) -> List[int]:
+        """Values per atom of the state before every block and after the last: ``S_0 .. S_L``."""
+        return [block.in_dim * self.u for block in self.blocks] + [self.u]
+
+    @torch.jit.export
+    def mp_embed(self, atom_type: torch.Tensor, n_centres: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """State ``[n_centres, S_0]`` of the first ``n_centres`` atoms and mixed input ``[N, W_0]`` of all ``N``
+        atoms, from their types alone (no exchange is needed before block 0)."""
+        h = self.embedding.index_select(0, atom_type).unsqueeze(0)
+        x = h
+        for k, block in enumerate(self.blocks):
+            if k == 0:
+                x = block.linear_in(h)
+        return _rows(h.narrow(1, 0, n_centres)), _rows(x)
+
+    @torch.jit.export
+    def mp_block(self, b: int, state: torch.Tensor, x: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor,
+                 centre_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Block ``b`` for ``C`` centres: ``state [C, S_b]``, ``x [N, W_b]`` of every atom the edges reach,
+        ``edge_vec [E, 3]`` (model dtype, Å), ``edge_index [2, E]`` (centre ``0 .. C-1``, neighbour row of
+        ``x``), ``centre_type [C]``. Returns the centres' state ``[C, S_{b+1}]`` and mixed input of the next
+        block ``[C, W_{b+1}]`` (``[C, 0]`` after the last block)."""
+        n_centres = centre_type.shape[0]
+        basis, y = self._geometry(edge_vec)
+        select = torch.arange(n_centres, device=centre_type.device) * self.num_types + centre_type
+        h_next = state
+        for k, block in enumerate(self.blocks):
+            if k == b:
+                h = _planes(state, block.in_dim, self.u)
+                h_next = block.convolve(h, _planes(x, block.x_dim, self.u), y, basis, edge_index, select)
+        x_next = h_next.new_zeros((0, n_centres, self.u))
+        for k, block in enumerate(self.blocks):
+            if k == b + 1:
+                x_next = block.linear_in(h_next)
+        return _rows(h_next), _rows(x_next)
+
+    @torch.jit.export
+    def mp_readout(self, state: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
+        """Learned per-atom energy ``[n]`` (eV, scale applied, shift not) from the state after the last block;
+        the same as forward's for these atoms."""
+        n = atom_type.shape[0]
+        select = torch.arange(n, device=atom_type.device) * self.num_types + atom_type
+        # the same atoms without neighbours, from their types alone: as in forward, so that an atom with no
+        # neighbours gets exactly zero learned energy
+        with torch.no_grad():
+            h_iso = self.embedding.index_select(0, atom_type).unsqueeze(0)
+            for block in self.blocks:
+                h_iso = block.isolated(h_iso, select)
+        h = state.reshape(n, 1, self.u).permute(1, 0, 2)
+        atom_energy = (self.readout(h[0]) - self.readout(h_iso[0])).squeeze(-1)
+        return self.energy_scale.index_select(0, atom_type) * atom_energy
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """Component planes ``[D, N, U]`` -> rows ``[N, D * U]`` (contiguous)."""
+    return t.permute(1, 0, 2).reshape(t.shape[1], t.shape[0] * t.shape[2])
+
+
+def _planes(rows: torch.Tensor, dim: int, u: int) -> torch.Tensor:
+    """Rows ``[N, dim * u]`` -> component planes ``[dim, N, u]`` (a view of contiguous rows)."""
+    return rows.reshape(rows.shape[0], dim, u).permute(1, 0, 2)

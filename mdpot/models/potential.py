@@ -6,7 +6,7 @@ pass over the edge vectors, then returns everything in float64.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -74,3 +74,125 @@ class Potential(nn.Module):
             atom_energy = atom_energy.detach()
         atom_energy = atom_energy.to(torch.float64) + self.energy_shift.index_select(0, atom_type[:n_local])
         return atom_energy, forces, virial, atom_virial
+
+
+class MessagePassingPotential(Potential):
+    """:class:`Potential` of a message-passing energy model (``NequIP``), with the block-by-block methods an
+    engine needs to exchange node features between ranks instead of widening its ghost shell
+    (``docs/message_passing_exchange.md``). ``forward`` is :class:`Potential`'s, unchanged.
+
+    Per-atom tensors are rows ``[atoms, width]`` in the model dtype; positions, edge vectors, their gradients and
+    energies cross in float64, as in ``forward``. ``L = mp_num_blocks()``; block ``b`` reads the state ``[C, S_b]``
+    of its ``C`` centre atoms and the mixed input ``x_b [N, W_b]`` of every atom its edges reach
+    (``W = mp_feature_widths()``, ``S = mp_state_widths()``); only ``x_b`` is exchanged between ranks.
+
+    Example
+    -------
+    >>> from mdpot.models import NequIP, NequIPConfig
+    >>> pot = MessagePassingPotential(NequIP(NequIPConfig(elements=("Cu",))))
+    >>> pot.mp_num_blocks()
+    3
+    """
+
+    @torch.jit.export
+    def mp_num_blocks(self) -> int:
+        """``L``, the number of message-passing blocks."""
+        return self.model.mp_num_blocks()
+
+    @torch.jit.export
+    def mp_feature_widths(self) -> List[int]:
+        """``[W_0 .. W_{L-1}]``: values per atom of each block's mixed input, the exchanged features."""
+        return self.model.mp_feature_widths()
+
+    @torch.jit.export
+    def mp_state_widths(self) -> List[int]:
+        """``[S_0 .. S_L]``: values per atom of the state before each block and after the last."""
+        return self.model.mp_state_widths()
+
+    @torch.jit.export
+    def mp_embed(self, atom_type: torch.Tensor, n_centres: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``atom_type [N]`` int64 -> (state ``[n_centres, S_0]`` of the first ``n_centres`` atoms, mixed input
+        ``x_0 [N, W_0]`` of all atoms). Functions of the types alone: ghosts need no exchange before block 0,
+        and nothing flows back into them."""
+        return self.model.mp_embed(atom_type, n_centres)
+
+    @torch.jit.export
+    def mp_block(self, b: int, state: torch.Tensor, x: torch.Tensor, edge_vec: torch.Tensor,
+                 edge_index: torch.Tensor, centre_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Block ``b`` on ``C`` centres.
+
+        ``state [C, S_b]``; ``x [N, W_b]`` (every row an edge reads must hold its atom's ``x_b``);
+        ``edge_vec [E, 3]`` float64, Å, ``r_ij = pos_j - pos_i`` (the neighbour at its image position);
+        ``edge_index [2, E]`` int64, centre ``0 .. C-1`` and neighbour row of ``x``; ``centre_type [C]`` int64.
+        Returns (state ``[C, S_{b+1}]``, ``x_{b+1} [C, W_{b+1}]``; ``[C, 0]`` after the last block).
+        Differentiable: an engine that keeps the autograd graph calls it with gradients enabled and inputs
+        that require them, and differentiates the outputs itself (same numbers as :meth:`mp_block_vjp`)."""
+        dtype = self.model.energy_scale.dtype
+        return self.model.mp_block(b, state, x, edge_vec.to(dtype), edge_index, centre_type)
+
+    @torch.jit.export
+    def mp_block_vjp(self, b: int, state: torch.Tensor, x: torch.Tensor, edge_vec: torch.Tensor,
+                     edge_index: torch.Tensor, centre_type: torch.Tensor, grad_state: torch.Tensor,
+                     grad_x: torch.Tensor, input_grads: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Vector-Jacobian product of :meth:`mp_block` (same inputs), recomputing the block: given the gradients
+        of the energy w.r.t. its outputs, ``grad_state [C, S_{b+1}]`` and ``grad_x [C, W_{b+1}]``, returns those
+        w.r.t. ``state [C, S_b]`` and ``x [N, W_b]`` (model dtype; ``[0, ...]`` unless ``input_grads``: block 0's
+        inputs are functions of the types) and w.r.t. ``edge_vec`` (``[E, 3]`` float64, eV/Å). Like ``forward``, it
+        must be called with gradients enabled (TorchScript cannot enable them itself)."""
+        dtype = self.model.energy_scale.dtype
+        vec = edge_vec.to(dtype).detach().requires_grad_(True)
+        state_in = state.detach().requires_grad_(input_grads)
+        x_in = x.detach().requires_grad_(input_grads)
+        state_next, x_next = self.model.mp_block(b, state_in, x_in, vec, edge_index, centre_type)
+        outputs: List[torch.Tensor] = []
+        grad_outputs: List[Optional[torch.Tensor]] = []
+        for out, grad in ((state_next, grad_state), (x_next, grad_x)):
+            if out.requires_grad and out.numel() > 0:
+                outputs.append(out)
+                grad_outputs.append(grad.to(dtype))
+        inputs = [vec, state_in, x_in] if input_grads else [vec]
+        grads: List[Optional[torch.Tensor]] = [None, None, None]
+        if len(outputs) > 0:
+            grads = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)
+        g_vec = grads[0]
+        g_vec = torch.zeros_like(edge_vec) if g_vec is None else g_vec.to(torch.float64)
+        g_state = state.new_zeros((0, state.shape[1]))
+        g_x = x.new_zeros((0, x.shape[1]))
+        if input_grads:
+            g = grads[1]
+            g_state = torch.zeros_like(state) if g is None else g
+            g = grads[2]
+            g_x = torch.zeros_like(x) if g is None else g
+        return g_state, g_x, g_vec
+
+    @torch.jit.export
+    def mp_readout(self, state: torch.Tensor, atom_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``state [n, S_L]`` after the last block and ``atom_type [n]`` -> (per-atom energy ``[n]`` float64, eV,
+        shift included: ``forward``'s ``atom_energy`` for these atoms; its gradient w.r.t. the state
+        ``[n, S_L]``, model dtype, which starts the backward pass)."""
+        state_in = state.detach().requires_grad_(True)
+        learned = self.model.mp_readout(state_in, atom_type)
+        grad: Optional[torch.Tensor] = None
+        if learned.requires_grad:
+            grad = torch.autograd.grad([learned.sum()], [state_in], allow_unused=True)[0]
+        grad_state = torch.zeros_like(state) if grad is None else grad
+        atom_energy = learned.detach().to(torch.float64) + self.energy_shift.index_select(0, atom_type)
+        return atom_energy, grad_state
+
+    @torch.jit.export
+    def mp_edge_derivatives(self, n_atoms: int, edge_vec: torch.Tensor, edge_grad: torch.Tensor,
+                            edge_index: torch.Tensor, compute_atom_virial: bool
+                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forces ``[n_atoms, 3]``, virial ``[3, 3]`` and per-atom virial ``[n_atoms, 3, 3]`` (or ``[0, 3, 3]``),
+        float64, from ``edge_grad = dE/dr_ij [E, 3]`` summed over the blocks: ``forward``'s conventions
+        (:func:`edge_derivatives`); ``edge_index`` rows index the same ``n_atoms`` atoms."""
+        pos = torch.zeros((n_atoms, 3), dtype=torch.float64, device=edge_vec.device)
+        return edge_derivatives(pos, edge_vec, edge_grad, edge_index, compute_atom_virial)
+
+
+def contract_potential(model: nn.Module) -> Potential:
+    """The contract module of an energy model: :class:`MessagePassingPotential` when the model offers the
+    block-by-block methods (``NequIP``), else :class:`Potential`."""
+    if hasattr(model, "mp_block"):
+        return MessagePassingPotential(model)
+    return Potential(model)
