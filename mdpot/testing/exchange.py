@@ -153,16 +153,21 @@ def decompose(atoms: Atoms, grid: Sequence[int], r_max: float, elements: Sequenc
         pos = np.concatenate([frac[local], images[is_ghost]]) @ cell
         atom_type = np.concatenate([types[local], types[ghost]])
         n = len(local)
-        diff = pos[None, :, :] - pos[:n, None, :]    # [n, n + G, 3]
-        dist = np.linalg.norm(diff, axis=2)
-        close = dist < r_max
-        close[np.arange(n), np.arange(n)] = False
-        i, j = np.nonzero(close)    # row-major: sorted by centre
+        centres, neighbours, vecs = [], [], []
+        for c0 in range(0, n, 256):    # centres in blocks: the distance table stays small for large systems
+            diff = pos[None, :, :] - pos[c0:min(c0 + 256, n), None, :]    # [c, n + G, 3]
+            close = np.linalg.norm(diff, axis=2) < r_max
+            close[np.arange(len(close)), c0 + np.arange(len(close))] = False
+            i, j = np.nonzero(close)    # row-major: sorted by centre
+            centres.append(c0 + i)
+            neighbours.append(j)
+            vecs.append(diff[i, j])
+        edge_index = np.stack([np.concatenate(centres), np.concatenate(neighbours)]) if n else np.zeros((2, 0))
         ranks.append(RankGraph(
             rank=r, local=local, ghost=ghost, owner=rank_of[ghost], owner_row=row_of[ghost],
             pos=torch.from_numpy(pos), atom_type=torch.from_numpy(np.asarray(atom_type, dtype=np.int64)),
-            edge_index=torch.from_numpy(np.stack([i, j]).astype(np.int64)),
-            edge_vec=torch.from_numpy(diff[i, j])))
+            edge_index=torch.from_numpy(edge_index.astype(np.int64)),
+            edge_vec=torch.from_numpy(np.concatenate(vecs) if n else np.zeros((0, 3)))))
     return ranks
 
 
@@ -170,12 +175,14 @@ def _forward_comm(ranks: Sequence[RankGraph], x_local: Sequence[torch.Tensor]) -
     """Every rank's rows ``[n + G, W]``: its own local rows, then each ghost's row copied from its owner."""
     out, moved = [], 0
     for rg in ranks:
-        rows = [x_local[rg.rank]]
-        if len(rg.ghost):
-            ghost_rows = torch.stack([x_local[o][k] for o, k in zip(rg.owner, rg.owner_row)])
-            rows.append(ghost_rows)
+        rows = x_local[rg.rank].new_empty((rg.n_atoms, x_local[rg.rank].shape[1]))
+        rows[:rg.n_local] = x_local[rg.rank]
+        for o in np.unique(rg.owner):
+            mask = rg.owner == o
+            ghost_rows = x_local[o].index_select(0, torch.from_numpy(rg.owner_row[mask]))
+            rows[rg.n_local + torch.from_numpy(np.flatnonzero(mask))] = ghost_rows
             moved += ghost_rows.numel() * ghost_rows.element_size()
-        out.append(torch.cat(rows) if len(rows) > 1 else rows[0].clone())
+        out.append(rows)
     return out, moved
 
 
@@ -187,8 +194,9 @@ def _reverse_comm(ranks: Sequence[RankGraph], grad_all: Sequence[torch.Tensor]) 
     for rg, g in zip(ranks, grad_all):
         ghost_rows = g[rg.n_local:]
         moved += ghost_rows.numel() * ghost_rows.element_size()
-        for k, (o, row) in enumerate(zip(rg.owner, rg.owner_row)):
-            out[o][row] += ghost_rows[k]
+        for o in np.unique(rg.owner):
+            mask = rg.owner == o
+            out[o].index_add_(0, torch.from_numpy(rg.owner_row[mask]), ghost_rows[torch.from_numpy(np.flatnonzero(mask))])
     return out, moved
 
 
