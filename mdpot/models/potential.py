@@ -91,7 +91,7 @@ class MessagePassingPotential(Potential):
     >>> from mdpot.models import NequIP, NequIPConfig
     >>> pot = MessagePassingPotential(NequIP(NequIPConfig(elements=("Cu",))))
     >>> pot.mp_num_blocks()
-    3
+    2
     """
 
     @torch.jit.export
