@@ -144,7 +144,7 @@ def test_bad_config(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump({"architecture": "allegro", "model": {"elements": ["Cu", "Xx"]}}))
     assert main(["init", str(cfg), "-o", str(tmp_path / "x.ckpt")]) == 1
-    assert capsys.readouterr().err.strip() == "mdpot: error: unknown chemical symbol 'Xx' in elements ['Cu', 'Xx']"
+    assert capsys.readouterr().err.strip() == f"mdpot: error: {cfg}: model: unknown chemical symbol 'Xx' in elements ['Cu', 'Xx']"
     cfg.write_text(yaml.safe_dump({"architecture": "allegro", "model": {"elements": ["Cu"], "r_cut": 4.0}}))
     assert main(["init", str(cfg), "-o", str(tmp_path / "x.ckpt")]) == 1
     assert "unknown allegro option(s) ['r_cut']" in capsys.readouterr().err

@@ -234,7 +234,7 @@ def test_detect_source_kind(sources, wrapped, tmp_path):
         nq.detect_source_kind(other)
     saved = tmp_path / "weights.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, str(saved))
-    with pytest.raises(ValueError, match="not a nequip training checkpoint"):
+    with pytest.raises(ValueError, match="neither an mdpot checkpoint .* nor a nequip training checkpoint"):
         nq.detect_source_kind(saved)
     with pytest.raises(FileNotFoundError):
         nq.detect_source_kind(tmp_path / "missing.pth")
@@ -391,9 +391,9 @@ def test_cli_deploy_detects_the_source_kind(sources, wrapped, tmp_path, capsys):
     cases = [
         (["deploy", str(wrapped["nequip", "float64"]), "-o", str(tmp_path / "x.pt")], "is already a deployed mdpot model"),
         (["deploy", str(src), "-o", str(tmp_path / "y.pt"), "--from", "mdpot"],
-         "the content is a nequip TorchScript model, not a mdpot file"),
+         "the content is a nequip TorchScript model, not an mdpot file"),
         (["deploy", str(ckpt), "-o", str(tmp_path / "z.pt"), "--from", "nequip"],
-         "could not load the nequip training checkpoint with nequip"),
+         "the content is an mdpot checkpoint, not a nequip file"),
     ]
     for argv, message in cases:
         assert main(argv) == 1

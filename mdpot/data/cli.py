@@ -23,9 +23,12 @@ DEFAULT_SIZES = {"cu-emt": 500, "cuau-emt": 500, "si-sw": 400}
 def run(args: argparse.Namespace) -> int:
     from .reference import generate_splits
 
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; -o names the folder the three split files go into")
     n = args.n_structures if args.n_structures is not None else DEFAULT_SIZES[args.system]
     t0 = time.perf_counter()
-    written = generate_splits(args.system, Path(args.output), n, args.seed, progress=not args.no_progress,
+    written = generate_splits(args.system, out, n, args.seed, progress=not args.no_progress,
                               overwrite=args.force)
     print(f"{args.system}: {n} structures, seed {args.seed}, {time.perf_counter() - t0:.1f} s")
     for split, (path, structures) in written.items():

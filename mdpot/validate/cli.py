@@ -7,14 +7,21 @@ one-line message on failure (the main CLI prints ``mdpot: error: <message>`` and
 from __future__ import annotations
 
 import argparse
+import zipfile
+from pathlib import Path
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .report import validate, write_json
 
     stress_key = None if args.stress_key.lower() in ("none", "null", "") else args.stress_key
-    report = validate(args.model, args.data, energy_key=args.energy_key, forces_key=args.forces_key,
-                      stress_key=stress_key, batch_size=args.batch_size)
+    try:
+        report = validate(args.model, args.data, energy_key=args.energy_key, forces_key=args.forces_key,
+                          stress_key=stress_key, batch_size=args.batch_size)
+    except ValueError as exc:
+        if _looks_swapped(args.model, args.data):
+            raise ValueError(f"{str(exc).splitlines()[0]}; MODEL comes first, then DATA: were they swapped?") from None
+        raise
     print(report.table())
     if args.json:
         write_json(report, args.json)
@@ -24,6 +31,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"wrote {args.plot}")
     report.check(max_force_mae=args.max_force_mae, max_energy_mae=args.max_energy_mae)
     return 0
+
+
+def _looks_swapped(model: str, data: str) -> bool:
+    """``mdpot validate data.xyz model.pt``: the model argument is no zip archive but the data argument is."""
+    model_p, data_p = Path(model), Path(data)
+    return (model_p.is_file() and data_p.is_file() and not zipfile.is_zipfile(model_p)
+            and zipfile.is_zipfile(data_p))
 
 
 def _positive_int(text: str) -> int:
