@@ -167,6 +167,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _bounded_int(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _bounded_int(text, 0, "an integer >= 0")
+
+
+def _bounded_int(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
 def version_line() -> str:
     """``mdpot X (torch Y, e3nn Z, ase W, Python V)``, from package metadata (nothing heavy is imported)."""
     from importlib import metadata
@@ -197,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the demo Allegro). Deploy it with `mdpot deploy`, or train from it.")
     p.add_argument("config", nargs="?", help="YAML with 'architecture' and 'model' sections (default: the demo Allegro)")
     p.add_argument("-o", "--output", required=True, help="checkpoint to write")
-    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="weight initialisation seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_init)
 
@@ -244,12 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "calculator and then with LAMMPS (pair_style mdpot) on MPI ranks, and print the "
                                    "energy drift and speed of both.")
     p.add_argument("--workdir", default="runs/demo", help="where models and logs go (default runs/demo)")
-    p.add_argument("--steps", type=int, default=50, help="MD steps (default 50)")
-    p.add_argument("--repeat", type=int, default=4, help="FCC Cu supercell n x n x n cubic cells (default 4: 256 atoms)")
+    p.add_argument("--steps", type=positive_int, default=50, help="MD steps (default 50)")
+    p.add_argument("--repeat", type=positive_int, default=4,
+                   help="FCC Cu supercell n x n x n cubic cells (default 4: 256 atoms)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    p.add_argument("--lammps-steps", type=int, default=200, help="LAMMPS NVE steps (0 skips LAMMPS; default 200)")
-    p.add_argument("--lammps-size", type=int, default=6, help="LAMMPS box of n x n x n FCC cells (default 6: 864 atoms)")
-    p.add_argument("--ranks", type=int, default=2, help="MPI ranks for LAMMPS (default 2)")
+    p.add_argument("--lammps-steps", type=non_negative_int, default=200,
+                   help="LAMMPS NVE steps (0 skips LAMMPS; default 200)")
+    p.add_argument("--lammps-size", type=positive_int, default=6,
+                   help="LAMMPS box of n x n x n FCC cells (default 6: 864 atoms)")
+    p.add_argument("--ranks", type=positive_int, default=2, help="MPI ranks for LAMMPS (default 2)")
     p.set_defaults(func=cmd_demo)
 
     from .data import cli as data_cli
@@ -265,14 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Exceptions whose message is the whole story for a user; anything else is named with its type.
-_USER_ERRORS = (CLIError, ValueError, TypeError, OSError)
+#: Exceptions whose message is the whole story for a user (besides mdpot's own exception classes, such as
+#: SelfCheckError); anything else is named with its type.
+_USER_ERRORS = (ValueError, TypeError, OSError)
 
 
 def _error_line(exc: BaseException) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
-    if isinstance(exc, _USER_ERRORS) and first and not isinstance(exc, (KeyError, IndexError)):
+    ours = type(exc).__module__.split(".")[0] == "mdpot"
+    if first and (ours or (isinstance(exc, _USER_ERRORS) and not isinstance(exc, (KeyError, IndexError)))):
         return first
     name = type(exc).__name__
     return f"{name}: {first} (unexpected; rerun with --debug for the traceback)" if first else \

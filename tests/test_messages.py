@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mdpot.cli import build_parser, main, version_line
-from mdpot.deploy import deploy_checkpoint, load_model
+from mdpot.deploy import SelfCheckError, deploy_checkpoint, load_model
 from mdpot.models import create_checkpoint, load_checkpoint, make_config
 from mdpot.testing import SMALL_OPTIONS
 
@@ -293,6 +293,13 @@ def test_unexpected_errors_and_debug(files, monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_info", broken)
     assert _run(["info", files["model"]], capsys) == \
         (1, "", "mdpot: error: KeyError: 'elements' (unexpected; rerun with --debug for the traceback)")
+
+    def self_check_fails(args):
+        raise SelfCheckError("compiled model does not match the eager model: ...")
+
+    monkeypatch.setattr(cli, "cmd_check", self_check_fails)  # mdpot's own exceptions are user-facing as they are
+    assert _run(["check", files["model"]], capsys) == \
+        (1, "", "mdpot: error: compiled model does not match the eager model: ...")
     for argv in (["--debug", "info", files["model"]], ["info", files["model"], "--debug"]):
         with pytest.raises(KeyError):
             main([str(a) for a in argv])
@@ -329,6 +336,13 @@ def test_more_wrong_inputs(files, tmp_path, capsys):
            f"Cu: not the checkpoint it was deployed from\n" in out
     with pytest.raises(ValueError, match=r"^unknown device 'gpu'; expected 'cpu', 'cuda' or 'cuda:N'$"):
         load_model(f["model"], device="gpu")
+    for argv, message in ((["demo", "--ranks", "0"], "argument --ranks: expected a positive integer, got '0'"),
+                          (["demo", "--lammps-steps", "-1"], "argument --lammps-steps: expected an integer >= 0, got '-1'"),
+                          (["data", "cu-emt", "-o", tmp_path, "-n", "0"], "argument -n/--n-structures: expected a "
+                                                                          "positive integer, got '0'")):
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        assert exc.value.code == 2 and capsys.readouterr().err.strip().endswith(f"error: {message}")
 
 
 def _cli(*args, **kwargs):

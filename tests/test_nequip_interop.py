@@ -383,6 +383,9 @@ def test_cli_deploy_detects_the_source_kind(sources, wrapped, tmp_path, capsys):
     assert "origin" in capsys.readouterr().out
     assert main(["check", str(out)]) == 0  # digest, finite-difference forces, equivariance, momentum
     assert "FAIL" not in capsys.readouterr().out
+    assert main(["info", str(src)]) == 1  # the source itself is named for what it is, with the command to deploy it
+    assert capsys.readouterr().err.strip() == (f"mdpot: error: {src}: is a nequip TorchScript model, not a deployed "
+                                               f"mdpot model; deploy it with `mdpot deploy {src} -o model.pt`")
 
     ckpt = create_checkpoint(make_config("allegro", {"elements": ["Cu"], "r_max": 4.0}), tmp_path / "fresh.ckpt")
     assert main(["deploy", str(ckpt), "-o", str(tmp_path / "fresh.pt"), "--dtype", "float32"]) == 0

@@ -40,18 +40,10 @@ def _looks_swapped(model: str, data: str) -> bool:
             and zipfile.is_zipfile(data_p))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``validate``: errors of a deployed model against labelled structures."""
+    from ..cli import positive_int
+
     p = subparsers.add_parser("validate", help="errors of a deployed model against reference energies/forces/stress",
                               description="Evaluate a deployed model on labelled structures and report MAE/RMSE of "
                                           "energy per atom (meV/atom), forces (meV/Å, also per element) and stress (GPa).")
@@ -64,6 +56,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     p.add_argument("--max-force-mae", type=float, metavar="MEV_PER_A", help="fail (exit 1) if the force MAE exceeds this")
     p.add_argument("--max-energy-mae", type=float, metavar="MEV_PER_ATOM", help="fail (exit 1) if the energy MAE exceeds this")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="structures per model call (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="structures per model call (default 8)")
     p.set_defaults(func=cmd_validate)
     return p
