@@ -1,7 +1,5 @@
 """Row 27 of docs/testing.md (CLI) and the model-file bad inputs."""
 import json
-import subprocess
-import sys
 import zipfile
 
 import pytest
@@ -24,12 +22,18 @@ def checkpoint(tmp_path, arch):
     return ckpt
 
 
-def test_help_exits_zero():
-    out = subprocess.run([sys.executable, "-m", "mdpot.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "deploy" in out.stdout and "info" in out.stdout
-    for sub in ("init", "deploy", "info", "check", "doctor", "demo"):
-        res = subprocess.run([sys.executable, "-m", "mdpot.cli", sub, "--help"], capture_output=True, text=True)
-        assert res.returncode == 0, sub
+def test_help_exits_zero(capsys):
+    """In-process (the module entry point runs in test_messages.py's subprocess tests)."""
+    for argv in (["--help"], *([sub, "--help"] for sub in ("init", "deploy", "info", "check", "doctor", "demo",
+                                                              "data", "train", "validate"))):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        out = capsys.readouterr().out
+        assert exc.value.code == 0 and out.startswith(f"usage: mdpot {argv[0] if len(argv) == 2 else ''}".rstrip()), argv
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(sub in out for sub in ("deploy", "info", "check", "validate"))
 
 
 def test_usage_error_exit_two(capsys):
