@@ -253,6 +253,11 @@ def test_config_messages(tmp_path, capsys):
     assert _run(["init", tmp_path, "-o", tmp_path / "x.ckpt"], capsys) == \
         (1, "", f"mdpot: error: {tmp_path}: is a folder; expected a YAML config file with 'architecture' and 'model' "
                 f"sections")
+    binary = tmp_path / "model.pt"  # a model file given where the config belongs
+    binary.write_bytes(b"PK\x03\x04" + bytes(range(256)))
+    assert _run(["train", binary], capsys) == \
+        (1, "", f"mdpot: error: {binary}: not a text file (byte 132 is not UTF-8); expected a YAML config with "
+                f"'architecture', 'model', 'data' and 'training' sections")
     cfg.write_text("model: {elements: [Cu]}\ndata: {train: cu.xyz}\ntraining: {lr: '1e-3'}\n")
     assert _run(["train", cfg, "-o", tmp_path / "run"], capsys) == \
         (1, "", "mdpot: error: training.lr must be a number, got '1e-3' (a quoted string; write the number without "
