@@ -5,6 +5,7 @@ Files of other kinds (checkpoints, nequip files) given where a deployed model be
 traceback, a closed pipe, no ASE warnings from ``mdpot check``, and the wrong-file-type cases found on the way.
 """
 import collections
+import os
 import pickle
 import subprocess
 import sys
@@ -350,8 +351,13 @@ def test_more_wrong_inputs(files, tmp_path, capsys):
         assert exc.value.code == 2 and capsys.readouterr().err.strip().endswith(f"error: {message}")
 
 
+#: One thread in the subprocesses, as in-process tests (conftest): two OpenMP threads on a busy 2-core machine
+#: made `mdpot check` 20x slower.
+ENV = dict(os.environ, OMP_NUM_THREADS=os.environ.get("MDPOT_TEST_THREADS", "1"))
+
+
 def _cli(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "mdpot.cli", *map(str, args)], cwd=ROOT, text=True,
+    return subprocess.Popen([sys.executable, "-m", "mdpot.cli", *map(str, args)], cwd=ROOT, text=True, env=ENV,
                             stderr=subprocess.PIPE, **kwargs)
 
 
@@ -367,6 +373,6 @@ def test_check_prints_no_warnings(files):
     """ASE's FutureWarning came from the calculator's deprecated finite-difference method; the test kit uses
     ase.calculators.fd instead. FutureWarnings are shown by default, and here always."""
     proc = subprocess.run([sys.executable, "-W", "always::FutureWarning", "-m", "mdpot.cli", "check", str(files["model"])],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.count("PASS") == 4
