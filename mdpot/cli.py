@@ -3,7 +3,7 @@
 Every subcommand is reachable in-process through :func:`main` (``main(["info", "cu.pt"])``). Errors print one
 line ``mdpot: error: ...`` and return exit code 1 (usage errors 2); ``--debug`` (before or after the subcommand)
 shows the traceback instead. Output into a pipe that closes early (``mdpot info cu.pt | head -1``) ends quietly
-with exit code 0.
+with exit code 0. ``mdpot --version`` prints one line: mdpot's version and torch's, e3nn's, ase's and Python's.
 """
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("validate", help="errors of a deployed model against reference energies/forces/stress",
                               description="Evaluate a deployed model on labelled structures and report MAE/RMSE of "
                                           "energy per atom (meV/atom), forces (meV/Å, also per element) and stress (GPa).")
-    p.add_argument("model", help="deployed model (.pt from `mdpot deploy`) or a training checkpoint (.ckpt)")
+    p.add_argument("model", help="deployed model (from `mdpot deploy`) or an mdpot training checkpoint "
+                                        "(told apart by content, not by name)")
     p.add_argument("data", help="labelled structures (extxyz or any ase.io format)")
     p.add_argument("--energy-key", default="energy", help="energy label (default energy; eV, total)")
     p.add_argument("--forces-key", default="forces", help="forces label (default forces; eV/Å)")
