@@ -9,15 +9,16 @@ STAMP  := $(VENV)/.mdpot-installed
 
 setup: $(STAMP)
 
-# Rebuilds only when torch, LAMMPS, MPICH or the plugin sources change (recorded in mdpot/lammps/lib/mdpotplugin.json).
+# Rebuilds only when torch, LAMMPS, MPICH or the plugin sources (mdpot/lammps/src) change (recorded in
+# mdpot/lammps/lib/mdpotplugin.json). `lmp` would build it on first use too; here it is built up front.
 plugin: setup
 	$(PY) -m mdpot.lammps.plugin
 
 # Re-runs only when the dependency pins or the package metadata change; torch goes first, then every later
-# install is constrained to it so nothing can swap in a CUDA build.
+# install is constrained to it so nothing can swap in a CUDA build. cmake and ninja come from PyPI (mdpot's
+# dependencies); the plugin build needs only a C++ compiler, installed with apt-get if missing.
 $(STAMP): pyproject.toml constraints.txt
-	command -v cmake >/dev/null && command -v g++ >/dev/null || \
-	  { apt-get update -q && apt-get install -y -q cmake g++; }
+	command -v g++ >/dev/null || { apt-get update -q && apt-get install -y -q g++; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install -c constraints.txt -e ".[test]"
@@ -33,4 +34,4 @@ bench: setup
 	$(PY) scripts/bench_ase.py
 
 clean:
-	rm -rf $(VENV) build lammps_plugin/build mdpot/lammps/lib
+	rm -rf $(VENV) build dist mdpot/lammps/lib

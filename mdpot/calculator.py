@@ -1,19 +1,46 @@
-"""ASE calculator for deployed mdpot models."""
+"""ASE calculator for deployed mdpot models.
+
+Memory. One model call holds its autograd buffers for every edge at once (about 9 KB per edge for the benchmark
+Allegro in float32, 20 KB in float64; a Cu atom has 42 edges within 5 Å). Strictly local models (Allegro:
+receptive field equal to ``r_max``) are therefore evaluated in chunks of whole centre atoms of at most
+``max_edges`` edges, as the LAMMPS pair style does: an atom's energy is a sum over the edges centred on it, so the
+chunks give exactly the one-call results (to rounding). Message-passing models (NequIP) need every edge in one
+call; their memory is estimated before the call and a call that cannot fit is refused (:func:`estimate_memory`).
+"""
 from __future__ import annotations
 
+import io
 import os
-from typing import TYPE_CHECKING, List, Optional, Sequence, Union
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from ._malloc import tune_malloc as _tune_malloc
+from .contract import ARCHITECTURE, CONFIG, MODEL_DTYPE, R_MAX, RECEPTIVE_FIELD, WEIGHTS_SHA256
 from .data import Graph, TypeMapper, atoms_to_graph
 from .voigt import to_voigt
 
 if TYPE_CHECKING:  # the deploy package imports torch.jit machinery; load it only when a model is loaded
+    import torch
+
     from .deploy import LoadedModel
+
+#: Default ``max_edges`` of the calculator by model dtype: about 1 GB per call for the benchmark Allegro (9 KB per
+#: edge in float32, 20 KB in float64; 2400 or 1200 Cu atoms per chunk, and the cost per atom is flat from a few
+#: hundred atoms up), so 100k atoms stay under 4 GB. Smaller than the pair style's 400000, which runs on one MPI
+#: rank's share of a system.
+DEFAULT_MAX_EDGES = {"float32": 100_000, "float64": 50_000}
+
+# Peak memory of one message-passing call: bytes per edge per (tensor-product term x channel) and per radial-MLP
+# unit, summed over the blocks, by model dtype. Fitted to the peak RSS of fresh processes (FCC Cu, 42 edges per
+# atom, 4000-7000 atoms, energy + forces) of NequIP l_max 1, 2 layers, 32 features, radial MLP (64, 64): 5.9 KB per
+# edge in float32, 14.4 KB in float64; and of 16 features, radial MLP (32, 32), l_max 2 and 3 layers. The estimate
+# errs high, by 7-35 % on those. ``scripts/bench_memory.py --arch nequip`` measures the benchmark model again.
+_NEQUIP_EDGE_BYTES = {"float32": (16.2, 8.6), "float64": (43.0, 22.8)}
 
 
 class MDPotCalculator(Calculator):
@@ -30,10 +57,23 @@ class MDPotCalculator(Calculator):
         Tune glibc malloc for this process (``mdpot._malloc``: keeps freed memory in the heap, so that every
         call does not page-fault its whole working set again; per-atom cost otherwise grows with system size).
         A process-wide setting, applied once; ``MDPOT_MALLOC_TUNING=0`` in the environment also disables it.
+    max_edges : int, optional
+        Strictly local models (Allegro) are evaluated in chunks of consecutive centre atoms holding at most this
+        many edges (at least one atom per chunk), as ``pair_style mdpot max_edges N`` does; this bounds the
+        memory of a call (about 9 KB per edge for the benchmark Allegro in float32, 20 KB in float64). Default
+        ``DEFAULT_MAX_EDGES``: 100000 for float32 models, 50000 for float64 (about 1 GB per call), for any size.
+        Ignored, with a warning, for message-passing models, which take every edge in one call.
+    check_memory : bool
+        For message-passing models, estimate the memory of the call first and refuse one that cannot fit
+        (``MemoryError``) instead of starting it (:func:`estimate_memory`).
 
     Properties: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å), ``stress``
     (eV/Å³, Voigt ``xx yy zz yz xz xy``, ASE sign) and ``stresses`` (per atom, eV/Å³). Stress needs a 3-D
     cell; periodicity may be full, partial or absent, and the cell may be smaller than the cutoff.
+
+    Running out of memory raises ``MemoryError`` whose first line says so, with the atom and edge counts and
+    what to change. The calculator pickles (``multiprocessing`` included): it reloads its model from the file,
+    refusing a file whose weights changed since, or from bytes when it was given an in-memory model.
 
     Example
     -------
@@ -46,21 +86,36 @@ class MDPotCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
     def __init__(self, model: Union[str, os.PathLike, "LoadedModel"], device: Optional[str] = None,
-                 tune_malloc: bool = True, **kwargs) -> None:
+                 tune_malloc: bool = True, max_edges: Optional[int] = None, check_memory: bool = True,
+                 **kwargs) -> None:
         from .deploy import LoadedModel, load_model
 
         super().__init__(**kwargs)
+        if max_edges is not None and (isinstance(max_edges, bool) or not isinstance(max_edges, (int, np.integer))
+                                      or max_edges < 1):
+            raise ValueError(f"max_edges must be a positive integer, got {max_edges!r}")
         if isinstance(model, LoadedModel):
             self.model = model if device is None else model.to(device)
         elif isinstance(model, (str, os.PathLike)):
             self.model = load_model(model, device="cpu" if device is None else device)
         else:
             raise TypeError(f"model must be a path or LoadedModel, got {type(model).__name__}")
+        self.tune_malloc = tune_malloc
         if tune_malloc:
             _tune_malloc()
         self.device = self.model.device
         self.r_max = self.model.r_max
         self.mapper = TypeMapper(self.model.elements)
+        self.check_memory = check_memory
+        meta = self.model.metadata
+        #: Strictly local: an atom's energy depends only on the edges centred on it (receptive field = r_max).
+        self.strictly_local = meta[RECEPTIVE_FIELD] <= meta[R_MAX]
+        if max_edges is not None and not self.strictly_local:
+            warnings.warn(f"max_edges {max_edges} is ignored: the model passes messages (receptive field "
+                          f"{meta[RECEPTIVE_FIELD]} Å > r_max {meta[R_MAX]} Å), so it takes every edge in one call",
+                          stacklevel=2)
+        self.max_edges = int(max_edges) if max_edges is not None else DEFAULT_MAX_EDGES[meta[MODEL_DTYPE]]
+        self._edge_bytes = _edge_bytes(meta)
 
     def graph(self, atoms: Atoms) -> Graph:
         """Model-contract inputs for ``atoms`` (neighbour list within r_max)."""
@@ -74,20 +129,264 @@ class MDPotCalculator(Calculator):
         if want_stress and atoms.cell.rank < 3:
             raise PropertyNotImplementedError(
                 f"stress needs a 3-D cell; this cell has rank {atoms.cell.rank} (pbc={atoms.pbc.tolist()})")
-        g = self.graph(atoms).to(self.device)
-        atom_energy, forces, virial, atom_virial = self.model(
-            g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, "stresses" in properties)
-        atom_energy = atom_energy.detach().cpu().numpy()
-        forces = forces.detach().cpu().numpy()
+        g = self.graph(atoms)
+        atom_virial_wanted = "stresses" in properties
+        if not self.strictly_local and self.check_memory:
+            self._refuse_if_too_big(g.num_atoms, g.num_edges)
+        try:
+            atom_energy, forces, virial, atom_virial = self._evaluate(g, atom_virial_wanted)
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            raise MemoryError(self._oom_message(g.num_atoms, g.num_edges, exc)) from None
         _check_finite(atom_energy, forces)
         energy = float(atom_energy.sum())
         self.results = {"energy": energy, "free_energy": energy, "energies": atom_energy, "forces": forces}
         if atoms.cell.rank == 3:
             volume = atoms.get_volume()
-            self.results["stress"] = to_voigt(-virial.detach().cpu().numpy() / volume)
-            if "stresses" in properties:
-                av = -atom_virial.detach().cpu().numpy() / volume
-                self.results["stresses"] = to_voigt(av)
+            self.results["stress"] = to_voigt(-virial / volume)
+            if atom_virial_wanted:
+                self.results["stresses"] = to_voigt(-atom_virial / volume)
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+
+    def _evaluate(self, g: Graph, atom_virial: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per-atom energies ``[N]``, forces ``[N, 3]``, virial ``[3, 3]`` and per-atom virial ``[N, 3, 3]`` (or
+        ``[0, 3, 3]``) of the whole graph, float64 numpy, in one call or in chunks of centre atoms."""
+        n = g.num_atoms
+        chunks = [(0, n)]
+        if self.strictly_local and g.num_edges > self.max_edges:
+            counts = np.bincount(g.edge_index[0].numpy(), minlength=n)
+            chunks = centre_chunks(counts, self.max_edges)
+        if len(chunks) == 1:
+            return tuple(t.detach().cpu().numpy() for t in self._call(g, n, atom_virial))
+        return self._evaluate_chunks(g, chunks, atom_virial)
+
+    def _call(self, g: Graph, n_local: int, atom_virial: bool):
+        g = g.to(self.device)
+        return self.model(g.pos, g.atom_type, g.edge_index, g.edge_shift, n_local, atom_virial)
+
+    def _evaluate_chunks(self, g: Graph, chunks: Sequence[Tuple[int, int]], atom_virial: bool):
+        import torch
+
+        n = g.num_atoms
+        centre = g.edge_index[0]
+        # edges grouped by centre (stable: each centre keeps its edges' order, as in the one-call list)
+        order = torch.argsort(centre, stable=True)
+        starts = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(centre.numpy(), minlength=n), out=starts[1:])
+        energies = torch.empty(n, dtype=torch.float64)
+        forces = torch.zeros((n, 3), dtype=torch.float64)
+        virial = torch.zeros((3, 3), dtype=torch.float64)
+        atom_vir = torch.zeros((n if atom_virial else 0, 3, 3), dtype=torch.float64)
+        compact = torch.empty(n, dtype=torch.int64)  # atom index -> index within the current chunk
+        for first, end in chunks:
+            edges = order[starts[first]:starts[end]]
+            pair = g.edge_index.index_select(1, edges)
+            # the chunk's atoms: its centres first (their energies count), then every other atom an edge uses
+            neighbours = pair[1]
+            outside = torch.unique(neighbours[(neighbours < first) | (neighbours >= end)])
+            members = torch.cat([torch.arange(first, end, dtype=torch.int64), outside])
+            compact[members] = torch.arange(len(members), dtype=torch.int64)
+            sub = Graph(g.pos.index_select(0, members), g.atom_type.index_select(0, members),
+                        compact[pair], g.edge_shift.index_select(0, edges))
+            e, f, w, aw = (t.detach().cpu() for t in self._call(sub, end - first, atom_virial))
+            energies[first:end] = e
+            forces.index_add_(0, members, f)
+            virial += w
+            if atom_virial:
+                atom_vir.index_add_(0, members, aw)
+        return energies.numpy(), forces.numpy(), virial.numpy(), atom_vir.numpy()
+
+    # -- memory ------------------------------------------------------------------------------------------------
+
+    def _refuse_if_too_big(self, n_atoms: int, n_edges: int) -> None:
+        if self._edge_bytes is None:
+            return
+        need = self._edge_bytes * n_edges
+        have = available_memory(self.device)
+        if have is not None and need > have:
+            raise MemoryError(
+                f"not enough memory for {n_atoms} atoms and {n_edges} edges in one call of this message-passing "
+                f"model: estimated {need / 1e9:.1f} GB, available {have / 1e9:.1f} GB on {self.device}; deploy it "
+                "with --dtype float32, or run it in LAMMPS (pair_style mdpot) on more MPI ranks "
+                "(MDPotCalculator(check_memory=False) skips this estimate)")
+
+    def _oom_message(self, n_atoms: int, n_edges: int, exc: BaseException) -> str:
+        dtype = self.model.metadata[MODEL_DTYPE]
+        if self.strictly_local:
+            calls = f"in calls of up to {min(self.max_edges, n_edges)} edges"
+            hints = [f"lower max_edges (now {self.max_edges})"]
+        else:
+            calls = "in one call (message passing)"
+            hints = []
+        if dtype == "float64":
+            hints.append("deploy the model with --dtype float32")
+        hints.append("run it in LAMMPS (pair_style mdpot) on more MPI ranks")
+        cause = _last_line(exc)
+        return (f"out of memory evaluating {n_atoms} atoms and {n_edges} edges {calls} "
+                f"({self.model.metadata[ARCHITECTURE]}, {dtype}, {self.device}): {', '.join(hints[:-1])}"
+                f"{' or ' if len(hints) > 1 else ''}{hints[-1]}" + (f"\n(torch: {cause})" if cause else ""))
+
+    # -- pickling -------------------------------------------------------------------------------------------------
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        state["model"] = _model_source(state["model"])
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state = dict(state)
+        state["model"] = _restore_model(state["model"])
+        self.__dict__.update(state)
+        if self.tune_malloc:
+            _tune_malloc()
+
+
+def centre_chunks(edges_per_atom: np.ndarray, max_edges: int) -> List[Tuple[int, int]]:
+    """Consecutive ranges ``[first, end)`` of centre atoms holding at most ``max_edges`` edges each, or one atom
+    when that atom alone has more (the pair style's ``max_edges`` rule). ``edges_per_atom[i]`` is the number of
+    edges centred on atom ``i``."""
+    n = len(edges_per_atom)
+    if n == 0:
+        return []
+    ends = np.cumsum(edges_per_atom, dtype=np.int64)
+    chunks = []
+    first, before = 0, 0
+    while first < n:
+        # the last atom whose cumulative edge count stays within the budget, but at least one atom
+        end = int(np.searchsorted(ends, before + max_edges, side="right"))
+        end = max(end, first + 1)
+        chunks.append((first, end))
+        before = int(ends[end - 1])
+        first = end
+    return chunks
+
+
+def estimate_memory(metadata: Dict[str, Any], n_atoms: int, n_edges: int) -> Optional[float]:
+    """Estimated peak bytes of one call of a message-passing mdpot model (NequIP) on ``n_atoms`` atoms and
+    ``n_edges`` edges (energy, forces, stress), from measurements of the benchmark NequIP scaled by the size of
+    the model's tensor products; ``None`` for a strictly local model (evaluated in chunks) or one whose config
+    the metadata does not carry (a model wrapped from the nequip package).
+
+    Example
+    -------
+    >>> estimate_memory(load_model("nequip.pt").metadata, 100_000, 4_200_000) / 1e9   # doctest: +SKIP
+    26.1
+    """
+    per_edge = _edge_bytes(metadata)
+    return None if per_edge is None else per_edge * n_edges
+
+
+def _edge_bytes(metadata: Dict[str, Any]) -> Optional[float]:
+    if metadata[RECEPTIVE_FIELD] <= metadata[R_MAX] or metadata[ARCHITECTURE] != "nequip":
+        return None
+    from .models import NequIP, NequIPConfig
+
+    try:
+        config = NequIPConfig.from_dict(metadata[CONFIG])
+    except (TypeError, ValueError):  # not an mdpot NequIP config (a wrapped nequip model)
+        return None
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # building the model draws its initial weights; keep the caller's RNG
+        blocks = NequIP(config).blocks
+    terms = sum(len(block.tp.term_i) for block in blocks) * config.num_features
+    radial = len(blocks) * sum(config.radial_mlp)
+    per_term, per_radial = _NEQUIP_EDGE_BYTES[metadata[MODEL_DTYPE]]
+    return per_term * terms + per_radial * radial
+
+
+def available_memory(device: Any = "cpu") -> Optional[float]:
+    """Bytes a new allocation can still get: CUDA free memory on a GPU; on the host the smaller of
+    ``MemAvailable`` (``/proc/meminfo``) and the cgroup's limit minus its usage. ``None`` when unknown."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free)
+    values = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                values.append(float(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = float(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and float(limit) < 2**60:
+            values.append(max(0.0, float(limit) - usage))
+        break
+    return min(values) if values else None
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    text = str(exc).lower()
+    return any(s in text for s in ("can't allocate memory", "cannot allocate memory", "out of memory",
+                                   "not enough memory"))
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _model_source(model: "LoadedModel") -> Tuple:
+    """What a pickled calculator keeps of its model: the file (with its weights digest) when the model in memory
+    is that file's, else the TorchScript bytes, else (an eager model) the LoadedModel itself."""
+    import torch
+
+    from .deploy import weights_digest
+
+    device = str(model.device)
+    if not isinstance(model.module, torch.jit.ScriptModule):
+        return ("object", model)
+    digest = weights_digest(model.module)
+    if model.path is not None and digest == model.metadata[WEIGHTS_SHA256]:
+        return ("file", str(Path(model.path).resolve()), digest, device)
+    buf = io.BytesIO()
+    torch.jit.save(model.module, buf)
+    return ("bytes", buf.getvalue(), digest, dict(model.metadata), device)
+
+
+def _restore_model(source: Tuple) -> "LoadedModel":
+    import torch
+
+    from .deploy import LoadedModel, load_model, weights_digest
+
+    kind = source[0]
+    if kind == "object":
+        return source[1]
+    if kind == "file":
+        _, path, digest, device = source
+        model = load_model(path, device=device)
+        found = model.metadata[WEIGHTS_SHA256]
+        if found != digest:
+            raise ValueError(f"{path}: the model file changed since the calculator was pickled "
+                             f"(weights {found[:12]}… != {digest[:12]}…)")
+        return model
+    _, data, digest, metadata, device = source
+    module = torch.jit.load(io.BytesIO(data), map_location=device)
+    module.eval()
+    if weights_digest(module) != digest:
+        raise ValueError("the pickled model's weights do not match the digest taken when it was pickled")
+    return LoadedModel(module, metadata, None, torch.device(device))
 
 
 def _check_finite(atom_energy: np.ndarray, forces: np.ndarray) -> None:

@@ -7,8 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-#: The shipped example checkpoint the demo deploys (trained on EMT Cu; see examples/models/allegro-cu-emt).
-EXAMPLE_CHECKPOINT = Path(__file__).resolve().parents[1] / "examples" / "models" / "allegro-cu-emt" / "model.ckpt"
+#: Files under ``examples/`` that ship in the wheel (``setup.py`` copies them to ``mdpot/_demo/``).
+DEMO_FILES = ("in.nve", "models/allegro-cu-emt/model.ckpt")
+
+
+def example_file(relative: str) -> Path:
+    """A file the demo needs, by its path under ``examples/``: from the package data of an installed wheel
+    (``mdpot/_demo/``, copied there at build time by ``setup.py``), else from a source checkout."""
+    here = Path(__file__).resolve().parent
+    for base in (here / "_demo", here.parent / "examples"):
+        if (base / relative).is_file():
+            return base / relative
+    raise FileNotFoundError(f"example file {relative} not found in {here / '_demo'} (installed package) or "
+                            f"{here.parent / 'examples'} (source checkout)")
 
 
 def run_demo(workdir: Path, steps: int = 50, repeat: int = 4, dtype: str = "float64", seed: int = 0,
@@ -27,13 +38,12 @@ def run_demo(workdir: Path, steps: int = 50, repeat: int = 4, dtype: str = "floa
 
     if steps < 1 or repeat < 1:
         raise ValueError(f"steps and repeat must be >= 1, got steps={steps} repeat={repeat}")
-    if not EXAMPLE_CHECKPOINT.is_file():
-        raise FileNotFoundError(f"shipped example checkpoint not found: {EXAMPLE_CHECKPOINT}")
+    checkpoint = example_file(DEMO_FILES[1])  # trained on EMT Cu; see examples/models/allegro-cu-emt
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / f"cu_allegro_{dtype}.pt"
     t0 = time.perf_counter()
-    deployed = deploy_checkpoint(EXAMPLE_CHECKPOINT, model_path, dtype=dtype, overwrite=True)
-    print(f"deployed {EXAMPLE_CHECKPOINT.relative_to(EXAMPLE_CHECKPOINT.parents[3])} -> {model_path} "
+    deployed = deploy_checkpoint(checkpoint, model_path, dtype=dtype, overwrite=True)
+    print(f"deployed the shipped Allegro Cu checkpoint ({DEMO_FILES[1]}) -> {model_path} "
           f"({deployed.num_parameters} parameters, {dtype}, self-check passed) in {time.perf_counter() - t0:.1f} s")
 
     atoms = fcc("Cu", (repeat,) * 3, rattle=0.02, seed=seed)
@@ -69,9 +79,7 @@ def run_lammps_nve(model_path: Path, workdir: Path, steps: int, size: int, ranks
     from .lammps.run import read_log, run_lammps
 
     build_plugin()
-    script = Path(__file__).resolve().parents[1] / "examples" / "in.nve"
-    if not script.is_file():
-        raise FileNotFoundError(f"LAMMPS example input not found: {script}")
+    script = example_file(DEMO_FILES[0])
     variables = {"model": model_path.resolve(), "size": size, "steps": steps, "thermo": max(1, steps // 10)}
     run = run_lammps(script, workdir, nprocs=ranks, variables=variables, timeout=1800)
     thermo = read_log(workdir / "log.lammps")[-1]

@@ -188,6 +188,7 @@ def main(argv=None) -> int:
     steps = args.steps or (5 if args.quick else 20)
     allocators = [False] + ([True] if args.tcmalloc and Path(TCMALLOC).exists() else [])
 
+    from mdpot._files import sha256_file
     from mdpot.lammps.plugin import build_plugin
 
     build_plugin()
@@ -195,7 +196,9 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         model = args.model or deploy_bench_model(tmp, config)
         results = {"when": time.strftime("%Y-%m-%d %H:%M"), "host": f"{platform.node()} {platform.processor()}",
-                   "model": describe(config) if args.model is None else str(args.model),
+                   # a given model by its name and content, never by this machine's path to it
+                   "model": describe(config) if args.model is None else
+                   f"{Path(args.model).name} (sha256 {sha256_file(args.model)[:16]})",
                    "steps": steps, "lammps": [], "bare_model": [], "parallel_efficiency": []}
         for size in sizes:
             n = cells_for(size)

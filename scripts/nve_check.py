@@ -68,7 +68,7 @@ def run_nve(model: Path, steps: int, ranks: int, workdir: Path) -> dict:
     etot = np.asarray(thermo["TotEng"]) / n_atoms
     slope = float(np.polyfit(t_ps, etot, 1)[0])
     return {
-        "model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
+        "model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else model.name,  # no machine path
         "architecture": loaded.metadata["architecture"], "dtype": loaded.metadata["model_dtype"],
         "element": element, "atoms": n_atoms, "steps": steps, "timestep_fs": 1.0, "ranks": ranks,
         "start_temperature_K": temperature, "mean_temperature_K": float(np.mean(thermo["Temp"][len(t_ps) // 5:])),

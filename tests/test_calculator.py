@@ -1,4 +1,6 @@
-"""Rows 12-13 of docs/testing.md and the ASE bad inputs."""
+"""Rows 12-13 of docs/testing.md and the ASE bad inputs; chunked evaluation, memory checks and pickling."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -6,7 +8,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 
 from mdpot import MDPotCalculator
 from mdpot.data import TypeMapper, atoms_to_graph
-from mdpot.testing import alloy, assert_allclose, molecule, slab, tolerance
+from mdpot.testing import alloy, assert_allclose, fcc, molecule, slab, tolerance
 
 ELEMENTS = ("Cu", "Au")  # the elements of the conftest models
 
@@ -172,3 +174,242 @@ def test_malloc_tuning_is_the_calculators_explicit_choice(deployed, monkeypatch)
     assert calls == []
     MDPotCalculator(deployed.path)
     assert calls == [1]
+
+
+# Chunked evaluation of strictly local models (the pair style's max_edges rule), the memory checks, pickling.
+
+def _assert_same_results(actual: dict, expected: dict, dtype: str) -> None:
+    """Every property equal within the calculator tolerance relative to the property's largest magnitude (float64:
+    1e-12)."""
+    tol = tolerance("calculator", dtype)
+    for name, value in expected.items():
+        scale = max(float(np.abs(value).max()), 1e-300)
+        assert_allclose(actual[name], value, tol * scale, name, rtol=0.0)
+
+
+def _all_properties(atoms: Atoms, calc) -> dict:
+    atoms.calc = calc
+    out = {"energy": atoms.get_potential_energy(), "energies": atoms.get_potential_energies(),
+           "forces": atoms.get_forces()}
+    if atoms.cell.rank == 3:
+        out["stress"] = atoms.get_stress()
+        out["stresses"] = atoms.get_stresses()
+    return out
+
+
+class _CountingModel:
+    """Stands in for ``calc.model``: records the atoms, local atoms and edges of every call."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial=False):
+        self.calls.append((pos.shape[0], n_local, edge_index.shape[1]))
+        return self.model(pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial)
+
+
+def test_centre_chunks_follow_the_pair_style_rule():
+    from mdpot.calculator import centre_chunks
+
+    counts = np.array([3, 5, 0, 2, 7])
+    assert centre_chunks(counts, 5) == [(0, 1), (1, 3), (3, 4), (4, 5)]
+    assert centre_chunks(counts, 1) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert centre_chunks(counts, 17) == [(0, 5)]
+    assert centre_chunks(counts, 10) == [(0, 4), (4, 5)]
+
+
+@pytest.mark.parametrize("make", [lambda: alloy(ELEMENTS, seed=31), lambda: slab(ELEMENTS, seed=32),
+                                  lambda: molecule(ELEMENTS, n_atoms=12, seed=33)],
+                         ids=["periodic-small-cell", "slab", "molecule"])
+def test_chunks_equal_one_call(deployed, dtype, make):
+    """Strictly local models: any max_edges, down to one centre atom per call (fewer edges than one atom has),
+    gives the one-call energy, per-atom energies, forces, stress and per-atom stresses (float64: 1e-12 relative);
+    every call holds at most max_edges edges unless it is a single atom. Message-passing models ignore max_edges
+    with a warning."""
+    atoms = make()
+    local = deployed.metadata["architecture"] == "allegro"
+    one_call = _all_properties(atoms, MDPotCalculator(deployed, max_edges=10**9) if local else MDPotCalculator(deployed))
+    n_edges = atoms_to_graph(atoms, deployed.r_max, TypeMapper(ELEMENTS)).num_edges
+    evaluations = 2 if atoms.cell.rank == 3 else 1  # per-atom stresses are a second evaluation
+    if not local:
+        with pytest.warns(UserWarning, match=r"max_edges 5 is ignored: the model passes messages \(receptive field"):
+            calc = MDPotCalculator(deployed, max_edges=5)
+        calc.model = counter = _CountingModel(calc.model)
+        _assert_same_results(_all_properties(atoms, calc), one_call, dtype)
+        assert {c[2] for c in counter.calls} == {n_edges}
+        return
+    for max_edges in (1, n_edges // 3, n_edges - 1):
+        calc = MDPotCalculator(deployed, max_edges=max_edges)
+        calc.model = counter = _CountingModel(calc.model)
+        _assert_same_results(_all_properties(atoms, calc), one_call, dtype)
+        calls = counter.calls
+        assert sum(c[1] for c in calls) == evaluations * len(atoms), "each atom is a centre once per evaluation"
+        assert sum(c[2] for c in calls) == evaluations * n_edges
+        assert all(c[2] <= max_edges or c[1] == 1 for c in calls), calls
+        assert len(calls) > evaluations
+        if max_edges == 1:
+            assert len(calls) == evaluations * len(atoms)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "models"
+
+_OOM_SCRIPT = r"""
+import json, resource, sys, torch
+torch.set_num_threads(1)
+from mdpot import MDPotCalculator
+from mdpot.testing import fcc
+allegro, nequip, chunked = (MDPotCalculator(sys.argv[1], max_edges=10**9), MDPotCalculator(sys.argv[2], check_memory=False),
+                            MDPotCalculator(sys.argv[1], max_edges=4000))
+for calc in (allegro, nequip, chunked):  # load and warm up before the limit
+    small = fcc("Cu", (2, 2, 2)); small.calc = calc; small.get_forces()
+vm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + 300 * 2**20, resource.RLIM_INFINITY))
+out = {}
+for name, calc in (("allegro", allegro), ("nequip", nequip), ("chunked", chunked)):
+    big = fcc("Cu", (10, 10, 10), rattle=0.05, seed=1); big.calc = calc
+    try:
+        out[name] = float(big.get_potential_energy())
+    except MemoryError as exc:
+        out[name] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_out_of_memory_says_so():
+    """A call that really runs out of memory (address space limited to what the process had plus 300 MB) raises
+    MemoryError whose first line says so, with the atom and edge counts and the hints; chunks fit in the same
+    limit."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _OOM_SCRIPT, str(SHIPPED / "allegro-cu-emt" / "model.pt"),
+                           str(SHIPPED / "nequip-cu-emt" / "model.pt")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    first = {k: v.splitlines()[0] if isinstance(v, str) else v for k, v in out.items()}
+    big = fcc("Cu", (10, 10, 10), rattle=0.05, seed=1)
+    edges = {r: atoms_to_graph(big, r, TypeMapper(["Cu"])).num_edges for r in (5.0, 4.5)}  # allegro, nequip r_max
+    assert first["allegro"] == (
+        f"out of memory evaluating 4000 atoms and {edges[5.0]} edges in calls of up to {edges[5.0]} edges (allegro, "
+        "float64, cpu): lower max_edges (now 1000000000), deploy the model with --dtype float32 or run it in LAMMPS "
+        "(pair_style mdpot) on more MPI ranks")
+    assert out["allegro"].splitlines()[1].startswith("(torch: ") and "allocate" in out["allegro"].splitlines()[1]
+    assert first["nequip"] == (
+        f"out of memory evaluating 4000 atoms and {edges[4.5]} edges in one call (message passing) (nequip, float64, cpu): "
+        "deploy the model with --dtype float32 or run it in LAMMPS (pair_style mdpot) on more MPI ranks")
+    assert isinstance(out["chunked"], float), out["chunked"]
+
+
+def test_message_passing_refused_before_running(monkeypatch):
+    """A message-passing call whose estimated memory exceeds what is available is refused before it runs."""
+    import mdpot.calculator
+    from mdpot.calculator import available_memory, estimate_memory
+
+    calc = MDPotCalculator(SHIPPED / "nequip-cu-emt" / "model.pt")
+    atoms = fcc("Cu", (3, 3, 3))
+    n_edges = calc.graph(atoms).num_edges
+    need = estimate_memory(calc.model.metadata, len(atoms), n_edges)
+    assert 7e3 * n_edges < need < 1e4 * n_edges  # measured 7.0 KB per edge for this size in float64
+    assert estimate_memory(MDPotCalculator(SHIPPED / "allegro-cu-emt" / "model.pt").model.metadata, 10, 100) is None
+    assert 0 < available_memory() < 2**50
+    calc.model = counter = _CountingModel(calc.model)
+    monkeypatch.setattr(mdpot.calculator, "available_memory", lambda device: 0.5e9 * need / 1e9)
+    atoms.calc = calc
+    with pytest.raises(MemoryError) as info:
+        atoms.get_potential_energy()
+    assert str(info.value) == (
+        f"not enough memory for 108 atoms and {n_edges} edges in one call of this message-passing model: estimated "
+        f"{need / 1e9:.1f} GB, available {0.5 * need / 1e9:.1f} GB on cpu; deploy it with --dtype float32, or run it "
+        "in LAMMPS (pair_style mdpot) on more MPI ranks (MDPotCalculator(check_memory=False) skips this estimate)")
+    assert counter.calls == []
+    atoms.calc = MDPotCalculator(calc.model.model, check_memory=False)
+    assert np.isfinite(atoms.get_potential_energy())
+
+
+def test_bad_max_edges():
+    for bad in (0, -3, 2.5, True, "100"):
+        with pytest.raises(ValueError) as info:
+            MDPotCalculator(SHIPPED / "allegro-cu-emt" / "model.pt", max_edges=bad)
+        assert str(info.value) == f"max_edges must be a positive integer, got {bad!r}"
+
+
+def _energy_forces(atoms: Atoms, calc) -> tuple:
+    atoms = atoms.copy()
+    atoms.calc = calc
+    return atoms.get_potential_energy(), atoms.get_forces()
+
+
+def test_pickle_round_trip():
+    """From a file: the pickle names the file and its weights digest and reloads it on the same device; from an
+    in-memory TorchScript model: its bytes; from an eager model: the model itself. Results are equal, and pickling
+    Atoms with the calculator attached works."""
+    import dataclasses
+    import pickle
+
+    from mdpot.deploy import eager_model, load_model
+    from mdpot.testing import small_model
+
+    path = SHIPPED / "allegro-cu-emt" / "model.pt"
+    atoms = fcc("Cu", (2, 2, 2), rattle=0.1, seed=41)
+    in_memory = dataclasses.replace(load_model(path), path=None)
+    eager = eager_model(small_model("allegro", ("Cu",), seed=3))
+    for model, kind in ((path, "file"), (in_memory, "bytes"), (eager, "object")):
+        calc = MDPotCalculator(model, max_edges=50)
+        data = pickle.dumps(calc)
+        assert calc.__getstate__()["model"][0] == kind
+        if kind == "file":
+            assert len(data) < 10_000, "the file is named, not copied"
+        clone = pickle.loads(data)
+        assert clone.device == calc.device and clone.max_edges == 50 and clone.model.path == calc.model.path
+        e, f = _energy_forces(atoms, calc)
+        e2, f2 = _energy_forces(atoms, clone)
+        assert e2 == e and np.array_equal(f2, f)
+    attached = atoms.copy()
+    attached.calc = MDPotCalculator(path)
+    e = attached.get_potential_energy()
+    copy = pickle.loads(pickle.dumps(attached))
+    assert copy.calc.results["energy"] == e  # results travel with it
+    copy.positions[0, 0] += 0.1
+    copy.positions[0, 0] -= 0.1
+    assert copy.get_potential_energy() == e
+
+
+def test_pickle_refuses_a_changed_file(tmp_path):
+    import pickle
+    import shutil
+
+    path = tmp_path / "model.pt"
+    shutil.copy(SHIPPED / "allegro-cu-emt" / "model.pt", path)
+    data = pickle.dumps(MDPotCalculator(path))
+    shutil.copy(SHIPPED / "allegro-si-sw" / "model.pt", path)
+    from mdpot.deploy import load_model
+
+    old = load_model(SHIPPED / "allegro-cu-emt" / "model.pt").metadata["weights_sha256"]
+    new = load_model(path).metadata["weights_sha256"]
+    with pytest.raises(ValueError) as info:
+        pickle.loads(data)
+    assert str(info.value) == (f"{path}: the model file changed since the calculator was pickled "
+                               f"(weights {new[:12]}… != {old[:12]}…)")
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=f"model file not found: {path}"):
+        pickle.loads(data)
+
+
+def test_multiprocessing_spawn_pool():
+    """What multiprocessing does: Atoms with the calculator attached go to fresh (spawned) processes, which reload
+    the model and compute the same energies."""
+    import multiprocessing
+
+    calc = MDPotCalculator(SHIPPED / "allegro-cu-emt" / "model.pt")
+    structures = []
+    for seed in (1, 2, 3):
+        atoms = fcc("Cu", (2, 2, 2), rattle=0.05, seed=seed)
+        atoms.calc = calc
+        structures.append(atoms)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        energies = pool.map(Atoms.get_potential_energy, structures)
+    assert energies == [a.get_potential_energy() for a in structures]

@@ -1,4 +1,5 @@
 """Row 27 of docs/testing.md (CLI) and the model-file bad inputs."""
+import hashlib
 import json
 import zipfile
 
@@ -50,7 +51,8 @@ def test_deploy_info_check(tmp_path, checkpoint, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["elements"] == ["Cu", "Au"] and info["model_dtype"] == "float32"
     assert info["num_parameters"] == load_model(out).num_parameters > 0
-    assert info["provenance"]["checkpoint"] == str(checkpoint.resolve())
+    assert info["provenance"]["checkpoint"] == checkpoint.name  # its name and digest, not this machine's path
+    assert info["provenance"]["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert main(["check", str(out), "--checkpoint", str(checkpoint)]) == 0
     text = capsys.readouterr().out
     assert text.count("PASS") == 5 and "FAIL" not in text

@@ -266,6 +266,7 @@ def test_bad_config_errors(data_dir, tmp_path, mutate, error, match):
     with pytest.raises(error, match=match) as exc:
         args.func(args)
     assert "\n" not in str(exc.value)
+    assert not (tmp_path / "run").exists()  # the lock made the folder and took it away again
 
 
 def test_resume_refuses_a_changed_config(trained, tmp_path):
@@ -285,3 +286,104 @@ def test_train_accepts_a_yaml_path(data_dir, tmp_path):
     result = train(write_config(tmp_path / "c.yaml", cfg), tmp_path / "run", progress=True, log=lambda m: None)
     assert result.epochs == 1 and result.best_checkpoint.is_file()
     assert result.stop_reason.startswith("max_time")
+
+
+def _wait_for(predicate, proc, log, timeout=180.0):
+    import time
+
+    t0 = time.monotonic()
+    while not predicate():
+        assert proc.poll() is None, f"the first training exited ({proc.returncode}):\n{log.read_text()}"
+        assert time.monotonic() - t0 < timeout, f"timed out:\n{log.read_text()}"
+        time.sleep(0.05)
+
+
+def test_concurrent_runs_lock_the_folder_and_a_killed_run_is_taken_over(data_dir, tmp_path):
+    """Two real `mdpot train` processes into one folder: the second fails at once naming the first; the first,
+    killed with SIGKILL, leaves a stale lock that the next run takes over aloud. The first run's output went to
+    a file: plain lines, no progress-bar carriage returns."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mdpot._files import LOCK_NAME, hostname
+
+    run_dir, log = tmp_path / "run", tmp_path / "train.log"
+    first = write_config(tmp_path / "c0.yaml", config_dict(data_dir, max_epochs=500, seed=0))
+    second = write_config(tmp_path / "c1.yaml", config_dict(data_dir, max_epochs=2, seed=1))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mdpot.cli", "train", str(first), "-o", str(run_dir)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_for(lambda: (run_dir / LOCK_NAME).is_file() and (run_dir / LOCK_NAME).read_text().endswith("\n"),
+                  proc, log)
+        holder = json.loads((run_dir / LOCK_NAME).read_text())
+        assert holder["pid"] == proc.pid and holder["host"] == hostname()
+        other = subprocess.run([sys.executable, "-m", "mdpot.cli", "train", str(second), "-o", str(run_dir)],
+                               capture_output=True, text=True, env=env, timeout=300)
+        _wait_for(lambda: (run_dir / "metrics.csv").is_file(), proc, log)  # alive all along; one epoch logged
+        assert other.returncode == 1 and other.stdout == ""
+        assert other.stderr == (f"mdpot: error: {run_dir} is in use by another training (pid {proc.pid} on host "
+                                f"{hostname()}, started {holder['started']}); wait for it to finish or use another "
+                                "folder\n")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    text = log.read_bytes().decode()  # not read_text(): universal newlines would turn "\r" into "\n"
+    assert "epoch    1/500" in text and "\r" not in text
+    assert (run_dir / LOCK_NAME).is_file()  # a dead holder's record stays behind
+    lines = []
+    result = run(config_dict(data_dir, max_epochs=1, seed=1), run_dir, force=True, log=lines.append)
+    assert result.epochs == 1
+    assert lines[0] == (f"taking over the lock on {run_dir}: the training that held it (pid {proc.pid} on host "
+                        f"{hostname()}, started {holder['started']}) is no longer running")
+    assert not (run_dir / LOCK_NAME).exists()  # released, and the file removed
+
+
+def test_leftovers_removed_paths_recorded_portably_and_resume_checks_data(data_dir, tmp_path, monkeypatch):
+    import hashlib
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from mdpot._files import hostname
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.xyz", "val.xyz"):
+        shutil.copy(data_dir / name, data / name)
+    cfg = config_dict(data, max_epochs=1)
+    work = tmp_path / "work"
+    (work / "runs" / "cu").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    leftovers = ["last.ckpt.tmp", f".best.ckpt.{dead.pid}@{hostname()}.tmp"]  # mdpot 0.1's name; a killed writer's
+    for name in leftovers:
+        (work / "runs" / "cu" / name).write_bytes(b"partial")
+    lines = []
+    run(cfg, "runs/cu", log=lines.append)
+    assert f"removed 2 temporary file(s) left by an interrupted run: {', '.join(sorted(leftovers))}" in lines
+    assert sorted(p.name for p in (work / "runs" / "cu").iterdir()) == sorted(
+        ["config.yaml", "metrics.csv", "learning_curve.png", "best.ckpt", "last.ckpt"])
+    prov = load_checkpoint(work / "runs" / "cu" / "best.ckpt")[1]["extra"]["provenance"]
+    sha = {name: hashlib.sha256((data / name).read_bytes()).hexdigest() for name in ("train.xyz", "val.xyz")}
+    assert (prov["run_dir"], prov["train_data"], prov["validation_data"]) == ("runs/cu", "train.xyz", "val.xyz")
+    assert (prov["train_data_sha256"], prov["validation_data_sha256"]) == (sha["train.xyz"], sha["val.xyz"])
+    # config.yaml names the data relative to itself: it trains again from any working directory
+    recorded = load_train_config(work / "runs" / "cu" / "config.yaml")
+    assert recorded.data.train == os.path.relpath(data / "train.xyz", work / "runs" / "cu")
+    # resumed from elsewhere: the same data by content; a changed validation file is refused
+    monkeypatch.chdir(tmp_path)
+    longer = dict(cfg, training=dict(cfg["training"], max_epochs=2))
+    assert run(longer, work / "runs" / "cu", resume=True).epochs == 2
+    with open(data / "val.xyz", "a") as fh:
+        fh.write("\n")
+    new = hashlib.sha256((data / "val.xyz").read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=rf"data.validation \(content changed: sha256 {sha['val.xyz'][:12]}… -> "
+                                         rf"{new[:12]}…\)"):
+        run(dict(cfg, training=dict(cfg["training"], max_epochs=3)), work / "runs" / "cu", resume=True)

@@ -4,13 +4,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import io
 import os
+import pickletools
+import re
+import struct
+import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from .._files import atomic_write, sha256_file
 from ..data import TypeMapper, atoms_to_graph
 from ..models import Potential, load_checkpoint
 from ..testing.asserts import compare_contract
@@ -58,7 +64,9 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
 
     The file is written only after the compiled model, loaded back from disk, matched the eager model on a
     sample structure within the tolerances of row 1 of ``docs/testing.md``; otherwise ``SelfCheckError`` is
-    raised and nothing is left at ``path``. Returns the deployed model as loaded from ``path``.
+    raised and nothing is left at ``path``. It is written through a temporary file ``.NAME.PID@HOST.tmp``
+    (:func:`mdpot._files.atomic_write`); those of earlier deploys to ``path`` that were killed are removed.
+    Returns the deployed model as loaded from ``path``.
 
     Example
     -------
@@ -72,17 +80,69 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
     meta = eager.metadata
     compiled = torch.jit.script(eager.module)
     meta[md.WEIGHTS_SHA256] = weights_digest(compiled)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.jit.save(compiled, str(tmp), _extra_files=md.encode(meta))
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(save_bytes(compiled, meta))
         loaded = load_model(tmp)
         self_check(loaded.module, eager.module, meta[md.ELEMENTS], meta[md.R_MAX], meta[md.MODEL_DTYPE])
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dataclasses.replace(loaded, path=path)
+
+
+def save_bytes(module: torch.jit.ScriptModule, meta: Mapping[str, Any]) -> bytes:
+    """The file of a scripted ``module`` with ``meta`` as its extra files, holding no absolute path of this machine.
+
+    Serialised in memory, so the archive's inner folder is "archive" and not the name of the temporary file it is
+    written through (pid and host). TorchScript keeps, for its error tracebacks, the absolute path of every
+    Python source file it compiled (``code/**.debug_pkl``); those become paths relative to the ``sys.path``
+    entry holding them (``mdpot/models/allegro.py``, ``torch/nn/functional.py``), or the bare file name.
+    """
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer, _extra_files=md.encode(meta))
+    reader = torch._C.PyTorchFileReader(io.BytesIO(buffer.getvalue()))
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    for name in reader.get_all_records():
+        data = bytes(reader.get_record(name))
+        if name.endswith(".debug_pkl"):
+            data = _portable_pickle(data)
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+    return out.getvalue()
+
+
+def _source_name(filename: str) -> str:
+    """A Python source file's path relative to the ``sys.path`` entry it lies in (else its name)."""
+    if not os.path.isabs(filename):
+        return filename
+    best = None
+    for entry in sys.path:
+        entry = os.path.abspath(entry or os.curdir)
+        rel = os.path.relpath(filename, entry)
+        if not rel.startswith(os.pardir) and (best is None or len(rel) < len(best)):
+            best = rel
+    return Path(best).as_posix() if best is not None else os.path.basename(filename)
+
+
+#: An absolute path of a Python source inside a string: a file name, or a traced module's recorded stack
+#: ("/…/e3nn/util/jit.py(169): compile"). Not the tail of a URL or of a relative path.
+_SOURCE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s\"'()<>:,;]*?\.py(?![\w.])")
+
+
+def _portable_pickle(data: bytes) -> bytes:
+    """``data`` (a TorchScript source-range pickle) with every absolute ``.py`` path in its strings made relative.
+    The pickle is rewritten op by op, only those strings changing: it holds int lists that only TorchScript's own
+    unpickler builds, so it cannot go through Python's pickle."""
+    ops = list(pickletools.genops(data))
+    out = bytearray()
+    for k, (op, arg, pos) in enumerate(ops):
+        end = ops[k + 1][2] if k + 1 < len(ops) else len(data)
+        if op.name == "BINUNICODE" and ".py" in arg:
+            text = _SOURCE_PATH.sub(lambda m: _source_name(m.group(0)), arg)
+            if text != arg:
+                raw = text.encode("utf-8")
+                out += b"X" + struct.pack("<I", len(raw)) + raw
+                continue
+        out += data[pos:end]
+    return bytes(out)
 
 
 def deploy_checkpoint(checkpoint: PathLike, out: PathLike, dtype: Union[str, torch.dtype] = "float64",
@@ -90,16 +150,19 @@ def deploy_checkpoint(checkpoint: PathLike, out: PathLike, dtype: Union[str, tor
     """Deploy the model of training checkpoint ``checkpoint`` to ``out`` in ``dtype`` (see :func:`deploy_model`).
 
     The provenance stored in the file is the checkpoint's own (``extra["provenance"]``: how it was trained or
-    initialised) plus the checkpoint's resolved path and creation time and the time of this deploy.
+    initialised, its run folder relative to the working directory it ran in) plus the checkpoint's file name,
+    SHA-256 and creation time and the time of this deploy. No absolute path of this machine is recorded.
 
     Example
     -------
-    >>> deploy_checkpoint("runs/cu/best.ckpt", "cu.pt", dtype="float32").metadata["provenance"]["checkpoint"]
-    '/home/me/runs/cu/best.ckpt'
+    >>> prov = deploy_checkpoint("runs/cu/best.ckpt", "cu.pt", dtype="float32").metadata["provenance"]
+    >>> prov["checkpoint"], prov["run_dir"]
+    ('best.ckpt', 'runs/cu')
     """
     dtype = dtype_name(dtype)
     model, payload = load_checkpoint(checkpoint, dtype=getattr(torch, dtype))
     provenance = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_created": payload.get("created")}
+                  "checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
+                  "checkpoint_created": payload.get("created")}
     provenance.update(payload.get("extra", {}).get("provenance", {}))
     return deploy_model(model, out, dtype=dtype, provenance=provenance, overwrite=overwrite)

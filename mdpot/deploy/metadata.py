@@ -69,7 +69,7 @@ def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
 def decode(raw: Mapping[str, str], source: str) -> Dict[str, Any]:
     """Stored strings -> typed metadata, checking every key; errors name ``source`` and the bad key.
 
-    The C++ loader (``lammps_plugin/mdpot_model.cpp``) applies the same rules in the same order, so both
+    The C++ loader (``mdpot/lammps/src/mdpot_model.cpp``) applies the same rules in the same order, so both
     accept and refuse the same files (docs/contract.md, "Metadata").
     """
     import math

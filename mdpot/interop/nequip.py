@@ -538,10 +538,13 @@ def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, 
     ``out``. The kind is detected from the content (:func:`detect_source_kind`) unless ``kind`` gives it.
 
     The wrapped model is checked against the source model called through nequip's own interface and its edge
-    convention is confirmed before anything is written; the file appears atomically (temp file +
-    ``os.replace``). Returns the loaded mdpot model (``mdpot.deploy.LoadedModel``).
+    convention is confirmed before anything is written; the file appears atomically
+    (:func:`mdpot._files.atomic_write`: temp file + ``os.replace``; temp files of killed deploys to ``out`` are
+    removed). Returns the loaded mdpot model (``mdpot.deploy.LoadedModel``).
     """
+    from .._files import atomic_write
     from ..deploy import load_model
+    from ..deploy.compile import save_bytes
 
     source, out = Path(source), Path(out)
     kind = kind or detect_source_kind(source)
@@ -571,10 +574,8 @@ def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, 
         if dtype is not None and dtype != meta[md.MODEL_DTYPE]:
             raise ValueError(f"{source}: requested dtype {dtype} but the nequip model is {meta[md.MODEL_DTYPE]}; "
                              f"nequip fixes the dtype when it builds the model (model_dtype), so deploy it as it is")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            torch.jit.save(scripted, str(tmp), _extra_files=md.encode(meta))
+        with atomic_write(out) as tmp:
+            tmp.write_bytes(save_bytes(scripted, meta))
             loaded = load_model(tmp)
             check_convention(loaded.module, meta[md.ELEMENTS], meta[md.R_MAX], meta[md.NUM_LAYERS],
                              meta[md.MODEL_DTYPE], str(source))
@@ -582,8 +583,4 @@ def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, 
             if eager_ref is not None:
                 check_against_source(loaded.module, None, meta, str(source), reference=eager_ref,
                                      what=f"the {KIND_LABELS[kind]} as nequip loads it")
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     return dataclasses.replace(loaded, path=out)

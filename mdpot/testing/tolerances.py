@@ -27,6 +27,7 @@ _TOL = {
     "lammps_replicate": (1e-10, 1e-5),      # row 20, relative
     "lammps_types": (1e-12, 5e-5),          # row 21
     "lammps_md": (1e-8, 1e-3),              # row 24
+    "gpu": (1e-10, 5e-4),                   # row 26, GPU vs CPU
 }
 
 

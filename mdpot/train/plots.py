@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Mapping, Sequence, Union
 
 import numpy as np
@@ -39,5 +40,10 @@ def plot_learning_curve(history: Sequence[Mapping[str, float]], path: PathLike) 
             ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.savefig(os.fspath(path), dpi=110)
-    plt.close(fig)
+    from .._files import atomic_write
+
+    try:
+        with atomic_write(path) as tmp:  # an interrupted run leaves no half-written image
+            fig.savefig(os.fspath(tmp), dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)

@@ -3,8 +3,15 @@ early stopping, checkpoints that resume bit-for-bit, metrics and a learning curv
 
 Determinism: the weights are drawn from ``training.seed``, the validation split from a generator seeded
 with it and the batch order of epoch ``k`` from a generator seeded with ``(seed, k)``; torch's global
-generator is seeded too (inside ``fork_rng``, so the caller's is untouched) and saved in ``last.ckpt``. ``last.ckpt`` holds the raw weights, optimiser, scheduler and EMA state, counters and the metrics
-history, so a run resumed from it continues exactly as if it had never stopped.
+generator is seeded too (inside ``fork_rng``, so the caller's is untouched) and saved in ``last.ckpt``.
+``last.ckpt`` holds the raw weights, optimiser, scheduler and EMA state, counters and the metrics history, so a
+run resumed from it continues exactly as if it had never stopped.
+
+Safety: a run holds an exclusive lock on its folder (:class:`mdpot._files.FolderLock`), so a second run into the
+same folder fails at once naming the first; every file is written through a temporary file and renamed
+(:func:`mdpot._files.atomic_write`), and the temporary files of an interrupted run are removed by the next run
+into the folder. Nothing a run writes holds an absolute path: data files are recorded relative to the run
+folder (``config.yaml``, the training state) or to the working directory with their SHA-256 (provenance).
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import copy
 import csv
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .._files import FolderLock, atomic_write, atomic_write_text, portable_path, remove_stale_temps, sha256_file
 from ..data import (Batch, Labelled, Prediction, Sample, collate, element_counts, evaluate, infer_elements, load_labelled,
                     to_samples)
 from ..models import Potential, build_model, load_checkpoint, make_config, save_checkpoint
@@ -33,6 +42,8 @@ PathLike = Union[str, os.PathLike]
 BEST, LAST, CONFIG, METRICS_CSV, CURVE = "best.ckpt", "last.ckpt", "config.yaml", "metrics.csv", "learning_curve.png"
 #: Files a run writes; a folder holding any of them is "a run" and is not overwritten without --force.
 RUN_FILES = (CONFIG, METRICS_CSV, CURVE, BEST, LAST)
+#: The keys of the data files in the ``data`` section of a config.
+DATA_FILES = ("train", "validation")
 
 
 @dataclass
@@ -78,20 +89,45 @@ class EMA:
         self.num_updates = int(state["num_updates"])
 
 
-def _normalised(config: TrainConfig, train_path: Path, val_path: Optional[Path]) -> Dict[str, Any]:
+def _normalised(config: TrainConfig, train_path: Path, val_path: Optional[Path], run_dir: Path) -> Dict[str, Any]:
+    """The config as a run records it: data paths relative to the run folder (so ``run_dir/config.yaml`` finds
+    them from any working directory, and no absolute path is written)."""
     d = config.to_dict()
-    d["data"]["train"] = str(train_path)
-    d["data"]["validation"] = None if val_path is None else str(val_path)
+    d["data"]["train"] = _relative_to(train_path, run_dir)
+    d["data"]["validation"] = None if val_path is None else _relative_to(val_path, run_dir)
     return d
 
 
+def _relative_to(path: Path, folder: Path) -> str:
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
+
+
+def _data_differences(old: Dict[str, Any], new: Dict[str, Any], old_sha: Optional[Dict[str, Optional[str]]],
+                      new_sha: Dict[str, Optional[str]], run_dir: Path) -> List[str]:
+    """Data files that are not the ones the run was trained on: by content (SHA-256) when the run recorded it,
+    else by path (runs of mdpot 0.1 recorded absolute paths)."""
+    diffs = []
+    for key in DATA_FILES:
+        a, b = old["data"].get(key), new["data"].get(key)
+        if (a is None) != (b is None):
+            diffs.append(f"data.{key} ({a!r} -> {b!r})")
+        elif a is not None and old_sha is not None:
+            if old_sha.get(key) != new_sha.get(key):
+                diffs.append(f"data.{key} (content changed: sha256 {str(old_sha.get(key))[:12]}… -> "
+                             f"{str(new_sha.get(key))[:12]}…)")
+        elif a is not None and os.path.abspath(run_dir / a) != os.path.abspath(run_dir / b):
+            diffs.append(f"data.{key} ({a!r} -> {b!r})")
+    return diffs
+
+
 def _config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """Differences outside the data files' paths (see :func:`_data_differences`)."""
     diffs = []
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section), new.get(section)
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
-                if section == "training" and key in RESUMABLE_CHANGES:
+                if (section == "training" and key in RESUMABLE_CHANGES) or (section == "data" and key in DATA_FILES):
                     continue
                 if a.get(key) != b.get(key):
                     diffs.append(f"{section}.{key} ({a.get(key)!r} -> {b.get(key)!r})")
@@ -118,7 +154,8 @@ class Trainer:
     force : bool
         Start afresh in a folder that already holds a run (its run files are deleted).
     progress : bool
-        tqdm bars over epochs and batches (the one-line epoch summaries are printed either way).
+        tqdm bars over epochs and batches when stderr is a terminal (never in a redirected log, which gets
+        plain lines only: the one-line epoch summaries are printed either way).
     log : callable
         Receives every message line (default: ``tqdm.write`` to stdout).
 
@@ -147,6 +184,18 @@ class Trainer:
         self.log = log
 
     # ----------------------------------------------------------------------------------------- set-up
+    def _remove_leftovers(self) -> None:
+        """Temporary files of an interrupted run into this folder (the lock is held: no live run writes here)."""
+        removed = remove_stale_temps(self.run_dir, RUN_FILES)
+        for name in RUN_FILES:  # mdpot 0.1 named them NAME.tmp, without the writer
+            legacy = self.run_dir / f"{name}.tmp"
+            if legacy.is_file():
+                legacy.unlink()
+                removed.append(legacy)
+        if removed:
+            self.log(f"removed {len(removed)} temporary file(s) left by an interrupted run: "
+                     f"{', '.join(sorted(p.name for p in removed))}")
+
     def _check_run_dir(self) -> None:
         existing = [f for f in RUN_FILES if (self.run_dir / f).exists()]
         if self.resume:
@@ -277,6 +326,7 @@ class Trainer:
             "epochs_since_best": self.epochs_since_best,
             "history": [dict(row) for row in self.history],
             "config": self.normalised_config,
+            "data_sha256": dict(self.data_sha256),
             "weights": dict(self.weights),
             "torch_rng_state": torch.get_rng_state(),
         }
@@ -365,11 +415,13 @@ class Trainer:
     def _provenance(self) -> Dict[str, Any]:
         return {
             "kind": "trained",
-            "run_dir": str(self.run_dir.resolve()),
+            "run_dir": portable_path(self.run_dir),
             "epoch": self.best_epoch,
             "val_loss": self.best_val_loss,
-            "train_data": str(self.train_path),
-            "validation_data": str(self.val_path) if self.val_path is not None else "split",
+            "train_data": portable_path(self.train_path),
+            "train_data_sha256": self.data_sha256["train"],
+            "validation_data": portable_path(self.val_path) if self.val_path is not None else "split",
+            "validation_data_sha256": self.data_sha256["validation"],
             "num_train": len(self.train_samples),
             "num_validation": len(self.val_samples),
             "seed": self.config.training.seed,
@@ -393,13 +445,11 @@ class Trainer:
 
     def _write_metrics(self) -> None:
         cols = self._columns()
-        tmp = self.run_dir / (METRICS_CSV + ".tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_write(self.run_dir / METRICS_CSV) as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(cols)
             for row in self.history:
                 writer.writerow([int(row[c]) if c == "epoch" else repr(float(row[c])) for c in cols])
-        os.replace(tmp, self.run_dir / METRICS_CSV)
 
     def _write_config(self, model_config: ModelConfig) -> None:
         import yaml
@@ -409,7 +459,7 @@ class Trainer:
         header = ["# mdpot training run: the resolved configuration (every 'auto' value filled in)."]
         header += [f"# fitted on the training set: {line}" for line in getattr(self, "fitted_summary", [])]
         text = "\n".join(header) + "\n" + yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
-        (self.run_dir / CONFIG).write_text(text)
+        atomic_write_text(self.run_dir / CONFIG, text)
 
     def run(self) -> TrainResult:
         """Train until ``max_epochs``, early stopping or ``max_time``; returns where everything went."""
@@ -427,10 +477,15 @@ class Trainer:
             torch.set_num_threads(previous)
 
     def _run(self) -> TrainResult:
+        with FolderLock(self.run_dir, what="training", log=self.log):
+            return self._run_locked()
+
+    def _run_locked(self) -> TrainResult:
         from tqdm import tqdm
 
         t_start = time.perf_counter()
         tc = self.config.training
+        self._remove_leftovers()
         self._check_run_dir()
         state = None
         if self.resume:
@@ -440,9 +495,13 @@ class Trainer:
                 raise ValueError(f"{self.run_dir / LAST}: holds no training state to resume from")
             model_config = eval_model.config
         train, val = self._load_data()
-        self.normalised_config = _normalised(self.config, self.train_path, self.val_path)
+        self.normalised_config = _normalised(self.config, self.train_path, self.val_path, self.run_dir)
+        self.data_sha256 = {"train": sha256_file(self.train_path),
+                            "validation": None if self.val_path is None else sha256_file(self.val_path)}
         if state is not None:
             diffs = _config_differences(state["config"], self.normalised_config)
+            diffs += _data_differences(state["config"], self.normalised_config, state.get("data_sha256"),
+                                       self.data_sha256, self.run_dir)
             if tc.scheduler == "cosine" and state["config"]["training"]["max_epochs"] != tc.max_epochs:
                 diffs.append("training.max_epochs (the cosine schedule depends on it)")
             if diffs:
@@ -463,7 +522,9 @@ class Trainer:
         self.log(f"model: {model_config.architecture}, {n_params} parameters, elements {' '.join(model_config.elements)}, "
                  f"r_max {model_config.r_max:g} Å, training in {tc.dtype}; run folder {self.run_dir}")
 
-        bar_factory = lambda **kw: tqdm(disable=not self.progress, dynamic_ncols=True, **kw)  # noqa: E731
+        # tqdm draws on stderr with carriage returns: only on a terminal, never into a redirected log.
+        bars = self.progress and _is_terminal(sys.stderr)
+        bar_factory = lambda **kw: tqdm(disable=not bars, dynamic_ncols=True, **kw)  # noqa: E731
         epoch_bar = bar_factory(total=tc.max_epochs, initial=min(self.epoch, tc.max_epochs), desc="training", unit="epoch")
         epoch_times: List[float] = []
         try:
@@ -518,6 +579,13 @@ class Trainer:
             self.log(f"deploy it with: mdpot deploy {best} -o model.pt")
         return TrainResult(self.run_dir, best, self.run_dir / LAST, self.best_epoch, self.best_val_loss,
                            self.epoch, reason, [dict(r) for r in self.history])
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def train(config: Union[TrainConfig, PathLike], run_dir: PathLike, resume: bool = False, force: bool = False,

@@ -190,8 +190,13 @@ def validate(model, data: PathLike, energy_key: str = "energy", forces_key: str 
 
 
 def write_json(report: ValidationReport, path: PathLike) -> None:
-    """Write :meth:`ValidationReport.to_dict` as indented UTF-8 JSON to ``path``."""
-    Path(path).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    """Write :meth:`ValidationReport.to_dict` as indented UTF-8 JSON to ``path``; the model and data files are
+    recorded relative to the working directory, or by name when outside it (never as absolute paths)."""
+    from .._files import atomic_write_text, portable_path
+
+    d = report.to_dict()
+    d.update({key: portable_path(d[key]) for key in ("model", "data") if d[key] != "<in memory>"})
+    atomic_write_text(path, json.dumps(d, indent=2, ensure_ascii=False) + "\n")
 
 
 __all__ = ["ErrorStats", "ThresholdExceeded", "ValidationReport", "validate", "write_json"]

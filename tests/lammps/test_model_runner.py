@@ -1,4 +1,4 @@
-"""The C++ model runner (lammps_plugin/mdpot_model.cpp) without LAMMPS, through the mdpot_model_check tool built
+"""The C++ model runner (mdpot/lammps/src/mdpot_model.cpp) without LAMMPS, through the mdpot_model_check tool built
 beside the plugin: it gives the Python model's numbers on the same packed graph, and it accepts and refuses exactly
 the files the Python loader (mdpot.deploy.load_model) accepts and refuses."""
 

@@ -1,7 +1,6 @@
 """A dataset by system name, its train/validation/test split and the extended-XYZ files ``mdpot data`` writes."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
@@ -82,11 +81,11 @@ def write_dataset(atoms_list: Sequence[Atoms], path: PathLike) -> Path:
     """
     import ase.io
 
+    from ..._files import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    ase.io.write(tmp, list(atoms_list), format="extxyz")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        ase.io.write(tmp, list(atoms_list), format="extxyz")
     return path
 
 
