@@ -1,12 +1,15 @@
 """The ``mdpot`` command line: data, train, validate, init, deploy, info, check, doctor, demo.
 
 Every subcommand is reachable in-process through :func:`main` (``main(["info", "cu.pt"])``). Errors print one
-line ``mdpot: error: ...`` and return exit code 1 (usage errors 2); ``--debug`` shows the traceback.
+line ``mdpot: error: ...`` and return exit code 1 (usage errors 2); ``--debug`` (before or after the subcommand)
+shows the traceback instead. Output into a pipe that closes early (``mdpot info cu.pt | head -1``) ends quietly
+with exit code 0. ``mdpot --version`` prints one line: mdpot's version and torch's, e3nn's, ase's and Python's.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,18 +34,47 @@ def _read_config(path: Optional[str]) -> Dict[str, Any]:
 
 
 def _check_output(path: Path, force: bool) -> None:
+    """Refuse an output that would overwrite without --force, is a folder, or lies below a file."""
+    if path.is_dir():
+        raise CLIError(f"{path}: is a folder; -o names the file to write")
     if path.exists() and not force:
         raise CLIError(f"{path} exists; pass --force to overwrite it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+
+
+def _write_error(exc: Exception, path: Path) -> Exception:
+    """A failure to create ``path`` (or its folder) in one line; other exceptions are returned as they are.
+
+    torch's C++ writer reports an unwritable file as ``[enforce fail at ...] open file failed ...``."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        target = Path(exc.filename)
+        if target == path or target.parent == path.parent or target in path.parents:
+            return CLIError(f"cannot write {path}: {exc.strerror}")
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("open file failed" in text or "Parent directory" in text):
+        reason = text.split("strerror:", 1)[1].strip().splitlines()[0] if "strerror:" in text else "cannot open it"
+        return CLIError(f"cannot write {path}: {reason}")
+    return exc
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     from .models import create_checkpoint, make_config
 
     data = _read_config(args.config)
-    config = make_config(data.get("architecture", "allegro"), data["model"])
+    try:
+        config = make_config(data.get("architecture", "allegro"), data["model"])
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{args.config}: model: {exc}" if args.config else str(exc)) from None
     out = Path(args.output)
     _check_output(out, args.force)
-    create_checkpoint(config, out, seed=args.seed)
+    try:
+        create_checkpoint(config, out, seed=args.seed)
+    except (OSError, RuntimeError) as exc:
+        raise _write_error(exc, out) from None
     print(f"wrote {out} ({config.architecture}, elements {' '.join(config.elements)}, fresh weights, seed {args.seed})")
     return 0
 
@@ -58,10 +90,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise ValueError(f"{source}: is already a deployed mdpot model (see `mdpot info {source}`); deploy the "
                          f"checkpoint it came from to change its dtype")
     t0 = time.perf_counter()
-    if kind == MDPOT_CHECKPOINT:
-        deployed = deploy_checkpoint(source, out, dtype=args.dtype or "float64", overwrite=True)
-    else:
-        deployed = deploy_nequip(source, out, dtype=args.dtype, overwrite=True, kind=kind)
+    try:
+        if kind == MDPOT_CHECKPOINT:
+            deployed = deploy_checkpoint(source, out, dtype=args.dtype or "float64", overwrite=True)
+        else:
+            deployed = deploy_nequip(source, out, dtype=args.dtype, overwrite=True, kind=kind)
+    except (OSError, RuntimeError) as exc:
+        raise _write_error(exc, out) from None
     meta = deployed.metadata
     print(f"wrote {out}: {meta['architecture']} {meta['model_dtype']} from {_origin(meta)}, "
           f"{deployed.num_parameters} parameters, self-check passed ({time.perf_counter() - t0:.1f} s)")
@@ -118,7 +153,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     info = plugin_info()
     print(json.dumps(info, indent=2, sort_keys=True, default=str))
-    return 0 if info.get("exists") else 1
+    if not info.get("exists"):
+        raise CLIError(f"the LAMMPS plugin is not built ({info.get('path')} missing); "
+                       f"`python -m mdpot.lammps.plugin` builds it")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -129,16 +167,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _bounded_int(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _bounded_int(text, 0, "an integer >= 0")
+
+
+def _bounded_int(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def version_line() -> str:
+    """``mdpot X (torch Y, e3nn Z, ase W, Python V)``, from package metadata (nothing heavy is imported)."""
+    from importlib import metadata
+
+    from ._version import __version__
+
+    parts = []
+    for dist in ("torch", "e3nn", "ase"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    parts.append(f"Python {sys.version.split()[0]}")
+    return f"mdpot {__version__} ({', '.join(parts)})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdpot", description="Equivariant ML interatomic potentials: train, deploy, inspect, run.")
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print mdpot's version (and torch, e3nn, ase, Python) and exit")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("init", help="write a checkpoint with fresh weights from a model config (YAML)")
+    p = sub.add_parser("init", help="write a checkpoint with fresh weights from a model config (YAML)",
+                       description="Write an mdpot training checkpoint with freshly initialised weights for the model "
+                                   "described by CONFIG (YAML with 'architecture' and 'model' sections; without CONFIG, "
+                                   "the demo Allegro). Deploy it with `mdpot deploy`, or train from it.")
     p.add_argument("config", nargs="?", help="YAML with 'architecture' and 'model' sections (default: the demo Allegro)")
     p.add_argument("-o", "--output", required=True, help="checkpoint to write")
-    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="weight initialisation seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_init)
 
@@ -157,27 +236,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("info", help="print a deployed model's metadata and parameter count")
-    p.add_argument("model")
+    p = sub.add_parser("info", help="print a deployed model's metadata and parameter count",
+                       description="Print the metadata a deployed model carries (architecture, elements, r_max, dtype, "
+                                   "versions, provenance, weights digest) and its parameter count. The file's metadata "
+                                   "and weights digest are checked on loading.")
+    p.add_argument("model", help="deployed model file (written by `mdpot deploy`)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("check", help="integrity and physics self-checks of a deployed model")
-    p.add_argument("model")
-    p.add_argument("--checkpoint", help="also compare against the eager model of this checkpoint")
+    p = sub.add_parser("check", help="integrity and physics self-checks of a deployed model",
+                       description="Check a deployed model: weights digest, forces against finite differences of the "
+                                   "energy, equivariance (rotation, reflection, translation, permutation) and momentum "
+                                   "conservation on a small periodic structure; with --checkpoint, also agreement with "
+                                   "the checkpoint it was deployed from. Exit code 1 if any check fails.")
+    p.add_argument("model", help="deployed model file (written by `mdpot deploy`)")
+    p.add_argument("--checkpoint", help="also compare against the eager model of this mdpot checkpoint")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("doctor", help="report the LAMMPS plugin's path, build versions and status")
+    p = sub.add_parser("doctor", help="report the LAMMPS plugin's path, build versions and status",
+                       description="Print the LAMMPS plugin's build record as JSON: its path, whether it exists and is "
+                                   "up to date, and the torch, LAMMPS and MPI versions it was built against. Exit code 1 "
+                                   "if the plugin is not built.")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("demo", help="deploy the example model and run short MD in ASE and LAMMPS (the README's main job)")
+    p = sub.add_parser("demo", help="deploy the example model and run short MD in ASE and LAMMPS (the README's main job)",
+                       description="Deploy the shipped Allegro Cu model, run NVE molecular dynamics with the ASE "
+                                   "calculator and then with LAMMPS (pair_style mdpot) on MPI ranks, and print the "
+                                   "energy drift and speed of both.")
     p.add_argument("--workdir", default="runs/demo", help="where models and logs go (default runs/demo)")
-    p.add_argument("--steps", type=int, default=50, help="MD steps (default 50)")
-    p.add_argument("--repeat", type=int, default=4, help="FCC Cu supercell n x n x n cubic cells (default 4: 256 atoms)")
+    p.add_argument("--steps", type=positive_int, default=50, help="MD steps (default 50)")
+    p.add_argument("--repeat", type=positive_int, default=4,
+                   help="FCC Cu supercell n x n x n cubic cells (default 4: 256 atoms)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    p.add_argument("--lammps-steps", type=int, default=200, help="LAMMPS NVE steps (0 skips LAMMPS; default 200)")
-    p.add_argument("--lammps-size", type=int, default=6, help="LAMMPS box of n x n x n FCC cells (default 6: 864 atoms)")
-    p.add_argument("--ranks", type=int, default=2, help="MPI ranks for LAMMPS (default 2)")
+    p.add_argument("--lammps-steps", type=non_negative_int, default=200,
+                   help="LAMMPS NVE steps (0 skips LAMMPS; default 200)")
+    p.add_argument("--lammps-size", type=positive_int, default=6,
+                   help="LAMMPS box of n x n x n FCC cells (default 6: 864 atoms)")
+    p.add_argument("--ranks", type=positive_int, default=2, help="MPI ranks for LAMMPS (default 2)")
     p.set_defaults(func=cmd_demo)
 
     from .data import cli as data_cli
@@ -186,22 +281,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (data_cli, train_cli, validate_cli):
         module.add_parser(sub)
+    # `mdpot info m.pt --debug` works as well as `mdpot --debug info m.pt`; SUPPRESS keeps the top-level value
+    # when the subcommand does not give it.
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+#: Exceptions whose message is the whole story for a user (besides mdpot's own exception classes, such as
+#: SelfCheckError); anything else is named with its type.
+_USER_ERRORS = (ValueError, TypeError, OSError)
+
+
+def _error_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    ours = type(exc).__module__.split(".")[0] == "mdpot"
+    if first and (ours or (isinstance(exc, _USER_ERRORS) and not isinstance(exc, (KeyError, IndexError)))):
+        return first
+    name = type(exc).__name__
+    return f"{name}: {first} (unexpected; rerun with --debug for the traceback)" if first else \
+        f"{name} (unexpected; rerun with --debug for the traceback)"
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush into a closed pipe cannot fail again."""
     try:
-        return int(args.func(args) or 0)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in-process): nothing to redirect
+        pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = bool(getattr(args, "debug", False))
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:  # the reader went away (`mdpot info m.pt | head -1`): that is not an error
+        _quiet_stdout()
+        return 0
     except KeyboardInterrupt:
         print("mdpot: interrupted", file=sys.stderr)
         return 130
+    except SystemExit:  # --help, --version and usage errors: their output may meet a closed pipe too
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_stdout()
+        raise
     except Exception as exc:  # every failure becomes one line unless --debug
-        if args.debug:
+        if debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"mdpot: error: {msg}", file=sys.stderr)
+        print(f"mdpot: error: {_error_line(exc)}", file=sys.stderr)
         return 1
 
 

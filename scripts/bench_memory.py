@@ -15,7 +15,7 @@ Prints a table and writes ``docs/benchmarks/bench_memory.json`` and ``.md`` (``-
 Example::
 
     python scripts/bench_memory.py                         # Allegro, float32 and float64, 2k / 16k / 100k atoms
-    python scripts/bench_memory.py --arch nequip --sizes 4000 6912 --out /tmp/nequip_memory
+    python scripts/bench_memory.py --arch nequip --sizes 4000 6912 --out runs/nequip_memory
 """
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """Row 27 of docs/testing.md (CLI) and the model-file bad inputs."""
 import hashlib
 import json
-import subprocess
-import sys
 import zipfile
 
 import pytest
@@ -25,12 +23,18 @@ def checkpoint(tmp_path, arch):
     return ckpt
 
 
-def test_help_exits_zero():
-    out = subprocess.run([sys.executable, "-m", "mdpot.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "deploy" in out.stdout and "info" in out.stdout
-    for sub in ("init", "deploy", "info", "check", "doctor", "demo"):
-        res = subprocess.run([sys.executable, "-m", "mdpot.cli", sub, "--help"], capture_output=True, text=True)
-        assert res.returncode == 0, sub
+def test_help_exits_zero(capsys):
+    """In-process (the module entry point runs in test_messages.py's subprocess tests)."""
+    for argv in (["--help"], *([sub, "--help"] for sub in ("init", "deploy", "info", "check", "doctor", "demo",
+                                                              "data", "train", "validate"))):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        out = capsys.readouterr().out
+        assert exc.value.code == 0 and out.startswith(f"usage: mdpot {argv[0] if len(argv) == 2 else ''}".rstrip()), argv
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(sub in out for sub in ("deploy", "info", "check", "validate"))
 
 
 def test_usage_error_exit_two(capsys):
@@ -146,7 +150,7 @@ def test_bad_config(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump({"architecture": "allegro", "model": {"elements": ["Cu", "Xx"]}}))
     assert main(["init", str(cfg), "-o", str(tmp_path / "x.ckpt")]) == 1
-    assert capsys.readouterr().err.strip() == "mdpot: error: unknown chemical symbol 'Xx' in elements ['Cu', 'Xx']"
+    assert capsys.readouterr().err.strip() == f"mdpot: error: {cfg}: model: unknown chemical symbol 'Xx' in elements ['Cu', 'Xx']"
     cfg.write_text(yaml.safe_dump({"architecture": "allegro", "model": {"elements": ["Cu"], "r_cut": 4.0}}))
     assert main(["init", str(cfg), "-o", str(tmp_path / "x.ckpt")]) == 1
     assert "unknown allegro option(s) ['r_cut']" in capsys.readouterr().err

@@ -234,7 +234,7 @@ def test_detect_source_kind(sources, wrapped, tmp_path):
         nq.detect_source_kind(other)
     saved = tmp_path / "weights.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, str(saved))
-    with pytest.raises(ValueError, match="not a nequip training checkpoint"):
+    with pytest.raises(ValueError, match="neither an mdpot checkpoint .* nor a nequip training checkpoint"):
         nq.detect_source_kind(saved)
     with pytest.raises(FileNotFoundError):
         nq.detect_source_kind(tmp_path / "missing.pth")
@@ -383,6 +383,9 @@ def test_cli_deploy_detects_the_source_kind(sources, wrapped, tmp_path, capsys):
     assert "origin" in capsys.readouterr().out
     assert main(["check", str(out)]) == 0  # digest, finite-difference forces, equivariance, momentum
     assert "FAIL" not in capsys.readouterr().out
+    assert main(["info", str(src)]) == 1  # the source itself is named for what it is, with the command to deploy it
+    assert capsys.readouterr().err.strip() == (f"mdpot: error: {src}: is a nequip TorchScript model, not a deployed "
+                                               f"mdpot model; deploy it with `mdpot deploy {src} -o model.pt`")
 
     ckpt = create_checkpoint(make_config("allegro", {"elements": ["Cu"], "r_max": 4.0}), tmp_path / "fresh.ckpt")
     assert main(["deploy", str(ckpt), "-o", str(tmp_path / "fresh.pt"), "--dtype", "float32"]) == 0
@@ -391,9 +394,9 @@ def test_cli_deploy_detects_the_source_kind(sources, wrapped, tmp_path, capsys):
     cases = [
         (["deploy", str(wrapped["nequip", "float64"]), "-o", str(tmp_path / "x.pt")], "is already a deployed mdpot model"),
         (["deploy", str(src), "-o", str(tmp_path / "y.pt"), "--from", "mdpot"],
-         "the content is a nequip TorchScript model, not a mdpot file"),
+         "the content is a nequip TorchScript model, not an mdpot file"),
         (["deploy", str(ckpt), "-o", str(tmp_path / "z.pt"), "--from", "nequip"],
-         "could not load the nequip training checkpoint with nequip"),
+         "the content is an mdpot checkpoint, not a nequip file"),
     ]
     for argv, message in cases:
         assert main(argv) == 1

@@ -23,9 +23,12 @@ DEFAULT_SIZES = {"cu-emt": 500, "cuau-emt": 500, "si-sw": 400}
 def run(args: argparse.Namespace) -> int:
     from .reference import generate_splits
 
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; -o names the folder the three split files go into")
     n = args.n_structures if args.n_structures is not None else DEFAULT_SIZES[args.system]
     t0 = time.perf_counter()
-    written = generate_splits(args.system, Path(args.output), n, args.seed, progress=not args.no_progress,
+    written = generate_splits(args.system, out, n, args.seed, progress=not args.no_progress,
                               overwrite=args.force)
     print(f"{args.system}: {n} structures, seed {args.seed}, {time.perf_counter() - t0:.1f} s")
     for split, (path, structures) in written.items():
@@ -38,15 +41,17 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``data SYSTEM -o OUTDIR [-n N] [--seed S] [--no-progress] [--force]`` to ``subparsers``."""
+    from ..cli import non_negative_int, positive_int
+
     p = subparsers.add_parser("data", help="generate a labelled reference dataset (train/val/test extxyz)",
                               description="Generate structures labelled with a classical potential and write "
                                           "SYSTEM_train.xyz, SYSTEM_val.xyz and SYSTEM_test.xyz (80/10/10 split).")
     p.add_argument("system", choices=SYSTEMS, metavar="SYSTEM", help=f"one of {', '.join(SYSTEMS)}")
     p.add_argument("-o", "--output", required=True, help="folder for the three files (created if missing)")
-    p.add_argument("-n", "--n-structures", type=int, default=None,
+    p.add_argument("-n", "--n-structures", type=positive_int, default=None,
                    help="structures in all splits together (default: "
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_SIZES.items()) + ")")
-    p.add_argument("--seed", type=int, default=0, help="seed of structures, MD and split (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of structures, MD and split (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=run)

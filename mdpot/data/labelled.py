@@ -87,11 +87,18 @@ def read_structures(path: PathLike) -> List[Atoms]:
     """All structures of ``path`` (``ase.io.read(path, ":")``). Raises ``FileNotFoundError`` or ``ValueError``."""
     import ase.io
 
+    from ase.io.formats import UnknownFileTypeError
+
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p}: is a folder; expected a file of labelled structures (extxyz or another ase.io format)")
     if not p.is_file():
         raise FileNotFoundError(f"data file not found: {p.resolve()}")
     try:
         frames = ase.io.read(str(p), index=":")
+    except UnknownFileTypeError:
+        raise ValueError(f"{p}: cannot read structures (ase.io cannot tell the format of this file; expected extxyz "
+                         f"or another ase.io format)") from None
     except Exception as exc:  # ase.io raises many types for malformed files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{p}: cannot read structures ({type(exc).__name__}: {first})") from None

@@ -44,7 +44,13 @@ def run_checks(model: LoadedModel, checkpoint: Optional[str] = None, seed: int =
 
     if checkpoint is not None:
         def against_checkpoint() -> str:
-            eager = eager_model(load_checkpoint(checkpoint, dtype=getattr(torch, dtype))[0], dtype)
+            energy_model, payload = load_checkpoint(checkpoint, dtype=getattr(torch, dtype))
+            theirs = (payload["architecture"], tuple(energy_model.config.elements))
+            ours = (model.metadata["architecture"], tuple(model.elements))
+            if theirs != ours:
+                raise ValueError(f"{checkpoint} holds {theirs[0]} for {' '.join(theirs[1])}, the deployed model is "
+                                 f"{ours[0]} for {' '.join(ours[1])}: not the checkpoint it was deployed from")
+            eager = eager_model(energy_model, dtype)
             errs = self_check(model.module, eager.module, model.elements, model.r_max, dtype, seed=seed)
             return "max |Δ| " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
 

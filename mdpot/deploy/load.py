@@ -92,22 +92,27 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     Loading has no process-wide side effects; the ASE calculator tunes malloc for speed itself
     (:class:`mdpot.MDPotCalculator`, ``tune_malloc``).
 
-    Raises ``FileNotFoundError`` (with the resolved path) or ``ValueError`` naming what is wrong.
+    Raises ``FileNotFoundError`` (with the resolved path) or a one-line ``ValueError`` naming what is wrong,
+    including what a file of another kind is (an mdpot training checkpoint, a nequip model) and how to deploy it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected a deployed model file (written by `mdpot deploy`)")
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path.resolve()}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes); expected a deployed model (written by `mdpot deploy`)")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not an mdpot model (not a TorchScript archive; truncated or corrupt?)")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available")
+    other = other_model_kind(path)
+    if other is not None:
+        raise ValueError(other)
+    device = parse_device(device)
     extra = {k: "" for k in md.ALL_KEYS}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError and friends for damaged archives
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a loadable mdpot model ({first})") from None
+        raise ValueError(f"{path}: not a loadable mdpot model ({torch_error_summary(exc)})") from None
     raw = {k: v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for k, v in extra.items()}
     meta = md.decode(raw, str(path))
     digest = weights_digest(module)
@@ -116,3 +121,51 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
                          f"({digest[:12]}… != {meta[md.WEIGHTS_SHA256][:12]}…): the file was modified after `mdpot deploy`")
     module.eval()
     return LoadedModel(module, meta, path, device)
+
+
+def parse_device(device: Union[str, torch.device]) -> torch.device:
+    """``device`` as a ``torch.device``; a one-line ``ValueError`` for a name torch does not know or CUDA without
+    a CUDA build or GPU."""
+    if isinstance(device, torch.device):
+        parsed = device
+    elif isinstance(device, (str, int)) and not isinstance(device, bool):
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'") from None
+    else:
+        raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', or a torch.device, got {device!r}")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {parsed} requested but CUDA is not available")
+    return parsed
+
+
+def torch_error_summary(exc: BaseException) -> str:
+    """The first sentence of a torch error, without torch's advice about checkpoints (``weights_only``, "your
+    checkpoint file is corrupted"), which does not apply to mdpot's files."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for marker in (". This is an internal miniz error", ". If you are seeing this error", " In PyTorch 2.6",
+                   ". Re-running `torch.load`", " weights_only"):
+        cut = text.find(marker)
+        if cut > 0:
+            text = text[:cut].rstrip(" .,;:")
+    return text
+
+
+def other_model_kind(path: Path) -> Optional[str]:
+    """A one-line explanation when ``path`` is another kind of model file mdpot knows (an mdpot training
+    checkpoint, a nequip model), with the command that deploys it; ``None`` for a deployed mdpot model or a file
+    of no known kind (the caller reports those)."""
+    import shlex
+
+    from ..interop.nequip import KIND_LABELS, MDPOT, MDPOT_CHECKPOINT, detect_source_kind
+
+    try:
+        kind = detect_source_kind(path)
+    except ValueError:
+        return None
+    if kind == MDPOT:
+        return None
+    what = "an mdpot training checkpoint, not a deployed model" if kind == MDPOT_CHECKPOINT else \
+        f"a {KIND_LABELS[kind]}, not a deployed mdpot model"
+    return f"{path}: is {what}; deploy it with `mdpot deploy {shlex.quote(str(path))} -o model.pt`"

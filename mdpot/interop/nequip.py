@@ -149,11 +149,15 @@ def detect_source_kind(path: PathLike, assume: Optional[str] = None) -> str:
     path = Path(path)
     if assume not in (None, "mdpot", "nequip"):
         raise ValueError(f"source family must be mdpot or nequip, got {assume!r}")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected a model file (an mdpot checkpoint or a nequip model)")
     if not path.is_file():
         raise FileNotFoundError(f"model source not found: {path.resolve()}")
     kind = _detect(path, assume == "nequip")
     if assume is not None and not kind.startswith(assume):
-        raise ValueError(f"{path}: the content is a {KIND_LABELS[kind]}, not a {assume} file")
+        article = "an" if KIND_LABELS[kind].startswith("mdpot") else "a"
+        raise ValueError(f"{path}: the content is {article} {KIND_LABELS[kind]}, not {'an' if assume == 'mdpot' else 'a'} "
+                         f"{assume} file")
     return kind
 
 
@@ -181,14 +185,15 @@ def _detect(path: Path, nequip_structure_only: bool) -> str:
         pkls = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
         if pkls:
             strings = set(_pickle_strings(z.read(pkls[0])))
-            if nequip_structure_only:
-                return NEQUIP_CHECKPOINT
             if "mdpot_checkpoint" in strings:
                 return MDPOT_CHECKPOINT
+            if nequip_structure_only:
+                return NEQUIP_CHECKPOINT
             if {"hyper_parameters", "info_dict", "state_dict"} <= strings and any(s.startswith("nequip.") for s in strings):
                 return NEQUIP_CHECKPOINT
-            raise ValueError(f"{path}: a torch.save archive but not a nequip training checkpoint "
-                             f"(no hyper_parameters/info_dict of nequip's training module)")
+            raise ValueError(f"{path}: a torch.save archive that is neither an mdpot checkpoint (no mdpot_checkpoint "
+                             f"payload) nor a nequip training checkpoint (no hyper_parameters/info_dict of nequip's "
+                             f"training module)")
     raise ValueError(f"{path}: a zip archive that is not a model file mdpot knows (no TorchScript code, torch.save "
                      f"pickle or torch.package data)")
 

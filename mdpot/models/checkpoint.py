@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime
 import io
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
 
@@ -75,22 +77,64 @@ def load_checkpoint(path: Union[str, os.PathLike], dtype: torch.dtype = torch.fl
     Raises ``FileNotFoundError`` (resolved path) or ``ValueError`` naming what is wrong with the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path.resolve()}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise ValueError(f"{path}: not a readable mdpot checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or "mdpot_checkpoint" not in payload:
-        raise ValueError(f"{path}: not an mdpot checkpoint (no 'mdpot_checkpoint' key)")
+    payload = _read_payload(path)
     if payload["mdpot_checkpoint"] != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {payload['mdpot_checkpoint']} is not supported "
                          f"(this mdpot reads format {CHECKPOINT_FORMAT})")
-    config = make_config(payload["architecture"], payload["config"])
+    try:
+        config = make_config(payload["architecture"], payload["config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: the checkpoint's model config is invalid: {exc}") from None
     with torch.random.fork_rng(devices=[]):
         model = _arch(config.architecture)[1](config).to(dtype)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError) as exc:  # missing/unexpected keys or shape mismatches, many lines
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise ValueError(f"{path}: the checkpoint's weights do not fit its {config.architecture} config "
+                         f"({(lines[1:2] or lines or [type(exc).__name__])[0].rstrip('.')})") from None
     return model.eval(), payload
+
+
+def _read_payload(path: Path) -> Dict[str, Any]:
+    """The checkpoint's payload, read with ``weights_only=True`` (nothing in the file is executed); one-line
+    errors name what the file is when it is not an mdpot checkpoint."""
+    from ..deploy.load import torch_error_summary
+    from ..interop.nequip import KIND_LABELS, MDPOT, MDPOT_CHECKPOINT, detect_source_kind
+
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected an mdpot checkpoint file (.ckpt)")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path.resolve()}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes); expected an mdpot checkpoint")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an mdpot checkpoint (not a zip archive written by torch.save; truncated or "
+                         f"corrupt?)")
+    try:
+        kind = detect_source_kind(path)
+    except ValueError:
+        kind = None  # not a model file of a known kind: torch.load below says what it can
+    if kind == MDPOT:
+        raise ValueError(f"{path}: is a deployed mdpot model, not a training checkpoint; use the .ckpt it was "
+                         f"deployed from (`mdpot info {path}` shows its provenance)")
+    if kind is not None and kind != MDPOT_CHECKPOINT:
+        raise ValueError(f"{path}: is a {KIND_LABELS[kind]}, not an mdpot checkpoint; deploy it with "
+                         f"`mdpot deploy {path} -o model.pt`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # the weights-only unpickler met an object it does not rebuild
+        raise ValueError(f"{path}: not an mdpot checkpoint (it holds Python objects other than tensors and plain "
+                         f"data, which mdpot never unpickles)") from None
+    except Exception as exc:  # torch raises many types for damaged files
+        raise ValueError(f"{path}: not a readable mdpot checkpoint ({torch_error_summary(exc)}; truncated or "
+                         f"corrupt?)") from None
+    if not isinstance(payload, dict) or "mdpot_checkpoint" not in payload:
+        raise ValueError(f"{path}: not an mdpot checkpoint (no 'mdpot_checkpoint' key)")
+    missing = [k for k in ("architecture", "config", "state_dict") if k not in payload]
+    if missing:
+        raise ValueError(f"{path}: mdpot checkpoint without {missing}; the file is damaged or was not written by mdpot")
+    return payload
 
 
 def create_checkpoint(config: ModelConfig, path: Union[str, os.PathLike], seed: int = 0) -> Path:

@@ -28,13 +28,24 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _kind(value: Any) -> str:
+    """The type of a rejected value; a string that reads as a number was quoted in the YAML."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return "str"
+        return "a quoted string; write the number without quotes"
+    return type(value).__name__
+
+
 def _number(section: str, name: str, value: Any, minimum: float = -math.inf, strict: bool = False,
             maximum: float = math.inf, optional: bool = False) -> Optional[float]:
     key = f"{section}.{name}"
     if value is None and optional:
         return None
     if not _is_number(value):
-        raise TypeError(f"{key} must be a number, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{key} must be a number, got {value!r} ({_kind(value)})")
     value = float(value)
     if not math.isfinite(value) or value < minimum or (strict and value == minimum) or value > maximum:
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
@@ -48,7 +59,7 @@ def _integer(section: str, name: str, value: Any, minimum: int, optional: bool =
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key} must be an integer, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{key} must be an integer, got {value!r} ({_kind(value)})")
     if value < minimum:
         raise ValueError(f"{key} must be >= {minimum}, got {value}")
     return value

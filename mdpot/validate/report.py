@@ -117,10 +117,19 @@ class ValidationReport:
             raise ThresholdExceeded("validation failed: " + "; ".join(failures))
 
 
+def _is_mdpot_checkpoint(path: PathLike) -> bool:
+    from ..interop.nequip import MDPOT_CHECKPOINT, detect_source_kind
+
+    try:
+        return detect_source_kind(path) == MDPOT_CHECKPOINT
+    except (OSError, ValueError):  # load_model reports missing and unknown files
+        return False
+
+
 def validate(model, data: PathLike, energy_key: str = "energy", forces_key: str = "forces",
              stress_key: Optional[str] = "stress", batch_size: int = 8) -> ValidationReport:
     """Evaluate ``model`` on every structure of ``data``: a deployed file, a :class:`mdpot.deploy.LoadedModel`
-    or a training checkpoint (``.ckpt``, evaluated eagerly in float64).
+    or an mdpot training checkpoint (told apart by content, not by name; evaluated eagerly in float64).
 
     Raises ``FileNotFoundError``/``ValueError`` naming the file and structure for unreadable files, missing
     energy/forces labels and elements the model does not know.
@@ -137,7 +146,7 @@ def validate(model, data: PathLike, energy_key: str = "energy", forces_key: str 
         raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
     if isinstance(model, LoadedModel):
         loaded = model
-    elif Path(model).suffix == ".ckpt":  # a training checkpoint: evaluate it eagerly in float64
+    elif _is_mdpot_checkpoint(model):  # a training checkpoint: evaluate it eagerly in float64
         from ..deploy import eager_model
         from ..models import load_checkpoint
 
