@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <regex>
@@ -246,7 +247,74 @@ struct Model::Impl {
   Metadata meta;
   torch::Tensor zero_shifts;    // [capacity, 3] on the device; narrowed to each call's edges
   torch::Tensor atom_energy, forces, virial, atom_virial;    // host float64 contiguous
+
+  // message passing by exchange: what the file offers, and the tensors of the current step
+  std::string mp_missing = "not checked";
+  int mp_blocks = 0;
+  std::vector<int> mp_widths;
+  c10::ScalarType dtype = c10::ScalarType::Double;
+  struct Chunk {
+    int64_t c0, c1, e0, e1;
+    torch::Tensor edge_index;    // the chunk's edges, centres shifted by -c0
+  };
+  struct Step {
+    int64_t n_atoms = 0, n_local = 0, n_edges = 0;
+    bool want_atom_virial = false;
+    torch::Tensor types, centre_type, edge_index, edge_vec, edge_grad;
+    std::vector<Chunk> chunks;
+    std::vector<torch::Tensor> state;    // state[b]: [n_local, S_b], b = 0..L
+    std::vector<torch::Tensor> x;        // x[b]: [n_atoms, W_b]
+    torch::Tensor g_state;               // d E / d state[b+1] while going backward
+    torch::Tensor rows;                  // host float64 rows handed to the caller
+  } step;
+
+  void check_exchange(const std::string &path);
+  torch::Tensor rows_in(const double *rows, int64_t n, int64_t width) const;
+  const double *rows_out(const torch::Tensor &t);
 };
+
+// Every mp_* method present and consistent with the metadata, else the reason in mp_missing.
+void Model::Impl::check_exchange(const std::string &path)
+{
+  static const char *const methods[] = {"mp_num_blocks", "mp_feature_widths", "mp_state_widths", "mp_embed",
+                                        "mp_block",      "mp_block_vjp",      "mp_readout",      "mp_edge_derivatives"};
+  dtype = meta.model_dtype == "float32" ? c10::ScalarType::Float : c10::ScalarType::Double;
+  std::vector<std::string> missing;
+  for (const char *m : methods)
+    if (!module.find_method(m)) missing.emplace_back(m);
+  if (!missing.empty()) {
+    mp_missing = missing.size() == std::size(methods)
+        ? "its module has no block-by-block (mp_*) methods (strictly local, wrapped, or deployed before them)"
+        : "its module lacks " + join(missing, ", ");
+    return;
+  }
+  try {
+    mp_blocks = static_cast<int>(module.run_method("mp_num_blocks").toInt());
+    mp_widths.clear();
+    for (const auto &w : module.run_method("mp_feature_widths").toIntList()) mp_widths.push_back(static_cast<int>(w));
+  } catch (const std::exception &e) {
+    throw Error("'" + path + "': cannot read its mp_* methods: " + one_line(e));
+  }
+  if (mp_blocks != meta.num_layers || static_cast<int>(mp_widths.size()) != mp_blocks) {
+    mp_missing = "mp_num_blocks() = " + std::to_string(mp_blocks) + " and " + std::to_string(mp_widths.size()) +
+        " feature widths do not match num_layers " + std::to_string(meta.num_layers);
+    return;
+  }
+  mp_missing.clear();
+}
+
+torch::Tensor Model::Impl::rows_in(const double *rows, int64_t n, int64_t width) const
+{
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  if (n * width == 0) return torch::zeros({n, width}, f64.device(device)).to(dtype);
+  return torch::from_blob(const_cast<double *>(rows), {n, width}, f64).to(device, dtype);
+}
+
+const double *Model::Impl::rows_out(const torch::Tensor &t)
+{
+  step.rows = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  return step.rows.data_ptr<double>();
+}
 
 Model::Model(const std::string &path, const std::string &device, bool optimize) : impl(new Impl)
 {
@@ -277,6 +345,7 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
                 "... != " + impl->meta.weights_sha256.substr(0, 12) +
                 "...): the file was modified after `mdpot deploy`");
   impl->module.eval();
+  impl->check_exchange(path);
 }
 
 Model::~Model() = default;
@@ -353,7 +422,220 @@ double Model::memory_usage() const
   double bytes = 0.0;
   for (const auto *t : {&impl->zero_shifts, &impl->atom_energy, &impl->forces, &impl->virial, &impl->atom_virial})
     if (t->defined()) bytes += static_cast<double>(t->nbytes());
+  const auto &st = impl->step;
+  for (const auto *t : {&st.types, &st.centre_type, &st.edge_index, &st.edge_vec, &st.edge_grad, &st.g_state, &st.rows})
+    if (t->defined()) bytes += static_cast<double>(t->nbytes());
+  for (const auto &v : {&st.state, &st.x})
+    for (const auto &t : *v)
+      if (t.defined()) bytes += static_cast<double>(t.nbytes());
+  for (const auto &c : st.chunks) bytes += static_cast<double>(c.edge_index.nbytes());
   return bytes;
+}
+
+/* ---------------------------------------------------------------------- */
+
+std::string Model::exchange_unsupported() const
+{
+  return impl->mp_missing;
+}
+
+int Model::exchange_blocks() const
+{
+  return impl->mp_blocks;
+}
+
+const std::vector<int> &Model::exchange_widths() const
+{
+  return impl->mp_widths;
+}
+
+int Model::exchange_chunks() const
+{
+  return static_cast<int>(impl->step.chunks.size());
+}
+
+void Model::exchange_begin(const Inputs &in, int64_t max_edges)
+{
+  auto &d = *impl;
+  auto &st = d.step;
+  if (!d.mp_missing.empty()) throw Error("the model cannot be run block by block: " + d.mp_missing);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  const int L = d.mp_blocks;
+  st = Impl::Step();
+  st.n_atoms = in.n_atoms;
+  st.n_local = in.n_local;
+  st.n_edges = in.n_edges;
+  st.want_atom_virial = in.want_atom_virial;
+  st.state.assign(L + 1, torch::Tensor());
+  st.x.assign(L, torch::Tensor());
+
+  // chunks of consecutive centres with at most max_edges edges (one centre at least)
+  std::vector<int64_t> count(in.n_local, 0);
+  const int64_t *centre = in.edge_index;
+  for (int64_t e = 0; e < in.n_edges; ++e) {
+    if (centre[e] < 0 || centre[e] >= in.n_local || (e > 0 && centre[e] < centre[e - 1]))
+      throw Error("exchange: edge " + std::to_string(e) + " has centre " + std::to_string(centre[e]) +
+                  " (centres must be local atoms, in order)");
+    ++count[centre[e]];
+  }
+  try {
+    torch::NoGradGuard no_grad;
+    st.types = torch::from_blob(const_cast<int64_t *>(in.atom_type), {in.n_atoms}, i64).to(d.device);
+    st.centre_type = st.types.narrow(0, 0, in.n_local);
+    st.edge_index = torch::from_blob(const_cast<int64_t *>(in.edge_index), {2, in.n_edges}, i64).to(d.device);
+    auto pos = torch::from_blob(const_cast<double *>(in.pos), {in.n_atoms, 3}, f64).to(d.device);
+    st.edge_vec = pos.index_select(0, st.edge_index[1]) - pos.index_select(0, st.edge_index[0]);
+    st.edge_grad = torch::zeros({in.n_edges, 3}, f64.device(d.device));
+    int64_t c0 = 0, e0 = 0;
+    while (c0 < in.n_local) {
+      int64_t c1 = c0, e1 = e0;
+      while (c1 < in.n_local && (c1 == c0 || e1 - e0 + count[c1] <= max_edges)) e1 += count[c1++];
+      Impl::Chunk ch{c0, c1, e0, e1, st.edge_index.narrow(1, e0, e1 - e0).clone()};
+      ch.edge_index[0].sub_(c0);
+      st.chunks.push_back(std::move(ch));
+      c0 = c1;
+      e0 = e1;
+    }
+    if (in.n_local > 0) {
+      auto out = d.module.run_method("mp_embed", st.types, in.n_local).toTuple();
+      st.state[0] = out->elements()[0].toTensor();
+      st.x[0] = out->elements()[1].toTensor();
+    }
+  } catch (const std::exception &e) {
+    throw Error("embedding failed (" + std::to_string(in.n_atoms) + " atoms, " + std::to_string(in.n_edges) +
+                " edges): " + one_line(e));
+  }
+}
+
+const double *Model::exchange_forward(int b, const double *x_rows)
+{
+  auto &d = *impl;
+  auto &st = d.step;
+  const int L = d.mp_blocks;
+  const int64_t w_next = b + 1 < L ? d.mp_widths[b + 1] : 0;
+  if (st.n_local == 0) return b + 1 < L ? d.rows_out(torch::zeros({0, w_next})) : nullptr;
+  try {
+    ExecutorOptimizeGuard guard(d.optimize);
+    torch::NoGradGuard no_grad;    // recomputed with gradients in exchange_backward
+    if (b > 0) st.x[b] = d.rows_in(x_rows, st.n_atoms, d.mp_widths[b]);
+    std::vector<torch::Tensor> states, xs;
+    for (const auto &ch : st.chunks) {
+      auto out = d.module
+                     .run_method("mp_block", b, st.state[b].narrow(0, ch.c0, ch.c1 - ch.c0), st.x[b],
+                                 st.edge_vec.narrow(0, ch.e0, ch.e1 - ch.e0), ch.edge_index,
+                                 st.centre_type.narrow(0, ch.c0, ch.c1 - ch.c0))
+                     .toTuple();
+      states.push_back(out->elements()[0].toTensor());
+      xs.push_back(out->elements()[1].toTensor());
+    }
+    st.state[b + 1] = states.size() == 1 ? states[0] : torch::cat(states, 0);
+    if (b + 1 == L) return nullptr;
+    return d.rows_out(xs.size() == 1 ? xs[0] : torch::cat(xs, 0));
+  } catch (const std::exception &e) {
+    throw Error("message-passing block " + std::to_string(b) + " failed (" + std::to_string(st.n_atoms) + " atoms, " +
+                std::to_string(st.n_edges) + " edges): " + one_line(e));
+  }
+}
+
+const double *Model::exchange_readout()
+{
+  auto &d = *impl;
+  auto &st = d.step;
+  if (st.n_local == 0) {
+    d.atom_energy = torch::zeros({0}, torch::TensorOptions().dtype(torch::kFloat64));
+    return d.atom_energy.data_ptr<double>();
+  }
+  try {
+    torch::AutoGradMode grad(true);
+    auto out = d.module.run_method("mp_readout", st.state[d.mp_blocks], st.centre_type).toTuple();
+    st.g_state = out->elements()[1].toTensor().detach();
+    d.atom_energy = out->elements()[0].toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    if (d.atom_energy.sizes().vec() != std::vector<int64_t>{st.n_local})
+      throw Error("readout returned energies of shape " + shape_str(d.atom_energy) + " for " +
+                  std::to_string(st.n_local) + " atoms");
+    return d.atom_energy.data_ptr<double>();
+  } catch (const Error &) {
+    throw;
+  } catch (const std::exception &e) {
+    throw Error("readout failed (" + std::to_string(st.n_local) + " atoms): " + one_line(e));
+  }
+}
+
+const double *Model::exchange_backward(int b, const double *g_x_local)
+{
+  auto &d = *impl;
+  auto &st = d.step;
+  const int L = d.mp_blocks;
+  if (st.n_local == 0) return b > 0 ? d.rows_out(torch::zeros({st.n_atoms, d.mp_widths[b]})) : nullptr;
+  try {
+    ExecutorOptimizeGuard guard(d.optimize);
+    torch::AutoGradMode grad(true);
+    const bool input_grads = b > 0;
+    torch::Tensor g_x_next = d.rows_in(g_x_local, st.n_local, b + 1 < L ? d.mp_widths[b + 1] : 0);
+    std::vector<torch::Tensor> g_states;
+    torch::Tensor g_x;
+    for (const auto &ch : st.chunks) {
+      const int64_t nc = ch.c1 - ch.c0;
+      auto out = d.module
+                     .run_method("mp_block_vjp", b, st.state[b].narrow(0, ch.c0, nc), st.x[b],
+                                 st.edge_vec.narrow(0, ch.e0, ch.e1 - ch.e0), ch.edge_index,
+                                 st.centre_type.narrow(0, ch.c0, nc), st.g_state.narrow(0, ch.c0, nc),
+                                 g_x_next.narrow(0, ch.c0, nc), input_grads)
+                     .toTuple();
+      const auto &el = out->elements();
+      st.edge_grad.narrow(0, ch.e0, ch.e1 - ch.e0).add_(el[2].toTensor().detach());
+      if (input_grads) {
+        g_states.push_back(el[0].toTensor().detach());
+        const auto gx = el[1].toTensor().detach();
+        g_x = g_x.defined() ? g_x + gx : gx;
+      }
+    }
+    st.state[b + 1] = torch::Tensor();
+    if (!input_grads) {
+      st.g_state = torch::Tensor();
+      return nullptr;
+    }
+    st.g_state = g_states.size() == 1 ? g_states[0] : torch::cat(g_states, 0);
+    st.x[b] = torch::Tensor();
+    return d.rows_out(g_x);
+  } catch (const std::exception &e) {
+    throw Error("backward of message-passing block " + std::to_string(b) + " failed (" + std::to_string(st.n_atoms) +
+                " atoms, " + std::to_string(st.n_edges) + " edges): " + one_line(e));
+  }
+}
+
+Outputs Model::exchange_finish()
+{
+  auto &d = *impl;
+  auto &st = d.step;
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  if (st.n_atoms == 0) {
+    d.forces = torch::zeros({0, 3}, f64);
+    d.virial = torch::zeros({3, 3}, f64);
+    d.atom_virial = torch::zeros({0, 3, 3}, f64);
+  } else {
+    try {
+      auto out = d.module
+                     .run_method("mp_edge_derivatives", st.n_atoms, st.edge_vec, st.edge_grad, st.edge_index,
+                                 st.want_atom_virial)
+                     .toTuple();
+      auto host = [](const torch::jit::IValue &v) { return v.toTensor().to(torch::kCPU, torch::kFloat64).contiguous(); };
+      d.forces = host(out->elements()[0]);
+      d.virial = host(out->elements()[1]);
+      d.atom_virial = host(out->elements()[2]);
+    } catch (const std::exception &e) {
+      throw Error("edge derivatives failed (" + std::to_string(st.n_atoms) + " atoms): " + one_line(e));
+    }
+  }
+  st.x.clear();
+  st.state.clear();
+  Outputs out;
+  out.atom_energy = d.atom_energy.data_ptr<double>();
+  out.forces = d.forces.data_ptr<double>();
+  out.virial = d.virial.data_ptr<double>();
+  out.atom_virial = st.want_atom_virial ? d.atom_virial.data_ptr<double>() : nullptr;
+  return out;
 }
 
 /* ---------------------------------------------------------------------- */

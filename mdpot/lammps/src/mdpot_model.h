@@ -79,8 +79,37 @@ class Model {
   // Evaluates the model; throws Error on a torch failure or outputs of the wrong shape.
   Outputs run(const Inputs &in);
 
-  // Bytes held between calls: the cached zero edge shifts and the host outputs.
+  // Bytes held between calls: the cached zero edge shifts, the host outputs and the exchange step's tensors.
   double memory_usage() const;
+
+  /* Message passing by per-block feature exchange (docs/message_passing_exchange.md). A file whose module
+     has every mp_* method can be run block by block; the caller exchanges the rows of x_b between blocks.
+     One step: exchange_begin, exchange_forward(b) for b = 0..L-1, exchange_readout, exchange_backward(b) for
+     b = L-1..0, exchange_finish. Tensors stay with the model between these calls. Rows are float64 on the
+     host (float32 values are exact in double). */
+
+  // "" if the file can be run block by block, else why not (one phrase).
+  std::string exchange_unsupported() const;
+  int exchange_blocks() const;                     // L
+  const std::vector<int> &exchange_widths() const;  // W_0 .. W_{L-1}: values per atom of each x_b
+
+  // Edge vectors are pos[j] - pos[i] (float64); every centre is one of the first n_local atoms and
+  // edge_index[0] is non-decreasing. Each block is evaluated in chunks of centres of at most max_edges
+  // edges (one centre at least). Computes the embedding.
+  void exchange_begin(const Inputs &in, int64_t max_edges);
+  // Block b on the local centres. x_rows: [n_atoms, W_b] (every row an edge reads), ignored for b = 0,
+  // where the rows come from the embedding. Returns x_{b+1} of the local centres [n_local, W_{b+1}]
+  // (nullptr after the last block).
+  const double *exchange_forward(int b, const double *x_rows);
+  // Per-atom energies [n_local], eV, the per-element shift included.
+  const double *exchange_readout();
+  // Backward through block b. g_x_local: d E / d x_{b+1} of the local centres [n_local, W_{b+1}], the owners'
+  // sums after the reverse exchange (ignored for the last block). Returns d E / d x_b for every row
+  // [n_atoms, W_b], to be summed into the owners (nullptr for b = 0: block 0's inputs are functions of the types).
+  const double *exchange_backward(int b, const double *g_x_local);
+  // Forces, virial and per-atom virial from the per-edge gradients summed over the blocks, as run() returns them.
+  Outputs exchange_finish();
+  int exchange_chunks() const;    // chunks of centres per block in the current step
 
  private:
   struct Impl;

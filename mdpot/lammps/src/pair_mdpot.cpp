@@ -89,8 +89,12 @@ struct MDPotImpl {
   // what this rank evaluated since the run started, reported by finish(): the price of ghost shells
   struct Stats {
     double steps = 0, calls = 0, local_atoms = 0, ghost_atoms = 0, local_edges = 0, ghost_edges = 0,
-           model_seconds = 0;
+           model_seconds = 0, comm_bytes = 0, comm_seconds = 0;
   } stats;
+
+  // message_passing exchange: one row of comm width per LAMMPS atom (local and ghost), and the rows
+  // handed to the model (compact order)
+  std::vector<double> comm_rows, rows;
   int64_t n_local_edges = 0;    // edges of the last pack whose centre is a local atom
   std::vector<int> hop;         // message passing: hops from the nearest local atom (capped)
 };
@@ -102,8 +106,8 @@ struct MDPotImpl {
 PairMDPot::PairMDPot(LAMMPS *lmp) :
     Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false),
     max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), malloc_tuning(true), print_stats(true),
-    impl(new MDPotImpl), r_max(0.0), receptive_field(0.0), ghost_centres(false), max_hops(0),
-    raised_cutghost(-1.0), user_cutghost(0.0)
+    mp_request(MessagePassing::DEFAULT), impl(new MDPotImpl), r_max(0.0), receptive_field(0.0),
+    ghost_centres(false), exchange(false), comm_width(0), max_hops(0), raised_cutghost(-1.0), user_cutghost(0.0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -161,6 +165,7 @@ void PairMDPot::settings(int narg, char **arg)
   max_edges_given = false;
   malloc_tuning = true;
   print_stats = true;
+  mp_request = MessagePassing::DEFAULT;
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
     if (iarg + 1 >= narg) error->all(FLERR, "pair mdpot: keyword '{}' needs a value", key);
@@ -190,10 +195,17 @@ void PairMDPot::settings(int narg, char **arg)
       print_stats = utils::logical(FLERR, value, false, lmp) != 0;
     } else if (key == "dump_edges") {
       edge_file = value;
+    } else if (key == "message_passing") {
+      if (value == "exchange")
+        mp_request = MessagePassing::EXCHANGE;
+      else if (value == "ghosts")
+        mp_request = MessagePassing::GHOSTS;
+      else
+        error->all(FLERR, "pair mdpot: message_passing must be exchange or ghosts, got '{}'", value);
     } else {
       error->all(FLERR,
                  "pair mdpot: unknown keyword '{}' (known: device, threads, jit_optimize, max_edges, "
-                 "malloc_tuning, stats, dump_edges)",
+                 "message_passing, malloc_tuning, stats, dump_edges)",
                  key);
     }
   }
@@ -360,6 +372,7 @@ void PairMDPot::init_style()
   // Before the run's first neighbour build: binning a NaN coordinate is undefined behaviour.
   check_finite_positions("setup");
 
+  choose_message_passing();
   int flags = NeighConst::REQ_FULL;
   if (ghost_centres) flags |= NeighConst::REQ_GHOST;
   neighbor->add_request(this, flags);
@@ -372,6 +385,50 @@ void PairMDPot::init_style()
                      "r_max {} Å), so each rank evaluates all its atoms in one call",
                      max_edges, receptive_field, r_max);
   }
+}
+
+// message_passing: exchange needs the file's mp_* methods; by default a message-passing model with them uses
+// the exchange, anything else the ghost shell. In exchange mode the ghost cutoff is LAMMPS's own (r_max +
+// skin): a cutoff raised earlier for the ghost shell is given back.
+void PairMDPot::choose_message_passing()
+{
+  const std::string why = impl->model->exchange_unsupported();
+  if (mp_request == MessagePassing::EXCHANGE && !why.empty())
+    error->all(FLERR, "pair mdpot: message_passing exchange: model '{}' cannot be run block by block: {}",
+               model_path, why);
+  const bool passes_messages = receptive_field > r_max;
+  exchange = mp_request == MessagePassing::EXCHANGE ||
+      (mp_request == MessagePassing::DEFAULT && why.empty() && passes_messages);
+  ghost_centres = passes_messages && !exchange;
+  ghostneigh = ghost_centres ? 1 : 0;
+  comm_width = 0;
+  comm_forward = comm_reverse = 0;
+  if (exchange) {
+    if (raised_cutghost >= 0.0 && comm->cutghostuser == raised_cutghost) comm->cutghostuser = user_cutghost;
+    raised_cutghost = -1.0;
+    const auto &widths = impl->model->exchange_widths();
+    for (size_t b = 1; b < widths.size(); ++b) comm_forward = std::max(comm_forward, widths[b]);
+    comm_reverse = comm_forward;
+    // Comm sizes its buffers from the top-level style's widths when it initialises (after this);
+    // pair_style hybrid took its sub-styles' widths at pair_style time, before the model was known.
+    Pair *top = force->pair;
+    if (top && top != this) {
+      top->comm_forward = std::max(top->comm_forward, comm_forward);
+      top->comm_reverse = std::max(top->comm_reverse, comm_reverse);
+    }
+  }
+  const std::string mode = exchange ? "exchange" : "ghosts";
+  if (comm->me == 0 && mode != logged_mode) {
+    if (exchange)
+      utils::logmesg(lmp,
+                     "mdpot: message_passing exchange: {} blocks on local centres, node features of ghosts "
+                     "exchanged before blocks 1..{} (up to {} values per atom)\n",
+                     impl->model->exchange_blocks(), impl->model->exchange_blocks() - 1, comm_forward);
+    else if (passes_messages)
+      utils::logmesg(lmp, "mdpot: message_passing ghosts: ghost shell of the receptive field{}\n",
+                     why.empty() ? "" : fmt::format(" (no exchange: {})", why));
+  }
+  logged_mode = mode;
 }
 
 // A message-passing model needs every atom within its receptive field, for the whole neighbour list
@@ -406,21 +463,24 @@ void PairMDPot::finish()
     st = MDPotImpl::Stats();
     return;
   }
-  double sums[5] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls};
-  double totals[5];
-  MPI_Allreduce(sums, totals, 5, MPI_DOUBLE, MPI_SUM, world);
-  double model_max = 0.0;
-  MPI_Allreduce(&st.model_seconds, &model_max, 1, MPI_DOUBLE, MPI_MAX, world);
+  double sums[6] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls, st.comm_bytes};
+  double totals[6];
+  MPI_Allreduce(sums, totals, 6, MPI_DOUBLE, MPI_SUM, world);
+  double seconds[2] = {st.model_seconds, st.comm_seconds}, seconds_max[2];
+  MPI_Allreduce(seconds, seconds_max, 2, MPI_DOUBLE, MPI_MAX, world);
+  const double model_max = seconds_max[0];
   if (comm->me == 0 && st.steps > 0) {
     const double steps = st.steps, local = totals[0] / steps, ghosts = totals[1] / steps;
     const double ledges = totals[2] / steps, gedges = totals[3] / steps;
     utils::logmesg(lmp,
-                   "mdpot stats: steps={:.0f} model_calls_per_step={:.2f} local_atoms={:.0f} ghost_atoms={:.0f} "
+                   "mdpot stats: mode={} steps={:.0f} model_calls_per_step={:.2f} local_atoms={:.0f} ghost_atoms={:.0f} "
                    "local_edges={:.0f} ghost_edges={:.0f} ghost_atoms_per_local={:.3f} "
-                   "ghost_edges_per_local={:.3f} ghost_edge_share={:.4f} model_seconds_per_step={:.6g}\n",
-                   steps, totals[4] / steps, local, ghosts, ledges, gedges, local > 0 ? ghosts / local : 0.0,
+                   "ghost_edges_per_local={:.3f} ghost_edge_share={:.4f} model_seconds_per_step={:.6g} "
+                   "comm_bytes_per_step={:.0f} comm_bytes_per_atom={:.1f} comm_seconds_per_step={:.6g}\n",
+                   exchange ? "exchange" : "ghosts", steps, totals[4] / steps, local, ghosts, ledges, gedges, local > 0 ? ghosts / local : 0.0,
                    local > 0 ? gedges / local : 0.0, ledges + gedges > 0 ? gedges / (ledges + gedges) : 0.0,
-                   model_max / steps);
+                   model_max / steps, totals[5] / steps, local > 0 ? totals[5] / steps / local : 0.0,
+                   seconds_max[1] / steps);
   }
   st = MDPotImpl::Stats();
 }
@@ -437,7 +497,8 @@ double PairMDPot::memory_usage()
   const auto &d = *impl;
   double bytes = Pair::memory_usage();
   bytes += capacity_bytes(d.pos) + capacity_bytes(d.atom_type) + capacity_bytes(d.edge_index) +
-      capacity_bytes(d.edge_j) + capacity_bytes(d.lmp_index) + capacity_bytes(d.compact) + capacity_bytes(d.hop);
+      capacity_bytes(d.edge_j) + capacity_bytes(d.lmp_index) + capacity_bytes(d.compact) + capacity_bytes(d.hop) +
+      capacity_bytes(d.comm_rows) + capacity_bytes(d.rows);
   if (d.model) bytes += d.model->memory_usage();
   return bytes;
 }
@@ -451,6 +512,17 @@ void PairMDPot::compute(int eflag, int vflag)
   // Strictly local models: energies are sums over centre atoms, so chunks of centres are exact.
   int next = 0, chunk = 0;
   impl->stats.steps += 1;
+  if (exchange) {
+    pack_inputs(0);
+    if (!edge_file.empty()) dump_edges(0);
+    run_exchange();
+    check_finite_outputs();
+    scatter_forces();
+    if (eflag_either) tally_energy();
+    if (vflag_global) tally_virial();
+    if (vflag_atom) tally_atom_virial();
+    return;
+  }
   do {
     next = pack_inputs(next);
     if (!edge_file.empty()) dump_edges(chunk++);
@@ -513,7 +585,7 @@ int PairMDPot::pack_inputs(int first_centre)
     d.atom_type.push_back(type_to_model[type[i]]);
   };
   int end = list->inum;
-  if (!ghost_centres && first_centre < list->inum) {
+  if (!ghost_centres && !exchange && first_centre < list->inum) {
     // numneigh counts the skin too: an upper bound on the edges, good enough to bound memory
     long edges = 0;
     end = first_centre;
@@ -636,6 +708,110 @@ void PairMDPot::run_model()
     error->one(FLERR, "pair mdpot: on step {}: {}", update->ntimestep, e.what());
   }
   tally_stats(platform::walltime() - t0);
+}
+
+// message_passing exchange (docs/message_passing_exchange.md): the model runs block by block on the local
+// centres; before block b > 0 the ghosts' rows of x_b are filled from their owners, and going back the
+// gradients on ghost rows are summed into the owners. Every rank makes the same communication calls, with
+// or without atoms.
+void PairMDPot::run_exchange()
+{
+  auto &d = *impl;
+  mdpot::Inputs in;
+  in.pos = d.pos.data();
+  in.atom_type = d.atom_type.data();
+  in.edge_index = d.edge_index.data();
+  in.n_atoms = static_cast<int64_t>(d.lmp_index.size());
+  in.n_edges = d.n_edges;
+  in.n_local = d.n_local;
+  in.want_atom_virial = vflag_atom != 0;
+  const double t0 = platform::walltime(), comm0 = d.stats.comm_seconds;
+  auto &model = *d.model;
+  const int blocks = model.exchange_blocks();
+  const auto &widths = model.exchange_widths();
+  try {
+    model.exchange_begin(in, max_edges);
+    const double *x_local = nullptr;
+    for (int b = 0; b < blocks; ++b)
+      x_local = model.exchange_forward(b, b > 0 ? exchange_forward_rows(x_local, widths[b]) : nullptr);
+    model.exchange_readout();
+    const double *g_local = nullptr;
+    for (int b = blocks - 1; b >= 0; --b) {
+      const double *g_all = model.exchange_backward(b, g_local);
+      if (b > 0) g_local = exchange_reverse_rows(g_all, widths[b]);
+    }
+    d.out = model.exchange_finish();
+  } catch (const mdpot::Error &e) {
+    error->one(FLERR, "pair mdpot: on step {}: {}", update->ntimestep, e.what());
+  }
+  tally_stats(platform::walltime() - t0 - (d.stats.comm_seconds - comm0));
+}
+
+// Local rows of x_b into the per-atom buffer, forward communication, then every compact row (ghosts filled).
+const double *PairMDPot::exchange_forward_rows(const double *local_rows, int width)
+{
+  auto &d = *impl;
+  const size_t w = width, nall = atom->nlocal + atom->nghost, n_rows = d.lmp_index.size();
+  comm_width = width;
+  d.comm_rows.assign(nall * w, 0.0);
+  for (int k = 0; k < d.n_local; ++k) std::memcpy(&d.comm_rows[d.lmp_index[k] * w], local_rows + k * w, w * sizeof(double));
+  const double t0 = platform::walltime();
+  comm->forward_comm(this, width);
+  d.stats.comm_seconds += platform::walltime() - t0;
+  d.rows.resize(n_rows * w);
+  for (size_t k = 0; k < n_rows; ++k) std::memcpy(&d.rows[k * w], &d.comm_rows[d.lmp_index[k] * w], w * sizeof(double));
+  return d.rows.data();
+}
+
+// Gradients of every compact row into the per-atom buffer, reverse communication (ghost rows added into
+// their owners'), then the local rows.
+const double *PairMDPot::exchange_reverse_rows(const double *all_rows, int width)
+{
+  auto &d = *impl;
+  const size_t w = width, nall = atom->nlocal + atom->nghost, n_rows = d.lmp_index.size();
+  comm_width = width;
+  d.comm_rows.assign(nall * w, 0.0);
+  for (size_t k = 0; k < n_rows; ++k) std::memcpy(&d.comm_rows[d.lmp_index[k] * w], all_rows + k * w, w * sizeof(double));
+  const double t0 = platform::walltime();
+  comm->reverse_comm(this, width);
+  d.stats.comm_seconds += platform::walltime() - t0;
+  d.rows.resize(static_cast<size_t>(d.n_local) * w);
+  for (int k = 0; k < d.n_local; ++k) std::memcpy(&d.rows[k * w], &d.comm_rows[d.lmp_index[k] * w], w * sizeof(double));
+  return d.rows.data();
+}
+
+// Rows may belong to ghosts received in an earlier swap: the buffer covers every LAMMPS atom.
+int PairMDPot::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  const size_t w = comm_width;
+  const double *rows = impl->comm_rows.data();
+  for (int i = 0; i < n; ++i) std::memcpy(buf + i * w, rows + list[i] * w, w * sizeof(double));
+  return n * comm_width;
+}
+
+void PairMDPot::unpack_forward_comm(int n, int first, double *buf)
+{
+  const size_t w = comm_width;
+  std::memcpy(impl->comm_rows.data() + first * w, buf, n * w * sizeof(double));
+  impl->stats.comm_bytes += static_cast<double>(n * w * sizeof(double));
+}
+
+int PairMDPot::pack_reverse_comm(int n, int first, double *buf)
+{
+  const size_t w = comm_width;
+  std::memcpy(buf, impl->comm_rows.data() + first * w, n * w * sizeof(double));
+  return n * comm_width;
+}
+
+void PairMDPot::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  const size_t w = comm_width;
+  double *rows = impl->comm_rows.data();
+  for (int i = 0; i < n; ++i) {
+    double *row = rows + list[i] * w;
+    for (size_t c = 0; c < w; ++c) row[c] += buf[i * w + c];
+  }
+  impl->stats.comm_bytes += static_cast<double>(n * w * sizeof(double));
 }
 
 void PairMDPot::check_finite_outputs()

@@ -5,7 +5,11 @@
      device cpu|cuda|auto      where the model runs (auto: one GPU per rank if torch sees one; default auto)
      threads N|auto            torch threads per rank (auto: OMP_NUM_THREADS, else cores / ranks per node)
      jit_optimize yes|no       TorchScript's profiling graph executor (default no: slower on CPU)
-     max_edges N               strictly local models: at most N edges per model call (default 400000)
+     max_edges N               at most N edges per model call (strictly local models), per block call
+                               (message_passing exchange); ignored in message_passing ghosts (default 400000)
+     message_passing exchange|ghosts   message-passing models: exchange node features with the ranks owning
+                               the ghosts before every block (ghost cutoff r_max + skin), or widen the ghost
+                               shell to the receptive field (default: exchange if the file has the mp_* methods)
      malloc_tuning yes|no      glibc: keep freed memory in the heap while the style lives (default yes)
      stats yes|no              the end-of-run "mdpot stats:" line (default yes)
      dump_edges FILE           debugging: every compute writes its edges to FILE.<rank>
@@ -41,8 +45,15 @@ class PairMDPot : public Pair {
   void finish() override;
   double memory_usage() override;
 
+  // message_passing exchange: rows of x_b (forward) and of their gradients (reverse) per LAMMPS atom
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+
  private:
   enum class DeviceChoice { CPU, CUDA, AUTO };
+  enum class MessagePassing { DEFAULT, EXCHANGE, GHOSTS };
 
   // settings()
   DeviceChoice device_choice;
@@ -53,6 +64,7 @@ class PairMDPot : public Pair {
   bool malloc_tuning;       // glibc mallopt while this style lives
   bool print_stats;         // finish() reports what the model evaluated
   std::string edge_file;    // debug: write every compute's edge list to FILE.<rank> ("" = off)
+  MessagePassing mp_request;    // message_passing keyword
 
   // coeff(): model metadata and type map
   std::unique_ptr<MDPotImpl> impl;
@@ -60,7 +72,10 @@ class PairMDPot : public Pair {
   std::vector<int> type_to_model;    // LAMMPS type (1-based) -> model index, -1 for NULL
   double r_max;
   double receptive_field;
-  bool ghost_centres;    // receptive_field > r_max: edges centred on ghosts are needed too
+  bool ghost_centres;    // message_passing ghosts with receptive_field > r_max: edges centred on ghosts too
+  bool exchange;         // message_passing exchange (resolved by init_style)
+  int comm_width;        // values per atom of the rows being communicated
+  std::string logged_mode;    // the mode last written to the log
   int max_hops;          // message passing: edges centred on atoms up to this many hops from a local atom
 
   // init_style(): a ghost cutoff raised for a message-passing model, given back by the destructor
@@ -74,10 +89,14 @@ class PairMDPot : public Pair {
   void map_types(int nelem, char **names);
   void log_setup();
   void ensure_ghost_cutoff();
+  void choose_message_passing();
 
   // compute() helpers
   int pack_inputs(int first_centre);
   void run_model();
+  void run_exchange();
+  const double *exchange_forward_rows(const double *local_rows, int width);
+  const double *exchange_reverse_rows(const double *all_rows, int width);
   void scatter_forces();
   void tally_energy();
   void tally_virial();

@@ -1,0 +1,120 @@
+"""``pair_style mdpot ... message_passing exchange|ghosts`` (issue 11, docs/message_passing_exchange.md).
+
+mdpot's own NequIP (2 and 3 blocks, float64 and float32) in LAMMPS on 1, 2 and 4 ranks: the exchange mode (ghost
+cutoff r_max + skin, node features exchanged before every block) equals the ASE calculator and the ghost-shell
+mode at row 15's tolerance: energy, per-atom energy, forces, global and per-atom virial. The systems: a skewed
+cell smaller than 2·r_max (on 4 ranks its subdomains are thinner than r_max, so features cross several rank
+boundaries and every ghost is an image), a general triclinic cell, a slab whose vacuum leaves ranks without
+atoms under ``processors 1 1 4``, and Cu under ``hybrid/overlay`` with Au as ``NULL``.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from lammps_helpers import ELEMENTS, Reference, assert_results_close, atoms_from_frame, block, nlocal_stats, \
+    read_block, tol
+from mdpot.lammps.run import write_data
+from mdpot.testing import alloy, slab
+
+LAYOUTS = {1: None, 2: None, 4: "1 1 4"}
+CASES = [(layers, "float64", n) for layers in (2, 3) for n in (1, 2, 4)] + \
+        [(layers, "float32", n) for layers in (2, 3) for n in (1, 4)]
+STATS = re.compile(r"^mdpot stats: (.*)$", re.M)
+
+
+@pytest.fixture(scope="module")
+def nequip_models(tmp_path_factory):
+    """(layers, dtype) -> deployed small mdpot NequIP (with the mp_* methods)."""
+    from mdpot.deploy import deploy_model
+    from mdpot.testing import small_model
+
+    folder = tmp_path_factory.mktemp("mp_models")
+    out = {}
+    for layers in (2, 3):
+        model = small_model("nequip", ELEMENTS, seed=layers, num_layers=layers)
+        for dtype in ("float64", "float32"):
+            out[layers, dtype] = deploy_model(model, folder / f"nequip{layers}_{dtype}.pt", dtype=dtype).path
+    return out
+
+
+def systems(r_max):
+    """name -> (atoms, general triclinic data file)."""
+    return {
+        "small": (alloy(ELEMENTS, (2, 2, 2), a=0.75 * r_max, skew=0.15, rattle=0.1, seed=2), False),
+        "triclinic": (alloy(ELEMENTS, (2, 2, 2), a=0.8 * r_max, seed=3), True),
+        "slab": (slab(ELEMENTS, (2, 2, 2), a=3.0, vacuum=12.0, seed=5), False),
+    }
+
+
+def stats_of(output: str):
+    return [dict(item.split("=") for item in line.split()) for line in STATS.findall(output)]
+
+
+@pytest.mark.parametrize("layers,dtype,nprocs", CASES)
+def test_exchange_matches_ase_and_ghosts(plugin, nequip_models, lammps, tmp_path, layers, dtype, nprocs):
+    from mdpot.deploy import load_model
+
+    model = nequip_models[layers, dtype]
+    r_max = load_model(model).r_max
+    reference = Reference({dtype: model})
+    cases = systems(r_max)
+    script = []
+    for name, (atoms, general) in cases.items():
+        box = write_data(tmp_path / f"{name}.data", atoms, ELEMENTS, general_triclinic=general)
+        for mode in ("exchange", "ghosts"):
+            script.append(block(f"{name}_{mode}", f"{name}.data", box.boundary, f"pair_coeff * * {model} Cu Au",
+                                pair_style=f"mdpot message_passing {mode}", processors=LAYOUTS[nprocs]))
+    script.append(block("overlay", "small.data", "p p p", f"pair_coeff * * mdpot {model} Cu NULL\n"
+                        "pair_coeff * * zero", pair_style="hybrid/overlay zero 3.0 mdpot",
+                        processors=LAYOUTS[nprocs]))
+    run = lammps("".join(script), tmp_path, nprocs=nprocs)
+
+    stats = stats_of(run.output)
+    assert [s["mode"] for s in stats] == ["exchange", "ghosts"] * len(cases) + ["exchange"]
+    for s in stats[0::2]:
+        assert float(s["ghost_edges"]) == 0 and (nprocs == 1 or float(s["comm_bytes_per_step"]) > 0)
+    if nprocs == 4:  # the slab leaves ranks without atoms
+        assert min(st[2] for st in nlocal_stats(run.output)) == 0
+
+    what = f"nequip {layers} blocks {dtype} np{nprocs}"
+    for name in cases:
+        got, ghosts = read_block(tmp_path, f"{name}_exchange"), read_block(tmp_path, f"{name}_ghosts")
+        want = reference(atoms_from_frame(got["frame"], ELEMENTS), dtype)
+        assert np.abs(want["forces"]).max() > 1e-2, f"{name}: forces vanish, the comparison would be vacuous"
+        assert_results_close(got, want, tol("lammps", dtype), f"{what} {name}: exchange vs ASE")
+        assert_results_close(got, ghosts, tol("lammps", dtype), f"{what} {name}: exchange vs ghosts")
+
+    overlay = read_block(tmp_path, "overlay")
+    cu = overlay["frame"]["type"] == 1
+    part = reference(atoms_from_frame(overlay["frame"], ELEMENTS)[cu], dtype)
+    want = {"energy": part["energy"], "virial": part["virial"]}
+    for key in ("energies", "forces", "atom_virial"):
+        want[key] = np.zeros_like(overlay[key])
+        want[key][cu] = part[key]
+    assert_results_close(overlay, want, tol("lammps", dtype), f"{what}: hybrid/overlay with NULL")
+
+
+@pytest.mark.parametrize("arch", ["allegro"])
+def test_exchange_chunks_and_errors(plugin, nequip_models, models, lammps, tmp_path, arch):
+    """max_edges splits every block into chunks of centres, same numbers; ``exchange`` on a file without the
+    mp_* methods (Allegro here) is a one-line error naming the file."""
+    model = nequip_models[3, "float64"]
+    atoms = alloy(ELEMENTS, (2, 2, 2), a=2.6, seed=7)
+    box = write_data(tmp_path / "a.data", atoms, ELEMENTS)
+    script = block("whole", "a.data", box.boundary, f"pair_coeff * * {model} Cu Au",
+                   pair_style="mdpot message_passing exchange")
+    script += block("chunks", "a.data", box.boundary, f"pair_coeff * * {model} Cu Au",
+                    pair_style="mdpot message_passing exchange max_edges 50")
+    run = lammps(script, tmp_path, nprocs=2)
+    stats = stats_of(run.output)
+    assert float(stats[1]["model_calls_per_step"]) == 1
+    assert_results_close(read_block(tmp_path, "chunks"), read_block(tmp_path, "whole"), 1e-12, "max_edges 50")
+
+    bad = lammps(block("bad", "a.data", box.boundary, f"pair_coeff * * {models['float64']} Cu Au",
+                       pair_style="mdpot message_passing exchange"), tmp_path, check=False)
+    assert bad.returncode != 0
+    assert re.search(r"message_passing exchange: model '.*allegro_float64\.pt' cannot be run block by block",
+                     bad.output), bad.output[-2000:]
