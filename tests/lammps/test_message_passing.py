@@ -97,8 +97,7 @@ def test_exchange_matches_ase_and_ghosts(plugin, nequip_models, lammps, tmp_path
     assert_results_close(overlay, want, tol("lammps", dtype), f"{what}: hybrid/overlay with NULL")
 
 
-@pytest.mark.parametrize("arch", ["allegro"])
-def test_exchange_chunks_and_errors(plugin, nequip_models, models, lammps, tmp_path, arch):
+def test_exchange_chunks_and_errors(plugin, nequip_models, lammps, tmp_path):
     """max_edges splits every block into chunks of centres, same numbers; ``exchange`` on a file without the
     mp_* methods (Allegro here) is a one-line error naming the file."""
     model = nequip_models[3, "float64"]
@@ -110,10 +109,15 @@ def test_exchange_chunks_and_errors(plugin, nequip_models, models, lammps, tmp_p
                     pair_style="mdpot message_passing exchange max_edges 50")
     run = lammps(script, tmp_path, nprocs=2)
     stats = stats_of(run.output)
-    assert float(stats[1]["model_calls_per_step"]) == 1
+    assert float(stats[0]["model_calls_per_step"]) == 2  # one chunk per rank
+    assert float(stats[1]["model_calls_per_step"]) > 4
     assert_results_close(read_block(tmp_path, "chunks"), read_block(tmp_path, "whole"), 1e-12, "max_edges 50")
 
-    bad = lammps(block("bad", "a.data", box.boundary, f"pair_coeff * * {models['float64']} Cu Au",
+    from mdpot.deploy import deploy_model
+    from mdpot.testing import small_model
+
+    allegro = deploy_model(small_model("allegro", ELEMENTS), tmp_path / "allegro_float64.pt").path
+    bad = lammps(block("bad", "a.data", box.boundary, f"pair_coeff * * {allegro} Cu Au",
                        pair_style="mdpot message_passing exchange"), tmp_path, check=False)
     assert bad.returncode != 0
     assert re.search(r"message_passing exchange: model '.*allegro_float64\.pt' cannot be run block by block",

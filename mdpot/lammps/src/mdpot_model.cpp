@@ -307,7 +307,8 @@ torch::Tensor Model::Impl::rows_in(const double *rows, int64_t n, int64_t width)
 {
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   if (n * width == 0) return torch::zeros({n, width}, f64.device(device)).to(dtype);
-  return torch::from_blob(const_cast<double *>(rows), {n, width}, f64).to(device, dtype);
+  // a copy always: the caller reuses its buffer, and the rows are kept until the backward pass
+  return torch::from_blob(const_cast<double *>(rows), {n, width}, f64).to(device, dtype, false, /*copy=*/true);
 }
 
 const double *Model::Impl::rows_out(const torch::Tensor &t)

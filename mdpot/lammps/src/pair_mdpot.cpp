@@ -745,6 +745,7 @@ void PairMDPot::run_exchange()
     error->one(FLERR, "pair mdpot: on step {}: {}", update->ntimestep, e.what());
   }
   tally_stats(platform::walltime() - t0 - (d.stats.comm_seconds - comm0));
+  d.stats.calls += std::max(model.exchange_chunks(), 1) - 1;    // a call per chunk of centres (per block)
 }
 
 // Local rows of x_b into the per-atom buffer, forward communication, then every compact row (ghosts filled).
