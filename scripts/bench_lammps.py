@@ -15,6 +15,7 @@ docs/benchmarks/bench_lammps.{json,md} (Allegro) or bench_lammps_nequip.{json,md
     python scripts/bench_lammps.py --quick         # 10^3 and 4000 atoms, few steps
     python scripts/bench_lammps.py --sizes 1000 32000 --ranks 1 2 --tcmalloc
     python scripts/bench_lammps.py --arch nequip --layers 3 --sizes 4000 32000 --ranks 1 2 4 8 --steps 2
+    python scripts/bench_lammps.py --arch nequip --sizes 4000 --message-passing exchange ghosts --tag _exchange
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ region box block 0 {n} 0 {n} 0 {n}
 create_box 1 box
 create_atoms 1 box
 mass 1 63.546
-pair_style mdpot
+pair_style mdpot{pair_args}
 pair_coeff * * {model} Cu
 velocity all create 300.0 4928459 mom yes rot yes dist gaussian
 timestep 0.001
@@ -94,23 +95,32 @@ def parse_stats(output: str) -> dict:
     found = STATS.findall(output)
     if not found:
         return {}
-    return {k: float(v) for k, v in (item.split("=") for item in found[-1].split())}
+    def value(text: str):
+        try:
+            return float(text)
+        except ValueError:
+            return text  # mode=exchange|ghosts
+
+    return {k: value(v) for k, v in (item.split("=") for item in found[-1].split())}
 
 
-def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, workdir: Path, tcmalloc: bool) -> dict:
+def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, workdir: Path, tcmalloc: bool,
+                    mode: str = "") -> dict:
     from mdpot.lammps.run import run_lammps
 
     env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
-    run = run_lammps(INPUT.format(n=n, model=model, steps=steps, warmup=warmup), workdir, nprocs=ranks,
+    pair_args = f" message_passing {mode}" if mode else ""
+    run = run_lammps(INPUT.format(n=n, model=model, steps=steps, warmup=warmup, pair_args=pair_args), workdir, nprocs=ranks,
                      threads=1, env=env, timeout=3600, log="log.lammps")
     loop = LOOP.findall(run.output)[-1]
     seconds, _, nsteps, natoms = float(loop[0]), int(loop[1]), int(loop[2]), int(loop[3])
     pair = float(PAIR.findall(run.output)[-1][1])  # average over ranks
     rss = RSS.findall(run.output)
-    return {"atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
+    evaluated = parse_stats(run.output)
+    return {"mode": evaluated.get("mode", mode or "–"), "atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
             "timesteps_per_s": nsteps / seconds, "us_per_atom_step": seconds / nsteps / natoms * 1e6,
             "pair_fraction": pair / seconds, "peak_rss_mb_rank0": float(rss[-1]) if rss else None,
-            "allocator": "tcmalloc" if tcmalloc else "glibc", "evaluated": parse_stats(run.output)}
+            "allocator": "tcmalloc" if tcmalloc else "glibc", "evaluated": evaluated}
 
 
 def bare_model_time(model: Path, n: int, repeats: int, threads: int = 1) -> dict:
@@ -142,9 +152,10 @@ def bare_model_time(model: Path, n: int, repeats: int, threads: int = 1) -> dict
 def markdown(results: dict) -> str:
     lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
              f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.", "",
-             "| atoms | ranks | allocator | timesteps/s | µs/atom/step | pair share | ghost atoms / local | "
-             "ghost-centred edges / local | edges on ghosts | bare model µs/atom | overhead vs bare | "
-             "peak RSS rank 0 (MB) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| message passing | atoms | ranks | allocator | timesteps/s | µs/atom/step | pair share | "
+             "ghost atoms / local | ghost-centred edges / local | edges on ghosts | bare model µs/atom | "
+             "overhead vs bare | comm bytes / atom / step | comm share | peak RSS rank 0 (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bare = {b["atoms"]: b for b in results["bare_model"]}
     for r in results["lammps"]:
         b = bare.get(r["atoms"])
@@ -154,12 +165,15 @@ def markdown(results: dict) -> str:
         bare_us = f"{b['us_per_atom']:.1f}" if b else "–"
         ghosts = (f"{ev['ghost_atoms_per_local']:.2f} | {ev['ghost_edges_per_local']:.1f} | "
                   f"{ev['ghost_edge_share'] * 100:.0f}%") if ev else "– | – | –"
-        lines.append(f"| {r['atoms']} | {r['ranks']} | {r['allocator']} | {r['timesteps_per_s']:.3g} | "
-                     f"{r['us_per_atom_step']:.1f} | {r['pair_fraction'] * 100:.0f}% | {ghosts} | "
-                     f"{bare_us} | {overhead} | "
-                     f"{r['peak_rss_mb_rank0'] or float('nan'):.0f} |")
+        comm = "– | –"
+        if ev.get("comm_bytes_per_atom") is not None:
+            share = ev["comm_seconds_per_step"] / (r["seconds"] / r["steps"])
+            comm = f"{ev['comm_bytes_per_atom']:.0f} | {share * 100:.1f}%"
+        lines.append(f"| {r.get('mode', '–')} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
+                     f"{r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {r['pair_fraction'] * 100:.0f}% | "
+                     f"{ghosts} | {bare_us} | {overhead} | {comm} | {r['peak_rss_mb_rank0'] or float('nan'):.0f} |")
     lines += ["", "Parallel efficiency (1 → 2 ranks): " + ", ".join(
-        f"{e['atoms']} atoms {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
+        f"{e['atoms']} atoms {e.get('mode', '')} {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
     lines += ["", "Memory per atom (marginal, rank 0 RSS between the two largest 1-rank sizes): "
               + (f"{results['memory_per_atom_kb']:.2f} kB" if results.get("memory_per_atom_kb") else "–"), ""]
     return "\n".join(lines)
@@ -179,6 +193,8 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=3, help="NequIP interaction blocks (default 3)")
     parser.add_argument("--features", type=int, default=32,
                         help="NequIP channels (default 32; the ghost counts do not depend on it, memory does)")
+    parser.add_argument("--message-passing", nargs="+", choices=("exchange", "ghosts"), default=[""],
+                        help="NequIP: pair style modes to run (default: the pair style's default)")
     parser.add_argument("--tag", default="", help="suffix of the results files (bench_lammps_nequip<TAG>.json)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="folder for the results")
     args = parser.parse_args(argv)
@@ -206,24 +222,24 @@ def main(argv=None) -> int:
                 bare = bare_model_time(model, n, repeats=max(2, steps // 2))
                 results["bare_model"].append(bare)
                 print(f"bare model {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
-            for tc in allocators:
-                for ranks in args.ranks:
-                    r = run_lammps_case(model, n, ranks, steps, warmup=max(2, steps // 5),
-                                        workdir=tmp / f"n{n}_r{ranks}_{int(tc)}", tcmalloc=tc)
-                    results["lammps"].append(r)
-                    ev = r["evaluated"]
-                    print(f"lammps {r['atoms']:>7} atoms {ranks} rank(s) {r['allocator']:>8}: "
-                          f"{r['timesteps_per_s']:.3g} steps/s, {r['us_per_atom_step']:.1f} µs/atom/step, "
-                          f"pair {r['pair_fraction'] * 100:.0f}%, ghost atoms/local "
-                          f"{ev.get('ghost_atoms_per_local', float('nan')):.2f}, edges on ghosts "
-                          f"{ev.get('ghost_edge_share', float('nan')) * 100:.0f}%", flush=True)
+            for tc, mode, ranks in ((tc, mode, ranks) for tc in allocators for mode in args.message_passing
+                                    for ranks in args.ranks):
+                r = run_lammps_case(model, n, ranks, steps, warmup=max(2, steps // 5),
+                                    workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}", tcmalloc=tc, mode=mode)
+                results["lammps"].append(r)
+                ev = r["evaluated"]
+                print(f"lammps {r['mode']:>8} {r['atoms']:>7} atoms {ranks} rank(s) {r['allocator']:>8}: "
+                      f"{r['timesteps_per_s']:.3g} steps/s, {r['us_per_atom_step']:.1f} µs/atom/step, "
+                      f"pair {r['pair_fraction'] * 100:.0f}%, ghost atoms/local "
+                      f"{ev.get('ghost_atoms_per_local', float('nan')):.2f}, edges on ghosts "
+                      f"{ev.get('ghost_edge_share', float('nan')) * 100:.0f}%", flush=True)
         for r2 in results["lammps"]:
             r1 = next((r for r in results["lammps"] if r["ranks"] == 1 and r["atoms"] == r2["atoms"]
-                       and r["allocator"] == r2["allocator"]), None)
+                       and r["allocator"] == r2["allocator"] and r["mode"] == r2["mode"]), None)
             if r2["ranks"] == 2 and r1:
                 results["parallel_efficiency"].append(
                     {"atoms": r2["atoms"], "allocator": r2["allocator"],
-                     "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
+                     "mode": r2["mode"], "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
         one = sorted((r for r in results["lammps"] if r["ranks"] == 1 and r["allocator"] == "glibc"
                       and r["peak_rss_mb_rank0"]), key=lambda r: r["atoms"])
         if len(one) >= 2:

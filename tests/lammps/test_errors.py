@@ -173,16 +173,22 @@ def test_entry_point_autoloads_plugin(plugin, models, tmp_path):
 
 @pytest.mark.parametrize("nprocs", [1, 2])
 def test_message_passing_ghost_cutoff(plugin, lammps, models, arch, tmp_path, nprocs):
-    """A message-passing model widens a smaller user ghost cutoff, says so, and sets the user's value back when
-    the pair style is replaced; it stops with the cutoff it needs when the communication mode cannot give it."""
+    """``message_passing ghosts``: a message-passing model widens a smaller user ghost cutoff, says so, and sets
+    the user's value back when the pair style is replaced; it stops with the cutoff it needs when the
+    communication mode cannot give it. ``exchange`` (the default) leaves the cutoff alone."""
     from mdpot.deploy import load_model
 
     meta = load_model(models["float64"]).metadata
     if meta["receptive_field"] == meta["r_max"]:
         pytest.skip("strictly local model: one r_max of ghosts")
     needed = float(meta["receptive_field"]) + 2.0  # metal units: default skin 2 Å
-    base = dict(units="metal", newton="on", ids="yes", pair=PAIR.format(model=models["float64"]))
+    pair = PAIR.format(model=models["float64"])
+    base = dict(units="metal", newton="on", ids="yes", pair=pair.replace("mdpot\n", "mdpot message_passing ghosts\n"))
     replaced = "run 0\npair_style zero 1.0\npair_coeff * *\nrun 0\ninfo communication"
+    run = lammps(SETUP.format(**dict(base, pair=pair), pre="comm_modify cutoff 1.0", post="info communication"),
+                 tmp_path, nprocs=nprocs)
+    assert "ghost cutoff raised" not in run.output and "mdpot stats: mode=exchange" in run.output
+    assert float(re.findall(r"Communication cutoff\s*=\s*(\S+)", run.output)[-1]) == float(meta["r_max"]) + 2.0
     run = lammps(SETUP.format(**base, pre="comm_modify cutoff 1.0", post=replaced), tmp_path, nprocs=nprocs)
     assert (f"mdpot: ghost cutoff raised from 1 Å to {needed:g} Å (receptive field {float(meta['receptive_field']):g} Å "
             f"+ skin 2 Å); set back when the pair style is replaced") in run.output

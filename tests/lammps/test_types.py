@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -85,12 +87,15 @@ def test_hybrid_overlay_with_null_type(type_runs, reference, dtype, nprocs):
 
 @pytest.mark.parametrize("dtype,nprocs", CASES)
 def test_chunked_evaluation_is_exact(type_runs, arch, dtype, nprocs):
-    """max_edges splits the centres of a strictly local model into several model calls; every result is
-    unchanged. A message-passing model cannot be split by centres: one call per rank and a warning."""
+    """max_edges splits the centres of a strictly local model into several model calls, and each block of a
+    message-passing model (``message_passing exchange``, the default) into calls on chunks of centres; every
+    result is unchanged."""
     runs = type_runs(dtype, nprocs)
     if arch == "nequip":
-        assert runs["chunk_headers"] == nprocs
-        assert "max_edges 40 is ignored: the model passes messages" in runs["output"]
+        assert runs["chunk_headers"] == nprocs  # one pack per rank, chunked inside each block
+        calls = [float(m) for m in re.findall(r"model_calls_per_step=(\S+)", runs["output"])]
+        assert calls[2] > 5 * nprocs, "max_edges 40 should have produced many chunks"
+        assert "is ignored" not in runs["output"]
     else:
         assert runs["chunk_headers"] > 5 * nprocs, "max_edges 40 should have produced many chunks"
     assert_results_close(runs["chunked"], runs["plain"], tol("lammps_types", dtype), "chunked vs one call")
