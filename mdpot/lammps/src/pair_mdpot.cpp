@@ -151,7 +151,7 @@ void PairMDPot::allocate()
 
 /* ----------------------------------------------------------------------
    pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [max_edges N]
-                    [malloc_tuning yes|no] [stats yes|no] [dump_edges FILE]
+                    [message_passing exchange|ghosts] [malloc_tuning yes|no] [stats yes|no] [dump_edges FILE]
    (pair_mdpot.h). yes/no values take any of LAMMPS's booleans (yes/no, on/off, true/false, 1/0).
 ------------------------------------------------------------------------- */
 
