@@ -241,8 +241,9 @@ def main(argv=None) -> int:
                     {"atoms": r2["atoms"], "allocator": r2["allocator"],
                      "mode": r2["mode"], "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
         one = sorted((r for r in results["lammps"] if r["ranks"] == 1 and r["allocator"] == "glibc"
-                      and r["peak_rss_mb_rank0"]), key=lambda r: r["atoms"])
-        if len(one) >= 2:
+                      and r["peak_rss_mb_rank0"] and r["mode"] == results["lammps"][0]["mode"]),
+                     key=lambda r: r["atoms"])
+        if len(one) >= 2 and one[-1]["atoms"] > one[-2]["atoms"]:
             a, b = one[-2], one[-1]
             results["memory_per_atom_kb"] = (b["peak_rss_mb_rank0"] - a["peak_rss_mb_rank0"]) * 1024 / (b["atoms"] - a["atoms"])
     args.out.mkdir(parents=True, exist_ok=True)
