@@ -7,6 +7,7 @@
 #include "mdpot_contract.h"    // generated from mdpot/contract.py at build time
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -265,6 +266,10 @@ struct Model::Impl {
     std::vector<torch::Tensor> state;    // state[b]: [n_local, S_b], b = 0..L
     std::vector<torch::Tensor> x;        // x[b]: [n_atoms, W_b]
     torch::Tensor g_state;               // d E / d state[b+1] while going backward
+    // keep-graph path (one chunk): each block's differentiable inputs and outputs, differentiated in the
+    // backward pass instead of recomputing the block
+    bool keep_graph = false;
+    std::vector<torch::Tensor> vec_in, state_in, state_out, x_out;
     torch::Tensor rows;                  // host float64 rows handed to the caller
   } step;
 
@@ -470,6 +475,7 @@ void Model::exchange_begin(const Inputs &in, int64_t max_edges)
   st.want_atom_virial = in.want_atom_virial;
   st.state.assign(L + 1, torch::Tensor());
   st.x.assign(L, torch::Tensor());
+  for (auto *v : {&st.vec_in, &st.state_in, &st.state_out, &st.x_out}) v->assign(L, torch::Tensor());
 
   // chunks of consecutive centres with at most max_edges edges (one centre at least)
   std::vector<int64_t> count(in.n_local, 0);
@@ -503,6 +509,7 @@ void Model::exchange_begin(const Inputs &in, int64_t max_edges)
       st.state[0] = out->elements()[0].toTensor();
       st.x[0] = out->elements()[1].toTensor();
     }
+    st.keep_graph = st.chunks.size() == 1;
   } catch (const std::exception &e) {
     throw Error("embedding failed (" + std::to_string(in.n_atoms) + " atoms, " + std::to_string(in.n_edges) +
                 " edges): " + one_line(e));
@@ -518,8 +525,23 @@ const double *Model::exchange_forward(int b, const double *x_rows)
   if (st.n_local == 0) return b + 1 < L ? d.rows_out(torch::zeros({0, w_next})) : nullptr;
   try {
     ExecutorOptimizeGuard guard(d.optimize);
-    torch::NoGradGuard no_grad;    // recomputed with gradients in exchange_backward
     if (b > 0) st.x[b] = d.rows_in(x_rows, st.n_atoms, d.mp_widths[b]);
+    if (st.keep_graph) {
+      // block 0's inputs are functions of the types: only the edge vectors need gradients there
+      torch::AutoGradMode grad(true);
+      const auto &ch = st.chunks[0];
+      st.vec_in[b] = st.edge_vec.detach().requires_grad_(true);
+      st.state_in[b] = b > 0 ? st.state[b].detach().requires_grad_(true) : st.state[b];
+      if (b > 0) st.x[b].requires_grad_(true);
+      auto out = d.module.run_method("mp_block", b, st.state_in[b], st.x[b], st.vec_in[b], ch.edge_index, st.centre_type)
+                     .toTuple();
+      st.state_out[b] = out->elements()[0].toTensor();
+      st.x_out[b] = out->elements()[1].toTensor();
+      st.state[b + 1] = st.state_out[b].detach();
+      if (b + 1 == L) return nullptr;
+      return d.rows_out(st.x_out[b]);
+    }
+    torch::NoGradGuard no_grad;    // recomputed with gradients in exchange_backward
     std::vector<torch::Tensor> states, xs;
     for (const auto &ch : st.chunks) {
       auto out = d.module
@@ -574,6 +596,36 @@ const double *Model::exchange_backward(int b, const double *g_x_local)
     torch::AutoGradMode grad(true);
     const bool input_grads = b > 0;
     torch::Tensor g_x_next = d.rows_in(g_x_local, st.n_local, b + 1 < L ? d.mp_widths[b + 1] : 0);
+    if (st.keep_graph) {
+      std::vector<torch::Tensor> outputs, grad_outputs, inputs{st.vec_in[b]};
+      for (const auto &[out, g] : {std::make_pair(st.state_out[b], st.g_state), std::make_pair(st.x_out[b], g_x_next)})
+        if (out.requires_grad() && out.numel() > 0) {
+          outputs.push_back(out);
+          grad_outputs.push_back(g);
+        }
+      if (input_grads) {
+        inputs.push_back(st.state_in[b]);
+        inputs.push_back(st.x[b]);
+      }
+      std::vector<torch::Tensor> grads(inputs.size());
+      if (!outputs.empty())
+        grads = torch::autograd::grad(outputs, inputs, grad_outputs, /*retain_graph=*/false, /*create_graph=*/false,
+                                      /*allow_unused=*/true);
+      auto or_zeros = [](const torch::Tensor &g, const torch::Tensor &like) {
+        return g.defined() ? g.detach() : torch::zeros_like(like);
+      };
+      st.edge_grad.add_(or_zeros(grads[0], st.vec_in[b]).to(torch::kFloat64));
+      st.vec_in[b] = st.state_in[b] = st.state_out[b] = st.x_out[b] = torch::Tensor();
+      st.state[b + 1] = torch::Tensor();
+      if (!input_grads) {
+        st.g_state = torch::Tensor();
+        return nullptr;
+      }
+      st.g_state = or_zeros(grads[1], st.state[b]);
+      const auto g_x = or_zeros(grads[2], st.x[b]);
+      st.x[b] = torch::Tensor();
+      return d.rows_out(g_x);
+    }
     std::vector<torch::Tensor> g_states;
     torch::Tensor g_x;
     for (const auto &ch : st.chunks) {
