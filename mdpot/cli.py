@@ -225,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compile a model to a self-checked mdpot TorchScript file. SOURCE is an mdpot checkpoint, "
                                    "or a model of the nequip package: a compiled TorchScript file (.nequip.pth, no nequip "
                                    "install needed), a training checkpoint or a packaged model (.nequip.zip; these need "
-                                   "nequip and, for Allegro, nequip-allegro installed). The kind is read from the content.")
+                                   "nequip and, for Allegro, nequip-allegro installed). The kind is read from the content. "
+                                   "nequip checkpoints and packages are Python pickles that nequip's own loader unpickles, "
+                                   "which can run code stored in the file: deploy only such files from a source you trust "
+                                   "(mdpot checkpoints are read as tensors and plain data only).")
     p.add_argument("source", help="mdpot checkpoint, nequip .nequip.pth, nequip checkpoint or .nequip.zip")
     p.add_argument("-o", "--output", required=True, help="deployed model file to write")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Tuple
 
-#: Version of the deployed-file format this mdpot writes and reads.
-FORMAT_VERSION = 1
+#: Version of the deployed-file format this mdpot writes. 2: a message-passing model of mdpot's own NequIP also
+#: carries the block interface (``mp_*`` methods, ``docs/contract.md``) that LAMMPS's ``message_passing exchange``
+#: runs; 1: the whole-graph ``forward`` only.
+FORMAT_VERSION = 2
+#: Versions this mdpot reads: every earlier version keeps loading (version 1 runs whole-graph only).
+READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2)
 
 FORMAT_VERSION_KEY = "mdpot_format_version"
 ARCHITECTURE = "architecture"
@@ -76,6 +80,8 @@ def cpp_header() -> str:
         "#ifndef MDPOT_CONTRACT_H\n#define MDPOT_CONTRACT_H\n\n"
         "namespace mdpot {\nnamespace contract {\n\n"
         f"inline constexpr int FORMAT_VERSION = {FORMAT_VERSION};\n"
+        + "inline constexpr int READABLE_FORMAT_VERSIONS[] = {" + ", ".join(map(str, READABLE_FORMAT_VERSIONS)) + "};\n"
+        + f"inline constexpr int READABLE_FORMAT_VERSIONS_COUNT = {len(READABLE_FORMAT_VERSIONS)};\n"
         + "".join(f"inline constexpr const char *KEY_{name} = {_cpp_string(value)};\n" for name, value in (
             ("FORMAT_VERSION", FORMAT_VERSION_KEY), ("ARCHITECTURE", ARCHITECTURE), ("ELEMENTS", ELEMENTS),
             ("R_MAX", R_MAX), ("NUM_LAYERS", NUM_LAYERS), ("RECEPTIVE_FIELD", RECEPTIVE_FIELD),

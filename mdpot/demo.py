@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 
 #: Files under ``examples/`` that ship in the wheel (``setup.py`` copies them to ``mdpot/_demo/``).
 DEMO_FILES = ("in.nve", "models/allegro-cu-emt/model.ckpt")
@@ -29,12 +28,11 @@ def run_demo(workdir: Path, steps: int = 50, repeat: int = 4, dtype: str = "floa
     ``ranks`` MPI ranks (``examples/in.nve``, ``lammps_size**3`` cells). Prints energy drift and speed of
     both, returns them."""
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.md.verlet import VelocityVerlet
 
     from .calculator import MDPotCalculator
     from .deploy import deploy_checkpoint
-    from .testing.structures import fcc
+    from .testing.structures import fcc, thermalize
 
     if steps < 1 or repeat < 1:
         raise ValueError(f"steps and repeat must be >= 1, got steps={steps} repeat={repeat}")
@@ -47,8 +45,7 @@ def run_demo(workdir: Path, steps: int = 50, repeat: int = 4, dtype: str = "floa
           f"({deployed.num_parameters} parameters, {dtype}, self-check passed) in {time.perf_counter() - t0:.1f} s")
 
     atoms = fcc("Cu", (repeat,) * 3, rattle=0.02, seed=seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(seed))
-    Stationary(atoms)
+    thermalize(atoms, 300, seed=seed)
     atoms.calc = MDPotCalculator(deployed)
     n = len(atoms)
     e0 = atoms.get_total_energy()

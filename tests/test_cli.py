@@ -132,7 +132,7 @@ def test_bad_model_files(tmp_path, case, capsys):
         module = torch.jit.load(str(good), _extra_files=extra)
         if case == "version":
             extra[md.FORMAT_VERSION_KEY] = "99"
-            expected = f"{path}: model format version 99 is not supported (this mdpot reads version 1)"
+            expected = f"{path}: model format version 99 is not supported (this mdpot reads versions 1, 2)"
         elif case == "missing_key":
             del extra[md.R_MAX]
             expected = f"{path}: missing mdpot metadata key(s) ['r_max']; is this a model written by `mdpot deploy`?"

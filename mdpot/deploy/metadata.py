@@ -11,7 +11,7 @@ from torch import nn
 
 from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
     ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, CONFIG, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS,
-    FORMAT_VERSION, FORMAT_VERSION_KEY, LENGTH_UNIT, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS,
+    FORMAT_VERSION, FORMAT_VERSION_KEY, LENGTH_UNIT, READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS,
     PROVENANCE, R_MAX, RECEPTIVE_FIELD, TORCH_VERSION, WEIGHTS_SHA256,
 )
 from .._version import __version__
@@ -86,8 +86,9 @@ def decode(raw: Mapping[str, str], source: str) -> Dict[str, Any]:
     if not re.fullmatch(INTEGER_PATTERN, raw[FORMAT_VERSION_KEY]):
         raise ValueError(f"{source}: {FORMAT_VERSION_KEY} must be an integer, got {raw[FORMAT_VERSION_KEY]!r}")
     version = int(raw[FORMAT_VERSION_KEY])
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{source}: model format version {version} is not supported (this mdpot reads version {FORMAT_VERSION})")
+    if version not in READABLE_FORMAT_VERSIONS:
+        raise ValueError(f"{source}: model format version {version} is not supported (this mdpot reads versions "
+                         f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))})")
     meta: Dict[str, Any] = {FORMAT_VERSION_KEY: version}
     for key in (ARCHITECTURE, MODEL_DTYPE, ENERGY_UNITS, LENGTH_UNITS, TORCH_VERSION, MDPOT_VERSION, WEIGHTS_SHA256):
         meta[key] = raw[key]

@@ -59,3 +59,16 @@ def sample_structure(elements: Sequence[str], r_max: float, seed: int = 0) -> At
     """A small periodic, skewed, rattled structure containing every element, with a cell smaller than
     ``2 * r_max`` so that several periodic images of the same neighbour occur. Used by deploy self-checks."""
     return alloy(elements, (2, 2, 2), a=min(3.8, 0.75 * r_max), seed=seed)
+
+
+def thermalize(atoms: Atoms, temperature_K: float, seed: int = 0) -> Atoms:
+    """Maxwell-Boltzmann momenta at ``temperature_K`` (seeded), total momentum removed; returns ``atoms``.
+
+    Uses ASE's ``thermalize_momenta`` where it exists (it replaced ``MaxwellBoltzmannDistribution``, which now warns;
+    both draw the same numbers from the same generator)."""
+    from ase.md import velocitydistribution as vd
+
+    draw = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
+    draw(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    vd.Stationary(atoms)
+    return atoms

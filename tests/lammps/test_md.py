@@ -30,12 +30,10 @@ CASES = [("float64", 1), ("float64", 2), ("float32", 1)]
 
 
 def initial_state():
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from mdpot.testing.structures import thermalize
 
     atoms = alloy(ELEMENTS, (2, 2, 2), a=3.8, skew=0.0, strain=0.0, rattle=0.05, seed=7)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=800, rng=np.random.default_rng(0))
-    Stationary(atoms)
-    return atoms
+    return thermalize(atoms, 800, seed=0)
 
 
 @pytest.fixture(scope="module")

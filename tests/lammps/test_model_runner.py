@@ -109,7 +109,8 @@ def crafted(models, folder: Path) -> dict:
         "valid": {},
         "missing_key": {"config": None},
         "empty_key": {"elements": ""},
-        "bad_version": {"mdpot_format_version": "2"},
+        "version_1": {"mdpot_format_version": "1"},  # files of the previous format keep loading
+        "bad_version": {"mdpot_format_version": "3"},
         "version_not_integer": {"mdpot_format_version": "1.0"},
         "version_leading_zeros": {"mdpot_format_version": "0001"},
         "unknown_architecture": {"architecture": "mace"},
@@ -171,5 +172,5 @@ def test_cpp_and_python_accept_the_same_files(check_tool, models, tmp_path):
     differing = {k: v for k, v in verdicts.items() if (v[0] == "OK") != (v[1] == "OK")}
     assert not differing, differing
     accepted = sorted(k for k, v in verdicts.items() if v[0] == "OK")
-    assert accepted == ["float32", "json_escape", "json_scalar", "valid", "version_leading_zeros"], verdicts
+    assert accepted == ["float32", "json_escape", "json_scalar", "valid", "version_1", "version_leading_zeros"], verdicts
     assert "weights do not match the digest recorded at deploy" in verdicts["edited_weights"][1]

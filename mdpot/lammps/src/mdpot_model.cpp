@@ -168,10 +168,15 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path)
   const std::string &version = raw[c::KEY_FORMAT_VERSION];
   if (!full_match(version, c::INTEGER_PATTERN))
     throw Error("'" + path + "': " + c::KEY_FORMAT_VERSION + " must be an integer, got '" + version + "'");
-  if (digits_value(version) != c::FORMAT_VERSION)
-    throw Error("'" + path + "' has " + c::KEY_FORMAT_VERSION + " '" + version + "', this build reads only version " +
-                std::to_string(c::FORMAT_VERSION) + " (use a plugin built from a matching mdpot)");
-  m.format_version = c::FORMAT_VERSION;
+  m.format_version = -1;
+  std::vector<std::string> readable;
+  for (int k = 0; k < c::READABLE_FORMAT_VERSIONS_COUNT; ++k) {
+    readable.push_back(std::to_string(c::READABLE_FORMAT_VERSIONS[k]));
+    if (digits_value(version) == c::READABLE_FORMAT_VERSIONS[k]) m.format_version = c::READABLE_FORMAT_VERSIONS[k];
+  }
+  if (m.format_version < 0)
+    throw Error("'" + path + "' has " + c::KEY_FORMAT_VERSION + " '" + version + "', this build reads versions " +
+                join(readable, ", ") + " (use a plugin built from a matching mdpot)");
 
   m.architecture = raw[c::KEY_ARCHITECTURE];
   if (!one_of(m.architecture, c::ARCHITECTURE_NAMES, c::ARCHITECTURE_NAMES_COUNT))
