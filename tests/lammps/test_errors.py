@@ -62,7 +62,9 @@ CASES = {
     "bad_device": (dict(pair="pair_style mdpot device gpu"), "pair mdpot: device must be cpu, cuda or auto, got 'gpu'"),
     "unknown_keyword": (dict(pair="pair_style mdpot colour red"),
                         "pair mdpot: unknown keyword 'colour' (known: device, threads, jit_optimize, max_edges, "
-                        "malloc_tuning, stats, dump_edges)"),
+                        "message_passing, malloc_tuning, stats, dump_edges)"),
+    "bad_message_passing": (dict(pair="pair_style mdpot message_passing both"),
+                            "pair mdpot: message_passing must be exchange or ghosts, got 'both'"),
     "units_real": (dict(units="real"),
                    "pair mdpot: requires 'units metal' (the model uses eV and Å), got 'units real'"),
     "atom_ids_off": (dict(ids="no"), "pair mdpot: requires atom IDs (atom_modify id yes)"),
