@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import pickletools
@@ -91,14 +90,6 @@ class NequIPPotential(nn.Module):
 
 # --------------------------------------------------------------------------------------------------------------
 # What is this file?
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _root_class(z: zipfile.ZipFile, names: List[str]) -> Optional[str]:
@@ -542,7 +533,7 @@ def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, 
     (:func:`mdpot._files.atomic_write`: temp file + ``os.replace``; temp files of killed deploys to ``out`` are
     removed). Returns the loaded mdpot model (``mdpot.deploy.LoadedModel``).
     """
-    from .._files import atomic_write
+    from .._files import atomic_write, sha256_file
     from ..deploy import load_model
     from ..deploy.compile import save_bytes
 
@@ -568,7 +559,7 @@ def deploy_nequip(source: PathLike, out: PathLike, dtype: Optional[str] = None, 
         graph_model, raw = load_nequip_torchscript(script_path)
         provenance = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": {"kind": kind, "file": source.name, "sha256": _sha256(source), "metadata": dict(raw)},
+            "source": {"kind": kind, "file": source.name, "sha256": sha256_file(source), "metadata": dict(raw)},
         }
         scripted, meta, graph_model = wrap_nequip(script_path, provenance, source_label=str(source))
         if dtype is not None and dtype != meta[md.MODEL_DTYPE]:

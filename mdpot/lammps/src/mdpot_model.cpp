@@ -254,6 +254,17 @@ struct Model::Impl {
   torch::Tensor zero_shifts;    // [capacity, 3] on the device; narrowed to each call's edges
   torch::Tensor atom_energy, forces, virial, atom_virial;    // host float64 contiguous
 
+  // Views of the host outputs above (valid until the next call).
+  Outputs outputs(bool want_atom_virial)
+  {
+    Outputs out;
+    out.atom_energy = atom_energy.data_ptr<double>();
+    out.forces = forces.data_ptr<double>();
+    out.virial = virial.data_ptr<double>();
+    out.atom_virial = want_atom_virial ? atom_virial.data_ptr<double>() : nullptr;
+    return out;
+  }
+
   // message passing by exchange: what the file offers, and the tensors of the current step
   std::string mp_missing = "not checked";
   int mp_blocks = 0;
@@ -420,12 +431,7 @@ Outputs Model::run(const Inputs &in)
                   " do not match the contract for " + std::to_string(in.n_local) + " local / " +
                   std::to_string(in.n_atoms) + " total atoms");
   }
-  Outputs out;
-  out.atom_energy = d.atom_energy.data_ptr<double>();
-  out.forces = d.forces.data_ptr<double>();
-  out.virial = d.virial.data_ptr<double>();
-  out.atom_virial = in.want_atom_virial ? d.atom_virial.data_ptr<double>() : nullptr;
-  return out;
+  return d.outputs(in.want_atom_virial);
 }
 
 double Model::memory_usage() const
@@ -688,12 +694,7 @@ Outputs Model::exchange_finish()
   }
   st.x.clear();
   st.state.clear();
-  Outputs out;
-  out.atom_energy = d.atom_energy.data_ptr<double>();
-  out.forces = d.forces.data_ptr<double>();
-  out.virial = d.virial.data_ptr<double>();
-  out.atom_virial = st.want_atom_virial ? d.atom_virial.data_ptr<double>() : nullptr;
-  return out;
+  return d.outputs(st.want_atom_virial);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -690,9 +690,9 @@ void PairMDPot::dump_edges(int chunk)
   fclose(fp);
 }
 
-void PairMDPot::run_model()
+// The packed graph of this step as the model runner's inputs (pointers into the packing buffers).
+static mdpot::Inputs packed_inputs(const MDPotImpl &d, bool want_atom_virial)
 {
-  auto &d = *impl;
   mdpot::Inputs in;
   in.pos = d.pos.data();
   in.atom_type = d.atom_type.data();
@@ -700,7 +700,14 @@ void PairMDPot::run_model()
   in.n_atoms = static_cast<int64_t>(d.lmp_index.size());
   in.n_edges = d.n_edges;
   in.n_local = d.n_local;
-  in.want_atom_virial = vflag_atom != 0;
+  in.want_atom_virial = want_atom_virial;
+  return in;
+}
+
+void PairMDPot::run_model()
+{
+  auto &d = *impl;
+  const mdpot::Inputs in = packed_inputs(d, vflag_atom != 0);
   const double t0 = platform::walltime();
   try {
     d.out = d.model->run(in);
@@ -717,14 +724,7 @@ void PairMDPot::run_model()
 void PairMDPot::run_exchange()
 {
   auto &d = *impl;
-  mdpot::Inputs in;
-  in.pos = d.pos.data();
-  in.atom_type = d.atom_type.data();
-  in.edge_index = d.edge_index.data();
-  in.n_atoms = static_cast<int64_t>(d.lmp_index.size());
-  in.n_edges = d.n_edges;
-  in.n_local = d.n_local;
-  in.want_atom_virial = vflag_atom != 0;
+  const mdpot::Inputs in = packed_inputs(d, vflag_atom != 0);
   const double t0 = platform::walltime(), comm0 = d.stats.comm_seconds;
   auto &model = *d.model;
   const int blocks = model.exchange_blocks();
