@@ -13,7 +13,29 @@ from typing import Tuple
 #: runs; 1: the whole-graph ``forward`` only.
 FORMAT_VERSION = 2
 #: Versions this mdpot reads: every earlier version keeps loading (version 1 runs whole-graph only).
-READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2)
+READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3)
+#: Version written into AOTInductor packages (``mdpot deploy --format aoti``, ``.pt2``): version 2's whole-graph
+#: contract compiled to native code, without the block interface (``docs/contract.md``, "AOTInductor packages").
+AOTI_FORMAT_VERSION = 3
+#: The package's one program.
+AOTI_PROGRAM = "model"
+#: Folder (under the archive's top folder) of mdpot's metadata records in a package; the digest covers ``data/``.
+AOTI_METADATA_FOLDER = "mdpot"
+AOTI_DIGESTED_FOLDER = "data"
+#: Extra metadata key of a package: the device, machine and CPU instruction set it was compiled for (JSON).
+AOTI_TARGET = "target"
+#: Each instruction-set flag a CPU package may be compiled with -> the CPU features (``/proc/cpuinfo``
+#: ``flags`` on x86, ``Features`` on ARM) a machine needs to run it. A flag not listed here is refused.
+AOTI_ARCH_FLAG_FEATURES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("-mavx2", ("avx2",)), ("-mfma", ("fma",)), ("-mf16c", ("f16c",)),
+    ("-mavx512f", ("avx512f",)), ("-mavx512dq", ("avx512dq",)), ("-mavx512vl", ("avx512vl",)),
+    ("-mavx512bw", ("avx512bw",)), ("-mavx512vnni", ("avx512_vnni",)), ("-mavx512bf16", ("avx512_bf16",)),
+    ("-mamx-tile", ("amx_tile",)), ("-mamx-bf16", ("amx_bf16",)), ("-mamx-int8", ("amx_int8",)),
+    ("-mamx-fp16", ("amx_fp16",)),
+    ("-march=armv8-a", ("asimd",)), ("-march=armv8-a+sve", ("asimd", "sve")),
+    ("-march=armv8-a+sve+bf16", ("asimd", "sve", "bf16")), ("-msve-vector-bits=128", ("sve",)),
+    ("-msve-vector-bits=256", ("sve",)),
+)
 
 FORMAT_VERSION_KEY = "mdpot_format_version"
 ARCHITECTURE = "architecture"
