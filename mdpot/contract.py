@@ -119,6 +119,15 @@ def cpp_header() -> str:
         f"inline constexpr const char *FLOAT_PATTERN = {_cpp_string(FLOAT_PATTERN)};\n"
         f"inline constexpr int MAX_NUM_LAYERS = {MAX_NUM_LAYERS};\n"
         f"inline constexpr double OVERLAP_DISTANCE = {OVERLAP_DISTANCE!r};\n"
+        f"inline constexpr int AOTI_FORMAT_VERSION = {AOTI_FORMAT_VERSION};\n"
+        f"inline constexpr const char *AOTI_PROGRAM = {_cpp_string(AOTI_PROGRAM)};\n"
+        f"inline constexpr const char *AOTI_METADATA_FOLDER = {_cpp_string(AOTI_METADATA_FOLDER)};\n"
+        f"inline constexpr const char *AOTI_DIGESTED_FOLDER = {_cpp_string(AOTI_DIGESTED_FOLDER)};\n"
+        f"inline constexpr const char *AOTI_TARGET = {_cpp_string(AOTI_TARGET)};\n"
+        "// AOTI_ARCH_FLAGS[k] needs the CPU features AOTI_ARCH_FLAG_FEATURES[k] (space separated)\n"
+        + array("AOTI_ARCH_FLAGS", [flag for flag, _ in AOTI_ARCH_FLAG_FEATURES])
+        + array("AOTI_ARCH_FLAG_FEATURES", [" ".join(features) for _, features in AOTI_ARCH_FLAG_FEATURES])
+        +
         "\n}    // namespace contract\n}    // namespace mdpot\n\n#endif\n"
     )
 
