@@ -7,7 +7,9 @@
 #include "mdpot_contract.h"    // generated from mdpot/contract.py at build time
 
 #include <ATen/Parallel.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -25,8 +27,12 @@
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <fstream>
 #include <regex>
+#include <set>
 #include <sstream>
+
+#include <sys/utsname.h>
 
 namespace mdpot {
 
@@ -154,13 +160,25 @@ std::vector<std::string> split_ascii_whitespace(const std::string &s)
   return out;
 }
 
-// The rules of mdpot.deploy.metadata.decode, in the same order (docs/contract.md, "Metadata").
-Metadata decode(std::map<std::string, std::string> raw, const std::string &path)
+// The readable versions a TorchScript file may have: all but the packages' one.
+std::vector<std::string> torchscript_versions()
+{
+  std::vector<std::string> out;
+  for (int k = 0; k < contract::READABLE_FORMAT_VERSIONS_COUNT; ++k)
+    if (contract::READABLE_FORMAT_VERSIONS[k] != contract::AOTI_FORMAT_VERSION)
+      out.push_back(std::to_string(contract::READABLE_FORMAT_VERSIONS[k]));
+  return out;
+}
+
+// The rules of mdpot.deploy.metadata.decode, in the same order (docs/contract.md, "Metadata"). A package
+// (`package`) also needs its `target` record and is version AOTI_FORMAT_VERSION, which no TorchScript file is.
+Metadata decode(std::map<std::string, std::string> raw, const std::string &path, bool package)
 {
   namespace c = contract;
   std::vector<std::string> missing;
   for (int k = 0; k < c::ALL_KEYS_COUNT; ++k)
     if (raw[c::ALL_KEYS[k]].empty()) missing.emplace_back(c::ALL_KEYS[k]);
+  if (package && raw[c::AOTI_TARGET].empty()) missing.emplace_back(c::AOTI_TARGET);
   if (!missing.empty())
     throw Error("'" + path + "' is not an mdpot model: missing metadata keys: " + join(missing, ", "));
 
@@ -177,6 +195,13 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path)
   if (m.format_version < 0)
     throw Error("'" + path + "' has " + c::KEY_FORMAT_VERSION + " '" + version + "', this build reads versions " +
                 join(readable, ", ") + " (use a plugin built from a matching mdpot)");
+  if (package && m.format_version != c::AOTI_FORMAT_VERSION)
+    throw Error("'" + path + "' is an AOTInductor package with " + c::KEY_FORMAT_VERSION + " '" + version +
+                "'; packages are version " + std::to_string(c::AOTI_FORMAT_VERSION));
+  if (!package && m.format_version == c::AOTI_FORMAT_VERSION)
+    throw Error("'" + path + "' is a TorchScript file with " + c::KEY_FORMAT_VERSION + " '" + version +
+                "', the version of AOTInductor packages; TorchScript files are version " +
+                join(torchscript_versions(), " or "));
 
   m.architecture = raw[c::KEY_ARCHITECTURE];
   if (!one_of(m.architecture, c::ARCHITECTURE_NAMES, c::ARCHITECTURE_NAMES_COUNT))
@@ -242,12 +267,284 @@ class ExecutorOptimizeGuard {
   bool saved;
 };
 
+
+/* ----------------------------------------------------------------------
+   AOTInductor packages (docs/contract.md, "AOTInductor packages")
+------------------------------------------------------------------------- */
+
+// A member of a JSON object that the package checks read: a string, a list of strings, or anything else.
+struct JsonField {
+  enum Kind { String, StringList, Other } kind = Other;
+  std::string text;
+  std::vector<std::string> list;
+};
+
+// Reads the top-level object of a JSON text already checked by is_json(); its string and string-list
+// members by name (a name given twice keeps the last value, as Python's json does).
+class JsonObjectReader {
+ public:
+  explicit JsonObjectReader(const std::string &s) : s(s) {}
+  bool read(std::map<std::string, JsonField> &out)
+  {
+    if (!is_json(s)) return false;
+    ws();
+    if (!at('{')) return false;
+    ++i;
+    ws();
+    if (at('}')) return true;
+    while (true) {
+      ws();
+      std::string key = string();
+      ws();
+      ++i;    // ':'
+      ws();
+      out[key] = value();
+      ws();
+      if (at('}')) return true;
+      ++i;    // ','
+    }
+  }
+
+ private:
+  const std::string &s;
+  size_t i = 0;
+  bool at(char c) const { return i < s.size() && s[i] == c; }
+  void ws()
+  {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+  }
+  static void utf8(std::string &out, uint32_t cp)
+  {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xc0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3f));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xe0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+      out += static_cast<char>(0x80 | (cp & 0x3f));
+    } else {
+      out += static_cast<char>(0xf0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+      out += static_cast<char>(0x80 | (cp & 0x3f));
+    }
+  }
+  uint32_t hex4()
+  {
+    const uint32_t v = static_cast<uint32_t>(std::stoul(s.substr(i, 4), nullptr, 16));
+    i += 4;
+    return v;
+  }
+  std::string string()
+  {
+    std::string out;
+    ++i;    // opening quote
+    while (s[i] != '"') {
+      const char c = s[i++];
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      const char e = s[i++];
+      switch (e) {
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          uint32_t cp = hex4();
+          if (cp >= 0xd800 && cp < 0xdc00 && s.compare(i, 2, "\\u") == 0) {    // a surrogate pair
+            const size_t save = i;
+            i += 2;
+            const uint32_t low = hex4();
+            if (low >= 0xdc00 && low < 0xe000)
+              cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+            else
+              i = save;
+          }
+          utf8(out, cp);
+          break;
+        }
+        default: out += e;    // " \ /
+      }
+    }
+    ++i;    // closing quote
+    return out;
+  }
+  void skip()    // one value of any kind
+  {
+    if (at('"')) {
+      string();
+    } else if (at('{') || at('[')) {
+      int depth = 0;
+      do {
+        if (at('"')) {
+          string();
+          continue;
+        }
+        if (at('{') || at('[')) ++depth;
+        if (at('}') || at(']')) --depth;
+        ++i;
+      } while (depth > 0);
+    } else {
+      while (i < s.size() && !std::strchr(",}] \t\n\r", s[i])) ++i;
+    }
+  }
+  JsonField value()
+  {
+    JsonField f;
+    if (at('"')) {
+      f.kind = JsonField::String;
+      f.text = string();
+      return f;
+    }
+    if (at('[')) {
+      const size_t start = i;
+      ++i;
+      ws();
+      f.kind = JsonField::StringList;
+      while (!at(']')) {
+        if (!at('"')) {
+          i = start;
+          skip();
+          return JsonField();
+        }
+        f.list.push_back(string());
+        ws();
+        if (at(',')) ++i;
+        ws();
+      }
+      ++i;
+      return f;
+    }
+    skip();
+    return f;
+  }
+};
+
+// What the running machine is: uname's machine and the CPU features of /proc/cpuinfo ("flags" on x86,
+// "Features" on ARM; the first processor's line).
+std::string this_machine()
+{
+  struct utsname u;
+  return uname(&u) == 0 ? std::string(u.machine) : std::string("unknown");
+}
+
+bool cpu_features(std::set<std::string> &features)
+{
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string name = line.substr(0, colon);
+    name.erase(name.find_last_not_of(" \t") + 1);
+    if (name != "flags" && name != "Features") continue;
+    for (const auto &f : split_ascii_whitespace(line.substr(colon + 1))) features.insert(f);
+    return true;
+  }
+  return false;
+}
+
+std::string upper(std::string s)
+{
+  for (auto &c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The package's records (names relative to its top folder), read once.
+struct PackageRecords {
+  std::map<std::string, std::string> bytes;
+};
+
+// weights_sha256 of a package: every record under data/, sorted by name; per record its name, a zero byte,
+// its length as 8 bytes little-endian, then its bytes.
+std::string package_digest(const PackageRecords &records)
+{
+  const std::string folder = std::string(contract::AOTI_DIGESTED_FOLDER) + "/";
+  Sha256 h;
+  for (const auto &[name, data] : records.bytes) {    // std::map: sorted by name
+    if (name.compare(0, folder.size(), folder) != 0) continue;
+    h.update(name);
+    const unsigned char zero = 0;
+    h.update(&zero, 1);
+    unsigned char len[8];
+    for (int k = 0; k < 8; ++k) len[k] = static_cast<unsigned char>(static_cast<uint64_t>(data.size()) >> (8 * k));
+    h.update(len, 8);
+    h.update(data);
+  }
+  return h.hexdigest();
+}
+
+// The target check: the package's device against the requested one, its machine and instruction-set flags
+// against this machine, and the target against the compiled program's own *_metadata.json (torch's keys).
+void check_target(const PackageRecords &records, const std::string &target_text, const std::string &path,
+                  const torch::Device &device)
+{
+  std::map<std::string, JsonField> t;
+  if (!JsonObjectReader(target_text).read(t) || t["device"].kind != JsonField::String ||
+      t["machine"].kind != JsonField::String || t["isa"].kind != JsonField::String ||
+      t["arch_flags"].kind != JsonField::StringList)
+    throw Error("'" + path + "': metadata " + contract::AOTI_TARGET +
+                " must be a JSON object with strings device, machine, isa and a list of strings arch_flags");
+  const std::string &tdev = t["device"].text, &tmachine = t["machine"].text, &tisa = t["isa"].text;
+  const std::string wanted = device.is_cuda() ? "cuda" : device.is_cpu() ? "cpu" : device.str();
+  if (tdev != wanted)
+    throw Error("'" + path + "' is compiled for device '" + tdev + "' and cannot run on '" + device.str() +
+                "': deploy it with --format aoti for " + wanted + ", or run it on " + tdev);
+  const std::string machine = this_machine();
+  if (tmachine != machine)
+    throw Error("'" + path + "' is compiled for machine '" + tmachine + "', this machine is '" + machine +
+                "': deploy it again on this machine");
+  std::set<std::string> have;
+  const bool known_cpu = cpu_features(have);
+  std::vector<std::string> lacking;
+  for (const auto &flag : t["arch_flags"].list) {
+    int k = 0;
+    while (k < contract::AOTI_ARCH_FLAGS_COUNT && flag != contract::AOTI_ARCH_FLAGS[k]) ++k;
+    if (k == contract::AOTI_ARCH_FLAGS_COUNT)
+      throw Error("'" + path + "': its target names the instruction-set flag '" + flag +
+                  "', which this mdpot does not know (see AOTI_ARCH_FLAG_FEATURES in mdpot/contract.py)");
+    for (const auto &feature : split_ascii_whitespace(contract::AOTI_ARCH_FLAG_FEATURES[k]))
+      if (!have.count(feature) && std::find(lacking.begin(), lacking.end(), feature) == lacking.end())
+        lacking.push_back(feature);
+  }
+  if (!lacking.empty())
+    throw Error("'" + path + "' is compiled for a CPU with " + join(lacking, ", ") + " (isa '" + tisa +
+                "'), which this CPU " + (known_cpu ? "lacks" : "does not report (no flags in /proc/cpuinfo)") +
+                ": deploy it again on this machine");
+
+  const std::string folder = std::string(contract::AOTI_DIGESTED_FOLDER) + "/aotinductor/" + contract::AOTI_PROGRAM + "/";
+  const std::string suffix = "_metadata.json";
+  int found = 0;
+  for (const auto &[name, data] : records.bytes) {
+    if (name.compare(0, folder.size(), folder) != 0 || name.size() < suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    ++found;
+    std::map<std::string, JsonField> m;
+    if (!JsonObjectReader(data).read(m))
+      throw Error("'" + path + "': the compiled program's " + name + " is not a JSON object");
+    const std::string got_dev = m["AOTI_DEVICE_KEY"].text, got_machine = m["AOTI_MACHINE"].text,
+                      got_isa = m["AOTI_CPU_ISA"].text;
+    if (got_dev != tdev || got_machine != tmachine || got_isa != upper(tisa))
+      throw Error("'" + path + "': its target (device " + tdev + ", machine " + tmachine + ", isa '" + tisa +
+                  "') does not match the compiled program's (device " + got_dev + ", machine " + got_machine +
+                  ", isa '" + got_isa + "'): the package was modified after `mdpot deploy`");
+  }
+  if (found == 0)
+    throw Error("'" + path + "' has no " + folder + "*" + suffix + ": not a complete AOTInductor package");
+}
+
 }    // namespace
 
 /* ---------------------------------------------------------------------- */
 
 struct Model::Impl {
-  torch::jit::Module module;
+  torch::jit::Module module;    // a TorchScript file
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;    // or an AOTInductor package
   torch::Device device{torch::kCPU};
   bool optimize = false;
   Metadata meta;
@@ -290,6 +587,8 @@ struct Model::Impl {
   } step;
 
   void check_exchange(const std::string &path);
+  void load_package(const std::string &path, caffe2::serialize::PyTorchStreamReader &reader,
+                    const std::vector<std::string> &names);
   torch::Tensor rows_in(const double *rows, int64_t n, int64_t width) const;
   const double *rows_out(const torch::Tensor &t);
 };
@@ -338,6 +637,50 @@ const double *Model::Impl::rows_out(const torch::Tensor &t)
   return step.rows.data_ptr<double>();
 }
 
+// A package in the order of docs/contract.md: every mdpot record (the metadata rules, version 3), the digest
+// over data/, the target against this machine and the requested device, then AOTInductor loads the program.
+void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTorchStreamReader &reader,
+                               const std::vector<std::string> &names)
+{
+  namespace c = contract;
+  PackageRecords records;
+  try {
+    for (const auto &name : names) {
+      auto [data, n] = reader.getRecord(name);
+      records.bytes[name].assign(static_cast<const char *>(data.get()), n);
+    }
+  } catch (const std::exception &e) {
+    throw Error("cannot read the AOTInductor package '" + path + "': " + one_line(e));
+  }
+  std::map<std::string, std::string> raw;
+  const std::string folder = std::string(c::AOTI_METADATA_FOLDER) + "/";
+  std::vector<const char *> keys(c::ALL_KEYS, c::ALL_KEYS + c::ALL_KEYS_COUNT);
+  keys.push_back(c::AOTI_TARGET);
+  for (const char *key : keys) {
+    const auto it = records.bytes.find(folder + key);
+    if (it != records.bytes.end()) raw[key] = it->second;
+  }
+  meta = decode(raw, path, /*package=*/true);
+  const std::string digest = package_digest(records);
+  if (digest != meta.weights_sha256)
+    throw Error("'" + path + "': its compiled program does not match the digest recorded at deploy (" +
+                digest.substr(0, 12) + "... != " + meta.weights_sha256.substr(0, 12) +
+                "...): the package was modified after `mdpot deploy`");
+  check_target(records, raw[c::AOTI_TARGET], path, device);
+  records.bytes.clear();
+  try {
+    const c10::DeviceIndex index = device.is_cuda() ? (device.has_index() ? device.index() : 0) : -1;
+    package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, c::AOTI_PROGRAM,
+                                                                        /*run_single_threaded=*/false,
+                                                                        /*num_runners=*/1, index);
+  } catch (const std::exception &e) {
+    throw Error("cannot load the AOTInductor package '" + path + "': " + one_line(e));
+  }
+  dtype = meta.model_dtype == "float32" ? c10::ScalarType::Float : c10::ScalarType::Double;
+  mp_missing = "it is an AOTInductor package: one compiled whole-graph program, without the block-by-block "
+               "(mp_*) methods";
+}
+
 Model::Model(const std::string &path, const std::string &device, bool optimize) : impl(new Impl)
 {
   impl->optimize = optimize;
@@ -346,6 +689,28 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
   } catch (const std::exception &e) {
     throw Error("device '" + device + "' is not a torch device: " + one_line(e));
   }
+  // which kind of file, from its content: a package has data/aotinductor/ records
+  {
+    std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
+    std::vector<std::string> names;
+    try {
+      reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
+      names = reader->getAllRecords();
+    } catch (const std::exception &) {
+      reader.reset();    // not a zip archive of torch's layout: torch::jit::load below says why
+    }
+    const std::string aoti = std::string(contract::AOTI_DIGESTED_FOLDER) + "/aotinductor/";
+    auto has = [&](const std::string &prefix) {
+      return std::any_of(names.begin(), names.end(), [&](const std::string &n) { return n.compare(0, prefix.size(), prefix) == 0; });
+    };
+    if (reader && has(aoti)) {
+      impl->load_package(path, *reader, names);
+      return;
+    }
+    if (reader && !has("code/") && !has("constants.pkl"))
+      throw Error("'" + path + "' is neither a TorchScript model nor an AOTInductor package (no code/ or " + aoti +
+                  " records)");
+  }
   torch::jit::ExtraFilesMap extra;
   for (int k = 0; k < contract::ALL_KEYS_COUNT; ++k) extra[contract::ALL_KEYS[k]] = "";
   try {
@@ -353,7 +718,7 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
   } catch (const std::exception &e) {
     throw Error("cannot read '" + path + "' as a TorchScript model: " + one_line(e));
   }
-  impl->meta = decode(std::map<std::string, std::string>(extra.begin(), extra.end()), path);
+  impl->meta = decode(std::map<std::string, std::string>(extra.begin(), extra.end()), path, /*package=*/false);
   std::string digest;
   try {
     digest = weights_digest(impl->module);
@@ -382,6 +747,11 @@ std::string Model::device() const
   return impl->device.str();
 }
 
+std::string Model::format() const
+{
+  return impl->package ? "aoti" : "torchscript";
+}
+
 void Model::set_optimize(bool optimize)
 {
   impl->optimize = optimize;
@@ -406,17 +776,25 @@ Outputs Model::run(const Inputs &in)
       if (!d.zero_shifts.defined() || d.zero_shifts.size(0) < in.n_edges)
         d.zero_shifts = torch::zeros({std::max<int64_t>(in.n_edges + in.n_edges / 4, 64), 3}, f64.device(d.device));
       auto shifts = d.zero_shifts.narrow(0, 0, in.n_edges);
-      std::vector<torch::jit::IValue> args{pos, types, edges, shifts, in.n_local, in.want_atom_virial};
-      ExecutorOptimizeGuard guard(d.optimize);
-      auto out = d.module.forward(std::move(args)).toTuple();
-      const auto &el = out->elements();
-      n_outputs = el.size();
+      std::vector<torch::Tensor> out;
+      if (d.package) {
+        // the program's fifth input: n_local as the first dimension of an empty tensor
+        auto local = torch::empty({in.n_local, 0}, f64.device(d.device));
+        out = d.package->run({pos, types, edges, shifts, local});
+      } else {
+        std::vector<torch::jit::IValue> args{pos, types, edges, shifts, in.n_local, in.want_atom_virial};
+        ExecutorOptimizeGuard guard(d.optimize);
+        const auto tuple = d.module.forward(std::move(args)).toTuple();
+        for (const auto &v : tuple->elements()) out.push_back(v.toTensor());
+      }
+      n_outputs = out.size();
       if (n_outputs != 4) throw Error("the model returned " + std::to_string(n_outputs) + " outputs, the contract has 4");
-      auto host = [](const torch::jit::IValue &v) { return v.toTensor().to(torch::kCPU, torch::kFloat64).contiguous(); };
-      d.atom_energy = host(el[0]);
-      d.forces = host(el[1]);
-      d.virial = host(el[2]);
-      d.atom_virial = host(el[3]);
+      auto host = [](const torch::Tensor &t) { return t.to(torch::kCPU, torch::kFloat64).contiguous(); };
+      d.atom_energy = host(out[0]);
+      d.forces = host(out[1]);
+      d.virial = host(out[2]);
+      // a package always computes the per-atom virial; dropped here when not asked for
+      d.atom_virial = in.want_atom_virial ? host(out[3]) : torch::zeros({0, 3, 3}, f64);
     } catch (const Error &) {
       throw;
     } catch (const std::exception &e) {

@@ -4,7 +4,9 @@
    mdpot::Model loads a deployed file (docs/contract.md) onto a device, refuses exactly the files the
    Python loader refuses (mdpot.deploy.load_model: every metadata key, the format version, architecture,
    dtype, units, cutoffs, JSON and the weights digest), and evaluates the contract's forward on a packed
-   graph held by the caller on the host. Results come back as host float64 arrays. Every failure is an
+   graph held by the caller on the host. A file is either a TorchScript archive or an AOTInductor package
+   (.pt2, format version 3), told apart by its content; a package is also checked against the machine and
+   the requested device (its `target`) before any of its code is loaded. Results come back as host float64 arrays. Every failure is an
    mdpot::Error with a one-line message; nothing here prints or aborts.
 
    Only standard headers here: torch stays in mdpot_model.cpp, so that callers (the pair style, the
@@ -66,7 +68,8 @@ struct Outputs {
 class Model {
  public:
   // Loads and checks `path` (an existing file) onto `device` ("cpu", "cuda", "cuda:1", ...).
-  // `optimize`: TorchScript's profiling graph executor during run() (off: see docs/contract.md).
+  // `optimize`: TorchScript's profiling graph executor during run() (off: see docs/contract.md); no effect
+  // on a package, whose program runs on the calling thread with at::get_num_threads() OpenMP threads.
   Model(const std::string &path, const std::string &device, bool optimize);
   ~Model();
   Model(const Model &) = delete;
@@ -74,6 +77,7 @@ class Model {
 
   const Metadata &metadata() const;
   std::string device() const;
+  std::string format() const;    // "torchscript" or "aoti" (an AOTInductor package)
   void set_optimize(bool optimize);
 
   // Evaluates the model; throws Error on a torch failure or outputs of the wrong shape.
