@@ -340,10 +340,10 @@ void PairMDPot::log_setup()
   const mdpot::Metadata &meta = impl->model->metadata();
   const char *tuning = !malloc_tuning ? "off" : mdpot::MallocTuning::supported() ? "on" : "unavailable (not glibc)";
   std::string msg = fmt::format(
-      "mdpot: model {} ({}, elements: {}, r_max {} Å, receptive field {} Å, {}) on {}, {} torch thread(s) per "
-      "rank, malloc_tuning {}\n",
+      "mdpot: model {} ({}, elements: {}, r_max {} Å, receptive field {} Å, {}, {}) on {}, {} torch thread(s) "
+      "per rank, malloc_tuning {}\n",
       model_path, meta.architecture, utils::join_words(meta.elements, " "), r_max, receptive_field, meta.model_dtype,
-      impl->model->device(), mdpot::num_threads(), tuning);
+      impl->model->format() == "aoti" ? "AOTInductor package" : "TorchScript", impl->model->device(), mdpot::num_threads(), tuning);
   for (int t = 1; t <= atom->ntypes; ++t) {
     if (type_to_model[t] < 0)
       msg += fmt::format("mdpot:   type {} -> NULL (not handled by mdpot)\n", t);
@@ -394,7 +394,9 @@ void PairMDPot::choose_message_passing()
 {
   const std::string why = impl->model->exchange_unsupported();
   if (mp_request == MessagePassing::EXCHANGE && !why.empty())
-    error->all(FLERR, "pair mdpot: message_passing exchange: model '{}' cannot be run block by block: {}",
+    error->all(FLERR,
+               "pair mdpot: message_passing exchange: model '{}' cannot be run block by block: {}; use "
+               "message_passing ghosts",
                model_path, why);
   const bool passes_messages = receptive_field > r_max;
   exchange = mp_request == MessagePassing::EXCHANGE ||
@@ -473,11 +475,11 @@ void PairMDPot::finish()
     const double steps = st.steps, local = totals[0] / steps, ghosts = totals[1] / steps;
     const double ledges = totals[2] / steps, gedges = totals[3] / steps;
     utils::logmesg(lmp,
-                   "mdpot stats: mode={} steps={:.0f} model_calls_per_step={:.2f} local_atoms={:.0f} ghost_atoms={:.0f} "
+                   "mdpot stats: mode={} format={} steps={:.0f} model_calls_per_step={:.2f} local_atoms={:.0f} ghost_atoms={:.0f} "
                    "local_edges={:.0f} ghost_edges={:.0f} ghost_atoms_per_local={:.3f} "
                    "ghost_edges_per_local={:.3f} ghost_edge_share={:.4f} model_seconds_per_step={:.6g} "
                    "comm_bytes_per_step={:.0f} comm_bytes_per_atom={:.1f} comm_seconds_per_step={:.6g}\n",
-                   exchange ? "exchange" : "ghosts", steps, totals[4] / steps, local, ghosts, ledges, gedges, local > 0 ? ghosts / local : 0.0,
+                   exchange ? "exchange" : "ghosts", impl->model->format(), steps, totals[4] / steps, local, ghosts, ledges, gedges, local > 0 ? ghosts / local : 0.0,
                    local > 0 ? gedges / local : 0.0, ledges + gedges > 0 ? gedges / (ledges + gedges) : 0.0,
                    model_max / steps, totals[5] / steps, local > 0 ? totals[5] / steps / local : 0.0,
                    seconds_max[1] / steps);

@@ -9,12 +9,14 @@
                                (message_passing exchange); ignored in message_passing ghosts (default 400000)
      message_passing exchange|ghosts   message-passing models: exchange node features with the ranks owning
                                the ghosts before every block (ghost cutoff r_max + skin), or widen the ghost
-                               shell to the receptive field (default: exchange if the file has the mp_* methods)
+                               shell to the receptive field (default: exchange if the file has the mp_* methods;
+                               an AOTInductor package .pt2 has none and runs in ghosts)
      malloc_tuning yes|no      glibc: keep freed memory in the heap while the style lives (default yes)
      stats yes|no              the end-of-run "mdpot stats:" line (default yes)
      dump_edges FILE           debugging: every compute writes its edges to FILE.<rank>
    pair_coeff * * model.pt El1 El2 ...   (one element per LAMMPS type, NULL to skip a type under hybrid;
-                                          model.pt is also searched in LAMMPS_POTENTIALS)
+                                          model.pt is also searched in LAMMPS_POTENTIALS; a TorchScript file
+                                          or an AOTInductor package, told apart by content, not by name)
 
    Only LAMMPS headers here; the model runner (mdpot_model.h, torch) sits behind the private MDPotImpl.
 ------------------------------------------------------------------------- */
