@@ -19,9 +19,11 @@ from torch import nn
 from .._files import atomic_write, sha256_file
 from ..data import TypeMapper, atoms_to_graph
 from ..models import contract_potential, load_checkpoint
-from ..testing.asserts import compare_contract
-from ..testing.structures import sample_structure
-from ..testing.tolerances import dtype_name
+from ..testing.asserts import assert_allclose, compare_contract
+from ..testing.contract import CONTRACT_OUTPUTS
+from ..testing.structures import alloy, sample_structure
+from ..testing.tolerances import dtype_name, tolerance
+from . import aoti
 from . import metadata as md
 from .load import LoadedModel, load_model, weights_digest
 
@@ -59,32 +61,82 @@ def self_check(compiled: nn.Module, eager: nn.Module, elements: Sequence[str], r
         raise SelfCheckError(f"compiled model does not match the eager model: {exc}") from None
 
 
+def self_check_ghosts(compiled: nn.Module, eager: nn.Module, elements: Sequence[str], r_max: float, dtype: str,
+                      seed: int = 1) -> Dict[str, float]:
+    """Compare ``compiled`` with ``eager`` (row 1 tolerances, every output) on a second structure, of another size
+    than :func:`self_check`'s, with a third of its atoms taken as ghosts (``n_local < N``): catches a compiled
+    program specialised to the shapes it was traced with."""
+    atoms = alloy(elements, (3, 2, 2), a=min(3.8, 0.75 * r_max), seed=seed)
+    g = atoms_to_graph(atoms, r_max, TypeMapper(tuple(elements)))
+    n_local = 2 * g.num_atoms // 3
+    tol = tolerance("deploy", dtype)
+    got = compiled(g.pos, g.atom_type, g.edge_index, g.edge_shift, n_local, True)
+    want = eager(g.pos, g.atom_type, g.edge_index, g.edge_shift, n_local, True)
+    try:
+        return {name: assert_allclose(a.detach(), b.detach(), tol, f"self-check with ghosts {name}")
+                for name, a, b in zip(CONTRACT_OUTPUTS, got, want)}
+    except AssertionError as exc:
+        raise SelfCheckError(f"compiled model does not match the eager model: {exc}") from None
+
+
 def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype] = "float64",
-                 provenance: Optional[Mapping[str, Any]] = None, overwrite: bool = False) -> LoadedModel:
-    """Compile ``model`` (an energy model or ``Potential``) to TorchScript in ``dtype`` and write it to ``path``.
+                 provenance: Optional[Mapping[str, Any]] = None, overwrite: bool = False,
+                 format: str = aoti.DEFAULT_FORMAT, cpu_isa: str = "native") -> LoadedModel:
+    """Compile ``model`` (an energy model or ``Potential``) in ``dtype`` and write it to ``path``.
+
+    ``format``: ``"torchscript"`` (format version 2) or ``"aoti"``, an AOTInductor package (format version 3,
+    ``docs/contract.md``) of native code for this machine's CPU, or for an older one with ``cpu_isa``
+    (``"avx2"``, ``"avx512"``; packages only). Compiling a package takes tens of seconds (mostly the C++ compiler).
 
     The file is written only after the compiled model, loaded back from disk, matched the eager model on a
-    sample structure within the tolerances of row 1 of ``docs/testing.md``; otherwise ``SelfCheckError`` is
-    raised and nothing is left at ``path``. It is written through a temporary file ``.NAME.PID@HOST.tmp``
-    (:func:`mdpot._files.atomic_write`); those of earlier deploys to ``path`` that were killed are removed.
-    Returns the deployed model as loaded from ``path``.
+    sample structure within the tolerances of row 1 of ``docs/testing.md`` (a package also on a second structure
+    of another size, with ghost atoms); otherwise ``SelfCheckError`` is raised and nothing is left at ``path``.
+    It is written through a temporary file ``.NAME.PID@HOST.tmp`` (:func:`mdpot._files.atomic_write`); those of
+    earlier deploys to ``path`` that were killed are removed. Returns the deployed model as loaded from ``path``.
 
     Example
     -------
     >>> from mdpot.models import AllegroConfig, build_model
     >>> deployed = deploy_model(build_model(AllegroConfig(elements=("Cu",))), "cu.pt", dtype="float32")
     """
+    if format not in aoti.FORMATS:
+        raise ValueError(f"unknown deploy format {format!r}; expected one of {list(aoti.FORMATS)}")
+    if cpu_isa not in aoti.CPU_ISAS:
+        raise ValueError(f"unknown cpu_isa {cpu_isa!r}; expected one of {list(aoti.CPU_ISAS)}")
+    if cpu_isa != "native" and format != "aoti":
+        raise ValueError(f"cpu_isa {cpu_isa!r} applies to AOTInductor packages only (format 'aoti'), not {format!r}")
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path.resolve()} exists; pass overwrite=True (CLI: --force) to replace it")
     eager = eager_model(model, dtype, provenance)
     meta = eager.metadata
+    if format == "aoti":
+        return _deploy_package(eager, path, cpu_isa)
     compiled = torch.jit.script(eager.module)
     meta[md.WEIGHTS_SHA256] = weights_digest(compiled)
     with atomic_write(path) as tmp:
         tmp.write_bytes(save_bytes(compiled, meta))
         loaded = load_model(tmp)
         self_check(loaded.module, eager.module, meta[md.ELEMENTS], meta[md.R_MAX], meta[md.MODEL_DTYPE])
+    return dataclasses.replace(loaded, path=path)
+
+
+def _deploy_package(eager: LoadedModel, path: Path, cpu_isa: str) -> LoadedModel:
+    meta = dict(eager.metadata)
+    elements, r_max, dtype = meta[md.ELEMENTS], meta[md.R_MAX], meta[md.MODEL_DTYPE]
+    atoms = sample_structure(elements, r_max, seed=0)
+    g = atoms_to_graph(atoms, r_max, TypeMapper(tuple(elements)))
+    # n_local < N in the example, so that nothing is traced as if every atom were local
+    local = torch.empty((max(g.num_atoms - 1, 0), 0), dtype=torch.float64)
+    data, target = aoti.compile_program(eager.module, (g.pos, g.atom_type, g.edge_index, g.edge_shift, local),
+                                        cpu_isa=cpu_isa)
+    meta[md.FORMAT_VERSION_KEY] = md.AOTI_FORMAT_VERSION
+    meta[md.WEIGHTS_SHA256] = aoti.package_digest(data)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(aoti.package_bytes(data, meta, target))
+        loaded = load_model(tmp)
+        self_check(loaded.module, eager.module, elements, r_max, dtype)
+        self_check_ghosts(loaded.module, eager.module, elements, r_max, dtype)
     return dataclasses.replace(loaded, path=path)
 
 
@@ -147,8 +199,10 @@ def _portable_pickle(data: bytes) -> bytes:
 
 
 def deploy_checkpoint(checkpoint: PathLike, out: PathLike, dtype: Union[str, torch.dtype] = "float64",
-                      overwrite: bool = False) -> LoadedModel:
-    """Deploy the model of training checkpoint ``checkpoint`` to ``out`` in ``dtype`` (see :func:`deploy_model`).
+                      overwrite: bool = False, format: str = aoti.DEFAULT_FORMAT,
+                      cpu_isa: str = "native") -> LoadedModel:
+    """Deploy the model of training checkpoint ``checkpoint`` to ``out`` in ``dtype`` and ``format`` (see
+    :func:`deploy_model`).
 
     The provenance stored in the file is the checkpoint's own (``extra["provenance"]``: how it was trained or
     initialised, its run folder relative to the working directory it ran in) plus the checkpoint's file name,
@@ -166,4 +220,5 @@ def deploy_checkpoint(checkpoint: PathLike, out: PathLike, dtype: Union[str, tor
                   "checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
                   "checkpoint_created": payload.get("created")}
     provenance.update(payload.get("extra", {}).get("provenance", {}))
-    return deploy_model(model, out, dtype=dtype, provenance=provenance, overwrite=overwrite)
+    return deploy_model(model, out, dtype=dtype, provenance=provenance, overwrite=overwrite, format=format,
+                        cpu_isa=cpu_isa)

@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from . import aoti
 from . import metadata as md
 
 PathLike = Union[str, os.PathLike]
@@ -19,7 +20,8 @@ PathLike = Union[str, os.PathLike]
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to evaluate: the contract module (TorchScript or eager ``Potential``) and its metadata.
+    """A model ready to evaluate: the contract module (TorchScript, AOTInductor package or eager ``Potential``) and
+    its metadata.
 
     Frozen: :meth:`to` gives a copy on another device instead of moving this one.
 
@@ -34,6 +36,8 @@ class LoadedModel:
         The file it was loaded from (``None`` for an in-memory eager model).
     device : torch.device
         Where ``module`` lives.
+    target : dict or None
+        For an AOTInductor package, what it was compiled for (``device``, ``machine``, ``isa``, ``arch_flags``).
 
     Example
     -------
@@ -46,6 +50,16 @@ class LoadedModel:
     metadata: Dict[str, Any]
     path: Optional[Path] = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    target: Optional[Dict[str, Any]] = None
+
+    @property
+    def format(self) -> str:
+        """``"aoti"`` (an AOTInductor package), ``"torchscript"`` or ``"eager"``."""
+        from .aoti import AOTIModule
+
+        if isinstance(self.module, AOTIModule):
+            return "aoti"
+        return "torchscript" if isinstance(self.module, torch.jit.ScriptModule) else "eager"
 
     @property
     def elements(self) -> Tuple[str, ...]:
@@ -58,14 +72,26 @@ class LoadedModel:
         return self.metadata[md.R_MAX]
 
     @property
-    def num_parameters(self) -> int:
+    def num_parameters(self) -> Optional[int]:
+        """Number of weights. A package's are inside its compiled library: counted on the model its config
+        describes, ``None`` where that is not an mdpot config."""
+        counted = getattr(self.module, "num_parameters", None)
+        if counted is not None or self.format == "aoti":
+            return counted
         return sum(p.numel() for p in self.module.parameters())
 
     def to(self, device: Union[str, torch.device]) -> "LoadedModel":
-        """This model on ``device``: itself if it is already there, otherwise a copy (this one is not moved)."""
+        """This model on ``device``: itself if it is already there, otherwise a copy (this one is not moved). A
+        package runs only on the device type it was compiled for (``ValueError`` otherwise)."""
         device = torch.device(device)
         if device == self.device:
             return self
+        if self.format == "aoti":
+            from .aoti import load_package
+
+            source = str(self.path) if self.path is not None else "the package"
+            module = load_package(self.module.package.data, source, device)
+            return LoadedModel(module, dict(self.metadata), self.path, device, self.target)
         return LoadedModel(copy.deepcopy(self.module).to(device), dict(self.metadata), self.path, device)
 
     def __call__(self, pos, atom_type, edge_index, edge_shift, n_local: int, compute_atom_virial: bool = False):
@@ -89,6 +115,10 @@ def weights_digest(module: nn.Module) -> str:
 def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> LoadedModel:
     """Load a deployed model onto ``device``, checking every metadata key and the weights digest.
 
+    The kind is read from the content: a TorchScript file, or an AOTInductor package (``.pt2``), whose records,
+    digest and target (device, machine architecture, CPU features) are checked before any of its code is loaded
+    (``docs/contract.md``, "AOTInductor packages").
+
     Loading has no process-wide side effects; the ASE calculator tunes malloc for speed itself
     (:class:`mdpot.MDPotCalculator`, ``tune_malloc``).
 
@@ -103,7 +133,17 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: the file is empty (0 bytes); expected a deployed model (written by `mdpot deploy`)")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not an mdpot model (not a TorchScript archive; truncated or corrupt?)")
+        raise ValueError(f"{path}: not an mdpot model (neither a TorchScript archive nor an AOTInductor package; "
+                         "truncated or corrupt?)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            package = aoti.is_package(z.namelist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path}: not an mdpot model (a damaged zip archive: {exc})") from None
+    if package:
+        device = parse_device(device)
+        module = aoti.load_package(path.read_bytes(), str(path), device)
+        return LoadedModel(module, module.package.metadata, path, device, module.package.target)
     other = other_model_kind(path)
     if other is not None:
         raise ValueError(other)

@@ -10,13 +10,16 @@ import torch
 from torch import nn
 
 from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
-    ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, CONFIG, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS,
+    AOTI_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, CONFIG, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS,
     FORMAT_VERSION, FORMAT_VERSION_KEY, LENGTH_UNIT, READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS,
     PROVENANCE, R_MAX, RECEPTIVE_FIELD, TORCH_VERSION, WEIGHTS_SHA256,
 )
 from .._version import __version__
 from ..models import Potential
 from ..models.config import ModelConfig
+
+#: Format versions of TorchScript files; AOTInductor packages are ``AOTI_FORMAT_VERSION`` only.
+TORCHSCRIPT_FORMAT_VERSIONS = tuple(v for v in READABLE_FORMAT_VERSIONS if v != AOTI_FORMAT_VERSION)
 
 
 def energy_model_of(model: nn.Module) -> nn.Module:
@@ -66,8 +69,11 @@ def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
     return out
 
 
-def decode(raw: Mapping[str, str], source: str) -> Dict[str, Any]:
+def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[str, Any]:
     """Stored strings -> typed metadata, checking every key; errors name ``source`` and the bad key.
+
+    ``package``: the strings come from an AOTInductor package, whose format version must be
+    ``AOTI_FORMAT_VERSION``; a TorchScript file's must be one of ``TORCHSCRIPT_FORMAT_VERSIONS``.
 
     The C++ loader (``mdpot/lammps/src/mdpot_model.cpp``) applies the same rules in the same order, so both
     accept and refuse the same files (docs/contract.md, "Metadata").
@@ -88,7 +94,14 @@ def decode(raw: Mapping[str, str], source: str) -> Dict[str, Any]:
     version = int(raw[FORMAT_VERSION_KEY])
     if version not in READABLE_FORMAT_VERSIONS:
         raise ValueError(f"{source}: model format version {version} is not supported (this mdpot reads versions "
-                         f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))})")
+                         f"{', '.join(map(str, TORCHSCRIPT_FORMAT_VERSIONS))} of TorchScript files and "
+                         f"{AOTI_FORMAT_VERSION} of AOTInductor packages)")
+    if package and version != AOTI_FORMAT_VERSION:
+        raise ValueError(f"{source}: an AOTInductor package claiming model format version {version} (packages are "
+                         f"version {AOTI_FORMAT_VERSION}); deploy it again")
+    if not package and version == AOTI_FORMAT_VERSION:
+        raise ValueError(f"{source}: a TorchScript file claiming model format version {version} (TorchScript files are "
+                         f"versions {', '.join(map(str, TORCHSCRIPT_FORMAT_VERSIONS))}); deploy it again")
     meta: Dict[str, Any] = {FORMAT_VERSION_KEY: version}
     for key in (ARCHITECTURE, MODEL_DTYPE, ENERGY_UNITS, LENGTH_UNITS, TORCH_VERSION, MDPOT_VERSION, WEIGHTS_SHA256):
         meta[key] = raw[key]
