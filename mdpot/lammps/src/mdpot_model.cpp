@@ -171,14 +171,13 @@ std::vector<std::string> torchscript_versions()
 }
 
 // The rules of mdpot.deploy.metadata.decode, in the same order (docs/contract.md, "Metadata"). A package
-// (`package`) also needs its `target` record and is version AOTI_FORMAT_VERSION, which no TorchScript file is.
+// (`package`) is version AOTI_FORMAT_VERSION, which no TorchScript file is.
 Metadata decode(std::map<std::string, std::string> raw, const std::string &path, bool package)
 {
   namespace c = contract;
   std::vector<std::string> missing;
   for (int k = 0; k < c::ALL_KEYS_COUNT; ++k)
     if (raw[c::ALL_KEYS[k]].empty()) missing.emplace_back(c::ALL_KEYS[k]);
-  if (package && raw[c::AOTI_TARGET].empty()) missing.emplace_back(c::AOTI_TARGET);
   if (!missing.empty())
     throw Error("'" + path + "' is not an mdpot model: missing metadata keys: " + join(missing, ", "));
 
@@ -448,12 +447,6 @@ bool cpu_features(std::set<std::string> &features)
   return false;
 }
 
-std::string upper(std::string s)
-{
-  for (auto &c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
 // The package's records (names relative to its top folder), read once.
 struct PackageRecords {
   std::map<std::string, std::string> bytes;
@@ -478,8 +471,15 @@ std::string package_digest(const PackageRecords &records)
   return h.hexdigest();
 }
 
-// The target check: the package's device against the requested one, its machine and instruction-set flags
-// against this machine, and the target against the compiled program's own *_metadata.json (torch's keys).
+std::string lower(std::string s)
+{
+  for (auto &c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The target check, in the Python loader's order (mdpot.deploy.aoti.check_target): the target against the
+// compiled program's own *_metadata.json (torch's keys, compared without case), then against the requested
+// device, this machine's architecture and, for a CPU package, this CPU's features.
 void check_target(const PackageRecords &records, const std::string &target_text, const std::string &path,
                   const torch::Device &device)
 {
@@ -490,52 +490,64 @@ void check_target(const PackageRecords &records, const std::string &target_text,
     throw Error("'" + path + "': metadata " + contract::AOTI_TARGET +
                 " must be a JSON object with strings device, machine, isa and a list of strings arch_flags");
   const std::string &tdev = t["device"].text, &tmachine = t["machine"].text, &tisa = t["isa"].text;
-  const std::string wanted = device.is_cuda() ? "cuda" : device.is_cpu() ? "cpu" : device.str();
+
+  // the program's metadata files: present, JSON objects, all alike, naming device, machine and ISA
+  const std::string folder = std::string(contract::AOTI_DIGESTED_FOLDER) + "/aotinductor/" + contract::AOTI_PROGRAM + "/";
+  const std::string suffix = "_metadata.json";
+  std::map<std::string, JsonField> program;
+  bool found = false;
+  for (const auto &[name, data] : records.bytes) {
+    if (name.compare(0, folder.size(), folder) != 0 || name.size() < suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    std::map<std::string, JsonField> m;
+    if (!JsonObjectReader(data).read(m)) throw Error("'" + path + "': " + name + " is not a JSON object; deploy it again");
+    if (found) {
+      bool same = m.size() == program.size();
+      for (const auto &[k, v] : m)
+        same = same && program.count(k) && program[k].kind == v.kind && program[k].text == v.text && program[k].list == v.list;
+      if (!same) throw Error("'" + path + "': the compiled program's metadata files disagree; deploy it again");
+    }
+    program = m;
+    found = true;
+  }
+  static const char *const keys[3][2] = {{"device", "AOTI_DEVICE_KEY"}, {"machine", "AOTI_MACHINE"}, {"isa", "AOTI_CPU_ISA"}};
+  for (const auto &k : keys)
+    if (!found || program[k[1]].kind != JsonField::String)
+      throw Error("'" + path + "': the compiled program has no metadata naming its device, machine and CPU ISA (" +
+                  folder + "*" + suffix + "); deploy it again");
+  for (const auto &k : keys)
+    if (lower(t[k[0]].text) != lower(program[k[1]].text))
+      throw Error("'" + path + "': metadata " + contract::AOTI_TARGET + " says " + k[0] + " '" + t[k[0]].text +
+                  "', the compiled program says '" + program[k[1]].text + "': the package was modified after `mdpot deploy`");
+
+  const std::string again = "deploy it again on this machine, or deploy with --format torchscript";
+  const std::string wanted = device.is_cuda() ? "cuda" : device.is_cpu() ? "cpu" : c10::DeviceTypeName(device.type(), true);
   if (tdev != wanted)
-    throw Error("'" + path + "' is compiled for device '" + tdev + "' and cannot run on '" + device.str() +
-                "': deploy it with --format aoti for " + wanted + ", or run it on " + tdev);
+    throw Error("'" + path + "' is compiled for device " + tdev + " and cannot run on " + device.str() + "; " + again);
   const std::string machine = this_machine();
   if (tmachine != machine)
-    throw Error("'" + path + "' is compiled for machine '" + tmachine + "', this machine is '" + machine +
-                "': deploy it again on this machine");
+    throw Error("'" + path + "' is compiled for " + tmachine + " machines, this one is " + machine + "; " + again);
+  if (tdev != "cpu") return;
+  std::vector<std::string> unknown;
+  for (const auto &flag : t["arch_flags"].list)
+    if (!one_of(flag, contract::AOTI_ARCH_FLAGS, contract::AOTI_ARCH_FLAGS_COUNT)) unknown.push_back(flag);
+  if (!unknown.empty())
+    throw Error("'" + path + "' is compiled with instruction-set flag(s) " + join(unknown, " ") +
+                " that this mdpot does not know; " + again);
   std::set<std::string> have;
-  const bool known_cpu = cpu_features(have);
+  cpu_features(have);
   std::vector<std::string> lacking;
   for (const auto &flag : t["arch_flags"].list) {
     int k = 0;
-    while (k < contract::AOTI_ARCH_FLAGS_COUNT && flag != contract::AOTI_ARCH_FLAGS[k]) ++k;
-    if (k == contract::AOTI_ARCH_FLAGS_COUNT)
-      throw Error("'" + path + "': its target names the instruction-set flag '" + flag +
-                  "', which this mdpot does not know (see AOTI_ARCH_FLAG_FEATURES in mdpot/contract.py)");
+    while (flag != contract::AOTI_ARCH_FLAGS[k]) ++k;
     for (const auto &feature : split_ascii_whitespace(contract::AOTI_ARCH_FLAG_FEATURES[k]))
       if (!have.count(feature) && std::find(lacking.begin(), lacking.end(), feature) == lacking.end())
         lacking.push_back(feature);
   }
   if (!lacking.empty())
-    throw Error("'" + path + "' is compiled for a CPU with " + join(lacking, ", ") + " (isa '" + tisa +
-                "'), which this CPU " + (known_cpu ? "lacks" : "does not report (no flags in /proc/cpuinfo)") +
-                ": deploy it again on this machine");
-
-  const std::string folder = std::string(contract::AOTI_DIGESTED_FOLDER) + "/aotinductor/" + contract::AOTI_PROGRAM + "/";
-  const std::string suffix = "_metadata.json";
-  int found = 0;
-  for (const auto &[name, data] : records.bytes) {
-    if (name.compare(0, folder.size(), folder) != 0 || name.size() < suffix.size() ||
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
-    ++found;
-    std::map<std::string, JsonField> m;
-    if (!JsonObjectReader(data).read(m))
-      throw Error("'" + path + "': the compiled program's " + name + " is not a JSON object");
-    const std::string got_dev = m["AOTI_DEVICE_KEY"].text, got_machine = m["AOTI_MACHINE"].text,
-                      got_isa = m["AOTI_CPU_ISA"].text;
-    if (got_dev != tdev || got_machine != tmachine || got_isa != upper(tisa))
-      throw Error("'" + path + "': its target (device " + tdev + ", machine " + tmachine + ", isa '" + tisa +
-                  "') does not match the compiled program's (device " + got_dev + ", machine " + got_machine +
-                  ", isa '" + got_isa + "'): the package was modified after `mdpot deploy`");
-  }
-  if (found == 0)
-    throw Error("'" + path + "' has no " + folder + "*" + suffix + ": not a complete AOTInductor package");
+    throw Error("'" + path + "' is compiled for CPU features this machine lacks: " + join(lacking, " ") + " (isa " +
+                tisa + "); " + again + ", or with --cpu-isa for the oldest CPU it runs on");
 }
 
 }    // namespace
@@ -661,6 +673,9 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
     if (it != records.bytes.end()) raw[key] = it->second;
   }
   meta = decode(raw, path, /*package=*/true);
+  if (raw[c::AOTI_TARGET].empty())
+    throw Error("'" + path + "' is not an mdpot package: missing metadata key " + c::AOTI_TARGET +
+                " (is it written by `mdpot deploy --format aoti`?)");
   const std::string digest = package_digest(records);
   if (digest != meta.weights_sha256)
     throw Error("'" + path + "': its compiled program does not match the digest recorded at deploy (" +
