@@ -36,6 +36,22 @@ def initial_state():
     return thermalize(atoms, 800, seed=0)
 
 
+def md_results(workdir) -> dict:
+    """{"cont" | "restart" | "data": {step: results, frame, pos}} of a run of SCRIPT in ``workdir``."""
+    out = {}
+    for name in ("cont", "restart", "data"):
+        frames = {f["step"]: f for f in read_dump(workdir / f"{name}.dump")}
+        traj = {f["step"]: f for f in read_dump(workdir / f"{name}.traj")}
+        thermo = {}
+        for table in read_log(workdir / f"{name}.log"):
+            for k, step in enumerate(table["Step"]):
+                thermo[int(step)] = {c: v[k:k + 1] for c, v in table.items()}
+        out[name] = {step: dict(lammps_results(frames[step], thermo[step]), frame=frames[step],
+                                pos=np.column_stack([traj[step]["xu"], traj[step]["yu"], traj[step]["zu"]]))
+                     for step in frames}
+    return out
+
+
 @pytest.fixture(scope="module")
 def md_runs(plugin, models, lammps, tmp_path_factory):
     cache = {}
@@ -45,18 +61,7 @@ def md_runs(plugin, models, lammps, tmp_path_factory):
             workdir = tmp_path_factory.mktemp(f"md_{dtype}_np{nprocs}")
             write_data(workdir / "md.data", initial_state(), ELEMENTS, velocities=True)
             lammps(SCRIPT.format(model=models[dtype]), workdir, nprocs=nprocs)
-            out = {}
-            for name in ("cont", "restart", "data"):
-                frames = {f["step"]: f for f in read_dump(workdir / f"{name}.dump")}
-                traj = {f["step"]: f for f in read_dump(workdir / f"{name}.traj")}
-                thermo = {}
-                for table in read_log(workdir / f"{name}.log"):
-                    for k, step in enumerate(table["Step"]):
-                        thermo[int(step)] = {c: v[k:k + 1] for c, v in table.items()}
-                out[name] = {step: dict(lammps_results(frames[step], thermo[step]), frame=frames[step],
-                                        pos=np.column_stack([traj[step]["xu"], traj[step]["yu"], traj[step]["zu"]]))
-                             for step in frames}
-            cache[dtype, nprocs] = out
+            cache[dtype, nprocs] = md_results(workdir)
         return cache[dtype, nprocs]
 
     return get

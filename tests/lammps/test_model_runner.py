@@ -174,3 +174,148 @@ def test_cpp_and_python_accept_the_same_files(check_tool, models, tmp_path):
     accepted = sorted(k for k, v in verdicts.items() if v[0] == "OK")
     assert accepted == ["float32", "json_escape", "json_scalar", "valid", "version_1", "version_leading_zeros"], verdicts
     assert "weights do not match the digest recorded at deploy" in verdicts["edited_weights"][1]
+
+
+# -- AOTInductor packages: the runner's second backend ---------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_runner_runs_packages_like_python(check_tool, aoti_models, arch, tmp_path, dtype):
+    """The C++ runner on a package gives the Python loader's numbers on the same packed graph (the same compiled
+    program: to rounding), with and without the per-atom virial; no atoms at all is handled before the program."""
+    from mdpot.deploy import load_model
+
+    path = aoti_models[arch, dtype]
+    loaded = load_model(path)
+    assert loaded.format == "aoti"
+    pos, types, edges, n_local = packed_graph(list(loaded.elements), loaded.r_max)
+    for want_atom_virial in (True, False):
+        write_input(tmp_path / "in.bin", pos, types, edges, n_local, want_atom_virial)
+        run = run_tool(check_tool, "run", path, tmp_path / "in.bin", tmp_path / "out.bin")
+        assert run.returncode == 0, run.stdout
+        got = read_output(tmp_path / "out.bin", len(pos), n_local, want_atom_virial)
+        want = loaded(torch.tensor(pos), torch.tensor(types), torch.tensor(edges),
+                      torch.zeros(edges.shape[1], 3, dtype=torch.float64), n_local, want_atom_virial)
+        rtol, atol = TOLERANCE[dtype]
+        for name, a, b in zip(("atom_energy", "forces", "virial", "atom_virial"), got, want):
+            np.testing.assert_allclose(a, b.detach().numpy().reshape(a.shape), rtol=rtol, atol=atol,
+                                       err_msg=f"{arch} {dtype} {name}")
+    write_input(tmp_path / "in.bin", np.zeros((0, 3)), np.zeros(0), np.zeros((2, 0)), 0, True)
+    run = run_tool(check_tool, "run", path, tmp_path / "in.bin", tmp_path / "out.bin")
+    assert run.returncode == 0, run.stdout
+    assert not read_output(tmp_path / "out.bin", 0, 0, True)[2].any()
+
+
+def write_package(records: dict, path: Path) -> Path:
+    """The records (names relative to ``archive/``) as a package file in torch's archive layout."""
+    import io
+
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    for name, blob in records.items():
+        if name not in (".data/version", "byteorder", ".data/serialization_id"):  # the writer adds these
+            writer.write_record(name, blob, len(blob))
+    writer.write_end_of_file()
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def crafted_packages(package: Path, folder: Path) -> dict:
+    """Packages that differ from a good one in one respect each. Those whose change is under data/ get the
+    digest of their new records where asked, so that a check after the digest is the one that refuses them."""
+    import json
+    import platform
+
+    from mdpot.deploy.aoti import package_digest, read_records
+
+    good = read_records(package.read_bytes(), str(package))
+    target = json.loads(good["mdpot/target"])
+    program_meta = [k for k in good if k.startswith("data/") and k.endswith("_metadata.json")]
+    assert program_meta
+    # a flag whose feature no CPU of this machine's architecture has
+    foreign_flag = "-mavx512f" if platform.machine() in ("aarch64", "arm64") else "-msve-vector-bits=256"
+
+    def craft(name, meta=None, target_changes=None, target_text=None, program=None, redigest=False):
+        records = dict(good)
+        for key, value in (meta or {}).items():
+            if value is None:
+                records.pop(f"mdpot/{key}")
+            else:
+                records[f"mdpot/{key}"] = value.encode()
+        if target_changes:
+            records["mdpot/target"] = json.dumps(dict(target, **target_changes)).encode()
+        if target_text is not None:
+            records["mdpot/target"] = target_text.encode()
+        for key, value in (program or {}).items():
+            for record in program_meta:
+                records[record] = json.dumps(dict(json.loads(records[record]), **{key: value})).encode()
+        if redigest:
+            records["mdpot/weights_sha256"] = package_digest(records).encode()
+        return write_package(records, folder / f"{name}.pt2")
+
+    edited = {k: v + b"\n" for k, v in good.items() if k.startswith("data/") and k.endswith(".cpp")}
+    return {
+        "valid": craft("valid"),
+        "version_2": craft("version_2", meta={"mdpot_format_version": "2"}),
+        "version_99": craft("version_99", meta={"mdpot_format_version": "99"}),
+        "missing_key": craft("missing_key", meta={"config": None}),
+        "bad_units": craft("bad_units", meta={"length_units": "A"}),
+        "missing_target": craft("missing_target", meta={"target": None}),
+        "bad_digest": craft("bad_digest", meta={"weights_sha256": "0" * 64}),
+        "edited_program": write_package(dict(good, **edited), folder / "edited_program.pt2"),
+        "target_not_json": craft("target_not_json", target_text="{"),
+        "target_no_flags": craft("target_no_flags", target_text=json.dumps({k: target[k] for k in
+                                                                              ("device", "machine", "isa")})),
+        "target_isa_mismatch": craft("target_isa_mismatch", target_changes={"isa": "zvector"}),
+        "target_isa_upper_case": craft("target_isa_upper_case", target_changes={"isa": target["isa"].upper()}),
+        "target_device_mismatch": craft("target_device_mismatch", target_changes={"device": "cuda"}),
+        "cuda_package": craft("cuda_package", target_changes={"device": "cuda"}, program={"AOTI_DEVICE_KEY": "cuda"},
+                              redigest=True),
+        "other_machine": craft("other_machine", target_changes={"machine": "riscv64"},
+                               program={"AOTI_MACHINE": "riscv64"}, redigest=True),
+        "unknown_flag": craft("unknown_flag", target_changes={"arch_flags": target["arch_flags"] + ["-mfoo"]}),
+        "missing_cpu_feature": craft("missing_cpu_feature",
+                                     target_changes={"arch_flags": target["arch_flags"] + [foreign_flag]}),
+    }
+
+
+def test_cpp_and_python_accept_the_same_packages(check_tool, aoti_models, tmp_path):
+    """The C++ and Python loaders accept and refuse the same crafted packages, for the same reason where both
+    name it; a CPU package asked to run on CUDA is refused before loading."""
+    from mdpot.deploy import load_model
+
+    package = aoti_models["allegro", "float64"]
+    files = crafted_packages(package, tmp_path)
+    run = run_tool(check_tool, "check-each", *files.values())
+    lines = run.stdout.strip().splitlines()
+    assert run.returncode == 0 and len(lines) == len(files), run.stdout
+    verdicts = {}
+    for (name, path), line in zip(files.items(), lines):
+        try:
+            load_model(path)
+            python = "OK"
+        except ValueError as exc:
+            python = f"refused: {exc}"
+        assert line.startswith(("OK ", "REFUSED: ")), line
+        verdicts[name] = (python, "OK" if line.startswith("OK ") else line)
+    differing = {k: v for k, v in verdicts.items() if (v[0] == "OK") != (v[1] == "OK")}
+    assert not differing, differing
+    accepted = sorted(k for k, v in verdicts.items() if v[0] == "OK")
+    assert accepted == ["target_isa_upper_case", "valid"], verdicts
+    cpp = {k: v[1] for k, v in verdicts.items()}
+    p = str(tmp_path)
+    assert cpp["version_2"] == (f"REFUSED: '{p}/version_2.pt2' is an AOTInductor package with mdpot_format_version "
+                                "'2'; packages are version 3")
+    assert "its compiled program does not match the digest recorded at deploy" in cpp["edited_program"]
+    assert cpp["missing_target"] == (f"REFUSED: '{p}/missing_target.pt2' is not an mdpot package: missing metadata "
+                                     "key target (is it written by `mdpot deploy --format aoti`?)")
+    assert cpp["other_machine"] == (f"REFUSED: '{p}/other_machine.pt2' is compiled for riscv64 machines, this one is "
+                                    f"{__import__('platform').machine()}; deploy it again on this machine, or deploy "
+                                    "with --format torchscript")
+    assert "says isa 'zvector', the compiled program says" in cpp["target_isa_mismatch"]
+    assert "instruction-set flag(s) -mfoo that this mdpot does not know" in cpp["unknown_flag"]
+    assert "is compiled for CPU features this machine lacks: " in cpp["missing_cpu_feature"]
+    assert "is compiled for device cuda and cannot run on cpu" in cpp["cuda_package"]
+    cuda = run_tool(check_tool, "check", package, "cuda")
+    assert cuda.returncode == 1 and cuda.stdout.strip() == (
+        f"REFUSED: '{package}' is compiled for device cpu and cannot run on cuda; deploy it again on this machine, "
+        "or deploy with --format torchscript"), cuda.stdout
