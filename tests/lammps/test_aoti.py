@@ -95,7 +95,7 @@ def test_package_matches_python(package_runs, package_reference, arch, case):
     stats = [dict(item.split("=") for item in line.split()) for line in STATS.findall(runs["output"])]
     assert stats and all(s["format"] == "aoti" for s in stats), runs["output"][-2000:]
     assert all(s["mode"] == "ghosts" for s in stats)  # no block interface: nequip's ghost shell too
-    assert "(AOTInductor package) on cpu" in runs["output"]
+    assert f"{dtype}, AOTInductor package) on cpu" in runs["output"]
 
 
 def test_package_rank_invariance(package_runs, arch):
