@@ -49,7 +49,8 @@ class MDPotCalculator(Calculator):
     Parameters
     ----------
     model : str, path or ``mdpot.deploy.LoadedModel``
-        A file written by ``mdpot deploy``, or an already loaded model. A loaded model is used as it is when it
+        A file written by ``mdpot deploy`` (TorchScript ``.pt`` or AOTInductor package ``.pt2``, told apart by
+        content), or an already loaded model. A package runs only on the device it was compiled for. A loaded model is used as it is when it
         sits on ``device``; otherwise the calculator works on a copy, so the caller's model is never moved.
     device : str, optional
         ``"cpu"`` or ``"cuda"`` (``"cuda:N"``). Default: the loaded model's device, or ``"cpu"`` for a file.
@@ -349,12 +350,17 @@ def _last_line(exc: BaseException) -> str:
 
 def _model_source(model: "LoadedModel") -> Tuple:
     """What a pickled calculator keeps of its model: the file (with its weights digest) when the model in memory
-    is that file's, else the TorchScript bytes, else (an eager model) the LoadedModel itself."""
+    is that file's, else the TorchScript bytes, else (an eager model, or a package whose file changed: it pickles
+    as its checked bytes) the LoadedModel itself."""
     import torch
 
     from .deploy import weights_digest
 
     device = str(model.device)
+    if model.format == "aoti":  # the package's content was checked on loading; its bytes travel otherwise
+        if model.path is not None and _package_digest(model.path) == model.metadata[WEIGHTS_SHA256]:
+            return ("file", str(Path(model.path).resolve()), model.metadata[WEIGHTS_SHA256], device)
+        return ("object", model)
     if not isinstance(model.module, torch.jit.ScriptModule):
         return ("object", model)
     digest = weights_digest(model.module)
@@ -363,6 +369,16 @@ def _model_source(model: "LoadedModel") -> Tuple:
     buf = io.BytesIO()
     torch.jit.save(model.module, buf)
     return ("bytes", buf.getvalue(), digest, dict(model.metadata), device)
+
+
+def _package_digest(path: Path) -> Optional[str]:
+    """The digest of the AOTInductor package at ``path`` as it is now (``None`` if it cannot be read as one)."""
+    from .deploy.aoti import package_digest, read_records
+
+    try:
+        return package_digest(read_records(Path(path).read_bytes(), str(path)))
+    except (OSError, ValueError):
+        return None
 
 
 def _restore_model(source: Tuple) -> "LoadedModel":

@@ -84,23 +84,47 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from .interop.nequip import MDPOT, MDPOT_CHECKPOINT, deploy_nequip, detect_source_kind
 
     source, out = Path(args.source), Path(args.output)
+    fmt = _deploy_format(out, args.format)
+    if args.cpu_isa != "native" and fmt != "aoti":
+        raise CLIError(f"--cpu-isa {args.cpu_isa} applies to AOTInductor packages only; add --format aoti")
     _check_output(out, args.force)
     kind = detect_source_kind(source, assume=args.source_family)
     if kind == MDPOT:
         raise ValueError(f"{source}: is already a deployed mdpot model (see `mdpot info {source}`); deploy the "
-                         f"checkpoint it came from to change its dtype")
+                         f"checkpoint it came from to change its dtype or format")
+    if kind != MDPOT_CHECKPOINT and fmt == "aoti":
+        raise CLIError(f"{source}: --format aoti deploys mdpot checkpoints only; deploy this nequip model with "
+                       f"--format torchscript (-o {out.with_suffix('.pt').name})")
     t0 = time.perf_counter()
     try:
         if kind == MDPOT_CHECKPOINT:
-            deployed = deploy_checkpoint(source, out, dtype=args.dtype or "float64", overwrite=True)
+            deployed = deploy_checkpoint(source, out, dtype=args.dtype or "float64", overwrite=True, format=fmt,
+                                         cpu_isa=args.cpu_isa)
         else:
             deployed = deploy_nequip(source, out, dtype=args.dtype, overwrite=True, kind=kind)
     except (OSError, RuntimeError) as exc:
         raise _write_error(exc, out) from None
     meta = deployed.metadata
-    print(f"wrote {out}: {meta['architecture']} {meta['model_dtype']} from {_origin(meta)}, "
-          f"{deployed.num_parameters} parameters, self-check passed ({time.perf_counter() - t0:.1f} s)")
+    count = deployed.num_parameters
+    what = "TorchScript" if fmt == "torchscript" else f"AOTInductor package for {deployed.target['isa']}"
+    print(f"wrote {out}: {meta['architecture']} {meta['model_dtype']} {what} from {_origin(meta)}, "
+          f"{'an unknown number of' if count is None else count} parameters, self-check passed "
+          f"({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _deploy_format(out: Path, asked: Optional[str]) -> str:
+    """The format to deploy to ``out``: ``asked`` (--format), else ``aoti`` for a ``.pt2`` name, else the default;
+    an ``-o`` suffix of the other format is refused."""
+    from .contract import DEFAULT_FORMAT, FORMAT_SUFFIXES as FORMAT_SUFFIX
+
+    by_suffix = {suffix: fmt for fmt, suffix in FORMAT_SUFFIX.items()}.get(out.suffix)
+    if asked is None:
+        return by_suffix or DEFAULT_FORMAT
+    if by_suffix not in (None, asked):
+        raise CLIError(f"-o {out}: the suffix {out.suffix} names a {by_suffix} file, not --format {asked}; "
+                       f"use -o {out.with_suffix(FORMAT_SUFFIX[asked])}")
+    return asked
 
 
 def _origin(meta: dict) -> str:
@@ -120,7 +144,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     meta = dict(model.metadata)
     meta["elements"] = list(meta["elements"])
-    meta["num_parameters"] = model.num_parameters
+    meta["num_parameters"] = "unknown" if model.num_parameters is None else model.num_parameters
+    meta["format"] = model.format
+    if model.target is not None:
+        meta["target"] = model.target
     meta["origin"] = _origin(model.metadata)
     if args.json:
         print(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False))
@@ -204,6 +231,8 @@ def version_line() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .contract import AOTI_CPU_ISAS as CPU_ISAS, DEFAULT_FORMAT, DEPLOY_FORMATS as FORMATS
+
     parser = argparse.ArgumentParser(prog="mdpot", description="Equivariant ML interatomic potentials: train, deploy, inspect, run.")
     parser.add_argument("--version", action="version", version=version_line(),
                         help="print mdpot's version (and torch, e3nn, ase, Python) and exit")
@@ -221,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("deploy", help="compile a checkpoint (mdpot or nequip) to a self-checked TorchScript model",
-                       description="Compile a model to a self-checked mdpot TorchScript file. SOURCE is an mdpot checkpoint, "
+    p = sub.add_parser("deploy", help="compile a checkpoint (mdpot or nequip) to a self-checked TorchScript model "
+                                      "or AOTInductor package",
+                       description="Compile a model to a self-checked mdpot TorchScript file, or with --format aoti (or "
+                                   "-o NAME.pt2) an AOTInductor package of native code for this machine's CPU (mdpot "
+                                   "checkpoints only; it runs on machines with the same CPU features). SOURCE is an mdpot checkpoint, "
                                    "or a model of the nequip package: a compiled TorchScript file (.nequip.pth, no nequip "
                                    "install needed), a training checkpoint or a packaged model (.nequip.zip; these need "
                                    "nequip and, for Allegro, nequip-allegro installed). The kind is read from the content. "
@@ -236,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source_family", choices=("mdpot", "nequip"), default=None,
                    help="take SOURCE as this family's file instead of detecting it (nequip: any TorchScript, torch.save "
                         "or torch.package archive is read as nequip's)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help=f"torchscript (.pt) or aoti: an AOTInductor package (.pt2) of native code for this machine's "
+                        f"CPU, mdpot checkpoints only (default: aoti if -o ends in .pt2, else {DEFAULT_FORMAT})")
+    p.add_argument("--cpu-isa", choices=tuple(CPU_ISAS), default="native",
+                   help="aoti: compile for this instruction set instead of this machine's (native), so that the "
+                        "package also runs on older CPUs (default native)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_deploy)
 

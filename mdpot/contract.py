@@ -37,6 +37,16 @@ AOTI_ARCH_FLAG_FEATURES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("-msve-vector-bits=256", ("sve",)),
 )
 
+#: Formats ``mdpot deploy`` writes, with the file suffix each is known by: TorchScript (format version 2) and
+#: AOTInductor packages (``AOTI_FORMAT_VERSION``). The kind of a file is read from its content, never its suffix.
+DEPLOY_FORMATS: Tuple[str, ...] = ("torchscript", "aoti")
+FORMAT_SUFFIXES = {"torchscript": ".pt", "aoti": ".pt2"}
+#: The format ``mdpot deploy`` writes when neither ``--format`` nor a ``.pt2`` output name says otherwise.
+DEFAULT_FORMAT = "torchscript"
+#: ``--cpu-isa`` choices of an AOTInductor package -> the vector width in bits the compiler may use (torch's
+#: ``cpp.simdlen``; ``None``: torch's pick for the deploying machine).
+AOTI_CPU_ISAS = {"native": None, "avx2": 256, "avx512": 512}
+
 FORMAT_VERSION_KEY = "mdpot_format_version"
 ARCHITECTURE = "architecture"
 ELEMENTS = "elements"

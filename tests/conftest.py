@@ -12,6 +12,7 @@ torch.set_num_threads(int(os.environ.get("MDPOT_TEST_THREADS", "1")))
 ELEMENTS = ("Cu", "Au")
 ARCHS = sorted(ARCHITECTURES)
 DTYPES = ("float64", "float32")
+FORMATS = ("torchscript", "aoti")
 
 
 @pytest.fixture(scope="session", params=ARCHS)
@@ -31,10 +32,35 @@ def dtype(request):
 
 
 @pytest.fixture(scope="session")
-def deployed(energy_model, dtype, tmp_path_factory):
-    """The small model deployed to a file in each dtype, and loaded back."""
+def deployed_torchscript(energy_model, dtype, tmp_path_factory):
+    """The small model deployed to a TorchScript file in each dtype, and loaded back."""
     path = tmp_path_factory.mktemp("models") / f"{energy_model.config.architecture}_{dtype}.pt"
     return deploy_model(energy_model, path, dtype=dtype)
+
+
+@pytest.fixture(scope="session")
+def aoti_models(tmp_path_factory):
+    """(architecture, dtype) -> an AOTInductor package (``.pt2``) of ``small_model(arch, ("Cu", "Au"), seed=0)``,
+    the model of ``energy_model``; all four compiled on first use, two at a time (tens of seconds each)."""
+    from mdpot.testing.aoti import compile_packages
+
+    return compile_packages(tmp_path_factory.mktemp("aoti_models"), elements=ELEMENTS, seed=0,
+                            workers=int(os.environ.get("MDPOT_TEST_COMPILE_WORKERS", "2")))
+
+
+@pytest.fixture(scope="session", params=FORMATS)
+def model_format(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def deployed(model_format, arch, dtype, request):
+    """The small model deployed in each format and dtype, loaded back."""
+    if model_format == "torchscript":
+        return request.getfixturevalue("deployed_torchscript")
+    from mdpot.deploy import load_model
+
+    return load_model(request.getfixturevalue("aoti_models")[(arch, dtype)])
 
 
 @pytest.fixture()

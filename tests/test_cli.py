@@ -110,7 +110,8 @@ def test_self_check_failure_blocks_write(tmp_path, monkeypatch):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "truncated", "foreign_zip", "version", "missing_key", "arch"])
+@pytest.mark.parametrize("case", ["missing", "corrupt", "truncated", "foreign_zip", "version", "version3", "missing_key",
+                                  "arch"])
 def test_bad_model_files(tmp_path, case, capsys):
     good = tmp_path / "good.pt"
     deploy_model(small_model("allegro"), good)
@@ -118,10 +119,10 @@ def test_bad_model_files(tmp_path, case, capsys):
     extra = {k: "" for k in md.ALL_KEYS}
     if case == "corrupt":
         path.write_bytes(b"\x00garbage" * 100)
-        expected = f"{path}: not an mdpot model (not a TorchScript archive; truncated or corrupt?)"
+        expected = f"{path}: not an mdpot model (neither a TorchScript archive nor an AOTInductor package; truncated or corrupt?)"
     elif case == "truncated":
         path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-        expected = f"{path}: not an mdpot model (not a TorchScript archive; truncated or corrupt?)"
+        expected = f"{path}: not an mdpot model (neither a TorchScript archive nor an AOTInductor package; truncated or corrupt?)"
     elif case == "foreign_zip":
         with zipfile.ZipFile(path, "w") as z:
             z.writestr("hello.txt", "not a model")
@@ -132,7 +133,12 @@ def test_bad_model_files(tmp_path, case, capsys):
         module = torch.jit.load(str(good), _extra_files=extra)
         if case == "version":
             extra[md.FORMAT_VERSION_KEY] = "99"
-            expected = f"{path}: model format version 99 is not supported (this mdpot reads versions 1, 2)"
+            expected = (f"{path}: model format version 99 is not supported (this mdpot reads versions 1, 2 of "
+                        f"TorchScript files and 3 of AOTInductor packages)")
+        elif case == "version3":
+            extra[md.FORMAT_VERSION_KEY] = "3"
+            expected = (f"{path}: a TorchScript file claiming model format version 3 (TorchScript files are "
+                        f"versions 1, 2); deploy it again")
         elif case == "missing_key":
             del extra[md.R_MAX]
             expected = f"{path}: missing mdpot metadata key(s) ['r_max']; is this a model written by `mdpot deploy`?"

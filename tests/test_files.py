@@ -154,9 +154,9 @@ def _machine_paths(path: Path):
     return [f"{where}: {needle.decode()}" for where, data in _contents(path) for needle in needles if needle in data]
 
 
-def test_deployed_files_hold_no_machine_path(deployed):
+def test_deployed_files_hold_no_machine_path(deployed_torchscript):
     """TorchScript keeps the paths of the Python sources it compiled (debug_pkl, deflated): made relative."""
-    assert _machine_paths(deployed.path) == []
+    assert _machine_paths(deployed_torchscript.path) == []
 
 
 def test_wrapped_nequip_files_hold_no_machine_path(nequip_wrapped):

@@ -325,8 +325,8 @@ def test_more_wrong_inputs(files, tmp_path, capsys):
         (["deploy", f["ckpt"], "-o", f["text"] / "m.pt"], f"cannot write {f['text'] / 'm.pt'}: {f['text']} is a "
                                                           f"file, not a folder"),
         (["init", "-o", "/proc/mdpot-test/x.ckpt"], "cannot write /proc/mdpot-test/x.ckpt: No such file or directory"),
-        (["validate", data, f["model"]], f"{data}: not an mdpot model (not a TorchScript archive; truncated or "
-                                         f"corrupt?); MODEL comes first, then DATA: were they swapped?"),
+        (["validate", data, f["model"]], f"{data}: not an mdpot model (neither a TorchScript archive nor an "
+                                         f"AOTInductor package; truncated or corrupt?); MODEL comes first, then DATA: were they swapped?"),
         (["validate", f["model"], f["dir"]], f"{f['dir']}: is a folder; expected a file of labelled structures "
                                              f"(extxyz or another ase.io format)"),
         (["validate", f["model"], f["ckpt"]], f"{f['ckpt']}: cannot read structures (ase.io cannot tell the format "

@@ -31,9 +31,11 @@ def test_deploy_round_trip(energy_model, deployed, dtype, make):
 
 
 # Row 2: metadata round trip.
-def test_metadata_round_trip(energy_model, deployed, dtype):
+def test_metadata_round_trip(energy_model, deployed, dtype, model_format):
     expected = eager_model(energy_model, dtype).metadata
     again = load_model(deployed.path).metadata
+    assert again[md.FORMAT_VERSION_KEY] == {"torchscript": md.FORMAT_VERSION, "aoti": md.AOTI_FORMAT_VERSION}[model_format]
+    expected[md.FORMAT_VERSION_KEY] = again[md.FORMAT_VERSION_KEY]
     for key in md.ALL_KEYS:
         if key == md.WEIGHTS_SHA256:
             assert len(again[key]) == 64

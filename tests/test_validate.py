@@ -110,15 +110,15 @@ def _np(tol):
     return dict(rtol=tol["rel"], atol=tol["abs"])
 
 
-def test_cli_table_json_plot_and_thresholds(deployed, dataset, tmp_path, capsys):
+def test_cli_table_json_plot_and_thresholds(deployed_torchscript, dataset, tmp_path, capsys):
     out_json, out_png = tmp_path / "v.json", tmp_path / "parity.png"
-    assert cli(["validate", str(deployed.path), str(dataset), "--json", str(out_json), "--plot", str(out_png)]) == 0
+    assert cli(["validate", str(deployed_torchscript.path), str(dataset), "--json", str(out_json), "--plot", str(out_png)]) == 0
     text = capsys.readouterr().out
     assert "energy per atom" in text and "meV/Å" in text and "forces on Au" in text and "GPa" in text
     numbers = json.loads(out_json.read_text())
-    # the file loaded afresh, as the CLI did (the session's `deployed` module may have been run under
+    # the file loaded afresh, as the CLI did (the session's `deployed_torchscript` module may have been run under
     # TorchScript's profiling executor by other tests, which rounds float32 differently)
-    report = validate(deployed.path, dataset)
+    report = validate(deployed_torchscript.path, dataset)
     assert numbers["forces_mae_meV_A"] == report.forces.mae
     assert numbers["energy_rmse_meV_atom"] == report.energy.rmse
     assert numbers["num_structures"] == 5 and numbers["num_stress_labels"] == 4
@@ -126,28 +126,28 @@ def test_cli_table_json_plot_and_thresholds(deployed, dataset, tmp_path, capsys)
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Thresholds: generous ones pass, a tight one fails with exit code 1 and says which.
     big = str(10 * report.forces.mae)
-    assert cli(["validate", str(deployed.path), str(dataset), "--max-force-mae", big, "--max-energy-mae", "1e9"]) == 0
+    assert cli(["validate", str(deployed_torchscript.path), str(dataset), "--max-force-mae", big, "--max-energy-mae", "1e9"]) == 0
     capsys.readouterr()
-    assert cli(["validate", str(deployed.path), str(dataset), "--max-force-mae", "0.001"]) == 1
+    assert cli(["validate", str(deployed_torchscript.path), str(dataset), "--max-force-mae", "0.001"]) == 1
     assert "force MAE" in capsys.readouterr().out
     with pytest.raises(ThresholdExceeded, match=r"energy MAE .* > --max-energy-mae 1e-06"):
         report.check(max_energy_mae=1e-6)
 
 
-def test_stress_key_none_and_custom_keys(deployed, tmp_path):
+def test_stress_key_none_and_custom_keys(deployed_torchscript, tmp_path):
     frames = make_structures(2, seed=7)
     for atoms in frames:
         atoms.info["REF_E"] = atoms.get_potential_energy()
         atoms.arrays["REF_F"] = atoms.get_forces()
         atoms.calc = None
     ase.io.write(tmp_path / "custom.xyz", frames, format="extxyz")
-    report = validate(deployed, tmp_path / "custom.xyz", energy_key="REF_E", forces_key="REF_F", stress_key=None)
+    report = validate(deployed_torchscript, tmp_path / "custom.xyz", energy_key="REF_E", forces_key="REF_F", stress_key=None)
     assert report.stress is None and report.num_structures == 2
     assert report.to_dict()["stress_mae_GPa"] is None
 
 
-def test_bad_inputs_exit_one(deployed, tmp_path, capsys):
-    if deployed.metadata["model_dtype"] != "float64" or deployed.metadata["architecture"] != "allegro":
+def test_bad_inputs_exit_one(deployed_torchscript, tmp_path, capsys):
+    if deployed_torchscript.metadata["model_dtype"] != "float64" or deployed_torchscript.metadata["architecture"] != "allegro":
         pytest.skip("input errors do not depend on the model")
     garbage = tmp_path / "garbage.xyz"
     garbage.write_text("this is not\nan xyz file\n")
@@ -163,22 +163,22 @@ def test_bad_inputs_exit_one(deployed, tmp_path, capsys):
         (silver, "silver.xyz: structure 0: element(s) ['Ag'] not in the model"),
     ]
     for path, message in cases:
-        assert cli(["validate", str(deployed.path), str(path)]) == 1
+        assert cli(["validate", str(deployed_torchscript.path), str(path)]) == 1
         out = capsys.readouterr().out
         assert message in out, out
         assert out.count("\n") == 1
     assert cli(["validate", str(tmp_path / "nomodel.pt"), str(silver)]) == 1
     assert "model file not found" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        parse(["validate", str(deployed.path), str(silver), "--batch-size", "0"])
+        parse(["validate", str(deployed_torchscript.path), str(silver), "--batch-size", "0"])
 
 
-def test_main_cli_wiring(deployed, dataset):
+def test_main_cli_wiring(deployed_torchscript, dataset):
     """Once `mdpot.cli` registers validate, its exit codes follow the same contract."""
     from mdpot.cli import build_parser, main
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     if "validate" not in sub.choices:
         pytest.skip("mdpot.cli does not register `validate` yet")
-    assert main(["validate", str(deployed.path), str(dataset)]) == 0
-    assert main(["validate", str(deployed.path), str(dataset), "--max-force-mae", "0.001"]) == 1
+    assert main(["validate", str(deployed_torchscript.path), str(dataset)]) == 0
+    assert main(["validate", str(deployed_torchscript.path), str(dataset), "--max-force-mae", "0.001"]) == 1

@@ -28,15 +28,11 @@ from torch import nn
 from .. import contract as c
 from . import metadata as md
 
-#: Deploy formats: ``torchscript`` (``.pt``, format version 2) and ``aoti`` (``.pt2``, format version 3).
-FORMATS: Tuple[str, ...] = ("torchscript", "aoti")
-#: The format ``mdpot deploy`` writes when neither ``--format`` nor a ``.pt2`` output name says otherwise.
-DEFAULT_FORMAT = "torchscript"
-#: The file suffix of each format, as ``mdpot deploy`` reads ``-o``.
-FORMAT_SUFFIX = {"torchscript": ".pt", "aoti": ".pt2"}
-#: ``--cpu-isa`` choices: ``native`` is torch's pick for this machine; the others cap the vector width
-#: (``torch._inductor.config.cpp.simdlen``) so the package also runs on older CPUs of a cluster.
-CPU_ISAS = {"native": None, "avx2": 256, "avx512": 512}
+#: Deploy formats, the default, their suffixes and the ``--cpu-isa`` choices (stated in :mod:`mdpot.contract`).
+FORMATS = c.DEPLOY_FORMATS
+DEFAULT_FORMAT = c.DEFAULT_FORMAT
+FORMAT_SUFFIX = c.FORMAT_SUFFIXES
+CPU_ISAS = c.AOTI_CPU_ISAS
 #: The inductor settings of a deploy: the program's wrapper (the C++ that calls the kernels, tens of thousands of
 #: lines for a traced autograd graph) is compiled at -O0: it only sequences kernel calls, and -O1 cost most of
 #: g++'s time (docs/contract.md, "Compile time").

@@ -128,7 +128,8 @@ def detect_source_kind(path: PathLike, assume: Optional[str] = None) -> str:
     ``torch.package`` archive as a nequip package, for files whose nequip markers this mdpot does not recognise
     (the wrapper's own checks still refuse what does not work). ``assume="mdpot"`` accepts only mdpot files.
 
-    - ``"mdpot"``: a TorchScript archive with an ``extra/mdpot_format_version`` file (a deployed mdpot model);
+    - ``"mdpot"``: a TorchScript archive with an ``extra/mdpot_format_version`` file, or an AOTInductor package
+      (a deployed mdpot model);
     - ``"mdpot-checkpoint"``: a ``torch.save`` archive holding an ``mdpot_checkpoint`` payload;
     - ``"nequip-torchscript"``: a TorchScript archive whose root object is nequip's ``GraphModel``;
     - ``"nequip-checkpoint"``: a ``torch.save`` archive (no ``code/``) whose pickle holds the
@@ -160,6 +161,8 @@ def _detect(path: Path, nequip_structure_only: bool) -> str:
         names = z.namelist()
         parts = [n.split("/") for n in names]
         if any(len(p) == 3 and p[1] == "extra" and p[2] == md.FORMAT_VERSION_KEY for p in parts):
+            return MDPOT
+        if any(len(p) >= 4 and p[1] == "data" and p[2] == "aotinductor" for p in parts):  # an mdpot .pt2 package
             return MDPOT
         is_script = any(len(p) >= 3 and p[1] == "code" for p in parts)
         root = _root_class(z, names)
