@@ -16,6 +16,13 @@ docs/benchmarks/bench_lammps.{json,md} (Allegro) or bench_lammps_nequip.{json,md
     python scripts/bench_lammps.py --sizes 1000 32000 --ranks 1 2 --tcmalloc
     python scripts/bench_lammps.py --arch nequip --layers 3 --sizes 4000 32000 --ranks 1 2 4 8 --steps 2
     python scripts/bench_lammps.py --arch nequip --sizes 4000 --message-passing exchange ghosts --tag _exchange
+    python scripts/bench_lammps.py --sizes 4000 --ranks 2 --format torchscript aoti --repeats 3 --tag _aoti
+
+``--format torchscript aoti`` deploys the model in both formats (an AOTInductor package is compiled for this
+machine, tens of seconds) and runs them interleaved: every repeat runs each case in each format back to back, and
+the best time of each is kept; the ``vs TorchScript`` column is the best TorchScript time of the same size, ranks
+and allocator (any message-passing mode) over the row's. A package has no block interface, so ``message_passing
+exchange`` is skipped for it (it runs in ``ghosts``).
 """
 
 from __future__ import annotations
@@ -81,12 +88,14 @@ def describe(config) -> str:
             f"r_max {config.r_max:g} Å (receptive field {config.receptive_field:g} Å), float32")
 
 
-def deploy_bench_model(folder: Path, config) -> Path:
+def deploy_bench_model(folder: Path, config, fmt: str = "torchscript") -> Path:
+    """The benchmark model deployed in ``fmt``. Call it before anything lowers torch's thread count: a package
+    compiled with fewer threads than the machine has cores keeps that count in its OpenMP loops."""
     from mdpot.deploy import deploy_model
     from mdpot.models import build_model
 
-    path = folder / f"bench_{config.architecture}_cu_f32.pt"
-    deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True)
+    path = folder / f"bench_{config.architecture}_cu_f32{'.pt2' if fmt == 'aoti' else '.pt'}"
+    deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, format=fmt)
     return path
 
 
@@ -117,7 +126,7 @@ def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, wo
     pair = float(PAIR.findall(run.output)[-1][1])  # average over ranks
     rss = RSS.findall(run.output)
     evaluated = parse_stats(run.output)
-    return {"mode": evaluated.get("mode", mode or "–"), "atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
+    return {"format": evaluated.get("format", "torchscript"), "mode": evaluated.get("mode", mode or "–"), "atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
             "timesteps_per_s": nsteps / seconds, "us_per_atom_step": seconds / nsteps / natoms * 1e6,
             "pair_fraction": pair / seconds, "peak_rss_mb_rank0": float(rss[-1]) if rss else None,
             "allocator": "tcmalloc" if tcmalloc else "glibc", "evaluated": evaluated}
@@ -145,20 +154,24 @@ def bare_model_time(model: Path, n: int, repeats: int, threads: int = 1) -> dict
     for _ in range(repeats):
         loaded.module(*args)
     seconds = (time.perf_counter() - start) / repeats
-    return {"atoms": len(atoms), "edges": g.num_edges, "seconds_per_eval": seconds,
+    return {"format": loaded.format, "atoms": len(atoms), "edges": g.num_edges, "seconds_per_eval": seconds,
             "us_per_atom": seconds / len(atoms) * 1e6}
 
 
 def markdown(results: dict) -> str:
     lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
              f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.", "",
-             "| message passing | atoms | ranks | allocator | timesteps/s | µs/atom/step | pair share | "
-             "ghost atoms / local | ghost-centred edges / local | edges on ghosts | bare model µs/atom | "
+             "| format | message passing | atoms | ranks | allocator | timesteps/s | µs/atom/step | vs TorchScript | "
+             "pair share | ghost atoms / local | ghost-centred edges / local | edges on ghosts | bare model µs/atom | "
              "overhead vs bare | comm bytes / atom / step | comm share | peak RSS rank 0 (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    bare = {b["atoms"]: b for b in results["bare_model"]}
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    bare = {(b.get("format", "torchscript"), b["atoms"]): b for b in results["bare_model"]}
     for r in results["lammps"]:
-        b = bare.get(r["atoms"])
+        fmt = r.get("format", "torchscript")
+        b = bare.get((fmt, r["atoms"]))
+        base = [t["us_per_atom_step"] for t in results["lammps"] if t.get("format", "torchscript") == "torchscript"
+                and (t["atoms"], t["ranks"], t["allocator"]) == (r["atoms"], r["ranks"], r["allocator"])]
+        ratio = f"{min(base) / r['us_per_atom_step']:.2f}x" if base else "–"
         overhead = f"{(r['us_per_atom_step'] * r['ranks'] / b['us_per_atom'] - 1) * 100:+.1f}%" \
             if b and r["ranks"] == 1 else "–"
         ev = r.get("evaluated") or {}
@@ -169,11 +182,11 @@ def markdown(results: dict) -> str:
         if ev.get("comm_bytes_per_atom") is not None:
             share = ev["comm_seconds_per_step"] / (r["seconds"] / r["steps"])
             comm = f"{ev['comm_bytes_per_atom']:.0f} | {share * 100:.1f}%"
-        lines.append(f"| {r.get('mode', '–')} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
-                     f"{r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {r['pair_fraction'] * 100:.0f}% | "
+        lines.append(f"| {fmt} | {r.get('mode', '–')} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
+                     f"{r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {ratio} | {r['pair_fraction'] * 100:.0f}% | "
                      f"{ghosts} | {bare_us} | {overhead} | {comm} | {r['peak_rss_mb_rank0'] or float('nan'):.0f} |")
     lines += ["", "Parallel efficiency (1 → 2 ranks): " + ", ".join(
-        f"{e['atoms']} atoms {e.get('mode', '')} {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
+        f"{e['atoms']} atoms {e.get('format') or ''} {e.get('mode', '')} {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
     lines += ["", "Memory per atom (marginal, rank 0 RSS between the two largest 1-rank sizes): "
               + (f"{results['memory_per_atom_kb']:.2f} kB" if results.get("memory_per_atom_kb") else "–"), ""]
     return "\n".join(lines)
@@ -195,9 +208,15 @@ def main(argv=None) -> int:
                         help="NequIP channels (default 32; the ghost counts do not depend on it, memory does)")
     parser.add_argument("--message-passing", nargs="+", choices=("exchange", "ghosts"), default=[""],
                         help="NequIP: pair style modes to run (default: the pair style's default)")
+    parser.add_argument("--format", nargs="+", choices=("torchscript", "aoti"), default=["torchscript"],
+                        help="deploy formats to run, interleaved (default torchscript)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run every case this many times, formats interleaved; the best of each is kept")
     parser.add_argument("--tag", default="", help="suffix of the results files (bench_lammps_nequip<TAG>.json)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="folder for the results")
     args = parser.parse_args(argv)
+    if args.model is not None and len(args.format) > 1:
+        parser.error("--model is one file of one format; leave it out to compare formats")
     config = bench_config(args.arch, args.layers, args.features)
     stem = ("bench_lammps" if args.arch == "allegro" else "bench_lammps_nequip") + args.tag
     sizes = args.sizes or ([1000, 4000] if args.quick else [1000, 10000, 100000])
@@ -210,38 +229,54 @@ def main(argv=None) -> int:
     build_plugin()
     with tempfile.TemporaryDirectory(prefix="mdpot-bench-") as tmp:
         tmp = Path(tmp)
-        model = args.model or deploy_bench_model(tmp, config)
+        # every format deployed before bare_model_time() lowers torch's thread count (see deploy_bench_model)
+        models = {fmt: args.model or deploy_bench_model(tmp, config, fmt) for fmt in args.format}
         results = {"when": time.strftime("%Y-%m-%d %H:%M"), "host": f"{platform.node()} {platform.processor()}",
                    # a given model by its name and content, never by this machine's path to it
                    "model": describe(config) if args.model is None else
                    f"{Path(args.model).name} (sha256 {sha256_file(args.model)[:16]})",
-                   "steps": steps, "lammps": [], "bare_model": [], "parallel_efficiency": []}
+                   "steps": steps, "repeats": args.repeats, "formats": args.format,
+                   "lammps": [], "bare_model": [], "parallel_efficiency": []}
         for size in sizes:
             n = cells_for(size)
             if 4 * n ** 3 <= args.bare_max_atoms:
-                bare = bare_model_time(model, n, repeats=max(2, steps // 2))
-                results["bare_model"].append(bare)
-                print(f"bare model {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
-            for tc, mode, ranks in ((tc, mode, ranks) for tc in allocators for mode in args.message_passing
-                                    for ranks in args.ranks):
-                r = run_lammps_case(model, n, ranks, steps, warmup=max(2, steps // 5),
-                                    workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}", tcmalloc=tc, mode=mode)
+                for fmt, model in models.items():
+                    bare = bare_model_time(model, n, repeats=max(2, steps // 2))
+                    results["bare_model"].append(bare)
+                    print(f"bare model {fmt:>11} {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
+            best = {}
+            cases = [(tc, mode, ranks, fmt) for tc in allocators for mode in args.message_passing
+                     for ranks in args.ranks for fmt in models if not (fmt == "aoti" and mode == "exchange")]
+            for repeat in range(args.repeats):
+                for tc, mode, ranks, fmt in cases:
+                    r = run_lammps_case(models[fmt], n, ranks, steps, warmup=max(2, steps // 5),
+                                        workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}_{fmt}_{repeat}", tcmalloc=tc,
+                                        mode=mode)
+                    key = (tc, mode, ranks, fmt)
+                    if key not in best or r["us_per_atom_step"] < best[key]["us_per_atom_step"]:
+                        best[key] = r
+                    print(f"  run {repeat + 1}/{args.repeats} {fmt:>11} {r['mode']:>8} {r['atoms']:>7} atoms "
+                          f"{ranks} rank(s): {r['us_per_atom_step']:.1f} µs/atom/step", flush=True)
+            for key in cases:
+                r = best[key]
                 results["lammps"].append(r)
                 ev = r["evaluated"]
-                print(f"lammps {r['mode']:>8} {r['atoms']:>7} atoms {ranks} rank(s) {r['allocator']:>8}: "
+                print(f"lammps {r['format']:>11} {r['mode']:>8} {r['atoms']:>7} atoms {r['ranks']} rank(s) {r['allocator']:>8}: "
                       f"{r['timesteps_per_s']:.3g} steps/s, {r['us_per_atom_step']:.1f} µs/atom/step, "
                       f"pair {r['pair_fraction'] * 100:.0f}%, ghost atoms/local "
                       f"{ev.get('ghost_atoms_per_local', float('nan')):.2f}, edges on ghosts "
                       f"{ev.get('ghost_edge_share', float('nan')) * 100:.0f}%", flush=True)
         for r2 in results["lammps"]:
             r1 = next((r for r in results["lammps"] if r["ranks"] == 1 and r["atoms"] == r2["atoms"]
-                       and r["allocator"] == r2["allocator"] and r["mode"] == r2["mode"]), None)
+                       and r["allocator"] == r2["allocator"] and r["mode"] == r2["mode"]
+                       and r.get("format") == r2.get("format")), None)
             if r2["ranks"] == 2 and r1:
                 results["parallel_efficiency"].append(
-                    {"atoms": r2["atoms"], "allocator": r2["allocator"],
+                    {"atoms": r2["atoms"], "allocator": r2["allocator"], "format": r2.get("format"),
                      "mode": r2["mode"], "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
         one = sorted((r for r in results["lammps"] if r["ranks"] == 1 and r["allocator"] == "glibc"
-                      and r["peak_rss_mb_rank0"] and r["mode"] == results["lammps"][0]["mode"]),
+                      and r["peak_rss_mb_rank0"] and r["mode"] == results["lammps"][0]["mode"]
+                      and r.get("format") == results["lammps"][0].get("format")),
                      key=lambda r: r["atoms"])
         if len(one) >= 2 and one[-1]["atoms"] > one[-2]["atoms"]:
             a, b = one[-2], one[-1]
