@@ -21,8 +21,10 @@ docs/benchmarks/bench_lammps.{json,md} (Allegro) or bench_lammps_nequip.{json,md
 ``--format torchscript aoti`` deploys the model in both formats (an AOTInductor package is compiled for this
 machine, tens of seconds) and runs them interleaved: every repeat runs each case in each format back to back, and
 the best time of each is kept; the ``vs TorchScript`` column is the best TorchScript time of the same size, ranks
-and allocator (any message-passing mode) over the row's. A package has no block interface, so ``message_passing
-exchange`` is skipped for it (it runs in ``ghosts``).
+and allocator (any message-passing mode) over the row's. A package has no block interface: where
+``--message-passing exchange`` is asked for, it runs in ``ghosts``
+(``--arch nequip --message-passing exchange --format torchscript aoti``: TorchScript with the exchange against
+the package with the ghost shell).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ info memory
 
 LOOP = re.compile(r"Loop time of (\S+) on (\d+) procs for (\d+) steps with (\d+) atoms")
 PAIR = re.compile(r"^Pair\s+\|\s*(\S+)\s*\|\s*(\S+)\s*\|\s*(\S+)", re.M)
+CPU_USE = re.compile(r"([\d.]+)% CPU use with")
 RSS = re.compile(r"Maximum resident set size:\s*(\S+) Mbyte")
 STATS = re.compile(r"^mdpot stats: (.*)$", re.M)
 
@@ -125,9 +128,13 @@ def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, wo
     seconds, _, nsteps, natoms = float(loop[0]), int(loop[1]), int(loop[2]), int(loop[3])
     pair = float(PAIR.findall(run.output)[-1][1])  # average over ranks
     rss = RSS.findall(run.output)
+    cpu_use = CPU_USE.findall(run.output)  # LAMMPS: CPU time / wall time of the loop, average over ranks
+    cpu_share = float(cpu_use[-1]) / 100 if cpu_use else None
     evaluated = parse_stats(run.output)
     return {"format": evaluated.get("format", "torchscript"), "mode": evaluated.get("mode", mode or "–"), "atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
             "timesteps_per_s": nsteps / seconds, "us_per_atom_step": seconds / nsteps / natoms * 1e6,
+            "cpu_share": cpu_share,
+            "cpu_us_per_atom_step": seconds * cpu_share / nsteps / natoms * 1e6 if cpu_share else None,
             "pair_fraction": pair / seconds, "peak_rss_mb_rank0": float(rss[-1]) if rss else None,
             "allocator": "tcmalloc" if tcmalloc else "glibc", "evaluated": evaluated}
 
@@ -162,9 +169,10 @@ def markdown(results: dict) -> str:
     lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
              f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.", "",
              "| format | message passing | atoms | ranks | allocator | timesteps/s | µs/atom/step | vs TorchScript | "
+             "CPU µs/atom/step (wall × CPU use) | "
              "pair share | ghost atoms / local | ghost-centred edges / local | edges on ghosts | bare model µs/atom | "
              "overhead vs bare | comm bytes / atom / step | comm share | peak RSS rank 0 (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bare = {(b.get("format", "torchscript"), b["atoms"]): b for b in results["bare_model"]}
     for r in results["lammps"]:
         fmt = r.get("format", "torchscript")
@@ -172,6 +180,7 @@ def markdown(results: dict) -> str:
         base = [t["us_per_atom_step"] for t in results["lammps"] if t.get("format", "torchscript") == "torchscript"
                 and (t["atoms"], t["ranks"], t["allocator"]) == (r["atoms"], r["ranks"], r["allocator"])]
         ratio = f"{min(base) / r['us_per_atom_step']:.2f}x" if base else "–"
+        cpu_us = f"{r['cpu_us_per_atom_step']:.1f}" if r.get("cpu_us_per_atom_step") else "–"
         overhead = f"{(r['us_per_atom_step'] * r['ranks'] / b['us_per_atom'] - 1) * 100:+.1f}%" \
             if b and r["ranks"] == 1 else "–"
         ev = r.get("evaluated") or {}
@@ -183,7 +192,8 @@ def markdown(results: dict) -> str:
             share = ev["comm_seconds_per_step"] / (r["seconds"] / r["steps"])
             comm = f"{ev['comm_bytes_per_atom']:.0f} | {share * 100:.1f}%"
         lines.append(f"| {fmt} | {r.get('mode', '–')} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
-                     f"{r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {ratio} | {r['pair_fraction'] * 100:.0f}% | "
+                     f"{r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {ratio} | {cpu_us} | "
+                     f"{r['pair_fraction'] * 100:.0f}% | "
                      f"{ghosts} | {bare_us} | {overhead} | {comm} | {r['peak_rss_mb_rank0'] or float('nan'):.0f} |")
     lines += ["", "Parallel efficiency (1 → 2 ranks): " + ", ".join(
         f"{e['atoms']} atoms {e.get('format') or ''} {e.get('mode', '')} {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
@@ -245,8 +255,10 @@ def main(argv=None) -> int:
                     results["bare_model"].append(bare)
                     print(f"bare model {fmt:>11} {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
             best = {}
-            cases = [(tc, mode, ranks, fmt) for tc in allocators for mode in args.message_passing
-                     for ranks in args.ranks for fmt in models if not (fmt == "aoti" and mode == "exchange")]
+            # a package cannot exchange: asked for exchange, it runs in ghosts (once, if ghosts was asked for too)
+            cases = list(dict.fromkeys((tc, "ghosts" if fmt == "aoti" and mode == "exchange" else mode, ranks, fmt)
+                                       for tc in allocators for mode in args.message_passing
+                                       for ranks in args.ranks for fmt in models))
             for repeat in range(args.repeats):
                 for tc, mode, ranks, fmt in cases:
                     r = run_lammps_case(models[fmt], n, ranks, steps, warmup=max(2, steps // 5),
