@@ -186,14 +186,13 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   if (!full_match(version, c::INTEGER_PATTERN))
     throw Error("'" + path + "': " + c::KEY_FORMAT_VERSION + " must be an integer, got '" + version + "'");
   m.format_version = -1;
-  std::vector<std::string> readable;
-  for (int k = 0; k < c::READABLE_FORMAT_VERSIONS_COUNT; ++k) {
-    readable.push_back(std::to_string(c::READABLE_FORMAT_VERSIONS[k]));
+  for (int k = 0; k < c::READABLE_FORMAT_VERSIONS_COUNT; ++k)
     if (digits_value(version) == c::READABLE_FORMAT_VERSIONS[k]) m.format_version = c::READABLE_FORMAT_VERSIONS[k];
-  }
   if (m.format_version < 0)
     throw Error("'" + path + "' has " + c::KEY_FORMAT_VERSION + " '" + version + "', this build reads versions " +
-                join(readable, ", ") + " (use a plugin built from a matching mdpot)");
+                join(torchscript_versions(), ", ") + " of TorchScript files and " +
+                std::to_string(c::AOTI_FORMAT_VERSION) + " of AOTInductor packages (use a plugin built from a matching "
+                "mdpot)");
   if (package && m.format_version != c::AOTI_FORMAT_VERSION)
     throw Error("'" + path + "' is an AOTInductor package with " + c::KEY_FORMAT_VERSION + " '" + version +
                 "'; packages are version " + std::to_string(c::AOTI_FORMAT_VERSION));
@@ -723,15 +722,15 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
       return;
     }
     if (reader && !has("code/") && !has("constants.pkl"))
-      throw Error("'" + path + "' is neither a TorchScript model nor an AOTInductor package (no code/ or " + aoti +
-                  " records)");
+      throw Error("cannot read '" + path + "' as a TorchScript model or an AOTInductor package: it has no code/ or " +
+                  aoti + " records");
   }
   torch::jit::ExtraFilesMap extra;
   for (int k = 0; k < contract::ALL_KEYS_COUNT; ++k) extra[contract::ALL_KEYS[k]] = "";
   try {
     impl->module = torch::jit::load(path, impl->device, extra);
   } catch (const std::exception &e) {
-    throw Error("cannot read '" + path + "' as a TorchScript model: " + one_line(e));
+    throw Error("cannot read '" + path + "' as a TorchScript model or an AOTInductor package: " + one_line(e));
   }
   impl->meta = decode(std::map<std::string, std::string>(extra.begin(), extra.end()), path, /*package=*/false);
   std::string digest;
