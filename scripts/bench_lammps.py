@@ -220,6 +220,10 @@ def main(argv=None) -> int:
                         help="NequIP: pair style modes to run (default: the pair style's default)")
     parser.add_argument("--format", nargs="+", choices=("torchscript", "aoti"), default=["torchscript"],
                         help="deploy formats to run, interleaved (default torchscript)")
+    parser.add_argument("--deploy-threads", type=int,
+                        help="torch threads while deploying (a package compiled with 1 thread has serial loops, "
+                             "fastest at 1 thread per rank; with fewer threads than cores it keeps that count; "
+                             "default: torch's)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run every case this many times, formats interleaved; the best of each is kept")
     parser.add_argument("--tag", default="", help="suffix of the results files (bench_lammps_nequip<TAG>.json)")
@@ -240,12 +244,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mdpot-bench-") as tmp:
         tmp = Path(tmp)
         # every format deployed before bare_model_time() lowers torch's thread count (see deploy_bench_model)
+        if args.deploy_threads:
+            import torch
+
+            torch.set_num_threads(args.deploy_threads)
         models = {fmt: args.model or deploy_bench_model(tmp, config, fmt) for fmt in args.format}
         results = {"when": time.strftime("%Y-%m-%d %H:%M"), "host": f"{platform.node()} {platform.processor()}",
                    # a given model by its name and content, never by this machine's path to it
                    "model": describe(config) if args.model is None else
                    f"{Path(args.model).name} (sha256 {sha256_file(args.model)[:16]})",
                    "steps": steps, "repeats": args.repeats, "formats": args.format,
+                   "deploy_threads": args.deploy_threads,
                    "lammps": [], "bare_model": [], "parallel_efficiency": []}
         for size in sizes:
             n = cells_for(size)
