@@ -101,10 +101,7 @@ def test_mdpot_records_hold_no_machine_path(package, tmp_path):
 def test_self_check_failure_leaves_nothing(package, tmp_path, monkeypatch):
     """A program that disagrees with the eager model (here: the seed-0 program for a seed-1 model) is refused by the
     deploy self-check and nothing is left at the path, nor a temporary file."""
-    records = _records(package)
-    target = json.loads(records["mdpot/target"])
-    data = {n: b for n, b in records.items() if n.startswith("data/")}
-    monkeypatch.setattr(aoti, "compile_program", lambda *args, **kwargs: (data, target))
+    _reuse_program(package, monkeypatch)
     out = tmp_path / "m.pt2"
     with pytest.raises(SelfCheckError, match=r"compiled model does not match the eager model: self-check per-atom "
                                              r"energy: max \|error\| .* exceeds tolerance 1.0e-12"):
@@ -327,10 +324,19 @@ def test_cli_info_check_validate(package, capsys, tmp_path):
     assert re.search(r"^format +aoti$", capsys.readouterr().out, re.M)
 
 
-def test_cli_deploy_checkpoint_to_package(tmp_path, capsys):
+def _reuse_program(package, monkeypatch):
+    """Make deploys reuse ``package``'s compiled program instead of compiling (the compile itself is exercised by
+    the ``aoti_models`` fixture): right for a model with the same weights, caught by the self-check otherwise."""
+    records = _records(package)
+    data = {n: b for n, b in records.items() if n.startswith("data/")}
+    monkeypatch.setattr(aoti, "compile_program", lambda *args, **kwargs: (data, json.loads(records["mdpot/target"])))
+
+
+def test_cli_deploy_checkpoint_to_package(package, tmp_path, capsys, monkeypatch):
     from mdpot.models import create_checkpoint, make_config
     from mdpot.testing import SMALL_OPTIONS
 
+    _reuse_program(package, monkeypatch)  # the checkpoint holds the weights of the package's model
     ckpt = tmp_path / "m.ckpt"
     create_checkpoint(make_config("allegro", dict(SMALL_OPTIONS["allegro"], elements=ELEMENTS)), ckpt, seed=0)
     out = tmp_path / "m.pt2"
