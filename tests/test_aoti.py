@@ -333,12 +333,11 @@ def _reuse_program(package, monkeypatch):
 
 
 def test_cli_deploy_checkpoint_to_package(package, tmp_path, capsys, monkeypatch):
-    from mdpot.models import create_checkpoint, make_config
-    from mdpot.testing import SMALL_OPTIONS
+    from mdpot.models import create_checkpoint
 
     _reuse_program(package, monkeypatch)  # the checkpoint holds the weights of the package's model
     ckpt = tmp_path / "m.ckpt"
-    create_checkpoint(make_config("allegro", dict(SMALL_OPTIONS["allegro"], elements=ELEMENTS)), ckpt, seed=0)
+    create_checkpoint(small_model("allegro", ELEMENTS, seed=0).config, ckpt, seed=0)
     out = tmp_path / "m.pt2"
     assert main(["deploy", str(ckpt), "-o", str(out)]) == 0  # .pt2: aoti without --format
     line = capsys.readouterr().out
