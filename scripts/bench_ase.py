@@ -6,6 +6,9 @@ share of time spent outside the model (neighbour list + conversion; target <= 10
 
 Prints a table and writes ``docs/benchmarks/bench_ase.json`` (and ``.md``). ``--allocator both`` runs each
 size under glibc malloc and tcmalloc (Debian ``libtcmalloc-minimal4``) in fresh processes.
+
+``--format torchscript aoti`` deploys the model in each format once (the AOTInductor compile time is printed) and
+times them interleaved in one process (A B A B …, best of each), with each format's ratio to the first.
 """
 from __future__ import annotations
 
@@ -32,46 +35,65 @@ MODELS = {
 }
 
 
-def measure(n_atoms: int, repeats: int, threads: int, dtype: str, arch: str = "allegro") -> dict:
+def model_path(arch: str, dtype: str, fmt: str) -> Path:
+    return ROOT / "runs" / "bench" / f"{arch}_cu_{dtype}{'.pt2' if fmt == 'aoti' else '.pt'}"
+
+
+def deploy(arch: str, dtype: str, fmt: str, threads: int) -> float:
+    """Deploy the benchmark model in ``fmt``; returns the seconds it took (compile and self-check)."""
+    import torch
+
+    from mdpot.deploy import deploy_model
+    from mdpot.models import build_model, make_config
+
+    torch.set_num_threads(threads)
+    cfg = make_config(MODELS[arch]["architecture"], MODELS[arch]["model"])
+    path = model_path(arch, dtype, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    deploy_model(build_model(cfg, seed=0), path, dtype=dtype, overwrite=True, format=fmt)
+    return time.perf_counter() - t0
+
+
+def measure(n_atoms: int, repeats: int, threads: int, dtype: str, arch: str = "allegro",
+            formats=("torchscript",)) -> list:
     import numpy as np
     import torch
 
     from mdpot import MDPotCalculator
-    from mdpot.deploy import deploy_model
-    from mdpot.models import build_model, make_config
     from mdpot.testing import fcc
 
     torch.set_num_threads(threads)
-    cfg = make_config(MODELS[arch]["architecture"], MODELS[arch]["model"])
-    path = ROOT / "runs" / "bench" / f"{arch}_cu_{dtype}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deployed = deploy_model(build_model(cfg, seed=0), path, dtype=dtype, overwrite=True)
     atoms = fcc("Cu", SIZES[n_atoms], rattle=0.05, seed=1)
-    calc = MDPotCalculator(deployed)
-    graph_times, model_times, total_times = [], [], []
-    for k in range(repeats + 2):  # two warm-up calls
+    calcs = {fmt: MDPotCalculator(model_path(arch, dtype, fmt)) for fmt in formats}
+    times = {fmt: ([], [], []) for fmt in formats}
+    for k in range(repeats + 2):  # two warm-up rounds
         atoms.positions += np.random.default_rng(k).normal(0, 1e-3, atoms.positions.shape)
-        t0 = time.perf_counter()
-        g = calc.graph(atoms)
-        t1 = time.perf_counter()
-        out = calc.model(g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, False)
-        out[1].numpy()
-        t2 = time.perf_counter()
-        atoms.calc = calc
-        atoms.get_forces()
-        t3 = time.perf_counter()
-        if k >= 2:
-            graph_times.append(t1 - t0)
-            model_times.append(t2 - t1)
-            total_times.append(t3 - t2)
-    best_total, best_model, best_graph = min(total_times), min(model_times), min(graph_times)
-    return {
-        "atoms": n_atoms, "edges": g.num_edges, "threads": threads, "dtype": dtype,
-        "us_per_atom_total": best_total / n_atoms * 1e6,
-        "us_per_atom_model": best_model / n_atoms * 1e6,
-        "us_per_atom_graph": best_graph / n_atoms * 1e6,
-        "share_outside_model": max(0.0, best_total - best_model) / best_total,
-    }
+        for fmt, calc in calcs.items():  # interleaved: every format sees the same machine state
+            t0 = time.perf_counter()
+            g = calc.graph(atoms)
+            t1 = time.perf_counter()
+            out = calc.model(g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, False)
+            out[1].numpy()
+            t2 = time.perf_counter()
+            atoms.calc = calc
+            atoms.get_forces()
+            t3 = time.perf_counter()
+            if k >= 2:
+                for series, value in zip(times[fmt], (t1 - t0, t2 - t1, t3 - t2)):
+                    series.append(value)
+    rows = []
+    for fmt in formats:
+        graph_times, model_times, total_times = times[fmt]
+        best_total, best_model, best_graph = min(total_times), min(model_times), min(graph_times)
+        rows.append({
+            "format": fmt, "atoms": n_atoms, "edges": g.num_edges, "threads": threads, "dtype": dtype,
+            "us_per_atom_total": best_total / n_atoms * 1e6,
+            "us_per_atom_model": best_model / n_atoms * 1e6,
+            "us_per_atom_graph": best_graph / n_atoms * 1e6,
+            "share_outside_model": max(0.0, best_total - best_model) / best_total,
+        })
+    return rows
 
 
 def main(argv=None) -> int:
@@ -82,41 +104,60 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     ap.add_argument("--allocator", default="both", choices=("glibc", "tcmalloc", "both"))
     ap.add_argument("--arch", default="allegro", choices=sorted(MODELS))
+    ap.add_argument("--format", nargs="+", default=["torchscript"], choices=("torchscript", "aoti"), dest="formats",
+                    help="deploy formats, timed interleaved in one process (default torchscript)")
     ap.add_argument("--out", help="results stem (default docs/benchmarks/bench_ase, or bench_ase_nequip)")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(args.worker, args.repeats, args.threads, args.dtype, args.arch)))
+        print(json.dumps(measure(args.worker, args.repeats, args.threads, args.dtype, args.arch, args.formats)))
         return 0
     if args.out is None:
         args.out = str(ROOT / "docs" / "benchmarks" / ("bench_ase" if args.arch == "allegro" else f"bench_ase_{args.arch}"))
+    compile_s = {}
+    for fmt in args.formats:
+        compile_s[fmt] = deploy(args.arch, args.dtype, fmt, args.threads)
+        print(f"deployed {model_path(args.arch, args.dtype, fmt).name} ({fmt}) in {compile_s[fmt]:.1f} s", flush=True)
     tcmalloc = next((p for p in TCMALLOC_CANDIDATES if os.path.exists(p)), None)
     allocators = ["glibc", "tcmalloc"] if args.allocator == "both" else [args.allocator]
     if "tcmalloc" in allocators and tcmalloc is None:
         print("tcmalloc not found (apt-get install libtcmalloc-minimal4); measuring glibc only", file=sys.stderr)
         allocators = ["glibc"]
     rows = []
-    print(f"{'allocator':<9} {'atoms':>6} {'edges':>8} {'µs/atom':>9} {'model':>9} {'nl+conv':>8} {'outside':>8}")
+    print(f"{'allocator':<9} {'format':<11} {'atoms':>6} {'edges':>8} {'µs/atom':>9} {'model':>9} {'nl+conv':>8} "
+          f"{'outside':>8} {'speed-up':>8}")
     for alloc in allocators:
         for n in args.sizes:
             env = dict(os.environ)
             if alloc == "tcmalloc":
                 env["LD_PRELOAD"] = tcmalloc
             cmd = [sys.executable, __file__, "--worker", str(n), "--repeats", str(args.repeats),
-                   "--threads", str(args.threads), "--dtype", args.dtype, "--arch", args.arch]
-            res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-            res["allocator"] = alloc
-            rows.append(res)
-            print(f"{alloc:<9} {n:>6} {res['edges']:>8} {res['us_per_atom_total']:>9.1f} {res['us_per_atom_model']:>9.1f} "
-                  f"{res['us_per_atom_graph']:>8.1f} {100 * res['share_outside_model']:>7.1f}%", flush=True)
+                   "--threads", str(args.threads), "--dtype", args.dtype, "--arch", args.arch,
+                   "--format", *args.formats]
+            results = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
+                                                text=True).stdout.splitlines()[-1])
+            for res in results:
+                res["allocator"] = alloc
+                # speed-up: the first format's time over this one's (calculator, energy + forces)
+                res["speedup"] = results[0]["us_per_atom_total"] / res["us_per_atom_total"]
+                rows.append(res)
+                print(f"{alloc:<9} {res['format']:<11} {n:>6} {res['edges']:>8} {res['us_per_atom_total']:>9.1f} "
+                      f"{res['us_per_atom_model']:>9.1f} {res['us_per_atom_graph']:>8.1f} "
+                      f"{100 * res['share_outside_model']:>7.1f}% {res['speedup']:>7.2f}x", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M")}
     meta["model"] = MODELS[args.arch]
+    meta["deploy_seconds"] = compile_s
+    meta["command"] = "python scripts/bench_ase.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = ["| allocator | atoms | edges | µs/atom (E+F, calculator) | µs/atom model | outside model |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['allocator']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | {r['us_per_atom_model']:.1f} | "
-              f"{100 * r['share_outside_model']:.1f}% |" for r in rows]
+    lines = ["| allocator | format | atoms | edges | µs/atom (E+F, calculator) | µs/atom model | outside model | speed-up |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['allocator']} | {r['format']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | "
+              f"{r['us_per_atom_model']:.1f} | {100 * r['share_outside_model']:.1f}% | {r['speedup']:.2f}x |" for r in rows]
+    lines.append("")
+    lines.append(f"Command: `{meta['command']}`; deploy (compile + self-check) seconds: "
+                 + ", ".join(f"{k} {v:.1f}" for k, v in compile_s.items()))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0

@@ -5,6 +5,7 @@ The packages are the session's ``aoti_models`` (compiled once); refusals are che
 edited and, where the digest must still match, signed again with :func:`mdpot.deploy.aoti.package_digest`."""
 import json
 import pickle
+import re
 import zipfile
 
 import pytest
@@ -100,10 +101,7 @@ def test_mdpot_records_hold_no_machine_path(package, tmp_path):
 def test_self_check_failure_leaves_nothing(package, tmp_path, monkeypatch):
     """A program that disagrees with the eager model (here: the seed-0 program for a seed-1 model) is refused by the
     deploy self-check and nothing is left at the path, nor a temporary file."""
-    records = _records(package)
-    target = json.loads(records["mdpot/target"])
-    data = {n: b for n, b in records.items() if n.startswith("data/")}
-    monkeypatch.setattr(aoti, "compile_program", lambda *args, **kwargs: (data, target))
+    _reuse_program(package, monkeypatch)
     out = tmp_path / "m.pt2"
     with pytest.raises(SelfCheckError, match=r"compiled model does not match the eager model: self-check per-atom "
                                              r"energy: max \|error\| .* exceeds tolerance 1.0e-12"):
@@ -183,7 +181,7 @@ def test_pickled_calculator_carries_bytes_when_the_file_changed(package, tmp_pat
     copy.write_bytes(b"gone")
     again = pickle.loads(pickle.dumps(calc))
     atoms = alloy(ELEMENTS, seed=1)
-    atoms.calc, energy = again, None
+    atoms.calc = again
     energy = atoms.get_potential_energy()
     atoms.calc = MDPotCalculator(package)
     assert energy == atoms.get_potential_energy()
@@ -323,15 +321,23 @@ def test_cli_info_check_validate(package, capsys, tmp_path):
     named = tmp_path / "model.pt"  # the kind comes from the content, not the name
     named.write_bytes(package.read_bytes())
     assert main(["info", str(named)]) == 0
-    assert "format           aoti" in capsys.readouterr().out
+    assert re.search(r"^format +aoti$", capsys.readouterr().out, re.M)
 
 
-def test_cli_deploy_checkpoint_to_package(tmp_path, capsys):
-    from mdpot.models import create_checkpoint, make_config
-    from mdpot.testing import SMALL_OPTIONS
+def _reuse_program(package, monkeypatch):
+    """Make deploys reuse ``package``'s compiled program instead of compiling (the compile itself is exercised by
+    the ``aoti_models`` fixture): right for a model with the same weights, caught by the self-check otherwise."""
+    records = _records(package)
+    data = {n: b for n, b in records.items() if n.startswith("data/")}
+    monkeypatch.setattr(aoti, "compile_program", lambda *args, **kwargs: (data, json.loads(records["mdpot/target"])))
 
+
+def test_cli_deploy_checkpoint_to_package(package, tmp_path, capsys, monkeypatch):
+    from mdpot.models import create_checkpoint
+
+    _reuse_program(package, monkeypatch)  # the checkpoint holds the weights of the package's model
     ckpt = tmp_path / "m.ckpt"
-    create_checkpoint(make_config("allegro", dict(SMALL_OPTIONS["allegro"], elements=ELEMENTS)), ckpt, seed=0)
+    create_checkpoint(small_model("allegro", ELEMENTS, seed=0).config, ckpt, seed=0)
     out = tmp_path / "m.pt2"
     assert main(["deploy", str(ckpt), "-o", str(out)]) == 0  # .pt2: aoti without --format
     line = capsys.readouterr().out

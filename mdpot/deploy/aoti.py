@@ -33,10 +33,10 @@ FORMATS = c.DEPLOY_FORMATS
 DEFAULT_FORMAT = c.DEFAULT_FORMAT
 FORMAT_SUFFIX = c.FORMAT_SUFFIXES
 CPU_ISAS = c.AOTI_CPU_ISAS
-#: The inductor settings of a deploy: the program's wrapper (the C++ that calls the kernels, tens of thousands of
-#: lines for a traced autograd graph) is compiled at -O0: it only sequences kernel calls, and -O1 cost most of
-#: g++'s time (docs/contract.md, "Compile time").
-INDUCTOR_CONFIGS: Dict[str, Any] = {"aot_inductor.compile_wrapper_opt_level": "O0"}
+#: Inductor settings of a deploy, on top of torch's defaults. None so far: compiling the wrapper (the C++ that only
+#: sequences kernel calls) at -O0 instead of torch's -O1 (``aot_inductor.compile_wrapper_opt_level``) and dropping
+#: line tables and frame pointers were measured on a loaded 2-core machine without a clear gain (docs/contract.md).
+INDUCTOR_CONFIGS: Dict[str, Any] = {}
 
 _TOP = "archive"
 _WRITER_RECORDS = (".data/version", "byteorder", ".data/serialization_id")  # the writer adds these itself
@@ -71,6 +71,7 @@ def compile_program(potential: nn.Module, example: Sequence[torch.Tensor], cpu_i
     from torch._inductor import aoti_compile_and_package
     from torch._inductor import config as inductor_config
     from torch._inductor.cpu_vec_isa import pick_vec_isa
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
     from torch.export import Dim, export
     from torch.fx.experimental import _config as fx_config
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -87,9 +88,12 @@ def compile_program(potential: nn.Module, example: Sequence[torch.Tensor], cpu_i
     n_atoms, n_edges, n_local = Dim("N", min=1), Dim("E", min=0), Dim("L", min=0)
     exported = export(graph, tuple(example), strict=False,
                       dynamic_shapes=({0: n_atoms}, {0: n_atoms}, {1: n_edges}, {0: n_edges}, {0: n_local}))
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="mdpot-deploy-") as tmp:
         raw = Path(tmp) / "program.pt2"
-        aoti_compile_and_package(exported, package_path=str(raw), inductor_configs=configs)
+        # A private inductor cache: two deploys of the same graph at once (two users, parallel test sessions)
+        # would otherwise write their outputs into the same shared cache folder, and package each other's files.
+        with temporary_cache_dir(str(Path(tmp) / "inductor")):
+            aoti_compile_and_package(exported, package_path=str(raw), inductor_configs=configs)
         records = read_records(raw.read_bytes(), str(raw))
     with inductor_config.patch(configs):
         isa = pick_vec_isa()
