@@ -49,12 +49,15 @@ RDF_PEAK_WINDOW = 0.6
 class LiquidProtocol:
     """NVT Langevin MD of the liquid whose radial distribution function is compared.
 
-    64 atoms at ``density_g_cm3`` (g/cm³): melted at ``melt_K`` for ``melt_steps``, held at ``temperature_K``
-    for ``equilibration_steps``, then sampled every ``sample_interval`` steps for ``sample_steps``. Steps are
-    ``timestep_fs`` long and the friction is ``friction_per_fs`` (1/fs). The RDF goes to ``rdf_rmax`` Å in
-    ``rdf_bins`` bins; the coordination counts neighbours within ``coordination_cutoff`` Å (a fixed radius: a hot
-    liquid's g(r) has no clear first minimum). Defaults: 0.6 ps melt at 4000 K, 0.5 ps at 3000 K, 2 ps sampled
-    every 20 fs (100 frames), 2 fs steps.
+    ``repeat``³ conventional cells (8 atoms each; default 216 atoms) at ``density_g_cm3`` (g/cm³): melted at
+    ``melt_K`` for ``melt_steps``, held at ``temperature_K`` for ``equilibration_steps``, then sampled every
+    ``sample_interval`` steps for ``sample_steps``. Steps are ``timestep_fs`` long and the friction is
+    ``friction_per_fs`` (1/fs). The RDF goes to ``rdf_rmax`` Å in ``rdf_bins`` bins, smoothed by a Gaussian of
+    ``rdf_smooth`` Å for the peak; the coordination counts neighbours within ``coordination_cutoff`` Å (a fixed
+    radius: a hot liquid's g(r) has no clear first minimum). Defaults: 0.6 ps melt at 4000 K, 0.5 ps at 3000 K,
+    2 ps sampled every 20 fs (100 frames), 2 fs steps. The sampling noise of these defaults, measured as the
+    spread of Stillinger-Weber against itself over four seeds: ±0.006 Å in the peak position, ±2 % in its height,
+    ±0.02 in the coordination (with 64 atoms: ±0.02 Å, ±2 %).
     """
 
     density_g_cm3: float = 2.57  # liquid Si at its melting point
@@ -67,8 +70,10 @@ class LiquidProtocol:
     timestep_fs: float = 2.0
     friction_per_fs: float = 0.02
     rdf_rmax: float = 5.0
-    rdf_bins: int = 100
+    rdf_bins: int = 500
+    rdf_smooth: float = 0.05  # Å
     coordination_cutoff: float = 3.1  # Å, the usual first-shell radius of liquid Si
+    repeat: int = 3
     seed: int = 0
 
 
@@ -259,7 +264,7 @@ def _dimer(element: str, calc, r_max: float, e_atom: float, m: Measurement) -> N
     m.curves["dimer_energy"] = e.tolist()
 
 
-def rdf_peak(r: np.ndarray, g: np.ndarray, density: float, cutoff: float) -> Dict[str, float]:
+def rdf_peak(r: np.ndarray, g: np.ndarray, density: float, cutoff: float, smooth: float = 0.0) -> Dict[str, float]:
     """First peak of a radial distribution function and the coordination number within ``cutoff``.
 
     Parameters
@@ -270,39 +275,46 @@ def rdf_peak(r: np.ndarray, g: np.ndarray, density: float, cutoff: float) -> Dic
         Number density (atoms/Å³).
     cutoff : float
         Radius (Å) of the first coordination shell.
+    smooth : float
+        Standard deviation (Å) of the Gaussian that smooths g before the peak is looked for (0: none); it
+        lowers the sampling noise of a broad liquid peak.
 
     Returns
     -------
     dict
-        ``rdf_peak_position`` (Å; the vertex of the parabola through the first peak's highest bin and its
-        neighbours, the first peak being the highest bin within :data:`RDF_PEAK_WINDOW` Å of the first bin where g
-        exceeds 1), ``rdf_peak_height`` (that bin's g) and ``coordination`` (4πρ ∫ g r² dr over the bins whose
-        centre lies below ``cutoff``).
+        ``rdf_peak_position`` (Å) and ``rdf_peak_height``: the vertex of the parabola through the first peak's
+        highest bin of the smoothed g and its neighbours, the first peak being the highest bin within
+        :data:`RDF_PEAK_WINDOW` Å of the first bin where the smoothed g exceeds 1; ``coordination``: 4πρ ∫ g r² dr
+        of the unsmoothed g over the bins whose centre lies below ``cutoff``.
     """
-    above = np.flatnonzero(g > 1.0)
+    from scipy.ndimage import gaussian_filter1d
+
+    dr = float(r[1] - r[0])
+    gs = gaussian_filter1d(np.asarray(g, dtype=np.float64), smooth / dr, mode="nearest") if smooth > 0 else g
+    above = np.flatnonzero(gs > 1.0)
     onset = int(above[0]) if above.size else 0
     window = np.flatnonzero((r >= r[onset]) & (r <= r[onset] + RDF_PEAK_WINDOW))
-    k = int(window[np.argmax(g[window])])
-    dr = float(r[1] - r[0])
-    pos = float(r[k])
-    if 0 < k < len(g) - 1:
-        y0, y1, y2 = g[k - 1], g[k], g[k + 1]
+    k = int(window[np.argmax(gs[window])])
+    pos, height = float(r[k]), float(gs[k])
+    if 0 < k < len(gs) - 1:
+        y0, y1, y2 = gs[k - 1], gs[k], gs[k + 1]
         denom = y0 - 2 * y1 + y2
-        if denom != 0:
-            pos = float(r[k] + 0.5 * dr * (y0 - y2) / denom)
+        if denom < 0:
+            shift = 0.5 * (y0 - y2) / denom
+            pos, height = float(r[k] + shift * dr), float(y1 - 0.25 * (y0 - y2) * shift)
     inside = r < cutoff
     coordination = float(4 * np.pi * density * np.sum(g[inside] * r[inside] ** 2) * dr)
-    return {"rdf_peak_position": pos, "rdf_peak_height": float(g[k]), "coordination": coordination}
+    return {"rdf_peak_position": pos, "rdf_peak_height": height, "coordination": coordination}
 
 
 def _liquid(crystal: Crystal, calc, m: Measurement, protocol: LiquidProtocol = LIQUID) -> None:
-    """Liquid RDF of 64 atoms at the protocol's density and temperature (NVT Langevin MD with ASE)."""
+    """Liquid RDF at the protocol's size, density and temperature (NVT Langevin MD with ASE)."""
     from ase.constraints import FixCom
     from ase.geometry.rdf import get_rdf
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
-    atoms = crystal.cubic(crystal.a_guess).repeat((2, 2, 2))
+    atoms = crystal.cubic(crystal.a_guess).repeat((protocol.repeat,) * 3)
     mass_g = atoms.get_masses().sum() / units.mol  # g
     volume = mass_g / protocol.density_g_cm3 * 1e24  # Å³
     atoms.set_cell(np.eye(3) * np.cbrt(volume), scale_atoms=True)
@@ -322,7 +334,8 @@ def _liquid(crystal: Crystal, calc, m: Measurement, protocol: LiquidProtocol = L
         frames.append(Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell, pbc=True))
     g, r = get_rdf(frames, protocol.rdf_rmax, protocol.rdf_bins)
     density = len(atoms) / atoms.get_volume()
-    m.values.update(rdf_peak(np.asarray(r), np.asarray(g), density, protocol.coordination_cutoff))
+    m.values.update(rdf_peak(np.asarray(r), np.asarray(g), density, protocol.coordination_cutoff,
+                             protocol.rdf_smooth))
     m.curves["rdf_r"] = [float(x) for x in r]
     m.curves["rdf_g"] = [float(x) for x in g]
 
