@@ -29,7 +29,7 @@ def cell(row: dict, key: str, fmt: str) -> str:
         yes = {True: "yes", False: "no"}
         return f"{yes[p['model']]} / {yes[p['reference']]}"
     rel = p["relative_percent"]
-    rel_text = "" if rel is None or abs(rel) == float("inf") else f" ({rel:+.1f} %)"
+    rel_text = "" if rel is None else f" ({rel:+.1f} %)"
     return f"{p['model']:{fmt}} / {p['reference']:{fmt}}{rel_text}"
 
 

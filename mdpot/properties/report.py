@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -110,12 +109,13 @@ class PropertyComparison:
                 if key in self.model.values and key in self.ref.values]
 
     def difference(self, key: str) -> Tuple[Optional[float], Optional[float]]:
-        """Model minus reference and its relative value (%), or ``(None, None)`` for yes/no properties."""
+        """Model minus reference and its relative value (% of the reference; ``None`` where the reference is 0),
+        or ``(None, None)`` for yes/no properties."""
         m, r = self.model.values[key], self.ref.values[key]
         if isinstance(m, bool):
             return None, None
         d = m - r
-        return d, (100.0 * d / abs(r) if r != 0 else (0.0 if d == 0 else math.inf))
+        return d, (100.0 * d / abs(r) if r != 0 else (0.0 if d == 0 else None))
 
     def table(self) -> str:
         """The comparison as a fixed-width text table."""
@@ -133,7 +133,8 @@ class PropertyComparison:
                 lines.append(f"{label:<31} {unit:<8} {yes[m]:>11} {yes[r]:>11} {'':>11} {'':>8}")
                 continue
             d, rel = self.difference(key)
-            lines.append(f"{label:<31} {unit:<8} {m:>11{fmt}} {r:>11{fmt}} {d:>+11{fmt}} {rel:>+8.2f}")
+            rel_text = "" if rel is None else f"{rel:+.2f}"
+            lines.append(f"{label:<31} {unit:<8} {m:>11{fmt}} {r:>11{fmt}} {d:>+11{fmt}} {rel_text:>8}")
         for who, meas in (("model", self.model), ("reference", self.ref)):
             lines.extend(f"note ({who}): {n}" for n in meas.notes)
         lines.append(f"{self.seconds:.1f} s in all (model {sum(self.model.seconds.values()):.1f} s, "
