@@ -53,9 +53,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "(EMT, or Stillinger-Weber through LAMMPS): lattice constant, cohesive energy, bulk modulus, C11, "
                     "C12, C44, relaxed vacancy formation energy, a relaxed surface energy, the dimer curve from "
                     "0.5 Å to r_max and, for Si, the liquid RDF from NVT MD. Each is measured at the calculator's own "
-                    "lattice constant with ASE's tools. About a minute for EMT Cu and a few minutes for a model on "
-                    "one thread (most of it the vacancy relaxation and, for Si, 2000 MD steps); --quick measures "
-                    "only a, the cohesive energy, B and the dimer curve in seconds.")
+                    "lattice constant with ASE's tools. Measured on 2 shared cores with one torch thread: under a "
+                    "minute for a Cu model (most of it the 108-atom vacancy relaxation), about 5 minutes for a Si "
+                    "model (1550 MD steps of 216 liquid atoms); --quick measures only a, the cohesive energy, B "
+                    "and the dimer curve, in seconds.")
     p.add_argument("model", help="deployed model (from `mdpot deploy`)")
     p.add_argument("--reference", default="auto", metavar="{auto,emt,sw}",
                    help="reference potential: emt (ASE's EMT), sw (Stillinger-Weber Si) or auto (default: EMT for "
