@@ -441,6 +441,11 @@ def test_energy_shift_options(isolated_data, data_dir, tmp_path):
     got, messages = shift(config_dict(isolated_data, max_epochs=1, energy_references=refs))
     assert got == [-0.123, 0.25]
     assert any("per-element energy shift (training.energy_references)" in m for m in messages)
+    # The Cu atom (structure 6) falls into the validation hold-out of seed 0: it is found there.
+    held_out = config_dict(isolated_data, max_epochs=1)
+    held_out["data"] = {"train": held_out["data"]["train"], "val_fraction": 0.5}
+    got, messages = shift(held_out)
+    assert got == [EMT_ISOLATED[el] for el in ELEMENTS]
     got, messages = shift(config_dict(isolated_data, max_epochs=1, energy_shift="least_squares"))
     assert got != [EMT_ISOLATED[el] for el in ELEMENTS]
     assert any("per-element energy shift (least squares)" in m for m in messages)

@@ -180,11 +180,12 @@ class TrainingConfig:
         jobs, 1 thread per process can be several times faster than 2.
     energy_shift : str
         Where the model's per-element energy shift comes from; it is exactly the energy the model gives an
-        isolated atom (eV). ``isolated``: the energies of the training data's isolated-atom frames (one atom,
-        no neighbour within r_max; ``mdpot data`` writes one per element); ``explicit``: ``energy_references``;
+        isolated atom (eV). ``isolated``: the energies of the data's isolated-atom frames (one atom, no
+        neighbour within r_max, in the training or validation structures; ``mdpot data`` writes one per element
+        into the training file); ``explicit``: ``energy_references``;
         ``least_squares``: the least-squares fit of total energies on element counts (a mean bulk energy, so
         cohesive energies come out wrong); ``auto`` (default): ``explicit`` when ``energy_references`` is given,
-        else ``isolated`` when the training data holds an isolated atom of every element, else
+        else ``isolated`` when the data holds an isolated atom of every element, else
         ``least_squares``. A ``model.per_element_energy_shift`` list excludes ``energy_shift`` (other than
         ``auto``) and ``energy_references``.
     energy_references : mapping or None

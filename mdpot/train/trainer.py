@@ -134,7 +134,8 @@ def _config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
             for key in sorted(set(a) | set(b)):
                 if (section == "training" and key in RESUMABLE_CHANGES) or (section == "data" and key in DATA_FILES):
                     continue
-                if section == "training" and key not in a and b.get(key) == _TRAINING_DEFAULTS.get(key, a):
+                if section == "training" and key not in a and key in _TRAINING_DEFAULTS and \
+                        b.get(key) == _TRAINING_DEFAULTS[key]:
                     continue  # an option newer than the run, at its default
                 if a.get(key) != b.get(key):
                     diffs.append(f"{section}.{key} ({a.get(key)!r} -> {b.get(key)!r})")
@@ -252,7 +253,7 @@ class Trainer:
             self.log(f"note: element(s) {absent} do not occur in the training data; the model learns nothing about them")
         fitted = []
         if "per_element_energy_shift" not in options:
-            shift, how = self._energy_shift(train, probe.elements)
+            shift, how = self._energy_shift(train, val, probe.elements)
             options["per_element_energy_shift"] = [float(x) for x in shift]
             fitted.append(f"per-element energy shift ({how}) "
                           + ", ".join(f"{el} {x:.6g} eV" for el, x in zip(probe.elements, shift)))
@@ -271,8 +272,10 @@ class Trainer:
         self.fitted_summary = fitted
         return make_config(self.config.architecture, options)
 
-    def _energy_shift(self, train: List[Labelled], elements: Sequence[str]) -> Tuple[List[float], str]:
-        """The per-element shift (eV) as ``training.energy_shift`` says, and how it was found."""
+    def _energy_shift(self, train: List[Labelled], val: List[Labelled],
+                      elements: Sequence[str]) -> Tuple[List[float], str]:
+        """The per-element shift (eV) as ``training.energy_shift`` says, and how it was found. Isolated-atom
+        frames are looked for in the validation structures too (a ``val_fraction`` hold-out may take one)."""
         tc = self.config.training
         mode = tc.energy_shift
         if mode == "auto":
@@ -283,13 +286,15 @@ class Trainer:
                 raise ValueError(f"training.energy_references has no energy for {' '.join(missing)} (the model's "
                                  f"elements are {' '.join(elements)})")
             return [tc.energy_references[el] for el in elements], "training.energy_references"
-        isolated = isolated_atom_energies(train, self.train_samples)
+        isolated = isolated_atom_energies(train + val, self.train_samples + self.val_samples)
         missing = [el for el in elements if el not in isolated]
         if mode == "isolated" and missing:
             raise ValueError(f"training.energy_shift is 'isolated' but the training data has no isolated-atom frame "
                              f"(one atom, no neighbour within r_max) of {' '.join(missing)}; `mdpot data` writes them")
         if mode == "isolated" or (mode is None and not missing):
             return [isolated[el] for el in elements], "isolated-atom frames"
+        if missing and isolated:
+            self.log(f"note: no isolated-atom frame of {' '.join(missing)}; the energy shift is a least-squares fit")
         return [float(x) for x in fit_energy_shift(train, elements)], "least squares"
 
     def _build_samples(self, train: List[Labelled], val: List[Labelled], config: ModelConfig) -> None:
