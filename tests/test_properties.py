@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 from ase import units
 from ase.build import bulk
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.geometry.rdf import get_rdf
 from scipy.optimize import minimize_scalar
 
 from mdpot.cli import main
-from mdpot.properties import PROPERTIES, QUICK_PROPERTIES, compare, crystal_for, rdf_peak, resolve_reference
+from mdpot.properties import (PROPERTIES, QUICK_PROPERTIES, Measurement, compare, crystal_for, rdf_peak,
+                              resolve_reference)
+from mdpot.properties.measure import _dimer as dimer_curve
 
 REPO = Path(__file__).resolve().parents[1]
 CU_MODEL = REPO / "examples" / "models" / "allegro-cu-emt" / "model.pt"
@@ -62,8 +65,33 @@ def test_emt_cu_numbers_match_direct_evaluation(emt_vs_emt):
     # EMT Cu's well-known values, to the digits they are usually quoted with.
     assert (round(v["lattice_constant"], 2), round(v["cohesive_energy"], 2), round(v["bulk_modulus"])) == \
         (3.59, 3.52, 134)
-    assert v["dimer_repulsive"] is True and v["dimer_r_min"] == pytest.approx(2.15)
+    assert v["dimer_repulsive"] is True and v["dimer_single_well"] is True and v["dimer_r_min"] == pytest.approx(2.15)
     assert v["vacancy_formation_energy"] == pytest.approx(1.22, abs=0.01)
+
+
+class PairWells(Calculator):
+    """Energy of a pair potential: a short-range wall, a well at 1.0 Å (depth ``inner``) and one at 2.5 Å (1 eV)."""
+
+    implemented_properties = ["energy"]
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        r = self.atoms.get_all_distances()[np.triu_indices(len(self.atoms), 1)]
+        e = (0.6 / r) ** 12 - self.inner * np.exp(-((r - 1.0) / 0.2) ** 2) - np.exp(-((r - 2.5) / 0.3) ** 2)
+        self.results = {"energy": float(e.sum())}
+
+
+@pytest.mark.parametrize("inner,r_min,repulsive,single", [(0.0, 2.5, True, True), (2.0, 1.0, True, False),
+                                                          (0.5, 2.5, False, False)])
+def test_dimer_flags(inner, r_min, repulsive, single):
+    m = Measurement()
+    dimer_curve("Cu", PairWells(inner), 4.0, 0.0, m)
+    assert m.values["dimer_r_min"] == pytest.approx(r_min, abs=0.03)
+    assert (m.values["dimer_repulsive"], m.values["dimer_single_well"]) == (repulsive, single)
 
 
 def test_rdf_peak_of_diamond_counts_four_neighbours():

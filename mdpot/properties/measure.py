@@ -251,8 +251,9 @@ def _surface(crystal: Crystal, calc, a: float, e_bulk: float, m: Measurement) ->
 
 
 def _dimer(element: str, calc, r_max: float, e_atom: float, m: Measurement) -> None:
-    """Dimer binding curve E(r) - 2 E_atom (eV) from :data:`DIMER_R_MIN` to ``r_max`` Å; its minimum, and
-    whether the energy falls monotonically with r all the way from the shortest distance to the minimum."""
+    """Dimer binding curve E(r) - 2 E_atom (eV) from :data:`DIMER_R_MIN` to ``r_max`` Å; its minimum, whether
+    the energy falls strictly with r all the way from the shortest distance to the minimum (``dimer_repulsive``)
+    and whether it also never falls past the minimum (``dimer_single_well``)."""
     r = np.round(np.arange(DIMER_R_MIN, r_max + 1e-9, DIMER_STEP), 10)
     e = np.array([_energy(dimer(element, x), calc) - 2 * e_atom for x in r])
     k = int(np.argmin(e))
@@ -260,6 +261,9 @@ def _dimer(element: str, calc, r_max: float, e_atom: float, m: Measurement) -> N
     m.values["dimer_e_min"] = float(e[k])
     m.values["dimer_e_shortest"] = float(e[0])
     m.values["dimer_repulsive"] = bool(np.all(np.diff(e[: k + 1]) < 0.0))
+    # Repulsive down to the shortest distance can still hide a spurious well at short range, deeper than the
+    # bond: a single well also rises (or stays flat) everywhere past its minimum.
+    m.values["dimer_single_well"] = m.values["dimer_repulsive"] and bool(np.all(np.diff(e[k:]) >= 0.0))
     m.curves["dimer_r"] = r.tolist()
     m.curves["dimer_energy"] = e.tolist()
 
@@ -363,7 +367,7 @@ def measure(calc, element: str, r_max: float, quick: bool = False,
         Values: ``lattice_constant`` (Å), ``bulk_energy`` and ``isolated_atom_energy`` (eV/atom),
         ``cohesive_energy`` (eV/atom, isolated minus bulk), ``bulk_modulus``, ``c11``, ``c12``, ``c44`` (GPa),
         ``vacancy_formation_energy`` (eV), ``surface_energy`` (J/m²), ``dimer_r_min`` (Å), ``dimer_e_min`` and
-        ``dimer_e_shortest`` (eV), ``dimer_repulsive`` (bool) and, for Si, the liquid RDF's
+        ``dimer_e_shortest`` (eV), ``dimer_repulsive`` and ``dimer_single_well`` (bool) and, for Si, the liquid RDF's
         ``rdf_peak_position`` (Å), ``rdf_peak_height`` and ``coordination`` (within 3.1 Å).
     """
     crystal = crystal_for(element)

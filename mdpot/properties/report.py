@@ -33,6 +33,7 @@ PROPERTIES: Tuple[Tuple[str, str, str, str], ...] = (
     ("dimer_e_min", "dimer minimum E", "eV", ".4f"),
     ("dimer_e_shortest", "dimer E at shortest r", "eV", ".3f"),
     ("dimer_repulsive", "dimer repulsive to shortest r", "", ""),
+    ("dimer_single_well", "dimer single well", "", ""),
     ("rdf_peak_position", "liquid RDF 1st peak r", "Å", ".3f"),
     ("rdf_peak_height", "liquid RDF 1st peak g", "", ".3f"),
     ("coordination", "liquid coordination (<3.1 Å)", "", ".3f"),
@@ -40,7 +41,7 @@ PROPERTIES: Tuple[Tuple[str, str, str, str], ...] = (
 
 #: What ``--quick`` measures.
 QUICK_PROPERTIES = ("lattice_constant", "cohesive_energy", "bulk_energy", "isolated_atom_energy", "bulk_modulus",
-                    "dimer_r_min", "dimer_e_min", "dimer_e_shortest", "dimer_repulsive")
+                    "dimer_r_min", "dimer_e_min", "dimer_e_shortest", "dimer_repulsive", "dimer_single_well")
 
 
 def resolve_reference(name: str, elements: Sequence[str]) -> str:
