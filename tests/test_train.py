@@ -3,6 +3,7 @@ import argparse
 import csv
 import math
 
+import ase
 import ase.io
 import numpy as np
 import pytest
@@ -387,3 +388,90 @@ def test_leftovers_removed_paths_recorded_portably_and_resume_checks_data(data_d
     with pytest.raises(ValueError, match=rf"data.validation \(content changed: sha256 {sha['val.xyz'][:12]}… -> "
                                          rf"{new[:12]}…\)"):
         run(dict(cfg, training=dict(cfg["training"], max_epochs=3)), work / "runs" / "cu", resume=True)
+
+
+def isolated_atom(element):
+    """One atom in a non-periodic 20 Å box labelled by EMT: energy, zero forces, no stress (as `mdpot data`)."""
+    atoms = ase.Atoms(element, positions=[[10.0, 10.0, 10.0]], cell=[20.0] * 3, pbc=False)
+    atoms.calc = EMT()
+    atoms.get_potential_energy()
+    return atoms
+
+
+EMT_ISOLATED = {el: float(isolated_atom(el).get_potential_energy()) for el in ELEMENTS}
+
+
+@pytest.fixture(scope="module")
+def isolated_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("isolated_data")
+    frames = make_structures(6, seed=5) + [isolated_atom(el) for el in ELEMENTS]
+    ase.io.write(d / "train.xyz", frames, format="extxyz")
+    write_dataset(d / "val.xyz", 2, seed=6)
+    return d
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_isolated_atom_frames_set_the_energy_references(isolated_data, tmp_path, arch):
+    from mdpot import MDPotCalculator
+    from mdpot.deploy import deploy_model
+
+    messages = []
+    cfg = config_dict(isolated_data, arch, max_epochs=1, batch_size=4)  # the one-atom, zero-edge frames share a batch
+    result = run(cfg, tmp_path / "run", log=messages.append)
+    assert any(f"per-element energy shift (isolated-atom frames) Cu {EMT_ISOLATED['Cu']:.6g} eV, "
+               f"Au {EMT_ISOLATED['Au']:.6g} eV" in m for m in messages)
+    model, _ = load_checkpoint(result.best_checkpoint)
+    assert list(model.config.per_element_energy_shift) == [EMT_ISOLATED[el] for el in ELEMENTS]
+    assert math.isfinite(result.history[0]["train_loss"])
+    calc = MDPotCalculator(deploy_model(model, tmp_path / "model.pt", dtype="float64"))
+    for el in ELEMENTS:
+        atoms = isolated_atom(el)
+        atoms.calc = calc
+        assert atoms.get_potential_energy() == EMT_ISOLATED[el]
+        assert not atoms.get_forces().any()
+
+
+def test_energy_shift_options(isolated_data, data_dir, tmp_path):
+    def shift(cfg):
+        messages = []
+        result = run(cfg, tmp_path / f"run{len(list(tmp_path.iterdir()))}", log=messages.append)
+        return list(load_checkpoint(result.best_checkpoint)[0].config.per_element_energy_shift), messages
+
+    refs = {"Cu": -0.123, "Au": 0.25}
+    got, messages = shift(config_dict(isolated_data, max_epochs=1, energy_references=refs))
+    assert got == [-0.123, 0.25]
+    assert any("per-element energy shift (training.energy_references)" in m for m in messages)
+    # The Cu atom (structure 6) falls into the validation hold-out of seed 0: it is found there.
+    held_out = config_dict(isolated_data, max_epochs=1)
+    held_out["data"] = {"train": held_out["data"]["train"], "val_fraction": 0.5}
+    got, messages = shift(held_out)
+    assert got == [EMT_ISOLATED[el] for el in ELEMENTS]
+    got, messages = shift(config_dict(isolated_data, max_epochs=1, energy_shift="least_squares"))
+    assert got != [EMT_ISOLATED[el] for el in ELEMENTS]
+    assert any("per-element energy shift (least squares)" in m for m in messages)
+    with pytest.raises(ValueError, match=r"^training.energy_shift is 'isolated' but the training data has no "
+                                         r"isolated-atom frame \(one atom, no neighbour within r_max\) of Cu Au; "):
+        shift(config_dict(data_dir, max_epochs=1, energy_shift="isolated"))
+    with pytest.raises(ValueError, match=r"^training.energy_references has no energy for Au \(the model's elements "
+                                         r"are Cu Au\)$"):
+        shift(config_dict(data_dir, max_epochs=1, energy_references={"Cu": 1.0}))
+
+
+@pytest.mark.parametrize("training, model, error, match", [
+    ({"energy_shift": "explicit"}, {}, ValueError, r"energy_shift is 'explicit' but no training.energy_references"),
+    ({"energy_shift": "least_squares", "energy_references": {"Cu": 0.0, "Au": 0.0}}, {}, ValueError,
+     r"energy_references is given but training.energy_shift is 'least_squares'"),
+    ({"energy_references": {"Cu": 0.0, "Xx": 0.0}}, {}, ValueError, r"energy_references: unknown element 'Xx'"),
+    ({"energy_references": {"Cu": "0.1"}}, {}, TypeError, r"energy_references.Cu must be a number, got '0.1'"),
+    ({"energy_references": [0.1, 0.2]}, {}, TypeError, r"energy_references must be a mapping of element"),
+    ({"energy_shift": "mean"}, {}, ValueError, r"energy_shift must be one of \['auto', 'isolated', 'explicit', "
+                                               r"'least_squares'\], got 'mean'"),
+    ({"energy_shift": "isolated"}, {"per_element_energy_shift": [0.0, 0.0]}, ValueError,
+     r"either model.per_element_energy_shift or training.energy_shift / training.energy_references"),
+])
+def test_energy_shift_config_errors(data_dir, training, model, error, match):
+    cfg = config_dict(data_dir, max_epochs=1, **training)
+    cfg["model"].update(model)
+    with pytest.raises(error, match=match) as exc:
+        TrainConfig.from_dict(cfg)
+    assert "\n" not in str(exc.value)

@@ -19,6 +19,8 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("plateau", "cosine", "none")
 DTYPES = ("float32", "float64")
 LOSS_TERMS = ("energy", "forces", "stress")
+#: Where the per-element energy shift (the energy of an isolated atom) comes from; see TrainingConfig.
+ENERGY_SHIFTS = ("auto", "isolated", "explicit", "least_squares")
 
 #: Training options that may change when a run is resumed (everything else must match the original run).
 RESUMABLE_CHANGES = ("max_epochs", "max_time", "early_stopping_patience", "num_threads")
@@ -176,6 +178,18 @@ class TrainingConfig:
     num_threads : int or None
         torch CPU threads during training (default: torch's own choice). On a machine shared with other
         jobs, 1 thread per process can be several times faster than 2.
+    energy_shift : str
+        Where the model's per-element energy shift comes from; it is exactly the energy the model gives an
+        isolated atom (eV). ``isolated``: the energies of the data's isolated-atom frames (one atom, no
+        neighbour within r_max, in the training or validation structures; ``mdpot data`` writes one per element
+        into the training file); ``explicit``: ``energy_references``;
+        ``least_squares``: the least-squares fit of total energies on element counts (a mean bulk energy, so
+        cohesive energies come out wrong); ``auto`` (default): ``explicit`` when ``energy_references`` is given,
+        else ``isolated`` when the data holds an isolated atom of every element, else
+        ``least_squares``. A ``model.per_element_energy_shift`` list excludes ``energy_shift`` (other than
+        ``auto``) and ``energy_references``.
+    energy_references : mapping or None
+        Energy of an isolated atom per element (eV), e.g. ``{Cu: -0.123}``: every element of the model.
     """
 
     seed: int = 0
@@ -197,6 +211,8 @@ class TrainingConfig:
     grad_clip: Optional[float] = None
     max_time: Optional[float] = None
     num_threads: Optional[int] = None
+    energy_shift: str = "auto"
+    energy_references: Optional[Mapping[str, float]] = None
 
     def __post_init__(self) -> None:
         s = "training"
@@ -235,6 +251,25 @@ class TrainingConfig:
         object.__setattr__(self, "grad_clip", _number(s, "grad_clip", self.grad_clip, 0.0, strict=True, optional=True))
         object.__setattr__(self, "max_time", _number(s, "max_time", self.max_time, 0.0, strict=True, optional=True))
         _integer(s, "num_threads", self.num_threads, 1, optional=True)
+        object.__setattr__(self, "energy_shift", _choice(s, "energy_shift", self.energy_shift, ENERGY_SHIFTS))
+        refs = self.energy_references
+        if refs is not None:
+            if not isinstance(refs, Mapping) or not refs:
+                raise TypeError(f"training.energy_references must be a mapping of element to energy in eV like "
+                                f"{{Cu: -0.123}}, got {refs!r}")
+            from ase.data import atomic_numbers
+
+            for el in refs:
+                if el not in atomic_numbers:
+                    raise ValueError(f"training.energy_references: unknown element {el!r}")
+            refs = {str(el): _number(s, f"energy_references.{el}", v) for el, v in refs.items()}
+            object.__setattr__(self, "energy_references", refs)
+            if self.energy_shift not in ("auto", "explicit"):
+                raise ValueError(f"training.energy_references is given but training.energy_shift is "
+                                 f"{self.energy_shift!r}; use energy_shift: explicit (or auto) with references")
+        elif self.energy_shift == "explicit":
+            raise ValueError("training.energy_shift is 'explicit' but no training.energy_references are given "
+                             "(e.g. {Cu: -0.123}, eV per isolated atom)")
 
     @property
     def eval_batch_size(self) -> int:
@@ -300,6 +335,10 @@ class TrainConfig:
             raise TypeError(f"data must be a DataConfig (with at least 'train'), got {self.data!r}")
         if not isinstance(self.training, TrainingConfig):
             raise TypeError("training must be a TrainingConfig")
+        if "per_element_energy_shift" in probe and (self.training.energy_shift != "auto"
+                                                    or self.training.energy_references is not None):
+            raise ValueError("give either model.per_element_energy_shift or training.energy_shift / "
+                             "training.energy_references, not both")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base_dir: Union[str, Path, None] = None) -> "TrainConfig":

@@ -6,7 +6,7 @@ data, graphs and batches live in :mod:`mdpot.data`.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -20,6 +20,27 @@ def fit_energy_shift(items: Sequence[Labelled], elements: Sequence[str]) -> np.n
     energies = np.array([it.energy for it in items])
     shift, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     return shift
+
+
+def isolated_atom_energies(items: Sequence[Labelled], samples: Sequence[Sample]) -> Dict[str, float]:
+    """Energy (eV) per element of the isolated-atom frames among ``items``: one atom and no edge within the
+    graphs' cutoff (``samples[k]`` is the graph of ``items[k]``).
+
+    Raises
+    ------
+    ValueError
+        Two isolated-atom frames of one element whose energies differ by more than 1e-6 eV.
+    """
+    found: Dict[str, Tuple[float, str]] = {}
+    for item, sample in zip(items, samples):
+        if sample.num_atoms != 1 or sample.graph.num_edges != 0:
+            continue
+        el = item.atoms.get_chemical_symbols()[0]
+        if el in found and abs(found[el][0] - item.energy) > 1e-6:
+            raise ValueError(f"isolated-atom frames of {el} disagree: {found[el][0]!r} eV ({found[el][1]}) and "
+                             f"{item.energy!r} eV ({item.where})")
+        found.setdefault(el, (float(item.energy), item.where))
+    return {el: e for el, (e, _) in found.items()}
 
 
 def force_rms(items: Sequence[Labelled]) -> float:
@@ -46,4 +67,4 @@ def split_indices(n: int, fraction: float, seed: int) -> Tuple[List[int], List[i
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
 
 
-__all__ = ["fit_energy_shift", "force_rms", "mean_neighbors", "split_indices"]
+__all__ = ["fit_energy_shift", "force_rms", "isolated_atom_energies", "mean_neighbors", "split_indices"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import math
 import os
 import sys
@@ -33,8 +34,8 @@ from ..data import (Batch, Labelled, Prediction, Sample, collate, element_counts
                     to_samples)
 from ..models import Potential, build_model, load_checkpoint, make_config, save_checkpoint
 from ..models.config import ModelConfig
-from .config import RESUMABLE_CHANGES, TrainConfig
-from .fitting import fit_energy_shift, force_rms, mean_neighbors, split_indices
+from .config import RESUMABLE_CHANGES, TrainConfig, TrainingConfig
+from .fitting import fit_energy_shift, force_rms, isolated_atom_energies, mean_neighbors, split_indices
 from .loss import METRICS, MetricAccumulator, errors, loss_from_errors
 
 PathLike = Union[str, os.PathLike]
@@ -120,6 +121,10 @@ def _data_differences(old: Dict[str, Any], new: Dict[str, Any], old_sha: Optiona
     return diffs
 
 
+_TRAINING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainingConfig)
+                      if f.default is not dataclasses.MISSING}
+
+
 def _config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """Differences outside the data files' paths (see :func:`_data_differences`)."""
     diffs = []
@@ -129,6 +134,9 @@ def _config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
             for key in sorted(set(a) | set(b)):
                 if (section == "training" and key in RESUMABLE_CHANGES) or (section == "data" and key in DATA_FILES):
                     continue
+                if section == "training" and key not in a and key in _TRAINING_DEFAULTS and \
+                        b.get(key) == _TRAINING_DEFAULTS[key]:
+                    continue  # an option newer than the run, at its default
                 if a.get(key) != b.get(key):
                     diffs.append(f"{section}.{key} ({a.get(key)!r} -> {b.get(key)!r})")
         elif a != b:
@@ -245,9 +253,9 @@ class Trainer:
             self.log(f"note: element(s) {absent} do not occur in the training data; the model learns nothing about them")
         fitted = []
         if "per_element_energy_shift" not in options:
-            shift = fit_energy_shift(train, probe.elements)
+            shift, how = self._energy_shift(train, val, probe.elements)
             options["per_element_energy_shift"] = [float(x) for x in shift]
-            fitted.append("per-element energy shift (least squares) "
+            fitted.append(f"per-element energy shift ({how}) "
                           + ", ".join(f"{el} {x:.6g} eV" for el, x in zip(probe.elements, shift)))
         if "per_element_energy_scale" not in options:
             rms = force_rms(train)
@@ -263,6 +271,31 @@ class Trainer:
             self.log("fitted on the training set: " + "; ".join(fitted))
         self.fitted_summary = fitted
         return make_config(self.config.architecture, options)
+
+    def _energy_shift(self, train: List[Labelled], val: List[Labelled],
+                      elements: Sequence[str]) -> Tuple[List[float], str]:
+        """The per-element shift (eV) as ``training.energy_shift`` says, and how it was found. Isolated-atom
+        frames are looked for in the validation structures too (a ``val_fraction`` hold-out may take one)."""
+        tc = self.config.training
+        mode = tc.energy_shift
+        if mode == "auto":
+            mode = "explicit" if tc.energy_references is not None else None
+        if mode == "explicit":
+            missing = [el for el in elements if el not in tc.energy_references]
+            if missing:
+                raise ValueError(f"training.energy_references has no energy for {' '.join(missing)} (the model's "
+                                 f"elements are {' '.join(elements)})")
+            return [tc.energy_references[el] for el in elements], "training.energy_references"
+        isolated = isolated_atom_energies(train + val, self.train_samples + self.val_samples)
+        missing = [el for el in elements if el not in isolated]
+        if mode == "isolated" and missing:
+            raise ValueError(f"training.energy_shift is 'isolated' but the training data has no isolated-atom frame "
+                             f"(one atom, no neighbour within r_max) of {' '.join(missing)}; `mdpot data` writes them")
+        if mode == "isolated" or (mode is None and not missing):
+            return [isolated[el] for el in elements], "isolated-atom frames"
+        if missing and isolated:
+            self.log(f"note: no isolated-atom frame of {' '.join(missing)}; the energy shift is a least-squares fit")
+        return [float(x) for x in fit_energy_shift(train, elements)], "least squares"
 
     def _build_samples(self, train: List[Labelled], val: List[Labelled], config: ModelConfig) -> None:
         self.train_samples: List[Sample] = to_samples(train, config.r_max, config.elements)

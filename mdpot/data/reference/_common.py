@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Mapping, Union
+from typing import Dict, List, Mapping, Optional, Union
 
 import numpy as np
 from ase import Atoms
@@ -65,10 +65,13 @@ def strain(atoms: Atoms, rng: np.random.Generator, max_strain: float = MAX_STRAI
     atoms.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
 
 
-def labelled(atoms: Atoms, energy: float, forces: np.ndarray, stress: np.ndarray, **info) -> Atoms:
-    """A clean copy of ``atoms`` (no velocities, no calculator state) carrying the labels and ``info``."""
+def labelled(atoms: Atoms, energy: float, forces: np.ndarray, stress: Optional[np.ndarray], **info) -> Atoms:
+    """A clean copy of ``atoms`` (no velocities, no calculator state) carrying the labels and ``info``
+    (``stress`` None: no stress label, as for non-periodic frames)."""
     out = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc)
     out.info.update({k: v for k, v in info.items() if v is not None})
-    out.calc = SinglePointCalculator(out, energy=float(energy), forces=np.array(forces, dtype=np.float64),
-                                     stress=np.array(stress, dtype=np.float64))
+    labels = {"energy": float(energy), "forces": np.array(forces, dtype=np.float64)}
+    if stress is not None:
+        labels["stress"] = np.array(stress, dtype=np.float64)
+    out.calc = SinglePointCalculator(out, **labels)
     return out

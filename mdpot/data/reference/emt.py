@@ -8,8 +8,9 @@ from ase import Atoms, units
 from ase.build import bulk
 
 from ._common import allocate, check_count, labelled, progress_bar, rattle, runs, strain, stratified
+from .short_range import ShortRangeRecipe, isolated_atom_frames, short_range_frames
 
-__all__ = ["EMT_SYSTEMS", "emt_dataset"]
+__all__ = ["EMT_SYSTEMS", "emt_dataset", "emt_short_range"]
 
 EMT_SYSTEMS: Tuple[str, ...] = ("cu", "cuau")
 
@@ -151,3 +152,27 @@ def emt_dataset(system: str, n_structures: int, seed: int, progress: bool = True
                 bar.update()
     return out
 
+
+
+def _emt_labels(atoms: Atoms) -> Tuple[float, np.ndarray, Optional[np.ndarray]]:
+    """EMT energy (eV), forces (eV/Å) and, for a fully periodic cell, stress (eV/Å³)."""
+    from ase.calculators.emt import EMT
+
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    stress = atoms.get_stress() if atoms.pbc.all() else None
+    return atoms.get_potential_energy(), atoms.get_forces(), stress
+
+
+def emt_short_range(system: str, n: int, rng: np.random.Generator, isolated: bool = True,
+                    progress: bool = True) -> List[Atoms]:
+    """Isolated atoms (one frame per element, if ``isolated``) and ``n`` short-range frames labelled with EMT;
+    see :mod:`mdpot.data.reference.short_range`. Bulk frames are FCC supercells of 32-108 atoms (for ``cuau``
+    random alloys of a uniformly drawn Au fraction)."""
+    if system not in EMT_SYSTEMS:
+        raise ValueError(f"unknown EMT system {system!r}; expected one of {', '.join(EMT_SYSTEMS)}")
+    recipe = ShortRangeRecipe(
+        system=f"{system}-emt", elements=("Cu", "Au") if system == "cuau" else ("Cu",),
+        first_neighbour=A_CU / np.sqrt(2.0),
+        bulk=lambda g: _fcc_cell(system, g, g.uniform() if system == "cuau" else 0.0), label=_emt_labels)
+    return (isolated_atom_frames(recipe) if isolated else []) + short_range_frames(recipe, n, rng, progress)

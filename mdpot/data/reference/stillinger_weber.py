@@ -13,8 +13,9 @@ from ase import Atoms
 from ase.build import bulk
 
 from ._common import allocate, check_count, labelled, progress_bar, rattle, runs, strain, stratified
+from .short_range import ShortRangeRecipe, isolated_atom_frames, short_range_frames
 
-__all__ = ["sw_silicon_dataset"]
+__all__ = ["sw_short_range", "sw_silicon_dataset"]
 
 A_SI = 5.431  # Å, diamond
 
@@ -123,3 +124,26 @@ def sw_silicon_dataset(n_structures: int, seed: int, progress: bool = True) -> L
     finally:
         engine.close()
     return out
+
+
+def sw_short_range(n: int, rng: np.random.Generator, isolated: bool = True, progress: bool = True) -> List[Atoms]:
+    """An isolated Si atom (if ``isolated``) and ``n`` short-range frames labelled with Stillinger-Weber; see
+    :mod:`mdpot.data.reference.short_range`. Bulk frames are 64-atom diamond cells; non-periodic frames are
+    labelled through a periodic copy of their box."""
+    from ...lammps.embedded import StillingerWeberEngine
+
+    engine = StillingerWeberEngine()
+
+    def label(atoms: Atoms):
+        periodic = atoms.pbc.all()
+        box = atoms.copy()
+        box.pbc = True
+        energy, forces, stress = engine.evaluate(box)
+        return energy, forces, stress if periodic else None
+
+    recipe = ShortRangeRecipe(system="si-sw", elements=("Si",), first_neighbour=A_SI * np.sqrt(3.0) / 4,
+                              bulk=lambda g: _diamond(g, 1.0), label=label)
+    try:
+        return (isolated_atom_frames(recipe) if isolated else []) + short_range_frames(recipe, n, rng, progress)
+    finally:
+        engine.close()
