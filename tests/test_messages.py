@@ -150,9 +150,9 @@ def test_deploy_refusals(files, tmp_path, capsys):
                "a nequip checkpoint (.ckpt) or a nequip package (.nequip.zip)")
     cases = [
         ([f["model"]], f"{f['model']}: is already a deployed mdpot model (see `mdpot info {f['model']}`); deploy the "
-                       f"checkpoint it came from to change its dtype"),
+                       f"checkpoint it came from to change its dtype or format"),
         ([f["model"], "--from", "mdpot"], f"{f['model']}: is already a deployed mdpot model (see `mdpot info "
-                                          f"{f['model']}`); deploy the checkpoint it came from to change its dtype"),
+                                          f"{f['model']}`); deploy the checkpoint it came from to change its dtype or format"),
         ([f["model"], "--from", "nequip"], f"{f['model']}: the content is an mdpot model, not a nequip file"),
         ([f["ckpt"], "--from", "nequip"], f"{f['ckpt']}: the content is an mdpot checkpoint, not a nequip file"),
         ([f["nequip_pth"], "--from", "mdpot"],
