@@ -87,6 +87,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     fmt = _deploy_format(out, args.format)
     if args.cpu_isa != "native" and fmt != "aoti":
         raise CLIError(f"--cpu-isa {args.cpu_isa} applies to AOTInductor packages only; add --format aoti")
+    if args.aoti_threads != "dynamic" and fmt != "aoti":
+        raise CLIError(f"--aoti-threads {args.aoti_threads} applies to AOTInductor packages only; add --format aoti")
     _check_output(out, args.force)
     kind = detect_source_kind(source, assume=args.source_family)
     if kind == MDPOT:
@@ -99,14 +101,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     try:
         if kind == MDPOT_CHECKPOINT:
             deployed = deploy_checkpoint(source, out, dtype=args.dtype or "float64", overwrite=True, format=fmt,
-                                         cpu_isa=args.cpu_isa)
+                                         cpu_isa=args.cpu_isa, aoti_threads=args.aoti_threads)
         else:
             deployed = deploy_nequip(source, out, dtype=args.dtype, overwrite=True, kind=kind)
     except (OSError, RuntimeError) as exc:
         raise _write_error(exc, out) from None
     meta = deployed.metadata
     count = deployed.num_parameters
-    what = "TorchScript" if fmt == "torchscript" else f"AOTInductor package for {deployed.target['isa']}"
+    what = "TorchScript" if fmt == "torchscript" else (f"AOTInductor package for {deployed.target['isa']}, "
+                                                      f"{deployed.target.get('threads', 'dynamic')} threads")
     print(f"wrote {out}: {meta['architecture']} {meta['model_dtype']} {what} from {_origin(meta)}, "
           f"{'an unknown number of' if count is None else count} parameters, self-check passed "
           f"({time.perf_counter() - t0:.1f} s)")
@@ -122,7 +125,7 @@ def _deploy_format(out: Path, asked: Optional[str]) -> str:
     if asked is None:
         return by_suffix or DEFAULT_FORMAT
     if by_suffix not in (None, asked):
-        raise CLIError(f"-o {out}: the suffix {out.suffix} names a {by_suffix} file, not --format {asked}; "
+        raise CLIError(f"-o {out}: the suffix {out.suffix} is for --format {by_suffix}, not --format {asked}; "
                        f"use -o {out.with_suffix(FORMAT_SUFFIX[asked])}")
     return asked
 
@@ -231,7 +234,7 @@ def version_line() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .contract import AOTI_CPU_ISAS as CPU_ISAS, DEFAULT_FORMAT, DEPLOY_FORMATS as FORMATS
+    from .contract import AOTI_CPU_ISAS as CPU_ISAS, AOTI_THREADS, DEFAULT_FORMAT, DEPLOY_FORMATS as FORMATS
 
     parser = argparse.ArgumentParser(prog="mdpot", description="Equivariant ML interatomic potentials: train, deploy, inspect, run.")
     parser.add_argument("--version", action="version", version=version_line(),
@@ -274,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-isa", choices=tuple(CPU_ISAS), default="native",
                    help="aoti: compile for this instruction set instead of this machine's (native), so that the "
                         "package also runs on older CPUs (default native)")
+    p.add_argument("--aoti-threads", choices=AOTI_THREADS, default="dynamic",
+                   help="aoti: dynamic compiles parallel loops that follow the running thread count (torch threads, "
+                        "OMP_NUM_THREADS, the pair style's threads); serial compiles none, fastest with one thread per "
+                        "MPI rank (default dynamic)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_deploy)
 

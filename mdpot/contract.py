@@ -46,6 +46,10 @@ DEFAULT_FORMAT = "torchscript"
 #: ``--cpu-isa`` choices of an AOTInductor package -> the vector width in bits the compiler may use (torch's
 #: ``cpp.simdlen``; ``None``: torch's pick for the deploying machine).
 AOTI_CPU_ISAS = {"native": None, "avx2": 256, "avx512": 512}
+#: How a CPU package's loops use threads: "dynamic" (OpenMP loops that follow the running thread count: torch's
+#: set_num_threads, OMP_NUM_THREADS, the pair style's ``threads``) or "serial" (no OpenMP: fastest with one thread
+#: per MPI rank, never more than one thread). Recorded as ``threads`` in the package's ``target``.
+AOTI_THREADS: Tuple[str, ...] = ("dynamic", "serial")
 
 FORMAT_VERSION_KEY = "mdpot_format_version"
 ARCHITECTURE = "architecture"

@@ -91,14 +91,14 @@ def describe(config) -> str:
             f"r_max {config.r_max:g} Å (receptive field {config.receptive_field:g} Å), float32")
 
 
-def deploy_bench_model(folder: Path, config, fmt: str = "torchscript") -> Path:
-    """The benchmark model deployed in ``fmt``. Call it before anything lowers torch's thread count: a package
-    compiled with fewer threads than the machine has cores keeps that count in its OpenMP loops."""
+def deploy_bench_model(folder: Path, config, fmt: str = "torchscript", aoti_threads: str = "dynamic") -> Path:
+    """The benchmark model deployed in ``fmt`` (a package with ``aoti_threads`` loops: dynamic or serial)."""
     from mdpot.deploy import deploy_model
     from mdpot.models import build_model
 
     path = folder / f"bench_{config.architecture}_cu_f32{'.pt2' if fmt == 'aoti' else '.pt'}"
-    deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, format=fmt)
+    deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, format=fmt,
+                 **({"aoti_threads": aoti_threads} if fmt == "aoti" else {}))
     return path
 
 
@@ -220,10 +220,9 @@ def main(argv=None) -> int:
                         help="NequIP: pair style modes to run (default: the pair style's default)")
     parser.add_argument("--format", nargs="+", choices=("torchscript", "aoti"), default=["torchscript"],
                         help="deploy formats to run, interleaved (default torchscript)")
-    parser.add_argument("--deploy-threads", type=int,
-                        help="torch threads while deploying (a package compiled with 1 thread has serial loops, "
-                             "fastest at 1 thread per rank; with fewer threads than cores it keeps that count; "
-                             "default: torch's)")
+    parser.add_argument("--aoti-threads", choices=("dynamic", "serial"), default="dynamic",
+                        help="packages: loops that follow the thread count (dynamic, default) or none (serial, "
+                             "fastest at 1 thread per rank)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run every case this many times, formats interleaved; the best of each is kept")
     parser.add_argument("--tag", default="", help="suffix of the results files (bench_lammps_nequip<TAG>.json)")
@@ -243,18 +242,13 @@ def main(argv=None) -> int:
     build_plugin()
     with tempfile.TemporaryDirectory(prefix="mdpot-bench-") as tmp:
         tmp = Path(tmp)
-        # every format deployed before bare_model_time() lowers torch's thread count (see deploy_bench_model)
-        if args.deploy_threads:
-            import torch
-
-            torch.set_num_threads(args.deploy_threads)
-        models = {fmt: args.model or deploy_bench_model(tmp, config, fmt) for fmt in args.format}
+        models = {fmt: args.model or deploy_bench_model(tmp, config, fmt, args.aoti_threads) for fmt in args.format}
         results = {"when": time.strftime("%Y-%m-%d %H:%M"), "host": f"{platform.node()} {platform.processor()}",
                    # a given model by its name and content, never by this machine's path to it
                    "model": describe(config) if args.model is None else
                    f"{Path(args.model).name} (sha256 {sha256_file(args.model)[:16]})",
                    "steps": steps, "repeats": args.repeats, "formats": args.format,
-                   "deploy_threads": args.deploy_threads,
+                   "aoti_threads": args.aoti_threads,
                    "lammps": [], "bare_model": [], "parallel_efficiency": []}
         for size in sizes:
             n = cells_for(size)

@@ -90,6 +90,11 @@ def test_package_layout_and_metadata(package):
     assert model.target["isa"] == program["AOTI_CPU_ISA"].lower()
     table = dict(c.AOTI_ARCH_FLAG_FEATURES)
     assert model.target["arch_flags"] and all(flag in table for flag in model.target["arch_flags"])
+    # compiled with dynamic threads (the default): OpenMP loops without a thread count baked in from the deploy
+    # (the fixture compiles at one torch thread, where inductor would otherwise emit no parallel loop at all)
+    assert model.target["threads"] == "dynamic"
+    kernels = "".join(records[n].decode() for n in records if n.endswith(".cpp"))
+    assert "#pragma omp parallel" in kernels and "num_threads(" not in kernels
     # the weights live in the library: counted on the model the config describes
     assert model.num_parameters == sum(p.numel() for p in small_model("allegro", ELEMENTS).parameters())
 
@@ -118,6 +123,10 @@ def test_deploy_argument_errors(tmp_path):
         deploy_model(small_model("allegro"), tmp_path / "m.pt", format="onnx")
     with pytest.raises(ValueError, match="cpu_isa 'avx2' applies to AOTInductor packages only"):
         deploy_model(small_model("allegro"), tmp_path / "m.pt", cpu_isa="avx2")
+    with pytest.raises(ValueError, match=r"unknown aoti_threads 'many'; expected one of \['dynamic', 'serial'\]"):
+        deploy_model(small_model("allegro"), tmp_path / "m.pt2", format="aoti", aoti_threads="many")
+    with pytest.raises(ValueError, match="aoti_threads 'serial' applies to AOTInductor packages only"):
+        deploy_model(small_model("allegro"), tmp_path / "m.pt", aoti_threads="serial")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -354,11 +363,13 @@ def test_cli_deploy_checkpoint_to_package(package, tmp_path, capsys, monkeypatch
 
 @pytest.mark.parametrize("args, expected", [
     (["-o", "{tmp}/m.pt2", "--format", "torchscript"],
-     "-o {tmp}/m.pt2: the suffix .pt2 names a aoti file, not --format torchscript; use -o {tmp}/m.pt"),
+     "-o {tmp}/m.pt2: the suffix .pt2 is for --format aoti, not --format torchscript; use -o {tmp}/m.pt"),
     (["-o", "{tmp}/m.pt", "--format", "aoti"],
-     "-o {tmp}/m.pt: the suffix .pt names a torchscript file, not --format aoti; use -o {tmp}/m.pt2"),
+     "-o {tmp}/m.pt: the suffix .pt is for --format torchscript, not --format aoti; use -o {tmp}/m.pt2"),
     (["-o", "{tmp}/m.pt", "--cpu-isa", "avx2"],
      "--cpu-isa avx2 applies to AOTInductor packages only; add --format aoti"),
+    (["-o", "{tmp}/m.pt", "--aoti-threads", "serial"],
+     "--aoti-threads serial applies to AOTInductor packages only; add --format aoti"),
 ])
 def test_cli_deploy_format_errors(tmp_path, capsys, args, expected):
     args = [a.format(tmp=tmp_path) for a in args]

@@ -33,6 +33,7 @@ FORMATS = c.DEPLOY_FORMATS
 DEFAULT_FORMAT = c.DEFAULT_FORMAT
 FORMAT_SUFFIX = c.FORMAT_SUFFIXES
 CPU_ISAS = c.AOTI_CPU_ISAS
+AOTI_THREADS = c.AOTI_THREADS
 #: Inductor settings of a deploy, on top of torch's defaults. None so far: compiling the wrapper (the C++ that only
 #: sequences kernel calls) at -O0 instead of torch's -O1 (``aot_inductor.compile_wrapper_opt_level``) and dropping
 #: line tables and frame pointers were measured on a loaded 2-core machine without a clear gain (docs/contract.md).
@@ -61,12 +62,16 @@ class _Program(nn.Module):
 
 
 def compile_program(potential: nn.Module, example: Sequence[torch.Tensor], cpu_isa: str = "native",
-                    workdir: Optional[Path] = None) -> Tuple[Dict[str, bytes], Dict[str, Any]]:
+                    workdir: Optional[Path] = None, threads: str = "dynamic") -> Tuple[Dict[str, bytes], Dict[str, Any]]:
     """Compile the contract module ``potential`` (eager, CPU) with AOTInductor.
 
     ``example`` is ``(pos, atom_type, edge_index, edge_shift, local)`` of a sample structure (shapes are made
     dynamic; the values only steer tracing). Returns the program's records (names relative to ``archive/``, all
-    under ``data/``) and the ``target`` record (device, machine, ISA, compiler ISA flags).
+    under ``data/``) and the ``target`` record (device, machine, ISA, compiler ISA flags, ``threads``).
+
+    ``threads``: ``"dynamic"`` compiles OpenMP loops that follow the running thread count; ``"serial"`` compiles
+    none. Without this choice inductor would bake in the deploying process's thread count: ``num_threads(N)``
+    when torch uses fewer threads than cores, and no parallel loop at all when it uses one.
     """
     from torch._inductor import aoti_compile_and_package
     from torch._inductor import config as inductor_config
@@ -78,7 +83,10 @@ def compile_program(potential: nn.Module, example: Sequence[torch.Tensor], cpu_i
 
     if cpu_isa not in CPU_ISAS:
         raise ValueError(f"unknown cpu_isa {cpu_isa!r}; expected one of {list(CPU_ISAS)}")
+    if threads not in c.AOTI_THREADS:
+        raise ValueError(f"unknown threads {threads!r}; expected one of {list(c.AOTI_THREADS)}")
     configs = dict(INDUCTOR_CONFIGS)
+    configs["cpp.dynamic_threads"] = threads == "dynamic"
     if CPU_ISAS[cpu_isa] is not None:
         configs["cpp.simdlen"] = CPU_ISAS[cpu_isa]
     program = _Program(potential).eval()
@@ -92,8 +100,14 @@ def compile_program(potential: nn.Module, example: Sequence[torch.Tensor], cpu_i
         raw = Path(tmp) / "program.pt2"
         # A private inductor cache: two deploys of the same graph at once (two users, parallel test sessions)
         # would otherwise write their outputs into the same shared cache folder, and package each other's files.
-        with temporary_cache_dir(str(Path(tmp) / "inductor")):
-            aoti_compile_and_package(exported, package_path=str(raw), inductor_configs=configs)
+        saved_threads = torch.get_num_threads()
+        try:
+            if threads == "serial":
+                torch.set_num_threads(1)  # inductor emits no parallel loop when it compiles at one thread
+            with temporary_cache_dir(str(Path(tmp) / "inductor")):
+                aoti_compile_and_package(exported, package_path=str(raw), inductor_configs=configs)
+        finally:
+            torch.set_num_threads(saved_threads)
         records = read_records(raw.read_bytes(), str(raw))
     with inductor_config.patch(configs):
         isa = pick_vec_isa()
@@ -102,7 +116,8 @@ def compile_program(potential: nn.Module, example: Sequence[torch.Tensor], cpu_i
                            "(deploy with --format torchscript)")
     program_meta = program_metadata(records, "the compiled program")
     target = {"device": program_meta["AOTI_DEVICE_KEY"], "machine": program_meta["AOTI_MACHINE"],
-              "isa": program_meta["AOTI_CPU_ISA"].lower(), "arch_flags": _unique(isa.build_arch_flags().split())}
+              "isa": program_meta["AOTI_CPU_ISA"].lower(), "arch_flags": _unique(isa.build_arch_flags().split()),
+              "threads": threads}
     data = {name: blob for name, blob in records.items() if name.startswith(c.AOTI_DIGESTED_FOLDER + "/")}
     return data, target
 

@@ -81,12 +81,14 @@ def self_check_ghosts(compiled: nn.Module, eager: nn.Module, elements: Sequence[
 
 def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype] = "float64",
                  provenance: Optional[Mapping[str, Any]] = None, overwrite: bool = False,
-                 format: str = aoti.DEFAULT_FORMAT, cpu_isa: str = "native") -> LoadedModel:
+                 format: str = aoti.DEFAULT_FORMAT, cpu_isa: str = "native",
+                 aoti_threads: str = "dynamic") -> LoadedModel:
     """Compile ``model`` (an energy model or ``Potential``) in ``dtype`` and write it to ``path``.
 
     ``format``: ``"torchscript"`` (format version 2) or ``"aoti"``, an AOTInductor package (format version 3,
     ``docs/contract.md``) of native code for this machine's CPU, or for an older one with ``cpu_isa``
-    (``"avx2"``, ``"avx512"``; packages only). Compiling a package takes tens of seconds (mostly the C++ compiler).
+    (``"avx2"``, ``"avx512"``; packages only). ``aoti_threads``: a package's loops follow the running thread count
+    (``"dynamic"``) or are single-threaded (``"serial"``: fastest with one thread per MPI rank). Compiling a package takes tens of seconds (mostly the C++ compiler).
 
     The file is written only after the compiled model, loaded back from disk, matched the eager model on a
     sample structure within the tolerances of row 1 of ``docs/testing.md`` (a package also on a second structure
@@ -105,13 +107,18 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
         raise ValueError(f"unknown cpu_isa {cpu_isa!r}; expected one of {list(aoti.CPU_ISAS)}")
     if cpu_isa != "native" and format != "aoti":
         raise ValueError(f"cpu_isa {cpu_isa!r} applies to AOTInductor packages only (format 'aoti'), not {format!r}")
+    if aoti_threads not in aoti.AOTI_THREADS:
+        raise ValueError(f"unknown aoti_threads {aoti_threads!r}; expected one of {list(aoti.AOTI_THREADS)}")
+    if aoti_threads != "dynamic" and format != "aoti":
+        raise ValueError(f"aoti_threads {aoti_threads!r} applies to AOTInductor packages only (format 'aoti'), "
+                         f"not {format!r}")
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path.resolve()} exists; pass overwrite=True (CLI: --force) to replace it")
     eager = eager_model(model, dtype, provenance)
     meta = eager.metadata
     if format == "aoti":
-        return _deploy_package(eager, path, cpu_isa)
+        return _deploy_package(eager, path, cpu_isa, aoti_threads)
     compiled = torch.jit.script(eager.module)
     meta[md.WEIGHTS_SHA256] = weights_digest(compiled)
     with atomic_write(path) as tmp:
@@ -121,7 +128,7 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
     return dataclasses.replace(loaded, path=path)
 
 
-def _deploy_package(eager: LoadedModel, path: Path, cpu_isa: str) -> LoadedModel:
+def _deploy_package(eager: LoadedModel, path: Path, cpu_isa: str, threads: str) -> LoadedModel:
     meta = dict(eager.metadata)
     elements, r_max, dtype = meta[md.ELEMENTS], meta[md.R_MAX], meta[md.MODEL_DTYPE]
     atoms = sample_structure(elements, r_max, seed=0)
@@ -129,7 +136,7 @@ def _deploy_package(eager: LoadedModel, path: Path, cpu_isa: str) -> LoadedModel
     # n_local < N in the example, so that nothing is traced as if every atom were local
     local = torch.empty((max(g.num_atoms - 1, 0), 0), dtype=torch.float64)
     data, target = aoti.compile_program(eager.module, (g.pos, g.atom_type, g.edge_index, g.edge_shift, local),
-                                        cpu_isa=cpu_isa)
+                                        cpu_isa=cpu_isa, threads=threads)
     meta[md.FORMAT_VERSION_KEY] = md.AOTI_FORMAT_VERSION
     meta[md.WEIGHTS_SHA256] = aoti.package_digest(data)
     with atomic_write(path) as tmp:
@@ -200,7 +207,7 @@ def _portable_pickle(data: bytes) -> bytes:
 
 def deploy_checkpoint(checkpoint: PathLike, out: PathLike, dtype: Union[str, torch.dtype] = "float64",
                       overwrite: bool = False, format: str = aoti.DEFAULT_FORMAT,
-                      cpu_isa: str = "native") -> LoadedModel:
+                      cpu_isa: str = "native", aoti_threads: str = "dynamic") -> LoadedModel:
     """Deploy the model of training checkpoint ``checkpoint`` to ``out`` in ``dtype`` and ``format`` (see
     :func:`deploy_model`).
 
@@ -221,4 +228,4 @@ def deploy_checkpoint(checkpoint: PathLike, out: PathLike, dtype: Union[str, tor
                   "checkpoint_created": payload.get("created")}
     provenance.update(payload.get("extra", {}).get("provenance", {}))
     return deploy_model(model, out, dtype=dtype, provenance=provenance, overwrite=overwrite, format=format,
-                        cpu_isa=cpu_isa)
+                        cpu_isa=cpu_isa, aoti_threads=aoti_threads)
