@@ -55,6 +55,53 @@ def deploy(arch: str, dtype: str, fmt: str, threads: int) -> float:
     return time.perf_counter() - t0
 
 
+def compute_floor(arch: str, dtype: str, threads: int) -> dict:
+    """The matrix-multiplication floor of energy + forces: the model's matmul FLOPs per atom (forward and the
+    force backward, counted by ``torch.utils.flop_counter`` on the eager model at 256 atoms of FCC Cu) over this
+    machine's best large ``torch.mm`` rate with ``threads`` threads. Elementwise work is left out, so no
+    implementation of this model can beat the floor on this machine."""
+    import torch
+    from ase.build import bulk
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class MatmulFlops(TorchDispatchMode):
+        """Counts the FLOPs of every op torch's flop counter knows (matrix products, convolutions); unlike
+        ``FlopCounterMode`` it installs no module hooks, which break an ``autograd.grad`` inside the model."""
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            count = flop_registry.get(func._overloadpacket)
+            if count is not None:
+                MatmulFlops.total += count(*args, **(kwargs or {}), out_val=out)
+            return out
+
+    from mdpot.data import TypeMapper, atoms_to_graph
+    from mdpot.deploy.compile import eager_model
+    from mdpot.models import build_model, make_config
+
+    torch.set_num_threads(threads)
+    cfg = make_config(MODELS[arch]["architecture"], MODELS[arch]["model"])
+    pot = eager_model(build_model(cfg, seed=0), dtype).module
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(SIZES[256])
+    g = atoms_to_graph(atoms, cfg.r_max, TypeMapper(tuple(cfg.elements)))
+    with MatmulFlops():
+        pot(g.pos, g.atom_type, g.edge_index, g.edge_shift, len(atoms), False)
+    flops_per_atom = MatmulFlops.total / len(atoms)
+    a = torch.randn(2048, 2048, dtype=getattr(torch, dtype))
+    b = torch.randn(2048, 2048, dtype=getattr(torch, dtype))
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    rate = 2 * 2048 ** 3 / best
+    return {"matmul_flops_per_atom": flops_per_atom, "mm_gflops": rate / 1e9,
+            "floor_us_per_atom": 1e6 * flops_per_atom / rate}
+
+
 def measure(n_atoms: int, repeats: int, threads: int, dtype: str, arch: str = "allegro",
             formats=("torchscript",)) -> list:
     import numpy as np
@@ -118,6 +165,11 @@ def main(argv=None) -> int:
     for fmt in args.formats:
         compile_s[fmt] = deploy(args.arch, args.dtype, fmt, args.threads)
         print(f"deployed {model_path(args.arch, args.dtype, fmt).name} ({fmt}) in {compile_s[fmt]:.1f} s", flush=True)
+    floor = compute_floor(args.arch, args.dtype, args.threads)
+    floor_line = (f"compute floor: {floor['matmul_flops_per_atom'] / 1e6:.2f} MFLOP of matrix work per atom (E + F) at "
+                  f"{floor['mm_gflops']:.0f} GFLOP/s (best 2048x2048 torch.mm, {args.threads} threads) = "
+                  f"{floor['floor_us_per_atom']:.1f} µs/atom")
+    print(floor_line, flush=True)
     tcmalloc = next((p for p in TCMALLOC_CANDIDATES if os.path.exists(p)), None)
     allocators = ["glibc", "tcmalloc"] if args.allocator == "both" else [args.allocator]
     if "tcmalloc" in allocators and tcmalloc is None:
@@ -149,12 +201,15 @@ def main(argv=None) -> int:
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M")}
     meta["model"] = MODELS[args.arch]
     meta["deploy_seconds"] = compile_s
+    meta["compute_floor"] = floor
     meta["command"] = "python scripts/bench_ase.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = ["| allocator | format | atoms | edges | µs/atom (E+F, calculator) | µs/atom model | outside model | speed-up |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['allocator']} | {r['format']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | "
               f"{r['us_per_atom_model']:.1f} | {100 * r['share_outside_model']:.1f}% | {r['speedup']:.2f}x |" for r in rows]
+    lines.append("")
+    lines.append(floor_line.capitalize() + ".")
     lines.append("")
     lines.append(f"Command: `{meta['command']}`; deploy (compile + self-check) seconds: "
                  + ", ".join(f"{k} {v:.1f}" for k, v in compile_s.items()))

@@ -128,6 +128,16 @@ def assert_results_close(got: dict, want: dict, tolerance: float, what: str,
         assert_allclose(got[key], want[key], tolerance, f"{what}: {key}")
 
 
+def overlay_expected(zbl: dict, mdpot_part: dict, mask: np.ndarray) -> dict:
+    """What ``pair_style hybrid/overlay zbl ... mdpot`` with ``NULL`` for some types should give: the ZBL run
+    ``zbl`` everywhere plus ``mdpot_part`` (a reference on the atoms of ``mask`` alone) on those atoms."""
+    want = {"energy": zbl["energy"] + mdpot_part["energy"], "virial": zbl["virial"] + mdpot_part["virial"]}
+    for key in ("energies", "forces", "atom_virial"):
+        want[key] = zbl[key].copy()
+        want[key][mask] += mdpot_part[key]
+    return want
+
+
 def atoms_from_frame(frame: Mapping[str, object], type_elements: Sequence[str]):
     """ASE ``Atoms`` at the positions of a dump frame (columns ``type x y z``), with the LAMMPS box as cell
     (shifted to the origin) and its periodicity; atom ``k`` is the atom with the k-th smallest id."""

@@ -153,10 +153,11 @@ def crafted(models, folder: Path) -> dict:
     return files
 
 
-def test_cpp_and_python_accept_the_same_files(check_tool, models, tmp_path):
+def verdicts_of(check_tool, files):
+    """``{name: (python verdict, C++ verdict)}`` of every file of ``files`` (``{name: path}``), each ``"OK"`` or the
+    refusal; asserts that the two loaders accept exactly the same files."""
     from mdpot.deploy import load_model
 
-    files = crafted(models, tmp_path)
     run = run_tool(check_tool, "check-each", *files.values())
     lines = run.stdout.strip().splitlines()
     assert run.returncode == 0 and len(lines) == len(files), run.stdout
@@ -171,6 +172,12 @@ def test_cpp_and_python_accept_the_same_files(check_tool, models, tmp_path):
         verdicts[name] = (python, "OK" if line.startswith("OK ") else line)
     differing = {k: v for k, v in verdicts.items() if (v[0] == "OK") != (v[1] == "OK")}
     assert not differing, differing
+    return verdicts
+
+
+def test_cpp_and_python_accept_the_same_files(check_tool, models, tmp_path):
+    files = crafted(models, tmp_path)
+    verdicts = verdicts_of(check_tool, files)
     accepted = sorted(k for k, v in verdicts.items() if v[0] == "OK")
     assert accepted == ["float32", "json_escape", "json_scalar", "valid", "version_1", "version_leading_zeros"], verdicts
     assert "weights do not match the digest recorded at deploy" in verdicts["edited_weights"][1]
@@ -281,24 +288,9 @@ def crafted_packages(package: Path, folder: Path) -> dict:
 def test_cpp_and_python_accept_the_same_packages(check_tool, aoti_models, tmp_path):
     """The C++ and Python loaders accept and refuse the same crafted packages, for the same reason where both
     name it; a CPU package asked to run on CUDA is refused before loading."""
-    from mdpot.deploy import load_model
-
     package = aoti_models["allegro", "float64"]
     files = crafted_packages(package, tmp_path)
-    run = run_tool(check_tool, "check-each", *files.values())
-    lines = run.stdout.strip().splitlines()
-    assert run.returncode == 0 and len(lines) == len(files), run.stdout
-    verdicts = {}
-    for (name, path), line in zip(files.items(), lines):
-        try:
-            load_model(path)
-            python = "OK"
-        except ValueError as exc:
-            python = f"refused: {exc}"
-        assert line.startswith(("OK ", "REFUSED: ")), line
-        verdicts[name] = (python, "OK" if line.startswith("OK ") else line)
-    differing = {k: v for k, v in verdicts.items() if (v[0] == "OK") != (v[1] == "OK")}
-    assert not differing, differing
+    verdicts = verdicts_of(check_tool, files)
     accepted = sorted(k for k, v in verdicts.items() if v[0] == "OK")
     assert accepted == ["target_isa_upper_case", "valid"], verdicts
     cpp = {k: v[1] for k, v in verdicts.items()}

@@ -17,7 +17,8 @@ import re
 import numpy as np
 import pytest
 
-from lammps_helpers import ELEMENTS, assert_results_close, atoms_from_frame, block, read_block, tol
+from lammps_helpers import (ELEMENTS, assert_results_close, atoms_from_frame, block, overlay_expected,
+                            read_block, tol)
 from mdpot.lammps.run import write_data
 from mdpot.testing import alloy, assert_allclose
 
@@ -119,12 +120,7 @@ def test_package_types_overlay_and_chunks(package_runs, package_reference, arch,
     assert_results_close(runs["permuted"], want, tol("lammps", dtype), "permuted types vs Python")
     frame = runs["overlay_null"]["frame"]
     cu = frame["type"] == 1
-    mdpot_part = package_reference(atoms_from_frame(frame, ELEMENTS)[cu], arch, dtype)
-    zbl = runs["zbl"]
-    want = {"energy": zbl["energy"] + mdpot_part["energy"], "virial": zbl["virial"] + mdpot_part["virial"]}
-    for key in ("energies", "forces", "atom_virial"):
-        want[key] = zbl[key].copy()
-        want[key][cu] += mdpot_part[key]
+    want = overlay_expected(runs["zbl"], package_reference(atoms_from_frame(frame, ELEMENTS)[cu], arch, dtype), cu)
     assert_results_close(runs["overlay_null"], want, tol("lammps", dtype), "overlay with NULL")
     if arch == "allegro":
         assert runs["chunk_headers"] > 5 * case[1], "max_edges 40 should have produced many chunks"

@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from lammps_helpers import ELEMENTS, assert_results_close, atoms_from_frame, block, read_block, tol
+from lammps_helpers import (ELEMENTS, assert_results_close, atoms_from_frame, block, overlay_expected, read_block,
+                            tol)
 from mdpot.lammps.run import write_data
 from mdpot.testing import alloy
 
@@ -75,13 +76,7 @@ def test_hybrid_overlay_with_null_type(type_runs, reference, dtype, nprocs):
     runs = type_runs(dtype, nprocs)
     frame = runs["overlay_null"]["frame"]
     cu = frame["type"] == 1
-    atoms = atoms_from_frame(frame, ELEMENTS)[cu]
-    mdpot_part = reference(atoms, dtype)
-    zbl = runs["zbl"]
-    want = {"energy": zbl["energy"] + mdpot_part["energy"], "virial": zbl["virial"] + mdpot_part["virial"]}
-    for key in ("energies", "forces", "atom_virial"):
-        want[key] = zbl[key].copy()
-        want[key][cu] += mdpot_part[key]
+    want = overlay_expected(runs["zbl"], reference(atoms_from_frame(frame, ELEMENTS)[cu], dtype), cu)
     assert_results_close(runs["overlay_null"], want, tol("lammps", dtype), "overlay with NULL")
 
 
