@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     lines += [f"| {r['allocator']} | {r['format']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | "
               f"{r['us_per_atom_model']:.1f} | {100 * r['share_outside_model']:.1f}% | {r['speedup']:.2f}x |" for r in rows]
     lines.append("")
-    lines.append(floor_line.capitalize() + ".")
+    lines.append(floor_line[0].upper() + floor_line[1:] + ".")
     lines.append("")
     lines.append(f"Command: `{meta['command']}`; deploy (compile + self-check) seconds: "
                  + ", ".join(f"{k} {v:.1f}" for k, v in compile_s.items()))

@@ -379,7 +379,7 @@ def test_cli_deploy_detects_the_source_kind(sources, wrapped, tmp_path, capsys):
     src.write_bytes(sources["allegro", "float32"].read_bytes())
     assert main(["deploy", str(src), "-o", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "allegro float32 from nequip-torchscript model.bin" in text and "self-check passed" in text
+    assert "allegro float32 TorchScript from nequip-torchscript model.bin" in text and "self-check passed" in text
     assert main(["info", str(out)]) == 0
     assert "origin" in capsys.readouterr().out
     assert main(["check", str(out)]) == 0  # digest, finite-difference forces, equivariance, momentum

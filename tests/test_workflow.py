@@ -58,7 +58,8 @@ def test_nequip_train_then_mdpot_deploy_validate_lammps(tmp_path, capsys):
     pytest.importorskip("allegro", reason="nequip-allegro is not importable")
     from mdpot.testing.nequip import train_checkpoint
 
-    assert main(["data", "cu-emt", "-o", str(tmp_path / "data"), "-n", "20", "--seed", "3", "--no-progress"]) == 0
+    assert main(["data", "cu-emt", "-o", str(tmp_path / "data"), "-n", "20", "--seed", "3", "--no-progress",
+                 "--no-short-range"]) == 0
     ckpt = train_checkpoint(tmp_path / "nequip", "allegro", data=tmp_path / "data" / "cu-emt_train.xyz",
                             elements=("Cu",), n_train=12, n_val=4)
     model = tmp_path / "cu.pt"
