@@ -12,8 +12,13 @@ from typing import Tuple
 #: carries the block interface (``mp_*`` methods, ``docs/contract.md``) that LAMMPS's ``message_passing exchange``
 #: runs; 1: the whole-graph ``forward`` only.
 FORMAT_VERSION = 2
+#: Version of a TorchScript message-passing file whose model has a short-range pair term (``model.repulsion``):
+#: version 2 plus ``mp_has_pair``/``mp_pair``, which ``message_passing exchange`` must run. Every other file keeps
+#: the lowest version that describes it (a whole-graph ``forward`` always includes the pair term), so an older mdpot
+#: refuses only the files it would run wrong.
+PAIR_FORMAT_VERSION = 4
 #: Versions this mdpot reads: every earlier version keeps loading (version 1 runs whole-graph only).
-READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3)
+READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4)
 #: Version written into AOTInductor packages (``mdpot deploy --format aoti``, ``.pt2``): version 2's whole-graph
 #: contract compiled to native code, without the block interface (``docs/contract.md``, "AOTInductor packages").
 AOTI_FORMAT_VERSION = 3
@@ -116,6 +121,7 @@ def cpp_header() -> str:
         "#ifndef MDPOT_CONTRACT_H\n#define MDPOT_CONTRACT_H\n\n"
         "namespace mdpot {\nnamespace contract {\n\n"
         f"inline constexpr int FORMAT_VERSION = {FORMAT_VERSION};\n"
+        f"inline constexpr int PAIR_FORMAT_VERSION = {PAIR_FORMAT_VERSION};\n"
         + "inline constexpr int READABLE_FORMAT_VERSIONS[] = {" + ", ".join(map(str, READABLE_FORMAT_VERSIONS)) + "};\n"
         + f"inline constexpr int READABLE_FORMAT_VERSIONS_COUNT = {len(READABLE_FORMAT_VERSIONS)};\n"
         + "".join(f"inline constexpr const char *KEY_{name} = {_cpp_string(value)};\n" for name, value in (

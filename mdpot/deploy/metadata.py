@@ -11,7 +11,7 @@ from torch import nn
 
 from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
     AOTI_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, CONFIG, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS,
-    FORMAT_VERSION, FORMAT_VERSION_KEY, LENGTH_UNIT, READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS,
+    FORMAT_VERSION, FORMAT_VERSION_KEY, LENGTH_UNIT, PAIR_FORMAT_VERSION, READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS,
     PROVENANCE, R_MAX, RECEPTIVE_FIELD, TORCH_VERSION, WEIGHTS_SHA256,
 )
 from .._version import __version__
@@ -36,9 +36,11 @@ def make_metadata(model: nn.Module, dtype: str, provenance: Optional[Mapping[str
     """Typed metadata of ``model`` (energy model or ``Potential``) deployed in ``dtype`` (``"float32"`` or
     ``"float64"``); ``provenance`` is stored as given. The weights digest is left empty: the deploy fills it in
     from the compiled module."""
-    config: ModelConfig = energy_model_of(model).config
+    energy = energy_model_of(model)
+    config: ModelConfig = energy.config
+    with_pair = config.repulsion is not None and hasattr(energy, "mp_block")
     return {
-        FORMAT_VERSION_KEY: FORMAT_VERSION,
+        FORMAT_VERSION_KEY: PAIR_FORMAT_VERSION if with_pair else FORMAT_VERSION,
         ARCHITECTURE: config.architecture,
         ELEMENTS: tuple(config.elements),
         R_MAX: float(config.r_max),

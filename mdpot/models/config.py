@@ -59,6 +59,14 @@ class ModelConfig:
         Added to every atom's energy by element, eV. Defaults to zeros.
     per_element_energy_scale : tuple of float
         Multiplies every atom's learned energy by element, eV. Defaults to ones.
+    repulsion : str or None
+        ``"zbl"`` adds the ZBL screened nuclear repulsion (:mod:`mdpot.nn.repulsion`) to the learned energy, part
+        of the deployed model in every engine; ``None`` (default): no such term.
+    repulsion_r_inner, repulsion_r_outer : float or None
+        Å. The repulsion is the full ZBL below ``r_inner`` and switched smoothly to zero at ``r_outer``
+        (``r_inner < r_outer <= r_max``), the same for every pair of elements. ``None`` (default): per pair,
+        ``r_outer = 0.5 (rc_i + rc_j)`` from the covalent radii and ``r_inner = 0.75 r_outer``. Only with
+        ``repulsion``.
     """
 
     elements: Tuple[str, ...]
@@ -71,6 +79,9 @@ class ModelConfig:
     avg_num_neighbors: float = 1.0
     per_element_energy_shift: Optional[Tuple[float, ...]] = None
     per_element_energy_scale: Optional[Tuple[float, ...]] = None
+    repulsion: Optional[str] = None
+    repulsion_r_inner: Optional[float] = None
+    repulsion_r_outer: Optional[float] = None
 
     architecture = "base"
 
@@ -108,6 +119,41 @@ class ModelConfig:
             object.__setattr__(self, name, tuple(float(x) for x in v))
         object.__setattr__(self, "r_max", float(self.r_max))
         object.__setattr__(self, "avg_num_neighbors", float(self.avg_num_neighbors))
+        self._check_repulsion()
+
+    def _check_repulsion(self) -> None:
+        from ..nn.repulsion import REPULSION_KINDS
+
+        radii = (self.repulsion_r_inner, self.repulsion_r_outer)
+        if self.repulsion is None:
+            if radii != (None, None):
+                raise ValueError(f"repulsion_r_inner/repulsion_r_outer ({radii[0]!r}, {radii[1]!r}) need a "
+                                 f"repulsion term; set repulsion: {REPULSION_KINDS[0]}")
+            return
+        if self.repulsion not in REPULSION_KINDS:
+            raise ValueError(f"repulsion must be one of {list(REPULSION_KINDS)} or null, got {self.repulsion!r}")
+        if (radii[0] is None) != (radii[1] is None):
+            raise ValueError(f"give both repulsion_r_inner and repulsion_r_outer or neither, got "
+                             f"({radii[0]!r}, {radii[1]!r})")
+        if radii[0] is None:
+            return
+        _check_float("repulsion_r_inner", radii[0])
+        _check_float("repulsion_r_outer", radii[1])
+        if not radii[0] < radii[1] <= self.r_max:
+            raise ValueError(f"repulsion radii must satisfy 0 < r_inner < r_outer <= r_max ({self.r_max}), got "
+                             f"r_inner {radii[0]}, r_outer {radii[1]}")
+        object.__setattr__(self, "repulsion_r_inner", float(radii[0]))
+        object.__setattr__(self, "repulsion_r_outer", float(radii[1]))
+
+    def repulsion_radii(self) -> Tuple[Tuple[Tuple[float, ...], ...], Tuple[Tuple[float, ...], ...]]:
+        """``(r_inner, r_outer)`` of the repulsion per type pair, Å, as ``[T][T]`` nested tuples (the explicit
+        radii for every pair, or the covalent-radius defaults), each capped at ``r_max``."""
+        from ..nn.repulsion import default_radii
+
+        n = len(self.elements)
+        if self.repulsion_r_inner is not None:
+            return ((self.repulsion_r_inner,) * n,) * n, ((self.repulsion_r_outer,) * n,) * n
+        return default_radii(self.elements, self.r_max)
 
     @property
     def receptive_field(self) -> float:

@@ -11,6 +11,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..nn.repulsion import ZBLRepulsion
+
 
 def edge_derivatives(pos: torch.Tensor, vec64: torch.Tensor, grad: torch.Tensor, edge_index: torch.Tensor,
                      compute_atom_virial: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -57,6 +59,12 @@ class Potential(nn.Module):
         # Per-element reference energies are added in float64: with DFT-sized shifts (eV to keV per atom) a
         # float32 sum would lose the small energy differences that forces and MD depend on.
         self.register_buffer("energy_shift", torch.tensor(model.config.per_element_energy_shift, dtype=torch.float64))
+        # The optional short-range repulsion (model.repulsion) is a fixed pair term in float64, outside the learned
+        # model and its dtype; without one, a zero-pair placeholder keeps the module scriptable and is never run.
+        config = model.config
+        self.has_repulsion: bool = getattr(config, "repulsion", None) is not None
+        radii = config.repulsion_radii() if self.has_repulsion else ([[1.0]], [[2.0]])
+        self.repulsion = ZBLRepulsion(config.elements if self.has_repulsion else ["H"], radii[0], radii[1])
         # Training needs a differentiable force; MD and deployment do not (cheaper backward).
         self.create_graph = False
 
@@ -69,11 +77,26 @@ class Potential(nn.Module):
         grad = torch.autograd.grad([atom_energy.sum()], [vec], create_graph=self.create_graph, allow_unused=True)[0]
         if grad is None:  # no edges reached a local atom
             grad = torch.zeros_like(vec)
-        forces, virial, atom_virial = edge_derivatives(pos, vec64, grad.to(torch.float64), edge_index, compute_atom_virial)
+        grad = grad.to(torch.float64)
         if not self.create_graph:
             atom_energy = atom_energy.detach()
         atom_energy = atom_energy.to(torch.float64) + self.energy_shift.index_select(0, atom_type[:n_local])
+        if self.has_repulsion:
+            pair_energy, pair_grad = self.pair_term(vec64, edge_index, atom_type, n_local)
+            atom_energy = atom_energy + pair_energy
+            grad = grad + pair_grad
+        forces, virial, atom_virial = edge_derivatives(pos, vec64, grad, edge_index, compute_atom_virial)
         return atom_energy, forces, virial, atom_virial
+
+    def pair_term(self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor,
+                  n_centres: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The short-range repulsion: per-atom energy ``[n_centres]`` and ``dE/dr_ij [E, 3]``, float64."""
+        vec = edge_vec.detach().requires_grad_(True)
+        energy = self.repulsion(vec, edge_index, atom_type, n_centres)
+        grad = torch.autograd.grad([energy.sum()], [vec], allow_unused=True)[0]
+        if grad is None:
+            grad = torch.zeros_like(vec)
+        return energy.detach(), grad
 
 
 class MessagePassingPotential(Potential):
@@ -168,8 +191,8 @@ class MessagePassingPotential(Potential):
     @torch.jit.export
     def mp_readout(self, state: torch.Tensor, atom_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``state [n, S_L]`` after the last block and ``atom_type [n]`` -> (per-atom energy ``[n]`` float64, eV,
-        shift included: ``forward``'s ``atom_energy`` for these atoms; its gradient w.r.t. the state
-        ``[n, S_L]``, model dtype, which starts the backward pass)."""
+        shift included: with :meth:`mp_pair`'s energy, ``forward``'s ``atom_energy`` for these atoms; its gradient
+        w.r.t. the state ``[n, S_L]``, model dtype, which starts the backward pass)."""
         state_in = state.detach().requires_grad_(True)
         learned = self.model.mp_readout(state_in, atom_type)
         grad: Optional[torch.Tensor] = None
@@ -178,6 +201,24 @@ class MessagePassingPotential(Potential):
         grad_state = torch.zeros_like(state) if grad is None else grad
         atom_energy = learned.detach().to(torch.float64) + self.energy_shift.index_select(0, atom_type)
         return atom_energy, grad_state
+
+    @torch.jit.export
+    def mp_has_pair(self) -> bool:
+        """Whether the model has a short-range pair term (``model.repulsion``) that :meth:`mp_pair` adds."""
+        return self.has_repulsion
+
+    @torch.jit.export
+    def mp_pair(self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor,
+                n_centres: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The short-range pair term (``model.repulsion``) on the edges of ``n_centres`` centre atoms:
+        ``edge_vec [E, 3]`` float64 (Å), ``edge_index [2, E]`` (centre ``0 .. n_centres-1``, neighbour row),
+        ``atom_type [N]`` of every row -> (per-atom energy ``[n_centres]``, ``dE/dr_ij [E, 3]``), float64. The engine
+        adds the energy to :meth:`mp_readout`'s and the gradient to the blocks' edge gradients; zeros when the model
+        has no such term (:meth:`mp_has_pair`). Additive over edges, so it may run chunk by chunk."""
+        if not self.has_repulsion:
+            return (torch.zeros(n_centres, dtype=torch.float64, device=edge_vec.device),
+                    torch.zeros_like(edge_vec))
+        return self.pair_term(edge_vec, edge_index, atom_type, n_centres)
 
     @torch.jit.export
     def mp_edge_derivatives(self, n_atoms: int, edge_vec: torch.Tensor, edge_grad: torch.Tensor,
