@@ -475,3 +475,72 @@ def test_energy_shift_config_errors(data_dir, training, model, error, match):
     with pytest.raises(error, match=match) as exc:
         TrainConfig.from_dict(cfg)
     assert "\n" not in str(exc.value)
+
+
+def test_weighted_loss_by_hand():
+    """Per-structure weights make every loss term a weighted mean (energy per structure, force rows per atom,
+    stress rows per labelled structure); the accumulated epoch loss is the same number; weight 1 is the plain
+    mean bit for bit."""
+    from mdpot.train.loss import Errors, MetricAccumulator, loss_from_errors
+
+    rng = np.random.default_rng(3)
+    e, f, s = (torch.tensor(rng.normal(size=shape)) for shape in ((3,), (7, 3), (2, 6)))
+    w = torch.tensor([0.5, 2.0, 0.0])
+    atom_of = torch.tensor([0, 0, 1, 1, 1, 2, 2])
+    stress_of = torch.tensor([0, 2])  # structure 1 has no stress label
+    weights = {"energy": 1.5, "forces": 10.0, "stress": 3.0}
+    err = Errors(e, f, s, (w, w[atom_of], w[stress_of]))
+    expected = (1.5 * float((w * e ** 2).sum() / w.sum())
+                + 10.0 * float((w[atom_of][:, None] * f ** 2).sum() / (3 * w[atom_of].sum()))
+                + 3.0 * float((w[stress_of][:, None] * s ** 2).sum() / (6 * w[stress_of].sum())))
+    assert float(loss_from_errors(err, weights)) == pytest.approx(expected, rel=1e-12)
+    acc = MetricAccumulator()
+    acc.update(Errors(e[:2], f[:5], s[:1], (w[:2], w[atom_of][:5], w[stress_of][:1])))
+    acc.update(Errors(e[2:], f[5:], s[1:], (w[2:], w[atom_of][5:], w[stress_of][1:])))
+    metrics = acc.compute(weights)
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-12)
+    assert metrics["forces_mae_meV_A"] == pytest.approx(1e3 * float(f.abs().mean()), rel=1e-12)  # unweighted
+    ones = torch.ones(3)
+    plain = Errors(e, f, s)
+    assert torch.equal(loss_from_errors(plain, weights), loss_from_errors(Errors(e, f, s), weights))
+    assert float(loss_from_errors(Errors(e, f, s, (ones, ones[atom_of], ones[stress_of])), weights)) == \
+        pytest.approx(float(loss_from_errors(plain, weights)), rel=1e-14)
+
+
+def test_kind_weights(tmp_path):
+    """training.kind_weights weighs structures by their `kind` (as `mdpot data` writes it): structures of a
+    weight-0 kind, here with absurd labels, change nothing (the run equals one without them), the run logs the
+    table, and a kind the data lacks is refused."""
+    frames = make_structures(6, seed=11)
+    for k, atoms in enumerate(frames):
+        atoms.info["kind"] = "far" if k >= 4 else "near"
+    for atoms in frames[4:]:
+        atoms.calc.results["energy"] += 1e3
+        atoms.calc.results["forces"] = atoms.calc.results["forces"] + 50.0
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    ase.io.write(tmp_path / "only_near.xyz", frames[:4], format="extxyz")
+    write_dataset(tmp_path / "val.xyz", 2, seed=12)
+
+    def cfg(train, **training):
+        c = config_dict(tmp_path, max_epochs=2, batch_size=6, ema_decay=None, **training)  # one batch per epoch
+        c["data"]["train"] = str(tmp_path / train)
+        # nothing fitted from the training set, so both runs build the same model
+        c["model"].update(per_element_energy_shift=[0.0, 0.0], per_element_energy_scale=[1.0, 1.0],
+                          avg_num_neighbors=20.0)
+        return c
+
+    messages = []
+    weighted = run(cfg("train.xyz", kind_weights={"far": 0.0}), tmp_path / "weighted", log=messages.append)
+    assert "loss weights by kind: far 0 (2 training structures)" in messages
+    near = run(cfg("only_near.xyz"), tmp_path / "near")
+    for a, b in zip(weighted.history, near.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    assert weighted.history[-1]["train_forces_mae_meV_A"] > 1e4  # metrics are unweighted: the absurd labels show
+    with pytest.raises(ValueError, match=r"^training.kind_weights names kind\(s\) \['dimers'\] that no training or "
+                                         r"validation structure has \(kinds in the data: \['far', 'near'\]\)$"):
+        run(cfg("train.xyz", kind_weights={"dimers": 0.1}), tmp_path / "bad")
+    with pytest.raises(TypeError, match=r"training.kind_weights must be a mapping of structure kind to loss weight"):
+        TrainConfig.from_dict(cfg("train.xyz", kind_weights=[0.1]))
+    with pytest.raises(ValueError, match=r"kind_weights.far must be"):
+        TrainConfig.from_dict(cfg("train.xyz", kind_weights={"far": -1.0}))

@@ -68,6 +68,8 @@ class Batch:
         Reference stress, eV/Å³, ASE sign, Voigt ``xx yy zz yz xz xy``; zeros where ``stress_mask`` is false.
     stress_mask : Tensor [B] bool or None
         Which structures have a stress label.
+    weight : Tensor [B] float64 or None
+        Loss weight of each structure (``training.kind_weights``); ``None``: all 1.
 
     Example
     -------
@@ -83,6 +85,7 @@ class Batch:
     forces: Optional[torch.Tensor] = None
     stress: Optional[torch.Tensor] = None
     stress_mask: Optional[torch.Tensor] = None
+    weight: Optional[torch.Tensor] = None
 
     @classmethod
     def from_graphs(cls, graphs: Sequence[Graph], volume: Optional[Sequence[float]] = None) -> "Batch":

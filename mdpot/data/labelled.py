@@ -69,6 +69,8 @@ class Sample:
         Cell volume in Å³ with a stress label, else 1 (keeps the stress division finite in a batch).
     where : str
         Names the structure in messages.
+    weight : float
+        Weight of the structure in the training loss (``training.kind_weights``), 1 by default.
     """
 
     graph: Graph
@@ -77,6 +79,7 @@ class Sample:
     stress: Optional[torch.Tensor]
     volume: float
     where: str
+    weight: float = 1.0
 
     @property
     def num_atoms(self) -> int:
@@ -195,25 +198,31 @@ def load_labelled(path: PathLike, energy_key: str = "energy", forces_key: str = 
     return out
 
 
-def to_samples(items: Sequence[Labelled], r_max: float, elements: Sequence[str]) -> List[Sample]:
+def to_samples(items: Sequence[Labelled], r_max: float, elements: Sequence[str],
+               weights: Optional[Sequence[float]] = None) -> List[Sample]:
     """Graphs (neighbours within ``r_max`` Å, types in the order of ``elements``) and label tensors for every
-    item, computed once before training or validation. Errors name the structure."""
+    item, computed once before training or validation; ``weights``: one loss weight per item (default 1). Errors
+    name the structure."""
     mapper = TypeMapper(elements)
+    if weights is not None and len(weights) != len(items):
+        raise ValueError(f"got {len(weights)} weights for {len(items)} structures")
     out = []
-    for item in items:
+    for k, item in enumerate(items):
         try:
             graph = atoms_to_graph(item.atoms, r_max, mapper)
         except ValueError as exc:
             raise ValueError(f"{item.where}: {exc}") from None
         volume = float(item.atoms.get_volume()) if item.stress is not None else 1.0
         stress = None if item.stress is None else torch.from_numpy(item.stress.copy())
-        out.append(Sample(graph, item.energy, torch.from_numpy(item.forces.copy()), stress, volume, item.where))
+        weight = 1.0 if weights is None else float(weights[k])
+        out.append(Sample(graph, item.energy, torch.from_numpy(item.forces.copy()), stress, volume, item.where, weight))
     return out
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
     """One labelled :class:`~mdpot.data.Batch` of ``samples`` (edge indices offset, labels concatenated;
-    ``stress`` zero and ``stress_mask`` false where a sample has no stress label)."""
+    ``stress`` zero and ``stress_mask`` false where a sample has no stress label; ``weight`` only when some
+    sample's loss weight is not 1)."""
     graph, batch = batch_graphs([s.graph for s in samples])
     stress = torch.zeros((len(samples), 6), dtype=torch.float64)
     mask = torch.zeros(len(samples), dtype=torch.bool)
@@ -230,6 +239,8 @@ def collate(samples: Sequence[Sample]) -> Batch:
         stress=stress,
         stress_mask=mask,
         volume=torch.tensor([s.volume for s in samples], dtype=torch.float64),
+        weight=(None if all(s.weight == 1.0 for s in samples)
+                else torch.tensor([s.weight for s in samples], dtype=torch.float64)),
     )
 
 

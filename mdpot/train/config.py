@@ -164,6 +164,12 @@ class TrainingConfig:
         ``energy`` (per-atom energy MSE, eV²; default 1), ``forces`` (force component MSE, (eV/Å)²;
         default 10), ``stress`` (stress component MSE, (eV/Å³)²; default 0 — stresses are small numbers in
         eV/Å³, so useful weights are large, e.g. 1000). Omitted terms keep their default.
+    kind_weights : mapping or None
+        Loss weight of the structures of each kind (the ``kind`` key of a structure's info, which ``mdpot data``
+        writes: ``md``, ``rattled``, ``dimer``, ``hot``, ...), e.g. ``{dimer: 0.1, trimer: 0.1}``; kinds not
+        named, and structures without a kind, weigh 1 (the default: every structure weighs 1). Every term of the
+        loss is a weighted mean, in training and validation; metrics stay unweighted. A kind that no training or
+        validation structure has is an error (a misspelt kind would otherwise do nothing).
     ema_decay : float or None
         Exponential moving average of the weights (default 0.99); validation, ``best.ckpt`` and the model
         in ``last.ckpt`` use the averaged weights. ``null`` disables it.
@@ -213,6 +219,7 @@ class TrainingConfig:
     num_threads: Optional[int] = None
     energy_shift: str = "auto"
     energy_references: Optional[Mapping[str, float]] = None
+    kind_weights: Optional[Mapping[str, float]] = None
 
     def __post_init__(self) -> None:
         s = "training"
@@ -270,6 +277,13 @@ class TrainingConfig:
         elif self.energy_shift == "explicit":
             raise ValueError("training.energy_shift is 'explicit' but no training.energy_references are given "
                              "(e.g. {Cu: -0.123}, eV per isolated atom)")
+        kinds = self.kind_weights
+        if kinds is not None:
+            if not isinstance(kinds, Mapping) or not kinds:
+                raise TypeError(f"training.kind_weights must be a mapping of structure kind to loss weight like "
+                                f"{{dimer: 0.1}}, got {kinds!r}")
+            object.__setattr__(self, "kind_weights", {str(k): _number(s, f"kind_weights.{k}", v, 0.0)
+                                                      for k, v in kinds.items()})
 
     @property
     def eval_batch_size(self) -> int:

@@ -6,7 +6,7 @@ data, graphs and batches live in :mod:`mdpot.data`.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,11 +43,13 @@ def isolated_atom_energies(items: Sequence[Labelled], samples: Sequence[Sample])
     return {el: e for el, (e, _) in found.items()}
 
 
-def force_rms(items: Sequence[Labelled]) -> float:
-    """Root mean square of all reference force components, eV/Å."""
-    sq = sum(float(np.square(it.forces).sum()) for it in items)
-    n = sum(it.forces.size for it in items)
-    return float(np.sqrt(sq / n)) if n else 0.0
+def force_rms(items: Sequence[Labelled], weights: Optional[Sequence[float]] = None) -> float:
+    """Root mean square of all reference force components, eV/Å; with ``weights`` (one per item), each item's
+    components count with its weight, as in the loss."""
+    w = [1.0] * len(items) if weights is None else [float(x) for x in weights]
+    sq = sum(wk * float(np.square(it.forces).sum()) for wk, it in zip(w, items))
+    n = sum(wk * it.forces.size for wk, it in zip(w, items))
+    return float(np.sqrt(sq / n)) if n > 0 else 0.0
 
 
 def mean_neighbors(samples: Sequence[Sample]) -> float:

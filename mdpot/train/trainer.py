@@ -258,12 +258,13 @@ class Trainer:
             fitted.append(f"per-element energy shift ({how}) "
                           + ", ".join(f"{el} {x:.6g} eV" for el, x in zip(probe.elements, shift)))
         if "per_element_energy_scale" not in options:
-            rms = force_rms(train)
+            rms = force_rms(train, self.train_weights)
             if not rms > 0:
                 rms = 1.0
                 self.log("note: all training forces are zero; per-element energy scale set to 1")
             options["per_element_energy_scale"] = [rms] * len(probe.elements)
-            fitted.append(f"per-element energy scale = force RMS {rms:.6g} eV/Å")
+            fitted.append(f"per-element energy scale = force RMS {rms:.6g} eV/Å"
+                          + (" (loss-weighted)" if self.train_weights is not None else ""))
         if "avg_num_neighbors" not in options:
             options["avg_num_neighbors"] = mean_neighbors(self.train_samples)
             fitted.append(f"avg_num_neighbors {options['avg_num_neighbors']:.6g}")
@@ -297,9 +298,29 @@ class Trainer:
             self.log(f"note: no isolated-atom frame of {' '.join(missing)}; the energy shift is a least-squares fit")
         return [float(x) for x in fit_energy_shift(train, elements)], "least squares"
 
+    def _kind_weights(self, train: List[Labelled], val: List[Labelled]) -> None:
+        """Per-structure loss weights from ``training.kind_weights`` (``None`` when all are 1)."""
+        table = self.config.training.kind_weights
+        self.train_weights = self.val_weights = None
+        if table is None:
+            return
+        kinds = {str(it.atoms.info.get("kind")) for it in list(train) + list(val) if "kind" in it.atoms.info}
+        unknown = sorted(set(table) - kinds)
+        if unknown:
+            raise ValueError(f"training.kind_weights names kind(s) {unknown} that no training or validation "
+                             f"structure has (kinds in the data: {sorted(kinds) or 'none'})")
+        self.train_weights, self.val_weights = ([float(table.get(str(it.atoms.info.get("kind")), 1.0)) for it in items]
+                                                for items in (train, val))
+        if not any(w > 0 for w in self.train_weights):
+            raise ValueError(f"training.kind_weights {table} gives every training structure weight 0")
+        counts = {k: sum(str(it.atoms.info.get("kind")) == k for it in train) for k in table}
+        self.log("loss weights by kind: " + ", ".join(f"{k} {table[k]:g} ({counts[k]} training structures)"
+                                                       for k in table))
+
     def _build_samples(self, train: List[Labelled], val: List[Labelled], config: ModelConfig) -> None:
-        self.train_samples: List[Sample] = to_samples(train, config.r_max, config.elements)
-        self.val_samples: List[Sample] = to_samples(val, config.r_max, config.elements)
+        self._kind_weights(train, val)
+        self.train_samples: List[Sample] = to_samples(train, config.r_max, config.elements, self.train_weights)
+        self.val_samples: List[Sample] = to_samples(val, config.r_max, config.elements, self.val_weights)
 
     def _setup_stress(self) -> None:
         n_tr = sum(s.stress is not None for s in self.train_samples)
