@@ -28,7 +28,7 @@ run: plugin
 	$(PY) -m mdpot.cli demo
 
 test: plugin
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=30 tests
 
 bench: setup
 	$(PY) scripts/bench_ase.py

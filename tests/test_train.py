@@ -500,6 +500,11 @@ def test_weighted_loss_by_hand():
     metrics = acc.compute(weights)
     assert metrics["loss"] == pytest.approx(expected, rel=1e-12)
     assert metrics["forces_mae_meV_A"] == pytest.approx(1e3 * float(f.abs().mean()), rel=1e-12)  # unweighted
+    zero = torch.zeros(3, requires_grad=True)  # a batch whose structures all weigh 0: loss 0, gradients finite
+    e_grad = e.clone().requires_grad_(True)
+    loss = loss_from_errors(Errors(e_grad, f, s, (zero, zero[atom_of], zero[stress_of])), weights)
+    loss.backward()
+    assert float(loss) == 0.0 and torch.isfinite(e_grad.grad).all()
     ones = torch.ones(3)
     plain = Errors(e, f, s)
     assert torch.equal(loss_from_errors(plain, weights), loss_from_errors(Errors(e, f, s), weights))

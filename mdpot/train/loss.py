@@ -44,7 +44,10 @@ def weighted_mse(tensor: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.
     if weight is None:
         return tensor.square().mean()
     sq = tensor.square().reshape(tensor.shape[0], -1)
-    return (weight.to(sq.dtype) * sq.sum(1)).sum() / (weight.to(sq.dtype).sum() * sq.shape[1])
+    w = weight.to(sq.dtype)
+    total = w.sum()
+    # a batch whose structures all weigh 0 contributes 0 (not 0/0)
+    return (w * sq.sum(1)).sum() / ((total + (total == 0).to(sq.dtype)) * sq.shape[1])
 
 
 def errors(pred: Prediction, batch: Batch) -> Errors:

@@ -1,4 +1,6 @@
-"""The shipped models give bit-identical numbers across refactors: ASE calculator, and LAMMPS on 1 and 2 ranks.
+"""Models written by an earlier mdpot give bit-identical numbers across refactors: ASE calculator, and LAMMPS on 1 and
+2 ranks. The models are the first shipped examples, as they were deployed then (format versions 1 and 2), kept in
+``tests/data/legacy_models`` when the examples were retrained with isolated-atom references and ZBL repulsion.
 
 The expected numbers in ``tests/data/shipped_bitwise.npz`` were written by the code before the design step
 (issue 9) with ``MDPOT_WRITE_BITWISE=1 pytest tests/lammps/test_shipped_bitwise.py``. A change that is meant to
@@ -20,6 +22,7 @@ from mdpot.lammps.run import write_data
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "shipped_bitwise.npz"
+LEGACY = REPO / "tests" / "data" / "legacy_models"
 WRITE = os.environ.get("MDPOT_WRITE_BITWISE") == "1"
 MODELS = ("allegro-cu-emt", "nequip-cu-emt", "allegro-si-sw")
 KEYS = ("energy", "energies", "forces", "virial", "atom_virial")
@@ -63,7 +66,7 @@ def lammps_results(model: Path, atoms, nprocs: int, workdir: Path, lammps) -> di
 def test_shipped_models_are_bitwise_unchanged(plugin, lammps, tmp_path):
     results = {}
     for name in MODELS:
-        model = REPO / "examples" / "models" / name / "model.pt"
+        model = LEGACY / f"{name}.pt"
         atoms = structure(name)
         for key, value in ase_results(model, atoms).items():
             results[f"{name}/ase/{key}"] = value
