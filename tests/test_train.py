@@ -478,9 +478,9 @@ def test_energy_shift_config_errors(data_dir, training, model, error, match):
 
 
 def test_weighted_loss_by_hand():
-    """Per-structure weights make every loss term a weighted mean (energy per structure, force rows per atom,
-    stress rows per labelled structure); the accumulated epoch loss is the same number; weight 1 is the plain
-    mean bit for bit."""
+    """Per-structure weights multiply every squared error of a structure (its energy, its atoms' force components,
+    its stress components) before the mean, without renormalising per batch; the accumulated epoch loss is the
+    same number; weight 1 is the plain mean."""
     from mdpot.train.loss import Errors, MetricAccumulator, loss_from_errors
 
     rng = np.random.default_rng(3)
@@ -490,9 +490,9 @@ def test_weighted_loss_by_hand():
     stress_of = torch.tensor([0, 2])  # structure 1 has no stress label
     weights = {"energy": 1.5, "forces": 10.0, "stress": 3.0}
     err = Errors(e, f, s, (w, w[atom_of], w[stress_of]))
-    expected = (1.5 * float((w * e ** 2).sum() / w.sum())
-                + 10.0 * float((w[atom_of][:, None] * f ** 2).sum() / (3 * w[atom_of].sum()))
-                + 3.0 * float((w[stress_of][:, None] * s ** 2).sum() / (6 * w[stress_of].sum())))
+    expected = (1.5 * float((w * e ** 2).sum() / 3)
+                + 10.0 * float((w[atom_of][:, None] * f ** 2).sum() / 21)
+                + 3.0 * float((w[stress_of][:, None] * s ** 2).sum() / 12))
     assert float(loss_from_errors(err, weights)) == pytest.approx(expected, rel=1e-12)
     acc = MetricAccumulator()
     acc.update(Errors(e[:2], f[:5], s[:1], (w[:2], w[atom_of][:5], w[stress_of][:1])))
@@ -500,22 +500,19 @@ def test_weighted_loss_by_hand():
     metrics = acc.compute(weights)
     assert metrics["loss"] == pytest.approx(expected, rel=1e-12)
     assert metrics["forces_mae_meV_A"] == pytest.approx(1e3 * float(f.abs().mean()), rel=1e-12)  # unweighted
-    zero = torch.zeros(3, requires_grad=True)  # a batch whose structures all weigh 0: loss 0, gradients finite
-    e_grad = e.clone().requires_grad_(True)
-    loss = loss_from_errors(Errors(e_grad, f, s, (zero, zero[atom_of], zero[stress_of])), weights)
-    loss.backward()
-    assert float(loss) == 0.0 and torch.isfinite(e_grad.grad).all()
+    # a batch of low-weight structures alone adds little: no renormalisation within the batch
+    small = torch.full((3,), 0.01, dtype=torch.float64)
+    assert float(loss_from_errors(Errors(e, f, s, (small, small[atom_of], small[stress_of])), weights)) == \
+        pytest.approx(0.01 * float(loss_from_errors(Errors(e, f, s), weights)), rel=1e-12)
     ones = torch.ones(3)
-    plain = Errors(e, f, s)
-    assert torch.equal(loss_from_errors(plain, weights), loss_from_errors(Errors(e, f, s), weights))
     assert float(loss_from_errors(Errors(e, f, s, (ones, ones[atom_of], ones[stress_of])), weights)) == \
-        pytest.approx(float(loss_from_errors(plain, weights)), rel=1e-14)
+        pytest.approx(float(loss_from_errors(Errors(e, f, s), weights)), rel=1e-14)
 
 
 def test_kind_weights(tmp_path):
     """training.kind_weights weighs structures by their `kind` (as `mdpot data` writes it): structures of a
-    weight-0 kind, here with absurd labels, change nothing (the run equals one without them), the run logs the
-    table, and a kind the data lacks is refused."""
+    weight-0 kind, here with absurd labels, change nothing (the run trains the same model as one without them), the
+    run logs the table, and a kind the data lacks is refused."""
     frames = make_structures(6, seed=11)
     for k, atoms in enumerate(frames):
         atoms.info["kind"] = "far" if k >= 4 else "near"
@@ -539,7 +536,9 @@ def test_kind_weights(tmp_path):
     assert "loss weights by kind: far 0 (2 training structures)" in messages
     near = run(cfg("only_near.xyz"), tmp_path / "near")
     for a, b in zip(weighted.history, near.history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        # the weight-0 structures count as zeros in the mean (4 of 6 structures' rows carry the loss), and Adam's
+        # steps do not depend on the gradient's scale: the same model comes out
+        assert a["train_loss"] == pytest.approx(b["train_loss"] * 4 / 6, rel=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
     assert weighted.history[-1]["train_forces_mae_meV_A"] > 1e4  # metrics are unweighted: the absurd labels show
     with pytest.raises(ValueError, match=r"^training.kind_weights names kind\(s\) \['dimers'\] that no training or "

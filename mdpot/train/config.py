@@ -167,8 +167,9 @@ class TrainingConfig:
     kind_weights : mapping or None
         Loss weight of the structures of each kind (the ``kind`` key of a structure's info, which ``mdpot data``
         writes: ``md``, ``rattled``, ``dimer``, ``hot``, ...), e.g. ``{dimer: 0.1, trimer: 0.1}``; kinds not
-        named, and structures without a kind, weigh 1 (the default: every structure weighs 1). Every term of the
-        loss is a weighted mean, in training and validation; metrics stay unweighted. A kind that no training or
+        named, and structures without a kind, weigh 1 (the default: every structure weighs 1). Each squared error is
+        multiplied by its structure's weight before the mean, in training and validation (no renormalisation per
+        batch); metrics stay unweighted. A kind that no training or
         validation structure has is an error (a misspelt kind would otherwise do nothing).
     ema_decay : float or None
         Exponential moving average of the weights (default 0.99); validation, ``best.ckpt`` and the model

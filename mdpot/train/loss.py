@@ -2,9 +2,9 @@
 
 Loss: ``w_E * mean((dE / n_atoms)^2) + w_F * mean(dF_component^2) + w_S * mean(dS_component^2)`` with
 energies in eV, forces in eV/Å and stresses in eV/Å³ (6 Voigt components, structures with a stress label
-only). With per-structure weights (``training.kind_weights``) each mean is weighted: a structure's energy, its
-atoms' force components and its stress components count with its weight. Metrics: MAE and RMSE of the energy per
-atom (meV/atom), force components (meV/Å) and stress components (GPa), unweighted.
+only). With per-structure weights (``training.kind_weights``) each squared error is multiplied by its structure's
+weight (a structure's energy, its atoms' force components, its stress components) before the mean. Metrics: MAE
+and RMSE of the energy per atom (meV/atom), force components (meV/Å) and stress components (GPa), unweighted.
 """
 from __future__ import annotations
 
@@ -40,14 +40,13 @@ class Errors:
 
 
 def weighted_mse(tensor: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
-    """Mean of the squared components, each row counting with ``weight`` (plain mean when ``None``)."""
+    """Mean over the components of weight x squared error, each row's components taking its ``weight`` (the
+    plain MSE when ``None``). The weights multiply, they are not renormalised per batch: a batch of low-weight
+    structures adds little, whatever else is in it."""
     if weight is None:
         return tensor.square().mean()
     sq = tensor.square().reshape(tensor.shape[0], -1)
-    w = weight.to(sq.dtype)
-    total = w.sum()
-    # a batch whose structures all weigh 0 contributes 0 (not 0/0)
-    return (w * sq.sum(1)).sum() / ((total + (total == 0).to(sq.dtype)) * sq.shape[1])
+    return (weight.to(sq.dtype) * sq.sum(1)).sum() / sq.numel()
 
 
 def errors(pred: Prediction, batch: Batch) -> Errors:
@@ -82,8 +81,8 @@ class MetricAccumulator:
     (not averages of batch averages); the loss from weighted sums, as :func:`loss_from_errors` weighs."""
 
     def __init__(self) -> None:
-        # per term: |error| sum, error^2 sum, components, weighted error^2 sum, weighted components
-        self._sums = {t: [0.0, 0.0, 0, 0.0, 0.0] for t in ("energy", "forces", "stress")}
+        # per term: |error| sum, error^2 sum, components, weighted error^2 sum
+        self._sums = {t: [0.0, 0.0, 0, 0.0] for t in ("energy", "forces", "stress")}
 
     def update(self, err: Errors) -> None:
         for term, tensor, rows in err.terms():
@@ -96,17 +95,13 @@ class MetricAccumulator:
                 acc[2] += t.numel()
                 if rows is None:
                     acc[3] += float(sq.sum())
-                    acc[4] += t.numel()
                 else:
-                    r = rows.detach().to(sq.dtype)
-                    per_row = sq.reshape(sq.shape[0], -1)
-                    acc[3] += float((r * per_row.sum(1)).sum())
-                    acc[4] += float(r.sum()) * per_row.shape[1]
+                    acc[3] += float((rows.detach().to(sq.dtype) * sq.reshape(sq.shape[0], -1).sum(1)).sum())
 
     def mse(self, term: str) -> Optional[float]:
-        """The weighted mean squared error of ``term`` (the loss's), or ``None`` without data."""
-        _, _, n, wsq, wn = self._sums[term]
-        return wsq / wn if n and wn > 0 else None
+        """The mean of weight x squared error of ``term`` (the loss's), or ``None`` without data."""
+        _, _, n, wsq = self._sums[term]
+        return wsq / n if n else None
 
     def compute(self, weights: Mapping[str, float]) -> Dict[str, float]:
         """Loss (same weighting as :func:`loss_from_errors`) and MAE/RMSE in meV/atom, meV/Å and GPa;
