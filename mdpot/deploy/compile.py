@@ -85,7 +85,8 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
                  aoti_threads: str = "dynamic") -> LoadedModel:
     """Compile ``model`` (an energy model or ``Potential``) in ``dtype`` and write it to ``path``.
 
-    ``format``: ``"torchscript"`` (format version 2) or ``"aoti"``, an AOTInductor package (format version 3,
+    ``format``: ``"torchscript"`` (format version 2; 4 for a message-passing model with a short-range repulsion,
+    whose block interface then includes the pair term) or ``"aoti"``, an AOTInductor package (format version 3,
     ``docs/contract.md``) of native code for this machine's CPU, or for an older one with ``cpu_isa``
     (``"avx2"``, ``"avx512"``; packages only). ``aoti_threads``: a package's loops follow the running thread count
     (``"dynamic"``) or are single-threaded (``"serial"``: fastest with one thread per MPI rank). Compiling a package takes tens of seconds (mostly the C++ compiler).
