@@ -225,7 +225,8 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
     Forward: embed every rank's atoms (ghosts from their types), then for each block ``b``: if ``b > 0``, fill
     ghost rows of ``x_b`` from their owners; evaluate the block on the local centres. Readout gives the energies
     and the gradient on the final state; a model with a short-range pair term (``mp_has_pair()``) adds
-    ``mp_pair``'s energies on each rank's local-centred edges, and its edge gradients to the blocks'. Backward, blocks in reverse order: the VJP of block ``b`` gives gradients
+    ``mp_pair``'s energies on each rank's local-centred edges (per chunk with ``max_edges``), and its edge
+    gradients to the blocks'. Backward, blocks in reverse order: the VJP of block ``b`` gives gradients
     on the state, on every row of ``x_b`` and on the edge vectors; ghost rows of the ``x_b`` gradient are summed
     into their owners', which is the gradient on block ``b - 1``'s ``x`` output. Edge-vector gradients, summed
     over blocks, give forces, virial and per-atom virial as ``forward`` does; ghost rows go to their atoms.
@@ -277,7 +278,8 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
         saved.append((states, xs, graphs))
         states, xs = next_states, next_xs
 
-    # readout, plus the short-range pair term on every rank's local-centred edges: energies added to the
+    # readout, plus the short-range pair term on every rank's local-centred edges, per chunk as the blocks (a
+    # chunk's edges keep their centre rows, so chunk [c0, c1) has n_centres = c1): energies added to the
     # readout's, edge gradients to the blocks'
     with_pair = hasattr(module, "mp_has_pair") and bool(module.mp_has_pair())
     atom_energy = torch.zeros(n_total, dtype=torch.float64)
@@ -286,9 +288,11 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
     for r, rg in enumerate(ranks):
         energy, grad = module.mp_readout(states[r], centre_types[r])
         if with_pair:
-            pair_energy, pair_grad = module.mp_pair(rg.edge_vec, rg.edge_index, rg.atom_type, rg.n_local)
-            energy = energy + pair_energy
-            edge_grads[r] += pair_grad
+            energy = energy.clone()
+            for c0, c1, e0, e1 in _chunks(rg, max_edges):
+                pair_energy, pair_grad = module.mp_pair(rg.edge_vec[e0:e1], rg.edge_index[:, e0:e1], rg.atom_type, c1)
+                energy[c0:c1] += pair_energy[c0:c1]
+                edge_grads[r][e0:e1] += pair_grad
         atom_energy[torch.from_numpy(rg.local)] = energy
         grad_states.append(grad)
         grad_xs.append(grad.new_zeros((rg.n_local, 0)))

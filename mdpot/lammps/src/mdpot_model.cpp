@@ -1003,21 +1003,30 @@ const double *Model::exchange_readout()
     throw Error("readout failed (" + std::to_string(st.n_local) + " atoms): " + one_line(e));
   }
   if (d.mp_pair) {
-    // the short-range pair term, once on all local-centred edges: its energy joins the readout's, its edge
-    // gradient the blocks' (summed into edge_grad during the backward pass, turned into forces by finish)
+    // the short-range pair term on the local-centred edges, chunk by chunk like the blocks (it is additive over
+    // edges): its energies join the readout's, its edge gradients the blocks' (summed into edge_grad during the
+    // backward pass, turned into forces by finish). A chunk's edges keep their centre rows (mp_pair reads the
+    // centres' types from the rows' types), so the chunk [c0, c1) is called with n_centres = c1.
     try {
       ExecutorOptimizeGuard guard(d.optimize);
       torch::AutoGradMode grad(true);
-      auto out = d.module.run_method("mp_pair", st.edge_vec, st.edge_index, st.types, st.n_local).toTuple();
-      const auto pair_energy = out->elements()[0].toTensor().detach();
-      const auto pair_grad = out->elements()[1].toTensor().detach();
-      if (pair_energy.sizes().vec() != std::vector<int64_t>{st.n_local} ||
-          pair_grad.sizes().vec() != std::vector<int64_t>{st.n_edges, 3})
-        throw Error("pair term returned energies of shape " + shape_str(pair_energy) + " and edge gradients of shape " +
-                    shape_str(pair_grad) + " for " + std::to_string(st.n_local) + " atoms and " +
-                    std::to_string(st.n_edges) + " edges");
-      energy = energy.to(torch::kFloat64) + pair_energy.to(torch::kFloat64);
-      st.edge_grad.add_(pair_grad.to(torch::kFloat64));
+      energy = energy.to(torch::kFloat64).clone();
+      for (const auto &ch : st.chunks) {
+        const int64_t ne = ch.e1 - ch.e0;
+        auto out = d.module
+                       .run_method("mp_pair", st.edge_vec.narrow(0, ch.e0, ne), st.edge_index.narrow(1, ch.e0, ne),
+                                   st.types, ch.c1)
+                       .toTuple();
+        const auto pair_energy = out->elements()[0].toTensor().detach();
+        const auto pair_grad = out->elements()[1].toTensor().detach();
+        if (pair_energy.sizes().vec() != std::vector<int64_t>{ch.c1} ||
+            pair_grad.sizes().vec() != std::vector<int64_t>{ne, 3})
+          throw Error("pair term returned energies of shape " + shape_str(pair_energy) + " and edge gradients of " +
+                      "shape " + shape_str(pair_grad) + " for " + std::to_string(ch.c1) + " atoms and " +
+                      std::to_string(ne) + " edges");
+        energy.narrow(0, ch.c0, ch.c1 - ch.c0).add_(pair_energy.narrow(0, ch.c0, ch.c1 - ch.c0).to(torch::kFloat64));
+        st.edge_grad.narrow(0, ch.e0, ne).add_(pair_grad.to(torch::kFloat64));
+      }
     } catch (const Error &) {
       throw;
     } catch (const std::exception &e) {

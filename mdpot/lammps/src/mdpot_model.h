@@ -107,8 +107,8 @@ class Model {
   // (nullptr after the last block).
   const double *exchange_forward(int b, const double *x_rows);
   // Per-atom energies [n_local], eV, the per-element shift included. A model with a short-range pair term
-  // (mp_has_pair) also gets mp_pair on all the step's edges here: its energies are added, and its edge
-  // gradients join the blocks' for exchange_finish.
+  // (mp_has_pair) also gets mp_pair on the step's edges here, per chunk of centres: its energies are added,
+  // and its edge gradients join the blocks' for exchange_finish.
   const double *exchange_readout();
   // Backward through block b. g_x_local: d E / d x_{b+1} of the local centres [n_local, W_{b+1}], the owners'
   // sums after the reverse exchange (ignored for the last block). Returns d E / d x_b for every row
