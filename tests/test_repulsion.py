@@ -273,3 +273,15 @@ def test_format_versions(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(None, 1)[1] for line in lines if line.startswith("repulsion ")] == [
         "zbl (r_inner/r_outer, Å: Cu-Cu 0.99/1.32, Cu-Au 1.005/1.34, Au-Au 1.02/1.36)"]
+
+
+def test_deploy_self_check_sees_the_term():
+    """The deploy self-check puts close pairs into its structure for a model with a repulsion: a compiled module
+    whose term differs (other radii) is caught."""
+    from mdpot.deploy.compile import SelfCheckError, self_check
+
+    good = eager_model(small_model("nequip", ELEMENTS, seed=2, repulsion="zbl"))
+    other = eager_model(small_model("nequip", ELEMENTS, seed=2, repulsion="zbl", **RADII["explicit"]))
+    assert self_check(good.module, good.module, ELEMENTS, good.r_max, "float64")["per-atom energy"] == 0.0
+    with pytest.raises(SelfCheckError, match="self-check per-atom energy: max"):
+        self_check(other.module, good.module, ELEMENTS, good.r_max, "float64")
