@@ -262,10 +262,16 @@ def test_checkpoint_deploy_info(tmp_path, capsys):
     assert info["mdpot_format_version"] == 4 and info["config"]["repulsion_r_outer"] == 1.3
 
 
-def test_format_versions(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def allegro_file(tmp_path_factory):
+    """The small Allegro with the repulsion (default radii), deployed in float64."""
+    return deploy_model(small_model("allegro", ELEMENTS, repulsion="zbl"), tmp_path_factory.mktemp("zbl") / "a.pt")
+
+
+def test_format_versions(allegro_file, capsys):
     """Version 4 only for message-passing TorchScript with the term; Allegro with it stays 2 (its whole-graph
     forward includes the term, which every reader of version 2 runs), and so does NequIP without it."""
-    allegro = deploy_model(small_model("allegro", ELEMENTS, repulsion="zbl"), tmp_path / "allegro.pt")
+    allegro = allegro_file
     assert allegro.metadata["mdpot_format_version"] == 2
     assert eager_model(small_model("nequip", ELEMENTS, repulsion="zbl")).metadata["mdpot_format_version"] == 4
     assert eager_model(small_model("nequip", ELEMENTS)).metadata["mdpot_format_version"] == 2
@@ -285,3 +291,18 @@ def test_deploy_self_check_sees_the_term():
     assert self_check(good.module, good.module, ELEMENTS, good.r_max, "float64")["per-atom energy"] == 0.0
     with pytest.raises(SelfCheckError, match="self-check per-atom energy: max"):
         self_check(other.module, good.module, ELEMENTS, good.r_max, "float64")
+
+
+def test_calculator_chunks(allegro_file):
+    """Row 28 with the term: the ASE calculator's chunks of centres (Allegro) give the one-call results."""
+    from mdpot import MDPotCalculator
+
+    atoms = periodic()
+    results = []
+    for max_edges in (None, 50):
+        calc = MDPotCalculator(allegro_file.path, max_edges=max_edges)
+        calc.calculate(atoms, ["energy", "energies", "forces", "stress", "stresses"])
+        results.append(dict(calc.results))
+    assert abs(results[0]["energy"]) > 100.0
+    for key in ("energy", "energies", "forces", "stress", "stresses"):
+        assert_allclose(results[1][key], results[0][key], 1e-12, f"chunked vs one call: {key}")
