@@ -162,8 +162,8 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     if meta[md.FORMAT_VERSION_KEY] == md.PAIR_FORMAT_VERSION:
         why = block_interface_missing(module, meta[md.NUM_LAYERS])
         if why:
-            raise ValueError(f"{path}: model format version {md.PAIR_FORMAT_VERSION} is for message-passing TorchScript "
-                             f"files with a short-range pair term, but {why}; deploy it again")
+            raise ValueError(f"{path}: model format version {md.PAIR_FORMAT_VERSION} is for message-passing "
+                             f"TorchScript files with a short-range pair term, but {why}; deploy it again")
     module.eval()
     return LoadedModel(module, meta, path, device)
 

@@ -5,9 +5,9 @@ ghost shell of one ``r_max`` (+ skin) instead of the receptive field: the period
 subdomains ("ranks"), each owning the atoms inside it and knowing, as ghosts, every periodic image (its own
 atoms' included) inside its subdomain widened by the ghost cutoff, as LAMMPS's brick communication does. Only
 the block methods of the deployed contract are called (``mp_embed``, ``mp_block``, ``mp_block_vjp``,
-``mp_readout``, ``mp_pair`` when ``mp_has_pair()``, ``mp_edge_derivatives``); between blocks, ghost rows of the exchanged features are copied from
-their owners (the pair style's forward communication) and, in the backward pass, gradients on ghost rows are
-summed into their owners (reverse communication). All ranks live in this process; every step a rank takes uses
+``mp_readout``, ``mp_pair`` when ``mp_has_pair()``, ``mp_edge_derivatives``); between blocks, ghost rows of the
+exchanged features are copied from their owners (the pair style's forward communication) and, in the backward
+pass, gradients on ghost rows are summed into their owners (reverse communication). All ranks live in this process; every step a rank takes uses
 only its own arrays and what the two communications bring.
 
 The result must equal the whole-graph ``forward`` on the periodic graph (``tests/test_exchange.py``).
