@@ -141,6 +141,25 @@ def _origin(meta: dict) -> str:
     return "an in-memory mdpot model"
 
 
+def _repulsion(meta: dict) -> Optional[str]:
+    """The model's short-range repulsion in one phrase with its switching radii per pair of elements (the config
+    leaves the default radii implicit), or ``None`` without one."""
+    config = meta.get("config")
+    if not isinstance(config, dict) or not config.get("repulsion"):
+        return None
+    from .models import make_config
+
+    try:
+        cfg = make_config(meta["architecture"], config)
+    except (TypeError, ValueError):  # a config this mdpot cannot read: say what it names
+        return str(config["repulsion"])
+    inner, outer = cfg.repulsion_radii()
+    els = cfg.elements
+    pairs = ", ".join(f"{a}-{els[j]} {inner[i][j]:.4g}/{outer[i][j]:.4g}" for i, a in enumerate(els)
+                      for j in range(i, len(els)))
+    return f"{cfg.repulsion} (r_inner/r_outer, Å: {pairs})"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .deploy import load_model
 
@@ -151,6 +170,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     meta["format"] = model.format
     if model.target is not None:
         meta["target"] = model.target
+    repulsion = _repulsion(model.metadata)
+    if repulsion is not None:
+        meta["repulsion"] = repulsion
     meta["origin"] = _origin(model.metadata)
     if args.json:
         print(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False))
@@ -286,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="print a deployed model's metadata and parameter count",
                        description="Print the metadata a deployed model carries (architecture, elements, r_max, dtype, "
-                                   "versions, provenance, weights digest) and its parameter count. The file's metadata "
+                                   "versions, provenance, weights digest), its parameter count and, if it has one, its "
+                                   "short-range repulsion with the switching radii per pair of elements. The file's metadata "
                                    "and weights digest are checked on loading.")
     p.add_argument("model", help="deployed model file (written by `mdpot deploy`)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -17,6 +17,12 @@ FORMAT_VERSION = 2
 #: the lowest version that describes it (a whole-graph ``forward`` always includes the pair term), so an older mdpot
 #: refuses only the files it would run wrong.
 PAIR_FORMAT_VERSION = 4
+#: The block interface a message-passing TorchScript file carries (``docs/message_passing_exchange.md``): a file
+#: runs in LAMMPS's ``message_passing exchange`` when it has all of these and ``mp_num_blocks() == num_layers``.
+BLOCK_METHODS: Tuple[str, ...] = ("mp_num_blocks", "mp_feature_widths", "mp_state_widths", "mp_embed", "mp_block",
+                                  "mp_block_vjp", "mp_readout", "mp_edge_derivatives")
+#: The short-range pair term of the block interface: required, with ``BLOCK_METHODS``, in a version-4 file.
+PAIR_METHODS: Tuple[str, ...] = ("mp_has_pair", "mp_pair")
 #: Versions this mdpot reads: every earlier version keeps loading (version 1 runs whole-graph only).
 READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4)
 #: Version written into AOTInductor packages (``mdpot deploy --format aoti``, ``.pt2``): version 2's whole-graph
@@ -42,8 +48,9 @@ AOTI_ARCH_FLAG_FEATURES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("-msve-vector-bits=256", ("sve",)),
 )
 
-#: Formats ``mdpot deploy`` writes, with the file suffix each is known by: TorchScript (format version 2) and
-#: AOTInductor packages (``AOTI_FORMAT_VERSION``). The kind of a file is read from its content, never its suffix.
+#: Formats ``mdpot deploy`` writes, with the file suffix each is known by: TorchScript (format version 2, or
+#: ``PAIR_FORMAT_VERSION``) and AOTInductor packages (``AOTI_FORMAT_VERSION``). The kind of a file is read from its
+#: content, never its suffix.
 DEPLOY_FORMATS: Tuple[str, ...] = ("torchscript", "aoti")
 FORMAT_SUFFIXES = {"torchscript": ".pt", "aoti": ".pt2"}
 #: The format ``mdpot deploy`` writes when neither ``--format`` nor a ``.pt2`` output name says otherwise.
@@ -131,6 +138,8 @@ def cpp_header() -> str:
             ("TORCH_VERSION", TORCH_VERSION), ("MDPOT_VERSION", MDPOT_VERSION), ("PROVENANCE", PROVENANCE),
             ("CONFIG", CONFIG), ("WEIGHTS_SHA256", WEIGHTS_SHA256)))
         + array("ALL_KEYS", ALL_KEYS)
+        + array("BLOCK_METHODS", BLOCK_METHODS)
+        + array("PAIR_METHODS", PAIR_METHODS)
         + array("DTYPES", DTYPES)
         + array("ARCHITECTURE_NAMES", ARCHITECTURE_NAMES)
         + f"inline constexpr const char *ENERGY_UNIT = {_cpp_string(ENERGY_UNIT)};\n"

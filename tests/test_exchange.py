@@ -7,7 +7,7 @@ import torch
 from mdpot.data import TypeMapper, atoms_to_graph
 from mdpot.deploy import deploy_model, eager_model
 from mdpot.models import MessagePassingPotential, Potential
-from mdpot.testing import alloy, assert_allclose, fcc, sample_structure, slab, small_model, tolerance
+from mdpot.testing import alloy, assert_allclose, close_contacts, fcc, sample_structure, slab, small_model, tolerance
 from mdpot.testing.contract import contract_outputs
 from mdpot.testing.exchange import decompose, exchange_outputs
 
@@ -150,3 +150,27 @@ def test_decompose_rejects_bad_input():
     atoms.pbc = False
     with pytest.raises(ValueError, match="3-D cell"):
         decompose(atoms, (1, 1, 1), 3.5, ELEMENTS)
+
+
+@pytest.fixture(scope="module")
+def repulsion_case():
+    """A NequIP with the ZBL repulsion (scripted), the triclinic alloy with close pairs across the periodic boundary
+    and the 2x1x1 rank boundary, and the whole-graph outputs on it."""
+    loaded = eager_model(small_model("nequip", ELEMENTS, seed=1, repulsion="zbl"), "float64")
+    module = torch.jit.script(loaded.module)
+    atoms = close_contacts(STRUCTURES["triclinic"], (0.8, 1.0, 1.2), seed=1)
+    graph = atoms_to_graph(atoms, loaded.r_max, TypeMapper(loaded.elements))
+    expected = contract_outputs(module, graph)
+    without = contract_outputs(eager_model(small_model("nequip", ELEMENTS, seed=1), "float64").module, graph)
+    assert module.mp_has_pair() and float(expected[0].sum() - without[0].sum()) > 100.0    # the term is active (eV)
+    return loaded, module, atoms, expected
+
+
+@pytest.mark.parametrize("grid,variant", [((1, 1, 1), {}), ((2, 2, 1), {}), ((2, 1, 1), dict(max_edges=40)),
+                                          ((2, 1, 1), dict(keep_graph=True))],
+                         ids=["1x1x1", "2x2x1", "2x1x1_max_edges_40", "2x1x1_keep_graph"])
+def test_exchange_with_repulsion(repulsion_case, grid, variant):
+    """The exchange adds mp_pair on each rank's local-centred edges and equals the whole-graph forward."""
+    loaded, module, atoms, expected = repulsion_case
+    ranks = decompose(atoms, grid, loaded.r_max, loaded.elements)
+    _compare(exchange_outputs(module, ranks, **variant), expected, "float64")

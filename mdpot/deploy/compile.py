@@ -21,7 +21,7 @@ from ..data import TypeMapper, atoms_to_graph
 from ..models import contract_potential, load_checkpoint
 from ..testing.asserts import assert_allclose, compare_contract
 from ..testing.contract import CONTRACT_OUTPUTS
-from ..testing.structures import alloy, sample_structure
+from ..testing.structures import alloy, close_contacts, sample_structure
 from ..testing.tolerances import dtype_name, tolerance
 from . import aoti
 from . import metadata as md
@@ -51,9 +51,12 @@ def self_check(compiled: nn.Module, eager: nn.Module, elements: Sequence[str], r
     """Compare ``compiled`` with ``eager`` on a sample structure (row 1 of ``docs/testing.md``).
 
     Returns the max errors per quantity; raises ``SelfCheckError`` naming the quantity, max error, tolerance
-    and magnitude.
+    and magnitude. A model with a short-range repulsion is checked with close pairs in the structure, where the
+    term is not zero.
     """
     atoms = sample_structure(elements, r_max, seed=seed)
+    if getattr(eager, "has_repulsion", False):
+        atoms = close_contacts(atoms, seed=seed)
     graph = atoms_to_graph(atoms, r_max, TypeMapper(tuple(elements)))
     try:
         return compare_contract(compiled, eager, graph, dtype, what="self-check")
@@ -85,7 +88,8 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
                  aoti_threads: str = "dynamic") -> LoadedModel:
     """Compile ``model`` (an energy model or ``Potential``) in ``dtype`` and write it to ``path``.
 
-    ``format``: ``"torchscript"`` (format version 2) or ``"aoti"``, an AOTInductor package (format version 3,
+    ``format``: ``"torchscript"`` (format version 2; 4 for a message-passing model with a short-range repulsion,
+    whose block interface then includes the pair term) or ``"aoti"``, an AOTInductor package (format version 3,
     ``docs/contract.md``) of native code for this machine's CPU, or for an older one with ``cpu_isa``
     (``"avx2"``, ``"avx512"``; packages only). ``aoti_threads``: a package's loops follow the running thread count
     (``"dynamic"``) or are single-threaded (``"serial"``: fastest with one thread per MPI rank). Compiling a package takes tens of seconds (mostly the C++ compiler).

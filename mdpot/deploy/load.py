@@ -159,8 +159,38 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     if digest != meta[md.WEIGHTS_SHA256]:
         raise ValueError(f"{path}: weights do not match the digest recorded at deploy "
                          f"({digest[:12]}… != {meta[md.WEIGHTS_SHA256][:12]}…): the file was modified after `mdpot deploy`")
+    if meta[md.FORMAT_VERSION_KEY] == md.PAIR_FORMAT_VERSION:
+        why = block_interface_missing(module, meta[md.NUM_LAYERS])
+        if why:
+            raise ValueError(f"{path}: model format version {md.PAIR_FORMAT_VERSION} is for message-passing "
+                             f"TorchScript files with a short-range pair term, but {why}; deploy it again")
     module.eval()
     return LoadedModel(module, meta, path, device)
+
+
+def block_interface_missing(module: nn.Module, num_layers: int) -> str:
+    """Why ``module`` lacks the block interface of a version-4 file (``docs/message_passing_exchange.md``), in one
+    phrase, or ``""``: a method of ``BLOCK_METHODS`` missing, ``mp_num_blocks()`` or the feature widths not matching
+    ``num_layers``, or a method of ``PAIR_METHODS`` missing. The C++ runner's rule and phrases
+    (``Model::Impl::check_exchange``): a version-4 file for which this is not ``""`` is refused by both loaders."""
+    missing = [name for name in md.BLOCK_METHODS if not hasattr(module, name)]
+    if len(missing) == len(md.BLOCK_METHODS):
+        return "its module has no block-by-block (mp_*) methods (strictly local, wrapped, or deployed before them)"
+    if missing:
+        return f"its module lacks {', '.join(missing)}"
+    missing_pair = [name for name in md.PAIR_METHODS if not hasattr(module, name)]
+    try:
+        blocks = int(module.mp_num_blocks())
+        widths = list(module.mp_feature_widths())
+        if not missing_pair:
+            bool(module.mp_has_pair())
+    except Exception as exc:  # a TorchScript method that throws: torch.jit.Error and friends
+        return f"cannot read its mp_* methods ({torch_error_summary(exc)})"
+    if blocks != num_layers or len(widths) != blocks:
+        return f"mp_num_blocks() = {blocks} and {len(widths)} feature widths do not match num_layers {num_layers}"
+    if missing_pair:
+        return f"its module lacks {', '.join(missing_pair)}"
+    return ""
 
 
 def parse_device(device: Union[str, torch.device]) -> torch.device:

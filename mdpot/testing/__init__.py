@@ -19,11 +19,11 @@ from .asserts import (
 )
 from .contract import ContractCalculator, contract_outputs
 from .models import SMALL_OPTIONS, small_model
-from .structures import alloy, fcc, molecule, sample_structure, slab
+from .structures import alloy, close_contacts, fcc, molecule, sample_structure, slab
 from .tolerances import dtype_name, tolerance
 
 __all__ = [
     "EQUIVARIANCE_KINDS", "SMALL_OPTIONS", "ContractCalculator", "alloy", "assert_allclose", "assert_equivariant",
-    "assert_forces_match_fd", "assert_momentum", "assert_stress_matches_fd", "compare_contract",
+    "assert_forces_match_fd", "assert_momentum", "assert_stress_matches_fd", "close_contacts", "compare_contract",
     "contract_outputs", "dtype_name", "fcc", "molecule", "sample_structure", "slab", "small_model", "tolerance",
 ]

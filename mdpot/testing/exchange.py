@@ -5,9 +5,9 @@ ghost shell of one ``r_max`` (+ skin) instead of the receptive field: the period
 subdomains ("ranks"), each owning the atoms inside it and knowing, as ghosts, every periodic image (its own
 atoms' included) inside its subdomain widened by the ghost cutoff, as LAMMPS's brick communication does. Only
 the block methods of the deployed contract are called (``mp_embed``, ``mp_block``, ``mp_block_vjp``,
-``mp_readout``, ``mp_edge_derivatives``); between blocks, ghost rows of the exchanged features are copied from
-their owners (the pair style's forward communication) and, in the backward pass, gradients on ghost rows are
-summed into their owners (reverse communication). All ranks live in this process; every step a rank takes uses
+``mp_readout``, ``mp_pair`` when ``mp_has_pair()``, ``mp_edge_derivatives``); between blocks, ghost rows of the
+exchanged features are copied from their owners (the pair style's forward communication) and, in the backward
+pass, gradients on ghost rows are summed into their owners (reverse communication). All ranks live in this process; every step a rank takes uses
 only its own arrays and what the two communications bring.
 
 The result must equal the whole-graph ``forward`` on the periodic graph (``tests/test_exchange.py``).
@@ -224,7 +224,9 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
 
     Forward: embed every rank's atoms (ghosts from their types), then for each block ``b``: if ``b > 0``, fill
     ghost rows of ``x_b`` from their owners; evaluate the block on the local centres. Readout gives the energies
-    and the gradient on the final state. Backward, blocks in reverse order: the VJP of block ``b`` gives gradients
+    and the gradient on the final state; a model with a short-range pair term (``mp_has_pair()``) adds
+    ``mp_pair``'s energies on each rank's local-centred edges (per chunk with ``max_edges``), and its edge
+    gradients to the blocks'. Backward, blocks in reverse order: the VJP of block ``b`` gives gradients
     on the state, on every row of ``x_b`` and on the edge vectors; ghost rows of the ``x_b`` gradient are summed
     into their owners', which is the gradient on block ``b - 1``'s ``x`` output. Edge-vector gradients, summed
     over blocks, give forces, virial and per-atom virial as ``forward`` does; ghost rows go to their atoms.
@@ -276,16 +278,26 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
         saved.append((states, xs, graphs))
         states, xs = next_states, next_xs
 
+    # readout, plus the short-range pair term on every rank's local-centred edges, per chunk as the blocks (a
+    # chunk's edges keep their centre rows, so chunk [c0, c1) has n_centres = c1): energies added to the
+    # readout's, edge gradients to the blocks'
+    with_pair = hasattr(module, "mp_has_pair") and bool(module.mp_has_pair())
     atom_energy = torch.zeros(n_total, dtype=torch.float64)
+    edge_grads = [torch.zeros_like(rg.edge_vec) for rg in ranks]
     grad_states, grad_xs = [], []
     for r, rg in enumerate(ranks):
         energy, grad = module.mp_readout(states[r], centre_types[r])
+        if with_pair:
+            energy = energy.clone()
+            for c0, c1, e0, e1 in _chunks(rg, max_edges):
+                pair_energy, pair_grad = module.mp_pair(rg.edge_vec[e0:e1], rg.edge_index[:, e0:e1], rg.atom_type, c1)
+                energy[c0:c1] += pair_energy[c0:c1]
+                edge_grads[r][e0:e1] += pair_grad
         atom_energy[torch.from_numpy(rg.local)] = energy
         grad_states.append(grad)
         grad_xs.append(grad.new_zeros((rg.n_local, 0)))
 
     # backward, block by block in reverse order
-    edge_grads = [torch.zeros_like(rg.edge_vec) for rg in ranks]
     for b in reversed(range(n_blocks)):
         block_states, block_xs, graphs = saved[b]
         input_grads = b > 0

@@ -55,6 +55,41 @@ def slab(elements: Sequence[str], repeat: Sequence[int] = (2, 2, 2), a: float = 
     return atoms
 
 
+def close_contacts(atoms: Atoms, distances: Sequence[float] = (0.8, 1.0, 1.2), seed: int = 0) -> Atoms:
+    """A copy of ``atoms`` in which, for each of ``distances`` (Å), one atom is moved next to another at that
+    distance: close pairs for a short-range repulsion. Each atom takes part in at most one such pair. The first
+    pair straddles the cell's lower face along the first cell vector (the periodic boundary when that direction is
+    periodic), the second the middle plane across it (the rank boundary of ``processors 2 * *``); the others point
+    in random directions. Positions are wrapped into the cell along periodic directions.
+
+    Example
+    -------
+    >>> atoms = close_contacts(alloy(("Cu", "Au"), (3, 3, 3)))
+    >>> round(float(atoms.get_all_distances(mic=True)[atoms.get_all_distances(mic=True) > 0].min()), 2)
+    0.8
+    """
+    rng = np.random.default_rng(seed)
+    out = atoms.copy()
+    frac = out.get_scaled_positions(wrap=True)[:, 0]
+    axis = out.cell.array[0] / np.linalg.norm(out.cell.array[0])
+    free = [int(k) for k in rng.permutation(len(out))]
+    for k, d in enumerate(distances):
+        if k == 0:    # the atom nearest the lower face, its partner beyond it
+            anchor, sign = int(np.argmin(frac)), -1.0
+        elif k == 1:  # the atom nearest the middle plane, its partner on the other side
+            anchor = free[int(np.argmin(np.abs(frac[free] - 0.5)))]
+            sign = -1.0 if frac[anchor] >= 0.5 else 1.0
+        else:
+            anchor, sign = free[0], 0.0
+        free.remove(anchor)
+        partner = free.pop(0)
+        tilt = rng.normal(0.0, 1.0, 3)
+        direction = sign * axis + (0.3 if sign else 1.0) * tilt / np.linalg.norm(tilt)
+        out.positions[partner] = out.positions[anchor] + d * direction / np.linalg.norm(direction)
+    out.wrap()
+    return out
+
+
 def sample_structure(elements: Sequence[str], r_max: float, seed: int = 0) -> Atoms:
     """A small periodic, skewed, rattled structure containing every element, with a cell smaller than
     ``2 * r_max`` so that several periodic images of the same neighbour occur. Used by deploy self-checks."""

@@ -49,6 +49,18 @@ def models(arch, tmp_path_factory) -> Dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def repulsion_models(tmp_path_factory) -> Dict[str, Path]:
+    """architecture -> the small real model (Cu, Au) with the ZBL repulsion (``repulsion: zbl``, default radii),
+    deployed in float64: NequIP as format version 4 (the pair term in its block interface), Allegro as 2."""
+    from mdpot.deploy import deploy_model
+    from mdpot.testing import small_model
+
+    folder = tmp_path_factory.mktemp("repulsion_models")
+    return {arch: deploy_model(small_model(arch, ELEMENTS, seed=4, repulsion="zbl"), folder / f"{arch}_zbl.pt").path
+            for arch in ("nequip", "allegro")}
+
+
+@pytest.fixture(scope="session")
 def model_r_max(models) -> float:
     from mdpot.deploy import load_model
 

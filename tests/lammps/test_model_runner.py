@@ -311,3 +311,63 @@ def test_cpp_and_python_accept_the_same_packages(check_tool, aoti_models, tmp_pa
     assert cuda.returncode == 1 and cuda.stdout.strip() == (
         f"REFUSED: '{package}' is compiled for device cpu and cannot run on cuda; deploy it again on this machine, "
         "or deploy with --format torchscript"), cuda.stdout
+
+
+# -- format version 4: message passing with a short-range pair term ----------------------------------------------
+
+def without_methods(energy_model, names, out: Path, **meta_changes) -> Path:
+    """``energy_model`` deployed by hand without the exported contract methods ``names`` (as a file written before
+    they existed would be): its metadata plus ``meta_changes``, with a matching weights digest."""
+    from mdpot.deploy import eager_model, weights_digest
+    from mdpot.deploy import metadata as md
+
+    eager = eager_model(energy_model, "float64")
+    module = eager.module
+    # a subclass whose methods of these names are plain Python: not exported, so not compiled
+    module.__class__ = type("Without", (type(module),), {name: (lambda self, *args: None) for name in names})
+    scripted = torch.jit.script(module)
+    meta = dict(eager.metadata, **meta_changes)
+    meta[md.WEIGHTS_SHA256] = weights_digest(scripted)
+    torch.jit.save(scripted, str(out), _extra_files=md.encode(meta))
+    return out
+
+
+def test_cpp_and_python_agree_on_version_4(check_tool, repulsion_models, tmp_path):
+    """A version-4 file must be message-passing TorchScript with the whole block interface, mp_has_pair and mp_pair
+    included: both loaders refuse the same files, with the same reason. Version 2 keeps loading with or without
+    the pair methods (a file of an mdpot before them, or one with a pair term that this mdpot runs right)."""
+    from mdpot.deploy import load_model
+    from mdpot.testing import small_model
+
+    nequip, allegro = repulsion_models["nequip"], repulsion_models["allegro"]
+    assert load_model(nequip).metadata["mdpot_format_version"] == 4
+    assert load_model(allegro).metadata["mdpot_format_version"] == 2
+    extra = {k: "" for k in ALL_KEYS}
+    files = {"nequip": nequip}
+    for name, source, changes in (("nequip_as_2", nequip, {"mdpot_format_version": "2"}),
+                                  ("allegro_as_4", allegro, {"mdpot_format_version": "4"}),
+                                  ("layers_mismatch", nequip, {"num_layers": "3", "receptive_field": "10.5"})):
+        module = torch.jit.load(str(source), _extra_files=extra)
+        meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items()}
+        files[name] = tmp_path / f"{name}.pt"
+        torch.jit.save(module, str(files[name]), _extra_files=dict(meta, **changes))
+    energy = small_model("nequip", ("Cu", "Au"), seed=4, repulsion="zbl")
+    files["no_pair_as_4"] = without_methods(energy, ("mp_has_pair", "mp_pair"), tmp_path / "no_pair_as_4.pt")
+    files["no_pair_as_2"] = without_methods(energy, ("mp_has_pair", "mp_pair"), tmp_path / "no_pair_as_2.pt",
+                                            mdpot_format_version=2)
+    files["no_vjp"] = without_methods(energy, ("mp_block_vjp",), tmp_path / "no_vjp.pt")
+    verdicts = verdicts_of(check_tool, files)
+    assert sorted(k for k, v in verdicts.items() if v[0] == "OK") == ["nequip", "nequip_as_2", "no_pair_as_2"], verdicts
+    reasons = {
+        "allegro_as_4": "its module has no block-by-block (mp_*) methods (strictly local, wrapped, or deployed before "
+                        "them)",
+        "layers_mismatch": "mp_num_blocks() = 2 and 2 feature widths do not match num_layers 3",
+        "no_pair_as_4": "its module lacks mp_has_pair, mp_pair",
+        "no_vjp": "its module lacks mp_block_vjp",
+    }
+    for name, why in reasons.items():
+        python, cpp = verdicts[name]
+        assert python == (f"refused: {files[name]}: model format version 4 is for message-passing TorchScript files "
+                          f"with a short-range pair term, but {why}; deploy it again"), python
+        assert cpp == (f"REFUSED: '{files[name]}': mdpot_format_version 4 is for message-passing TorchScript files "
+                       f"with a short-range pair term, but {why}; deploy it again"), cpp

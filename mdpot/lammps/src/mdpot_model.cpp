@@ -576,6 +576,7 @@ struct Model::Impl {
   // message passing by exchange: what the file offers, and the tensors of the current step
   std::string mp_missing = "not checked";
   int mp_blocks = 0;
+  bool mp_pair = false;    // mp_has_pair(): exchange_readout adds mp_pair's energies and edge gradients
   std::vector<int> mp_widths;
   c10::ScalarType dtype = c10::ScalarType::Double;
   struct Chunk {
@@ -604,33 +605,48 @@ struct Model::Impl {
   const double *rows_out(const torch::Tensor &t);
 };
 
-// Every mp_* method present and consistent with the metadata, else the reason in mp_missing.
+// Every mp_* method present and consistent with the metadata, else the reason in mp_missing; whether the model
+// has a short-range pair term (mp_has_pair). A version-4 file (PAIR_FORMAT_VERSION) must have the whole block
+// interface, the pair methods included, and is refused otherwise: mdpot.deploy.load_model has the same rule.
 void Model::Impl::check_exchange(const std::string &path)
 {
-  static const char *const methods[] = {"mp_num_blocks", "mp_feature_widths", "mp_state_widths", "mp_embed",
-                                        "mp_block",      "mp_block_vjp",      "mp_readout",      "mp_edge_derivatives"};
+  namespace c = contract;
   dtype = meta.model_dtype == "float32" ? c10::ScalarType::Float : c10::ScalarType::Double;
-  std::vector<std::string> missing;
-  for (const char *m : methods)
-    if (!module.find_method(m)) missing.emplace_back(m);
-  if (!missing.empty()) {
-    mp_missing = missing.size() == std::size(methods)
-        ? "its module has no block-by-block (mp_*) methods (strictly local, wrapped, or deployed before them)"
-        : "its module lacks " + join(missing, ", ");
-    return;
-  }
+  const bool pair_version = meta.format_version == c::PAIR_FORMAT_VERSION;
+  auto unsupported = [&](const std::string &why) {
+    mp_missing = why;
+    if (pair_version)
+      throw Error("'" + path + "': " + c::KEY_FORMAT_VERSION + " " + std::to_string(c::PAIR_FORMAT_VERSION) +
+                  " is for message-passing TorchScript files with a short-range pair term, but " + why +
+                  "; deploy it again");
+  };
+  auto absent = [&](const char *const *names, int n) {
+    std::vector<std::string> out;
+    for (int k = 0; k < n; ++k)
+      if (!module.find_method(names[k])) out.emplace_back(names[k]);
+    return out;
+  };
+  const auto missing = absent(c::BLOCK_METHODS, c::BLOCK_METHODS_COUNT);
+  const auto missing_pair = absent(c::PAIR_METHODS, c::PAIR_METHODS_COUNT);
+  if (!missing.empty())
+    return unsupported(static_cast<int>(missing.size()) == c::BLOCK_METHODS_COUNT
+                           ? "its module has no block-by-block (mp_*) methods (strictly local, wrapped, or deployed "
+                             "before them)"
+                           : "its module lacks " + join(missing, ", "));
   try {
     mp_blocks = static_cast<int>(module.run_method("mp_num_blocks").toInt());
     mp_widths.clear();
     for (const auto &w : module.run_method("mp_feature_widths").toIntList()) mp_widths.push_back(static_cast<int>(w));
+    // files of version 2 written before the pair term have neither pair method: no pair term
+    mp_pair = missing_pair.empty() && module.run_method("mp_has_pair").toBool();
   } catch (const std::exception &e) {
     throw Error("'" + path + "': cannot read its mp_* methods: " + one_line(e));
   }
-  if (mp_blocks != meta.num_layers || static_cast<int>(mp_widths.size()) != mp_blocks) {
-    mp_missing = "mp_num_blocks() = " + std::to_string(mp_blocks) + " and " + std::to_string(mp_widths.size()) +
-        " feature widths do not match num_layers " + std::to_string(meta.num_layers);
-    return;
-  }
+  if (mp_blocks != meta.num_layers || static_cast<int>(mp_widths.size()) != mp_blocks)
+    return unsupported("mp_num_blocks() = " + std::to_string(mp_blocks) + " and " + std::to_string(mp_widths.size()) +
+                       " feature widths do not match num_layers " + std::to_string(meta.num_layers));
+  if (!missing_pair.empty() && (pair_version || static_cast<int>(missing_pair.size()) < c::PAIR_METHODS_COUNT))
+    return unsupported("its module lacks " + join(missing_pair, ", "));
   mp_missing.clear();
 }
 
@@ -972,20 +988,54 @@ const double *Model::exchange_readout()
     d.atom_energy = torch::zeros({0}, torch::TensorOptions().dtype(torch::kFloat64));
     return d.atom_energy.data_ptr<double>();
   }
+  torch::Tensor energy;
   try {
     torch::AutoGradMode grad(true);
     auto out = d.module.run_method("mp_readout", st.state[d.mp_blocks], st.centre_type).toTuple();
     st.g_state = out->elements()[1].toTensor().detach();
-    d.atom_energy = out->elements()[0].toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-    if (d.atom_energy.sizes().vec() != std::vector<int64_t>{st.n_local})
-      throw Error("readout returned energies of shape " + shape_str(d.atom_energy) + " for " +
-                  std::to_string(st.n_local) + " atoms");
-    return d.atom_energy.data_ptr<double>();
+    energy = out->elements()[0].toTensor().detach();
+    if (energy.sizes().vec() != std::vector<int64_t>{st.n_local})
+      throw Error("readout returned energies of shape " + shape_str(energy) + " for " + std::to_string(st.n_local) +
+                  " atoms");
   } catch (const Error &) {
     throw;
   } catch (const std::exception &e) {
     throw Error("readout failed (" + std::to_string(st.n_local) + " atoms): " + one_line(e));
   }
+  if (d.mp_pair) {
+    // the short-range pair term on the local-centred edges, chunk by chunk like the blocks (it is additive over
+    // edges): its energies join the readout's, its edge gradients the blocks' (summed into edge_grad during the
+    // backward pass, turned into forces by finish). A chunk's edges keep their centre rows (mp_pair reads the
+    // centres' types from the rows' types), so the chunk [c0, c1) is called with n_centres = c1.
+    try {
+      ExecutorOptimizeGuard guard(d.optimize);
+      torch::AutoGradMode grad(true);
+      energy = energy.to(torch::kFloat64).clone();
+      for (const auto &ch : st.chunks) {
+        const int64_t ne = ch.e1 - ch.e0;
+        auto out = d.module
+                       .run_method("mp_pair", st.edge_vec.narrow(0, ch.e0, ne), st.edge_index.narrow(1, ch.e0, ne),
+                                   st.types, ch.c1)
+                       .toTuple();
+        const auto pair_energy = out->elements()[0].toTensor().detach();
+        const auto pair_grad = out->elements()[1].toTensor().detach();
+        if (pair_energy.sizes().vec() != std::vector<int64_t>{ch.c1} ||
+            pair_grad.sizes().vec() != std::vector<int64_t>{ne, 3})
+          throw Error("pair term returned energies of shape " + shape_str(pair_energy) + " and edge gradients of " +
+                      "shape " + shape_str(pair_grad) + " for " + std::to_string(ch.c1) + " atoms and " +
+                      std::to_string(ne) + " edges");
+        energy.narrow(0, ch.c0, ch.c1 - ch.c0).add_(pair_energy.narrow(0, ch.c0, ch.c1 - ch.c0).to(torch::kFloat64));
+        st.edge_grad.narrow(0, ch.e0, ne).add_(pair_grad.to(torch::kFloat64));
+      }
+    } catch (const Error &) {
+      throw;
+    } catch (const std::exception &e) {
+      throw Error("pair term failed (" + std::to_string(st.n_local) + " atoms, " + std::to_string(st.n_edges) +
+                  " edges): " + one_line(e));
+    }
+  }
+  d.atom_energy = energy.to(torch::kCPU, torch::kFloat64).contiguous();
+  return d.atom_energy.data_ptr<double>();
 }
 
 const double *Model::exchange_backward(int b, const double *g_x_local)

@@ -87,10 +87,11 @@ class Model {
   double memory_usage() const;
 
   /* Message passing by per-block feature exchange (docs/message_passing_exchange.md). A file whose module
-     has every mp_* method can be run block by block; the caller exchanges the rows of x_b between blocks.
-     One step: exchange_begin, exchange_forward(b) for b = 0..L-1, exchange_readout, exchange_backward(b) for
-     b = L-1..0, exchange_finish. Tensors stay with the model between these calls. Rows are float64 on the
-     host (float32 values are exact in double). */
+     has every mp_* method (contract::BLOCK_METHODS; a version-4 file also PAIR_METHODS, else it is refused)
+     can be run block by block; the caller exchanges the rows of x_b between blocks. One step: exchange_begin,
+     exchange_forward(b) for b = 0..L-1, exchange_readout, exchange_backward(b) for b = L-1..0, exchange_finish.
+     Tensors stay with the model between these calls. Rows are float64 on the host (float32 values are exact in
+     double). */
 
   // "" if the file can be run block by block, else why not (one phrase).
   std::string exchange_unsupported() const;
@@ -105,7 +106,9 @@ class Model {
   // where the rows come from the embedding. Returns x_{b+1} of the local centres [n_local, W_{b+1}]
   // (nullptr after the last block).
   const double *exchange_forward(int b, const double *x_rows);
-  // Per-atom energies [n_local], eV, the per-element shift included.
+  // Per-atom energies [n_local], eV, the per-element shift included. A model with a short-range pair term
+  // (mp_has_pair) also gets mp_pair on the step's edges here, per chunk of centres: its energies are added,
+  // and its edge gradients join the blocks' for exchange_finish.
   const double *exchange_readout();
   // Backward through block b. g_x_local: d E / d x_{b+1} of the local centres [n_local, W_{b+1}], the owners'
   // sums after the reverse exchange (ignored for the last block). Returns d E / d x_b for every row
