@@ -162,6 +162,11 @@ class ModelConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
+        if d["repulsion"] is None:
+            # without the term, the config reads exactly as before the option existed: an older mdpot, which
+            # refuses unknown options, keeps loading these checkpoints and files
+            for key in ("repulsion", "repulsion_r_inner", "repulsion_r_outer"):
+                del d[key]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod

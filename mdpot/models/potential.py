@@ -214,7 +214,9 @@ class MessagePassingPotential(Potential):
         ``edge_vec [E, 3]`` float64 (Å), ``edge_index [2, E]`` (centre ``0 .. n_centres-1``, neighbour row),
         ``atom_type [N]`` of every row -> (per-atom energy ``[n_centres]``, ``dE/dr_ij [E, 3]``), float64. The engine
         adds the energy to :meth:`mp_readout`'s and the gradient to the blocks' edge gradients; zeros when the model
-        has no such term (:meth:`mp_has_pair`). Additive over edges, so it may run chunk by chunk."""
+        has no such term (:meth:`mp_has_pair`). Additive over edges, so it may run chunk by chunk, as long as each
+        chunk keeps its edges' centre rows (unlike :meth:`mp_block`, whose centres start at 0): the call for
+        centres ``c0 .. c1-1`` passes ``n_centres = c1`` and uses rows ``c0 ..`` of the energies."""
         if not self.has_repulsion:
             return (torch.zeros(n_centres, dtype=torch.float64, device=edge_vec.device),
                     torch.zeros_like(edge_vec))

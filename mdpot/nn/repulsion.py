@@ -62,7 +62,7 @@ def zbl_pair_energy(r: torch.Tensor, zi: torch.Tensor, zj: torch.Tensor, r_inner
     x = r * (zi ** 0.23 + zj ** 0.23) / ZBL_LENGTH_A
     phi = sum(c * torch.exp(-d * x) for c, d in ZBL_SCREENING)
     t = ((r - r_inner) / (r_outer - r_inner)).clamp(0.0, 1.0)
-    s = 1.0 - t ** 3 * (10.0 - 15.0 * t + 6.0 * t ** 2)
+    s = (1.0 - t) ** 3 * (1.0 + 3.0 * t + 6.0 * t ** 2)
     return COULOMB_EV_A * zi * zj / r * phi * s
 
 
@@ -112,7 +112,8 @@ class ZBLRepulsion(nn.Module):
         x = r * self.inv_length.index_select(0, pair)
         phi = (self.screening[:, 0] * torch.exp(-x.unsqueeze(1) * self.screening[:, 1])).sum(1)
         t = ((r - self.r_inner.index_select(0, pair)) * self.inv_width.index_select(0, pair)).clamp(0.0, 1.0)
-        s = 1.0 - t * t * t * (10.0 - 15.0 * t + 6.0 * t * t)
+        u = 1.0 - t
+        s = u * u * u * (1.0 + 3.0 * t + 6.0 * t * t)  # = 1 - 10t^3 + 15t^4 - 6t^5, exactly 0 at t = 1
         e = self.half_zz.index_select(0, pair) * phi * s / r
         out = torch.zeros(atom_type.shape[0], dtype=torch.float64, device=edge_vec.device)
         return out.index_add(0, edge_index[0], e)[:n_centres]
