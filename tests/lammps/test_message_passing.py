@@ -70,12 +70,20 @@ def test_exchange_matches_ase_and_ghosts(plugin, nequip_models, lammps, tmp_path
     script.append(block("overlay", "small.data", "p p p", f"pair_coeff * * mdpot {model} Cu NULL\n"
                         "pair_coeff * * zero", pair_style="hybrid/overlay zero 3.0 mdpot",
                         processors=LAYOUTS[nprocs]))
+    if dtype == "float32":  # the same weights in float64 on the same system and ranks: twice the bytes
+        script.append(block("small_float64", "small.data", "p p p",
+                            f"pair_coeff * * {nequip_models[layers, 'float64']} Cu Au",
+                            pair_style="mdpot message_passing exchange", processors=LAYOUTS[nprocs]))
     run = lammps("".join(script), tmp_path, nprocs=nprocs)
 
     stats = stats_of(run.output)
-    assert [s["mode"] for s in stats] == ["exchange", "ghosts"] * len(cases) + ["exchange"]
-    for s in stats[0::2]:
+    assert [s["mode"] for s in stats] == ["exchange", "ghosts"] * len(cases) + ["exchange"] * (
+        2 if dtype == "float32" else 1)
+    for s in stats[0:2 * len(cases):2]:
         assert float(s["ghost_edges"]) == 0 and (nprocs == 1 or float(s["comm_bytes_per_step"]) > 0)
+    if dtype == "float32":  # float32 rows travel two values per double (the widths here are even)
+        bytes32, bytes64 = float(stats[0]["comm_bytes_per_step"]), float(stats[-1]["comm_bytes_per_step"])
+        assert bytes32 > 0 and 2 * bytes32 == bytes64, (bytes32, bytes64)
     if nprocs == 4:  # the slab leaves ranks without atoms
         assert min(st[2] for st in nlocal_stats(run.output)) == 0
 
