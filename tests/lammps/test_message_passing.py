@@ -5,7 +5,9 @@ cutoff r_max + skin, node features exchanged before every block) equals the ASE 
 mode at row 15's tolerance: energy, per-atom energy, forces, global and per-atom virial. The systems: a skewed
 cell smaller than 2·r_max (on 4 ranks its subdomains are thinner than r_max, so features cross several rank
 boundaries and every ghost is an image), a general triclinic cell, a slab whose vacuum leaves ranks without
-atoms under ``processors 1 1 4``, and Cu under ``hybrid/overlay`` with Au as ``NULL``.
+atoms under ``processors 1 1 4``, Cu under ``hybrid/overlay`` with Au as ``NULL``, and an uneven system under
+``comm_style tiled`` with an ``rcb`` balance. A float32 model's exchange sends half the bytes of its float64
+twin.
 """
 from __future__ import annotations
 
@@ -130,3 +132,27 @@ def test_exchange_chunks_and_errors(plugin, nequip_models, lammps, tmp_path):
     assert bad.returncode != 0
     assert re.search(r"message_passing exchange: model '.*allegro_float64\.pt' cannot be run block by block",
                      bad.output), bad.output[-2000:]
+
+
+def test_exchange_comm_style_tiled(plugin, nequip_models, lammps, tmp_path):
+    """``comm_style tiled`` with an ``rcb`` balance on a system dense on one side and sparse on the other (the
+    subdomains are boxes of unequal sizes, not a grid; ghosts come through CommTiled's swaps): the exchange equals
+    the ASE calculator at row 15's tolerance."""
+    model = nequip_models[3, "float64"]
+    atoms = alloy(ELEMENTS, (4, 3, 3), a=3.6, seed=11)
+    frac_x = atoms.get_scaled_positions()[:, 0]
+    keep = (frac_x < 0.5) | (np.arange(len(atoms)) % 4 == 0)  # a quarter of the atoms on the right half
+    atoms = atoms[keep]
+    box = write_data(tmp_path / "uneven.data", atoms, ELEMENTS)
+    run = lammps(block("tiled", "uneven.data", box.boundary, f"pair_coeff * * {model} Cu Au",
+                       pair_style="mdpot message_passing exchange", extra="comm_style tiled\nbalance 1.0 rcb"),
+                 tmp_path, nprocs=4)
+    per_rank = nlocal_stats(run.output)[-1]
+    assert per_rank[1] - per_rank[2] <= 1, f"rcb left atoms per rank (ave, max, min) {per_rank}"
+    (s,) = stats_of(run.output)
+    assert s["mode"] == "exchange" and float(s["comm_bytes_per_step"]) > 0
+
+    got = read_block(tmp_path, "tiled")
+    want = Reference({"float64": model})(atoms_from_frame(got["frame"], ELEMENTS), "float64")
+    assert np.abs(want["forces"]).max() > 1e-2, "forces vanish, the comparison would be vacuous"
+    assert_results_close(got, want, tol("lammps", "float64"), "comm_style tiled, balance rcb, 4 ranks")
