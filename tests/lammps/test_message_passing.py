@@ -151,6 +151,8 @@ def test_exchange_comm_style_tiled(plugin, nequip_models, lammps, tmp_path):
     assert per_rank[1] - per_rank[2] <= 1, f"rcb left atoms per rank (ave, max, min) {per_rank}"
     (s,) = stats_of(run.output)
     assert s["mode"] == "exchange" and float(s["comm_bytes_per_step"]) > 0
+    rss_max, rss_all = float(s["peak_rss_mb_max_rank"]), float(s["peak_rss_mb_all_ranks"])
+    assert 50 < rss_max < rss_all <= 4 * (rss_max + 1), (rss_max, rss_all)  # torch in every rank; MB rounded
 
     got = read_block(tmp_path, "tiled")
     want = Reference({"float64": model})(atoms_from_frame(got["frame"], ELEMENTS), "float64")

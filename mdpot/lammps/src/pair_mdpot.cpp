@@ -26,6 +26,7 @@
 #include "utils.h"
 
 #include <mpi.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
@@ -62,6 +63,18 @@ void add_voigt(double *v, const double *w)
 template <typename T> double capacity_bytes(const std::vector<T> &v)
 {
   return static_cast<double>(v.capacity() * sizeof(T));
+}
+
+// This process's peak resident memory since it started, MB (getrusage: kB on Linux, bytes on macOS).
+double peak_rss_mb()
+{
+  struct rusage usage {};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
+#ifdef __APPLE__
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
+#else
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+#endif
 }
 
 }    // namespace
@@ -462,7 +475,8 @@ void PairMDPot::ensure_ghost_cutoff()
 }
 
 // End of a run: what the model evaluated per step, summed over ranks. For a message-passing model the
-// ghost atoms and ghost-centred edges are the redundant work of the wide ghost shell.
+// ghost atoms and ghost-centred edges are the redundant work of the wide ghost shell. The peak resident
+// memory is each process's since it started (not only this run's): the largest rank's and the sum.
 void PairMDPot::finish()
 {
   auto &st = impl->stats;
@@ -470,12 +484,12 @@ void PairMDPot::finish()
     st = MDPotImpl::Stats();
     return;
   }
-  double sums[6] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls, st.comm_bytes};
-  double totals[6];
-  MPI_Allreduce(sums, totals, 6, MPI_DOUBLE, MPI_SUM, world);
-  double seconds[2] = {st.model_seconds, st.comm_seconds}, seconds_max[2];
-  MPI_Allreduce(seconds, seconds_max, 2, MPI_DOUBLE, MPI_MAX, world);
-  const double model_max = seconds_max[0];
+  const double rss = peak_rss_mb();
+  double sums[7] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls, st.comm_bytes, rss};
+  double totals[7];
+  MPI_Allreduce(sums, totals, 7, MPI_DOUBLE, MPI_SUM, world);
+  double mine[3] = {st.model_seconds, st.comm_seconds, rss}, maxima[3];
+  MPI_Allreduce(mine, maxima, 3, MPI_DOUBLE, MPI_MAX, world);
   if (comm->me == 0 && st.steps > 0) {
     const double steps = st.steps, local = totals[0] / steps, ghosts = totals[1] / steps;
     const double ledges = totals[2] / steps, gedges = totals[3] / steps;
@@ -483,11 +497,12 @@ void PairMDPot::finish()
                    "mdpot stats: mode={} format={} steps={:.0f} model_calls_per_step={:.2f} local_atoms={:.0f} ghost_atoms={:.0f} "
                    "local_edges={:.0f} ghost_edges={:.0f} ghost_atoms_per_local={:.3f} "
                    "ghost_edges_per_local={:.3f} ghost_edge_share={:.4f} model_seconds_per_step={:.6g} "
-                   "comm_bytes_per_step={:.0f} comm_bytes_per_atom={:.1f} comm_seconds_per_step={:.6g}\n",
+                   "comm_bytes_per_step={:.0f} comm_bytes_per_atom={:.1f} comm_seconds_per_step={:.6g} "
+                   "peak_rss_mb_max_rank={:.0f} peak_rss_mb_all_ranks={:.0f}\n",
                    exchange ? "exchange" : "ghosts", impl->model->format(), steps, totals[4] / steps, local, ghosts, ledges, gedges, local > 0 ? ghosts / local : 0.0,
                    local > 0 ? gedges / local : 0.0, ledges + gedges > 0 ? gedges / (ledges + gedges) : 0.0,
-                   model_max / steps, totals[5] / steps, local > 0 ? totals[5] / steps / local : 0.0,
-                   seconds_max[1] / steps);
+                   maxima[0] / steps, totals[5] / steps, local > 0 ? totals[5] / steps / local : 0.0,
+                   maxima[1] / steps, maxima[2], totals[6]);
   }
   st = MDPotImpl::Stats();
 }
