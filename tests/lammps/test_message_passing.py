@@ -7,7 +7,7 @@ cell smaller than 2·r_max (on 4 ranks its subdomains are thinner than r_max, so
 boundaries and every ghost is an image), a general triclinic cell, a slab whose vacuum leaves ranks without
 atoms under ``processors 1 1 4``, Cu under ``hybrid/overlay`` with Au as ``NULL``, and an uneven system under
 ``comm_style tiled`` with an ``rcb`` balance. A float32 model's exchange sends half the bytes of its float64
-twin.
+twin, rows of an odd number of float32 values included.
 """
 from __future__ import annotations
 
@@ -158,3 +158,23 @@ def test_exchange_comm_style_tiled(plugin, nequip_models, lammps, tmp_path):
     want = Reference({"float64": model})(atoms_from_frame(got["frame"], ELEMENTS), "float64")
     assert np.abs(want["forces"]).max() > 1e-2, "forces vanish, the comparison would be vacuous"
     assert_results_close(got, want, tol("lammps", "float64"), "comm_style tiled, balance rcb, 4 ranks")
+
+
+def test_exchange_float32_odd_width(plugin, lammps, tmp_path):
+    """A float32 row of an odd number of values ends in half a double (l_max 2, 3 channels: the last block's
+    rows are 27 values, 14 doubles): the padding float never reaches the model."""
+    from mdpot.deploy import deploy_model
+    from mdpot.testing import small_model
+
+    model = small_model("nequip", ELEMENTS, seed=3, num_layers=3, l_max=2, num_features=3)
+    assert model.mp_feature_widths()[1:] == [54, 27]
+    path = deploy_model(model, tmp_path / "odd_float32.pt", dtype="float32").path
+    atoms = alloy(ELEMENTS, (3, 3, 3), a=3.4, seed=4)
+    box = write_data(tmp_path / "a.data", atoms, ELEMENTS)
+    run = lammps(block("odd", "a.data", box.boundary, f"pair_coeff * * {path} Cu Au",
+                       pair_style="mdpot message_passing exchange"), tmp_path, nprocs=2)
+    assert "up to 54 values per atom, float32 packed two per double: 27 doubles" in run.output
+    got = read_block(tmp_path, "odd")
+    want = Reference({"float32": path})(atoms_from_frame(got["frame"], ELEMENTS), "float32")
+    assert np.abs(want["forces"]).max() > 1e-2, "forces vanish, the comparison would be vacuous"
+    assert_results_close(got, want, tol("lammps", "float32"), "float32 rows of odd width, 2 ranks")
