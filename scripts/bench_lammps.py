@@ -1,21 +1,23 @@
 """Benchmark the LAMMPS pair style `mdpot` with the benchmark Allegro or NequIP model.
 
-Models (fresh weights, float32, Cu, r_max 5 Å, l_max 1): Allegro, 2 layers, 32 scalar / 16 tensor features
+Models (fresh weights, float32, Cu, r_max 5 Å): Allegro, l_max 1, 2 layers, 32 scalar / 16 tensor features
 (the defaults of ``AllegroConfig(elements=("Cu",), r_max=5.0)``); NequIP, ``--layers`` layers (default 3),
-32 features. System: FCC Cu (a = 3.61 Å), NVE at 300 K.
+``--features`` features (default 32), l_max ``--lmax`` (default 1). System: FCC Cu (a = 3.61 Å), NVE at 300 K.
 
 Reports, per size and rank count: timesteps/s, µs per atom-step, the pair-style share of the step; what the
 model evaluated per step (from the pair style's end-of-run statistics): ghost atoms and edges per local atom
 and the share of edges centred on ghosts (a message-passing model's redundant work); the pair-style overhead
 against the bare compiled model on the same periodic graph without ghosts (Python, same thread count);
-2-rank parallel efficiency; peak resident memory per rank and per atom. Writes
-docs/benchmarks/bench_lammps.{json,md} (Allegro) or bench_lammps_nequip.{json,md}.
+2-rank parallel efficiency; peak resident memory of rank 0, of the largest rank and summed over ranks, and per
+atom. Writes docs/benchmarks/bench_lammps.{json,md} (Allegro) or bench_lammps_nequip.{json,md}.
 
     python scripts/bench_lammps.py                 # 10^3, 10^4, 10^5 atoms on 1 and 2 ranks (long)
     python scripts/bench_lammps.py --quick         # 10^3 and 4000 atoms, few steps
     python scripts/bench_lammps.py --sizes 1000 32000 --ranks 1 2 --tcmalloc
     python scripts/bench_lammps.py --arch nequip --layers 3 --sizes 4000 32000 --ranks 1 2 4 8 --steps 2
     python scripts/bench_lammps.py --arch nequip --sizes 4000 --message-passing exchange ghosts --tag _exchange
+    python scripts/bench_lammps.py --arch nequip --lmax 2 --sizes 4000 8000 --ranks 2 --steps 1 \
+        --message-passing exchange --max-edges 20000 --bare-max-atoms 0 --tag _exchange_lmax2
     python scripts/bench_lammps.py --sizes 4000 --ranks 2 --format torchscript aoti --repeats 3 --tag _aoti
 
 ``--format torchscript aoti`` deploys the model in both formats (an AOTInductor package is compiled for this
@@ -72,14 +74,14 @@ def cells_for(atoms: int) -> int:
     return max(2, round((atoms / 4) ** (1 / 3)))
 
 
-def bench_config(arch: str, layers: int, features: int = 32):
+def bench_config(arch: str, layers: int, features: int = 32, l_max: int = 1):
     from mdpot.models import AllegroConfig, NequIPConfig
 
     if arch == "allegro":
         return AllegroConfig(elements=("Cu",), r_max=5.0)
     # avg_num_neighbors as in FCC Cu at 5 Å (42): with 1.0, fresh weights blow features up into the range
     # where float32 gates underflow to denormals, which the CPU computes ~10x slower
-    return NequIPConfig(elements=("Cu",), r_max=5.0, l_max=1, num_layers=layers, num_features=features,
+    return NequIPConfig(elements=("Cu",), r_max=5.0, l_max=l_max, num_layers=layers, num_features=features,
                         avg_num_neighbors=42.0)
 
 
@@ -117,11 +119,11 @@ def parse_stats(output: str) -> dict:
 
 
 def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, workdir: Path, tcmalloc: bool,
-                    mode: str = "") -> dict:
+                    mode: str = "", max_edges: int | None = None) -> dict:
     from mdpot.lammps.run import run_lammps
 
     env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
-    pair_args = f" message_passing {mode}" if mode else ""
+    pair_args = (f" message_passing {mode}" if mode else "") + (f" max_edges {max_edges}" if max_edges else "")
     run = run_lammps(INPUT.format(n=n, model=model, steps=steps, warmup=warmup, pair_args=pair_args), workdir, nprocs=ranks,
                      threads=1, env=env, timeout=3600, log="log.lammps")
     loop = LOOP.findall(run.output)[-1]
@@ -136,6 +138,9 @@ def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, wo
             "cpu_share": cpu_share,
             "cpu_us_per_atom_step": seconds * cpu_share / nsteps / natoms * 1e6 if cpu_share else None,
             "pair_fraction": pair / seconds, "peak_rss_mb_rank0": float(rss[-1]) if rss else None,
+            # every rank's peak, from the pair style's statistics line
+            "peak_rss_mb_max_rank": evaluated.get("peak_rss_mb_max_rank"),
+            "peak_rss_mb_all_ranks": evaluated.get("peak_rss_mb_all_ranks"),
             "allocator": "tcmalloc" if tcmalloc else "glibc", "evaluated": evaluated}
 
 
@@ -165,14 +170,20 @@ def bare_model_time(model: Path, n: int, repeats: int, threads: int = 1) -> dict
             "us_per_atom": seconds / len(atoms) * 1e6}
 
 
+def mb(value) -> str:
+    return f"{value:.0f}" if value else "–"
+
+
 def markdown(results: dict) -> str:
+    max_edges = f" pair_style max_edges {results['max_edges']}." if results.get("max_edges") else ""
     lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
-             f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.", "",
+             f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.{max_edges}", "",
              "| format | message passing | atoms | ranks | allocator | timesteps/s | µs/atom/step | vs TorchScript | "
              "CPU µs/atom/step (wall × CPU use) | "
              "pair share | ghost atoms / local | ghost-centred edges / local | edges on ghosts | bare model µs/atom | "
-             "overhead vs bare | comm bytes / atom / step | comm share | peak RSS rank 0 (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "overhead vs bare | comm bytes / atom / step | comm share | peak RSS rank 0 (MB) | peak RSS largest rank (MB) | "
+             "peak RSS all ranks (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bare = {(b.get("format", "torchscript"), b["atoms"]): b for b in results["bare_model"]}
     for r in results["lammps"]:
         fmt = r.get("format", "torchscript")
@@ -194,7 +205,8 @@ def markdown(results: dict) -> str:
         lines.append(f"| {fmt} | {r.get('mode', '–')} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
                      f"{r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {ratio} | {cpu_us} | "
                      f"{r['pair_fraction'] * 100:.0f}% | "
-                     f"{ghosts} | {bare_us} | {overhead} | {comm} | {r['peak_rss_mb_rank0'] or float('nan'):.0f} |")
+                     f"{ghosts} | {bare_us} | {overhead} | {comm} | {mb(r['peak_rss_mb_rank0'])} | "
+                     f"{mb(r.get('peak_rss_mb_max_rank'))} | {mb(r.get('peak_rss_mb_all_ranks'))} |")
     lines += ["", "Parallel efficiency (1 → 2 ranks): " + ", ".join(
         f"{e['atoms']} atoms {e.get('format') or ''} {e.get('mode', '')} {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
     lines += ["", "Memory per atom (marginal, rank 0 RSS between the two largest 1-rank sizes): "
@@ -216,6 +228,11 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=3, help="NequIP interaction blocks (default 3)")
     parser.add_argument("--features", type=int, default=32,
                         help="NequIP channels (default 32; the ghost counts do not depend on it, memory does)")
+    parser.add_argument("--lmax", type=int, default=1,
+                        help="NequIP l_max of the features and spherical harmonics (default 1)")
+    parser.add_argument("--max-edges", type=int,
+                        help="pair_style mdpot max_edges: edges per model call, per block call in exchange mode "
+                             "(default: the pair style's); bounds a rank's memory")
     parser.add_argument("--message-passing", nargs="+", choices=("exchange", "ghosts"), default=[""],
                         help="NequIP: pair style modes to run (default: the pair style's default)")
     parser.add_argument("--format", nargs="+", choices=("torchscript", "aoti"), default=["torchscript"],
@@ -230,7 +247,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.model is not None and len(args.format) > 1:
         parser.error("--model is one file of one format; leave it out to compare formats")
-    config = bench_config(args.arch, args.layers, args.features)
+    if args.max_edges is not None and args.max_edges < 1:
+        parser.error(f"--max-edges must be a positive integer, got {args.max_edges}")
+    if args.lmax < 0:
+        parser.error(f"--lmax must be 0 or more, got {args.lmax}")
+    if args.arch == "allegro" and args.lmax != 1:
+        parser.error(f"--lmax applies to the NequIP benchmark model (--arch nequip), got --lmax {args.lmax} "
+                     "with --arch allegro")
+    config = bench_config(args.arch, args.layers, args.features, args.lmax)
     stem = ("bench_lammps" if args.arch == "allegro" else "bench_lammps_nequip") + args.tag
     sizes = args.sizes or ([1000, 4000] if args.quick else [1000, 10000, 100000])
     steps = args.steps or (5 if args.quick else 20)
@@ -247,7 +271,7 @@ def main(argv=None) -> int:
                    # a given model by its name and content, never by this machine's path to it
                    "model": describe(config) if args.model is None else
                    f"{Path(args.model).name} (sha256 {sha256_file(args.model)[:16]})",
-                   "steps": steps, "repeats": args.repeats, "formats": args.format,
+                   "steps": steps, "repeats": args.repeats, "formats": args.format, "max_edges": args.max_edges,
                    "aoti_threads": args.aoti_threads,
                    "lammps": [], "bare_model": [], "parallel_efficiency": []}
         for size in sizes:
@@ -266,7 +290,7 @@ def main(argv=None) -> int:
                 for tc, mode, ranks, fmt in cases:
                     r = run_lammps_case(models[fmt], n, ranks, steps, warmup=max(2, steps // 5),
                                         workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}_{fmt}_{repeat}", tcmalloc=tc,
-                                        mode=mode)
+                                        mode=mode, max_edges=args.max_edges)
                     key = (tc, mode, ranks, fmt)
                     if key not in best or r["us_per_atom_step"] < best[key]["us_per_atom_step"]:
                         best[key] = r

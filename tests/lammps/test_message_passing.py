@@ -5,7 +5,9 @@ cutoff r_max + skin, node features exchanged before every block) equals the ASE 
 mode at row 15's tolerance: energy, per-atom energy, forces, global and per-atom virial. The systems: a skewed
 cell smaller than 2·r_max (on 4 ranks its subdomains are thinner than r_max, so features cross several rank
 boundaries and every ghost is an image), a general triclinic cell, a slab whose vacuum leaves ranks without
-atoms under ``processors 1 1 4``, and Cu under ``hybrid/overlay`` with Au as ``NULL``.
+atoms under ``processors 1 1 4``, Cu under ``hybrid/overlay`` with Au as ``NULL``, and an uneven system under
+``comm_style tiled`` with an ``rcb`` balance. A float32 model's exchange sends half the bytes of its float64
+twin, rows of an odd number of float32 values included.
 """
 from __future__ import annotations
 
@@ -70,12 +72,20 @@ def test_exchange_matches_ase_and_ghosts(plugin, nequip_models, lammps, tmp_path
     script.append(block("overlay", "small.data", "p p p", f"pair_coeff * * mdpot {model} Cu NULL\n"
                         "pair_coeff * * zero", pair_style="hybrid/overlay zero 3.0 mdpot",
                         processors=LAYOUTS[nprocs]))
+    if dtype == "float32":  # the same weights in float64 on the same system and ranks: twice the bytes
+        script.append(block("small_float64", "small.data", "p p p",
+                            f"pair_coeff * * {nequip_models[layers, 'float64']} Cu Au",
+                            pair_style="mdpot message_passing exchange", processors=LAYOUTS[nprocs]))
     run = lammps("".join(script), tmp_path, nprocs=nprocs)
 
     stats = stats_of(run.output)
-    assert [s["mode"] for s in stats] == ["exchange", "ghosts"] * len(cases) + ["exchange"]
-    for s in stats[0::2]:
+    assert [s["mode"] for s in stats] == ["exchange", "ghosts"] * len(cases) + ["exchange"] * (
+        2 if dtype == "float32" else 1)
+    for s in stats[0:2 * len(cases):2]:
         assert float(s["ghost_edges"]) == 0 and (nprocs == 1 or float(s["comm_bytes_per_step"]) > 0)
+    if dtype == "float32":  # float32 rows travel two values per double (the widths here are even)
+        bytes32, bytes64 = float(stats[0]["comm_bytes_per_step"]), float(stats[-1]["comm_bytes_per_step"])
+        assert bytes32 > 0 and 2 * bytes32 == bytes64, (bytes32, bytes64)
     if nprocs == 4:  # the slab leaves ranks without atoms
         assert min(st[2] for st in nlocal_stats(run.output)) == 0
 
@@ -122,3 +132,49 @@ def test_exchange_chunks_and_errors(plugin, nequip_models, lammps, tmp_path):
     assert bad.returncode != 0
     assert re.search(r"message_passing exchange: model '.*allegro_float64\.pt' cannot be run block by block",
                      bad.output), bad.output[-2000:]
+
+
+def test_exchange_comm_style_tiled(plugin, nequip_models, lammps, tmp_path):
+    """``comm_style tiled`` with an ``rcb`` balance on a system dense on one side and sparse on the other (the
+    subdomains are boxes of unequal sizes, not a grid; ghosts come through CommTiled's swaps): the exchange equals
+    the ASE calculator at row 15's tolerance."""
+    model = nequip_models[3, "float64"]
+    atoms = alloy(ELEMENTS, (4, 3, 3), a=3.6, seed=11)
+    frac_x = atoms.get_scaled_positions()[:, 0]
+    keep = (frac_x < 0.5) | (np.arange(len(atoms)) % 4 == 0)  # a quarter of the atoms on the right half
+    atoms = atoms[keep]
+    box = write_data(tmp_path / "uneven.data", atoms, ELEMENTS)
+    run = lammps(block("tiled", "uneven.data", box.boundary, f"pair_coeff * * {model} Cu Au",
+                       pair_style="mdpot message_passing exchange", extra="comm_style tiled\nbalance 1.0 rcb"),
+                 tmp_path, nprocs=4)
+    per_rank = nlocal_stats(run.output)[-1]
+    assert per_rank[1] - per_rank[2] <= 1, f"rcb left atoms per rank (ave, max, min) {per_rank}"
+    (s,) = stats_of(run.output)
+    assert s["mode"] == "exchange" and float(s["comm_bytes_per_step"]) > 0
+    rss_max, rss_all = float(s["peak_rss_mb_max_rank"]), float(s["peak_rss_mb_all_ranks"])
+    assert 50 < rss_max < rss_all <= 4 * (rss_max + 1), (rss_max, rss_all)  # torch in every rank; MB rounded
+
+    got = read_block(tmp_path, "tiled")
+    want = Reference({"float64": model})(atoms_from_frame(got["frame"], ELEMENTS), "float64")
+    assert np.abs(want["forces"]).max() > 1e-2, "forces vanish, the comparison would be vacuous"
+    assert_results_close(got, want, tol("lammps", "float64"), "comm_style tiled, balance rcb, 4 ranks")
+
+
+def test_exchange_float32_odd_width(plugin, lammps, tmp_path):
+    """A float32 row of an odd number of values ends in half a double (l_max 2, 3 channels: the last block's
+    rows are 27 values, 14 doubles): the padding float never reaches the model."""
+    from mdpot.deploy import deploy_model
+    from mdpot.testing import small_model
+
+    model = small_model("nequip", ELEMENTS, seed=3, num_layers=3, l_max=2, num_features=3)
+    assert model.mp_feature_widths()[1:] == [54, 27]
+    path = deploy_model(model, tmp_path / "odd_float32.pt", dtype="float32").path
+    atoms = alloy(ELEMENTS, (3, 3, 3), a=3.4, seed=4)
+    box = write_data(tmp_path / "a.data", atoms, ELEMENTS)
+    run = lammps(block("odd", "a.data", box.boundary, f"pair_coeff * * {path} Cu Au",
+                       pair_style="mdpot message_passing exchange"), tmp_path, nprocs=2)
+    assert "up to 54 values per atom, float32 packed two per double: 27 doubles" in run.output
+    got = read_block(tmp_path, "odd")
+    want = Reference({"float32": path})(atoms_from_frame(got["frame"], ELEMENTS), "float32")
+    assert np.abs(want["forces"]).max() > 1e-2, "forces vanish, the comparison would be vacuous"
+    assert_results_close(got, want, tol("lammps", "float32"), "float32 rows of odd width, 2 ranks")

@@ -595,7 +595,7 @@ struct Model::Impl {
     // backward pass instead of recomputing the block
     bool keep_graph = false;
     std::vector<torch::Tensor> vec_in, state_in, state_out, x_out;
-    torch::Tensor rows;                  // host float64 rows handed to the caller
+    torch::Tensor rows;                  // host rows handed to the caller (float32 models: float32, packed)
   } step;
 
   void check_exchange(const std::string &path);
@@ -650,18 +650,35 @@ void Model::Impl::check_exchange(const std::string &path)
   mp_missing.clear();
 }
 
+// Host rows (mdpot_model.h): a float64 model's W values as W doubles; a float32 model's W values as float32,
+// two per double (ceil(W/2) doubles, the last float 0 when W is odd), so the caller's buffers carry half the
+// bytes and the bits of the model's own values.
 torch::Tensor Model::Impl::rows_in(const double *rows, int64_t n, int64_t width) const
 {
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   if (n * width == 0) return torch::zeros({n, width}, f64.device(device)).to(dtype);
   // a copy always: the caller reuses its buffer, and the rows are kept until the backward pass
+  if (dtype == c10::ScalarType::Float) {
+    const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+    auto packed = torch::from_blob(const_cast<double *>(rows), {n, 2 * ((width + 1) / 2)}, f32);
+    return packed.narrow(1, 0, width).to(device, dtype, false, /*copy=*/true).contiguous();
+  }
   return torch::from_blob(const_cast<double *>(rows), {n, width}, f64).to(device, dtype, false, /*copy=*/true);
 }
 
 const double *Model::Impl::rows_out(const torch::Tensor &t)
 {
-  step.rows = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
-  return step.rows.data_ptr<double>();
+  if (dtype != c10::ScalarType::Float) {
+    step.rows = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    return step.rows.data_ptr<double>();
+  }
+  auto rows = t.detach().to(torch::kCPU, torch::kFloat32);
+  if (rows.size(1) % 2) rows = torch::cat({rows, torch::zeros({rows.size(0), 1}, rows.options())}, 1);
+  rows = rows.contiguous();
+  // a view into the model's own output may start at an odd float
+  if (reinterpret_cast<uintptr_t>(rows.data_ptr()) % alignof(double)) rows = rows.clone();
+  step.rows = rows;
+  return static_cast<const double *>(step.rows.data_ptr());
 }
 
 // A package in the order of docs/contract.md: every mdpot record (the metadata rules, version 3), the digest

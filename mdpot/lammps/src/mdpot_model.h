@@ -90,8 +90,9 @@ class Model {
      has every mp_* method (contract::BLOCK_METHODS; a version-4 file also PAIR_METHODS, else it is refused)
      can be run block by block; the caller exchanges the rows of x_b between blocks. One step: exchange_begin,
      exchange_forward(b) for b = 0..L-1, exchange_readout, exchange_backward(b) for b = L-1..0, exchange_finish.
-     Tensors stay with the model between these calls. Rows are float64 on the host (float32 values are exact in
-     double). */
+     Tensors stay with the model between these calls. Rows cross as arrays of doubles: a float64 model's row
+     of W values is W doubles; a float32 model's row holds its W float32 values packed two per double, ceil(W/2)
+     doubles (the last float 0 when W is odd), to be moved as bytes and summed as float32. */
 
   // "" if the file can be run block by block, else why not (one phrase).
   std::string exchange_unsupported() const;

@@ -26,6 +26,7 @@
 #include "utils.h"
 
 #include <mpi.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
@@ -62,6 +63,18 @@ void add_voigt(double *v, const double *w)
 template <typename T> double capacity_bytes(const std::vector<T> &v)
 {
   return static_cast<double>(v.capacity() * sizeof(T));
+}
+
+// This process's peak resident memory since it started, MB (getrusage: kB on Linux, bytes on macOS).
+double peak_rss_mb()
+{
+  struct rusage usage {};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
+#ifdef __APPLE__
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
+#else
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+#endif
 }
 
 }    // namespace
@@ -107,7 +120,7 @@ PairMDPot::PairMDPot(LAMMPS *lmp) :
     Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false),
     max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), malloc_tuning(true), print_stats(true),
     mp_request(MessagePassing::DEFAULT), impl(new MDPotImpl), r_max(0.0), receptive_field(0.0),
-    ghost_centres(false), exchange(false), comm_width(0), max_hops(0), raised_cutghost(-1.0), user_cutghost(0.0)
+    ghost_centres(false), exchange(false), rows_float32(false), comm_width(0), max_hops(0), raised_cutghost(-1.0), user_cutghost(0.0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -408,8 +421,9 @@ void PairMDPot::choose_message_passing()
   if (exchange) {
     if (raised_cutghost >= 0.0 && comm->cutghostuser == raised_cutghost) comm->cutghostuser = user_cutghost;
     raised_cutghost = -1.0;
+    rows_float32 = impl->model->metadata().model_dtype == "float32";
     const auto &widths = impl->model->exchange_widths();
-    for (size_t b = 1; b < widths.size(); ++b) comm_forward = std::max(comm_forward, widths[b]);
+    for (size_t b = 1; b < widths.size(); ++b) comm_forward = std::max(comm_forward, row_doubles(widths[b]));
     comm_reverse = comm_forward;
     // Comm sizes its buffers from the top-level style's widths when it initialises (after this);
     // pair_style hybrid took its sub-styles' widths at pair_style time, before the model was known.
@@ -421,11 +435,15 @@ void PairMDPot::choose_message_passing()
   }
   const std::string mode = exchange ? "exchange" : "ghosts";
   if (comm->me == 0 && mode != logged_mode) {
-    if (exchange)
+    if (exchange) {
+      const auto &widths = impl->model->exchange_widths();
       utils::logmesg(lmp,
                      "mdpot: message_passing exchange: {} blocks on local centres, node features of ghosts "
-                     "exchanged before blocks 1..{} (up to {} values per atom)\n",
-                     impl->model->exchange_blocks(), impl->model->exchange_blocks() - 1, comm_forward);
+                     "exchanged before blocks 1..{} (up to {} values per atom{})\n",
+                     impl->model->exchange_blocks(), impl->model->exchange_blocks() - 1,
+                     widths.size() > 1 ? *std::max_element(widths.begin() + 1, widths.end()) : 0,
+                     rows_float32 ? fmt::format(", float32 packed two per double: {} doubles", comm_forward) : "");
+    }
     else if (passes_messages)
       utils::logmesg(lmp, "mdpot: message_passing ghosts: ghost shell of the receptive field{}\n",
                      why.empty() ? "" : fmt::format(" (no exchange: {})", why));
@@ -457,7 +475,8 @@ void PairMDPot::ensure_ghost_cutoff()
 }
 
 // End of a run: what the model evaluated per step, summed over ranks. For a message-passing model the
-// ghost atoms and ghost-centred edges are the redundant work of the wide ghost shell.
+// ghost atoms and ghost-centred edges are the redundant work of the wide ghost shell. The peak resident
+// memory is each process's since it started (not only this run's): the largest rank's and the sum.
 void PairMDPot::finish()
 {
   auto &st = impl->stats;
@@ -465,12 +484,12 @@ void PairMDPot::finish()
     st = MDPotImpl::Stats();
     return;
   }
-  double sums[6] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls, st.comm_bytes};
-  double totals[6];
-  MPI_Allreduce(sums, totals, 6, MPI_DOUBLE, MPI_SUM, world);
-  double seconds[2] = {st.model_seconds, st.comm_seconds}, seconds_max[2];
-  MPI_Allreduce(seconds, seconds_max, 2, MPI_DOUBLE, MPI_MAX, world);
-  const double model_max = seconds_max[0];
+  const double rss = peak_rss_mb();
+  double sums[7] = {st.local_atoms, st.ghost_atoms, st.local_edges, st.ghost_edges, st.calls, st.comm_bytes, rss};
+  double totals[7];
+  MPI_Allreduce(sums, totals, 7, MPI_DOUBLE, MPI_SUM, world);
+  double mine[3] = {st.model_seconds, st.comm_seconds, rss}, maxima[3];
+  MPI_Allreduce(mine, maxima, 3, MPI_DOUBLE, MPI_MAX, world);
   if (comm->me == 0 && st.steps > 0) {
     const double steps = st.steps, local = totals[0] / steps, ghosts = totals[1] / steps;
     const double ledges = totals[2] / steps, gedges = totals[3] / steps;
@@ -478,11 +497,12 @@ void PairMDPot::finish()
                    "mdpot stats: mode={} format={} steps={:.0f} model_calls_per_step={:.2f} local_atoms={:.0f} ghost_atoms={:.0f} "
                    "local_edges={:.0f} ghost_edges={:.0f} ghost_atoms_per_local={:.3f} "
                    "ghost_edges_per_local={:.3f} ghost_edge_share={:.4f} model_seconds_per_step={:.6g} "
-                   "comm_bytes_per_step={:.0f} comm_bytes_per_atom={:.1f} comm_seconds_per_step={:.6g}\n",
+                   "comm_bytes_per_step={:.0f} comm_bytes_per_atom={:.1f} comm_seconds_per_step={:.6g} "
+                   "peak_rss_mb_max_rank={:.0f} peak_rss_mb_all_ranks={:.0f}\n",
                    exchange ? "exchange" : "ghosts", impl->model->format(), steps, totals[4] / steps, local, ghosts, ledges, gedges, local > 0 ? ghosts / local : 0.0,
                    local > 0 ? gedges / local : 0.0, ledges + gedges > 0 ? gedges / (ledges + gedges) : 0.0,
-                   model_max / steps, totals[5] / steps, local > 0 ? totals[5] / steps / local : 0.0,
-                   seconds_max[1] / steps);
+                   maxima[0] / steps, totals[5] / steps, local > 0 ? totals[5] / steps / local : 0.0,
+                   maxima[1] / steps, maxima[2], totals[6]);
   }
   st = MDPotImpl::Stats();
 }
@@ -735,12 +755,12 @@ void PairMDPot::run_exchange()
     model.exchange_begin(in, max_edges);
     const double *x_local = nullptr;
     for (int b = 0; b < blocks; ++b)
-      x_local = model.exchange_forward(b, b > 0 ? exchange_forward_rows(x_local, widths[b]) : nullptr);
+      x_local = model.exchange_forward(b, b > 0 ? exchange_forward_rows(x_local, row_doubles(widths[b])) : nullptr);
     model.exchange_readout();
     const double *g_local = nullptr;
     for (int b = blocks - 1; b >= 0; --b) {
       const double *g_all = model.exchange_backward(b, g_local);
-      if (b > 0) g_local = exchange_reverse_rows(g_all, widths[b]);
+      if (b > 0) g_local = exchange_reverse_rows(g_all, row_doubles(widths[b]));
     }
     d.out = model.exchange_finish();
   } catch (const mdpot::Error &e) {
@@ -750,7 +770,15 @@ void PairMDPot::run_exchange()
   d.stats.calls += std::max(model.exchange_chunks(), 1) - 1;    // a call per chunk of centres (per block)
 }
 
-// Local rows of x_b into the per-atom buffer, forward communication, then every compact row (ghosts filled).
+// Doubles per row in the communication buffers for rows of `width` values (mdpot_model.h): a float32 model's
+// values travel as float32, two per double; LAMMPS and MPI only move the bytes.
+int PairMDPot::row_doubles(int width) const
+{
+  return rows_float32 ? (width + 1) / 2 : width;
+}
+
+// Local rows of x_b (`width` doubles each) into the per-atom buffer, forward communication, then every compact
+// row (ghosts filled).
 const double *PairMDPot::exchange_forward_rows(const double *local_rows, int width)
 {
   auto &d = *impl;
@@ -810,9 +838,24 @@ void PairMDPot::unpack_reverse_comm(int n, int *list, double *buf)
 {
   const size_t w = comm_width;
   double *rows = impl->comm_rows.data();
-  for (int i = 0; i < n; ++i) {
-    double *row = rows + list[i] * w;
-    for (size_t c = 0; c < w; ++c) row[c] += buf[i * w + c];
+  if (rows_float32) {
+    // each double holds two float32 gradients: added as float32 (memcpy: no aliasing of double as float)
+    float sum[2], add[2];
+    for (int i = 0; i < n; ++i) {
+      double *row = rows + list[i] * w;
+      for (size_t c = 0; c < w; ++c) {
+        std::memcpy(sum, row + c, sizeof(double));
+        std::memcpy(add, buf + i * w + c, sizeof(double));
+        sum[0] += add[0];
+        sum[1] += add[1];
+        std::memcpy(row + c, sum, sizeof(double));
+      }
+    }
+  } else {
+    for (int i = 0; i < n; ++i) {
+      double *row = rows + list[i] * w;
+      for (size_t c = 0; c < w; ++c) row[c] += buf[i * w + c];
+    }
   }
   impl->stats.comm_bytes += static_cast<double>(n * w * sizeof(double));
 }

@@ -76,7 +76,8 @@ class PairMDPot : public Pair {
   double receptive_field;
   bool ghost_centres;    // message_passing ghosts with receptive_field > r_max: edges centred on ghosts too
   bool exchange;         // message_passing exchange (resolved by init_style)
-  int comm_width;        // values per atom of the rows being communicated
+  bool rows_float32;     // exchange: a float32 model's rows travel as float32, two values per double
+  int comm_width;        // doubles per atom of the rows being communicated
   std::string logged_mode;    // the mode last written to the log
   int max_hops;          // message passing: edges centred on atoms up to this many hops from a local atom
 
@@ -99,6 +100,7 @@ class PairMDPot : public Pair {
   void run_exchange();
   const double *exchange_forward_rows(const double *local_rows, int width);
   const double *exchange_reverse_rows(const double *all_rows, int width);
+  int row_doubles(int width) const;
   void scatter_forces();
   void tally_energy();
   void tally_virial();
