@@ -44,8 +44,8 @@ def isolated_atom_energies(items: Sequence[Labelled], samples: Sequence[Sample])
 
 
 def force_rms(items: Sequence[Labelled], weights: Optional[Sequence[float]] = None) -> float:
-    """Root mean square of all reference force components, eV/Å; with ``weights`` (one per item), each item's
-    components count with its weight, as in the loss."""
+    """Root mean square of all reference force components, eV/Å; with ``weights`` (one per item), a weighted
+    RMS in which each item's components count with its weight (``training.kind_weights``)."""
     w = [1.0] * len(items) if weights is None else [float(x) for x in weights]
     sq = sum(wk * float(np.square(it.forces).sum()) for wk, it in zip(w, items))
     n = sum(wk * it.forces.size for wk, it in zip(w, items))

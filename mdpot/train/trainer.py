@@ -304,17 +304,20 @@ class Trainer:
         self.train_weights = self.val_weights = None
         if table is None:
             return
-        kinds = {str(it.atoms.info.get("kind")) for it in list(train) + list(val) if "kind" in it.atoms.info}
+        def kind(item: Labelled) -> Optional[str]:
+            return str(item.atoms.info["kind"]) if "kind" in item.atoms.info else None
+
+        train_kinds, val_kinds = [kind(it) for it in train], [kind(it) for it in val]
+        kinds = {k for k in train_kinds + val_kinds if k is not None}
         unknown = sorted(set(table) - kinds)
         if unknown:
             raise ValueError(f"training.kind_weights names kind(s) {unknown} that no training or validation "
                              f"structure has (kinds in the data: {sorted(kinds) or 'none'})")
-        self.train_weights, self.val_weights = ([float(table.get(str(it.atoms.info.get("kind")), 1.0)) for it in items]
-                                                for items in (train, val))
+        self.train_weights, self.val_weights = ([float(table.get(k, 1.0)) for k in ks]
+                                                for ks in (train_kinds, val_kinds))
         if not any(w > 0 for w in self.train_weights):
             raise ValueError(f"training.kind_weights {table} gives every training structure weight 0")
-        counts = {k: sum(str(it.atoms.info.get("kind")) == k for it in train) for k in table}
-        self.log("loss weights by kind: " + ", ".join(f"{k} {table[k]:g} ({counts[k]} training structures)"
+        self.log("loss weights by kind: " + ", ".join(f"{k} {table[k]:g} ({train_kinds.count(k)} training structures)"
                                                        for k in table))
 
     def _build_samples(self, train: List[Labelled], val: List[Labelled], config: ModelConfig) -> None:
