@@ -279,6 +279,19 @@ def test_resume_refuses_a_changed_config(trained, tmp_path):
         run(changed, tmp_path / "r", resume=True)
     with pytest.raises(FileNotFoundError, match="cannot resume: no last.ckpt"):
         run(cfg, tmp_path / "empty", resume=True)
+    # The run's own config.yaml (every 'auto' value filled in) resumes it; a filled-in value changed is refused.
+    import yaml
+
+    recorded = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert recorded["model"]["avg_num_neighbors"] is not None and cfg["model"].get("avg_num_neighbors") is None
+    recorded["training"]["max_epochs"] = 2
+    (tmp_path / "r" / "longer.yaml").write_text(yaml.safe_dump(recorded))
+    quiet = dict(progress=False, log=lambda msg: None)
+    assert Trainer(load_train_config(tmp_path / "r" / "longer.yaml"), tmp_path / "r", resume=True, **quiet).run().epochs == 2
+    recorded["model"]["avg_num_neighbors"] *= 1.5
+    (tmp_path / "r" / "changed.yaml").write_text(yaml.safe_dump(recorded))
+    with pytest.raises(ValueError, match=r"model.avg_num_neighbors \("):
+        Trainer(load_train_config(tmp_path / "r" / "changed.yaml"), tmp_path / "r", resume=True, **quiet).run()
 
 
 def test_train_accepts_a_yaml_path(data_dir, tmp_path):

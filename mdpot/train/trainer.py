@@ -125,8 +125,18 @@ _TRAINING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainingConf
                       if f.default is not dataclasses.MISSING}
 
 
-def _config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-    """Differences outside the data files' paths (see :func:`_data_differences`)."""
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as a YAML round trip returns them."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _config_differences(old: Dict[str, Any], new: Dict[str, Any],
+                        resolved_model: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Differences outside the data files' paths (see :func:`_data_differences`). ``resolved_model``: the run's
+    model with every value it filled in (its ``config.yaml``); a model option the run left to be filled in may
+    be given as the value the run chose, so the run's own ``config.yaml`` resumes it."""
     diffs = []
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section), new.get(section)
@@ -137,6 +147,9 @@ def _config_differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
                 if section == "training" and key not in a and key in _TRAINING_DEFAULTS and \
                         b.get(key) == _TRAINING_DEFAULTS[key]:
                     continue  # an option newer than the run, at its default
+                if section == "model" and a.get(key) is None and resolved_model is not None and \
+                        key in resolved_model and _plain(b.get(key)) == _plain(resolved_model[key]):
+                    continue  # the value the run filled in
                 if a.get(key) != b.get(key):
                     diffs.append(f"{section}.{key} ({a.get(key)!r} -> {b.get(key)!r})")
         elif a != b:
@@ -556,7 +569,7 @@ class Trainer:
         self.data_sha256 = {"train": sha256_file(self.train_path),
                             "validation": None if self.val_path is None else sha256_file(self.val_path)}
         if state is not None:
-            diffs = _config_differences(state["config"], self.normalised_config)
+            diffs = _config_differences(state["config"], self.normalised_config, model_config.to_dict())
             diffs += _data_differences(state["config"], self.normalised_config, state.get("data_sha256"),
                                        self.data_sha256, self.run_dir)
             if tc.scheduler == "cosine" and state["config"]["training"]["max_epochs"] != tc.max_epochs:
