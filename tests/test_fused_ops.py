@@ -274,3 +274,28 @@ def test_cli_refuses_fused_package(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["mdpot: error: --kernels fused applies to TorchScript files only; AOTInductor packages use the "
                    "reference kernels"]
+
+
+def test_threads_agree_and_are_deterministic():
+    """With two threads each thread scatters d/dx into its own buffer: same numbers (to rounding) as one thread,
+    and bit-identical from run to run."""
+    tp = _tp(1, unit=True)
+    g = torch.Generator().manual_seed(11)
+    n, e, u = 64, 600, 3
+    x = torch.randn(max(tp.term_i) + 1, n, u, dtype=torch.float64, generator=g)
+    y = torch.randn(4, e, 1, dtype=torch.float64, generator=g)
+    w = torch.randn(e, tp.num_paths * u, dtype=torch.float64, generator=g)
+    centre, neighbour = _graph(n, e, True, seed=11)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for count in (1, 2, 2):
+            torch.set_num_threads(count)
+            runs.append(_both(tp, lambda x, y, w: tp.convolve(x, y, w, centre, neighbour, n), [x, y, w])[1])
+    finally:
+        torch.set_num_threads(threads)
+    (out1, grads1), (out2, grads2), (out3, grads3) = runs
+    _close(out2, out1, "output, 2 threads")
+    for name, a, b, c in zip("xyw", grads2, grads1, grads3):
+        _close(a, b, f"d/d{name}, 2 threads")
+        assert torch.equal(a, c), f"d/d{name} differs between two runs on 2 threads"
