@@ -299,3 +299,37 @@ def test_threads_agree_and_are_deterministic():
     for name, a, b, c in zip("xyw", grads2, grads1, grads3):
         _close(a, b, f"d/d{name}, 2 threads")
         assert torch.equal(a, c), f"d/d{name} differs between two runs on 2 threads"
+
+
+@pytest.mark.parametrize("arch", ["nequip", "allegro"])
+def test_fused_contract_is_exportable(arch):
+    """The operators' fake kernels let the contract module be traced with symbolic sizes and exported with dynamic
+    atom and edge counts, as an AOTInductor deploy does (``mdpot.deploy.aoti.compile_program``); the exported
+    program equals the reference on a structure of another size, with ghosts."""
+    from torch.export import Dim, export
+    from torch.fx.experimental import _config as fx_config
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from mdpot.data import TypeMapper, atoms_to_graph
+    from mdpot.deploy import eager_model
+    from mdpot.deploy.aoti import _Program
+    from mdpot.testing import alloy, assert_allclose, sample_structure, small_model
+
+    reference = eager_model(small_model(arch, ELEMENTS, seed=2), "float64")
+    fused = eager_model(small_model(arch, ELEMENTS, seed=2), "float64")
+    set_kernels(fused.module, "fused")
+    g = atoms_to_graph(sample_structure(ELEMENTS, fused.r_max, seed=0), fused.r_max, TypeMapper(ELEMENTS))
+    example = (g.pos, g.atom_type, g.edge_index, g.edge_shift, torch.empty((g.num_atoms - 1, 0), dtype=torch.float64))
+    with fx_config.patch(use_duck_shape=False):
+        graph = make_fx(_Program(fused.module).eval(), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+    op = "tp_scatter" if arch == "nequip" else "tp_gather"
+    assert {f"mdpot.{op}.default", f"mdpot.{op}_backward.default"} <= {str(n.target) for n in graph.graph.nodes}
+    exported = export(graph, example, strict=False, dynamic_shapes=(
+        {0: Dim("N", min=1)}, {0: Dim("N", min=1)}, {1: Dim("E", min=0)}, {0: Dim("E", min=0)}, {0: Dim("L", min=0)}))
+    other = atoms_to_graph(alloy(ELEMENTS, (3, 2, 2), a=3.0, seed=1), fused.r_max, TypeMapper(ELEMENTS))
+    n_local = 2 * other.num_atoms // 3
+    got = exported.module()(other.pos, other.atom_type, other.edge_index, other.edge_shift,
+                            torch.empty((n_local, 0), dtype=torch.float64))
+    want = reference.module(other.pos, other.atom_type, other.edge_index, other.edge_shift, n_local, True)
+    for name, a, b in zip(("energy", "forces", "virial", "atom_virial"), got, want):
+        assert_allclose(a.detach(), b.detach(), 1e-12, f"exported fused {arch} {name}")

@@ -81,6 +81,7 @@ def load_ops(build: bool = True, required: bool = True) -> bool:
     :class:`OpsUnavailableError` with one line saying why, or returns False if ``required`` is False.
     """
     if ops_loaded():
+        _register_fakes()
         return True
     try:
         library = ops_library(build)
@@ -96,7 +97,42 @@ def load_ops(build: bool = True, required: bool = True) -> bool:
         if required:
             raise
         return False
+    _register_fakes()
     return True
+
+
+_FAKES_REGISTERED = False
+
+
+def _register_fakes() -> None:
+    """Shape-only (fake) kernels, so that ``make_fx``/``torch.export`` trace the operators with symbolic sizes (the
+    first step of an AOTInductor package, ``docs/contract.md``). Masked gradients of the backward operators are
+    empty ``[0]`` tensors, as the C++ kernels return them."""
+    global _FAKES_REGISTERED
+    if _FAKES_REGISTERED:
+        return
+
+    def grads(tensors, mask):
+        return tuple(t.new_empty(t.shape) if wanted else t.new_empty((0,)) for t, wanted in zip(tensors, mask))
+
+    @torch.library.register_fake("mdpot::tp_scatter")
+    def _tp_scatter(x, y, w, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c, comp_path, unit_y):
+        return x.new_empty((len(term_ptr) - 1, num_targets, x.shape[2]))
+
+    @torch.library.register_fake("mdpot::tp_scatter_backward")
+    def _tp_scatter_backward(grad_out, x, y, w, centre, neighbour, term_ptr, term_i, term_j, term_c, comp_path, unit_y,
+                             output_mask):
+        return grads((x, y, w), output_mask)
+
+    @torch.library.register_fake("mdpot::tp_gather")
+    def _tp_gather(x, env, centre, term_ptr, term_i, term_j, term_c):
+        return x.new_empty((len(term_ptr) - 1, x.shape[1], x.shape[2]))
+
+    @torch.library.register_fake("mdpot::tp_gather_backward")
+    def _tp_gather_backward(grad_out, x, env, centre, term_ptr, term_i, term_j, term_c, output_mask):
+        return grads((x, env), output_mask)
+
+    _FAKES_REGISTERED = True
 
 
 def set_kernels(model: nn.Module, kernels: str) -> int:

@@ -22,6 +22,10 @@
 
    Tensors: features [D, M, U] with any strides on the first two dimensions and unit stride on U (copied
    otherwise); indices int64; float32 or float64. CPU only: other devices get one clear error.
+
+   Exportable: num_targets is a SymInt and mdpot.ops registers shape-only (fake) kernels, so make_fx/torch.export
+   trace the operators with symbolic sizes; the backward operators return an empty [0] tensor for a gradient not
+   asked for (a compiled program expects a tensor for every output).
 ------------------------------------------------------------------------- */
 
 #include <ATen/ATen.h>
@@ -289,9 +293,9 @@ std::tuple<Tensor, Tensor, Tensor> tp_scatter_backward_cpu(
               ": grad_out must be [", tt.d_out, ", T, ", U, "] of x's dtype, got ", go.sizes());
   const Tensor centre = index(centre_, E, T, op, "centre");
   const Tensor neighbour = index(neighbour_, E, N, op, "neighbour");
-  Tensor gx = mask[0] ? at::zeros_like(x) : Tensor();
-  Tensor gy = mask[1] ? at::zeros_like(y) : Tensor();
-  Tensor gw = mask[2] ? at::zeros_like(w) : Tensor();
+  Tensor gx = mask[0] ? at::zeros_like(x) : at::empty({0}, x.options());
+  Tensor gy = mask[1] ? at::zeros_like(y) : at::empty({0}, x.options());
+  Tensor gw = mask[2] ? at::zeros_like(w) : at::empty({0}, x.options());
   if (E == 0 || U == 0 || !(mask[0] || mask[1] || mask[2])) return {gx, gy, gw};
   const ByCentre g = group_by_centre(centre.data_ptr<int64_t>(), E, T);
   const bool y_bcast = y.size(2) == 1 && U > 1;
@@ -371,8 +375,8 @@ std::tuple<Tensor, Tensor> tp_gather_backward_cpu(const Tensor &grad_out_, const
   TORCH_CHECK(go.size(0) == tt.d_out && go.size(1) == E && go.size(2) == U && go.scalar_type() == x.scalar_type(), op,
               ": grad_out must be [", tt.d_out, ", ", E, ", ", U, "] of x's dtype, got ", go.sizes());
   const Tensor centre = index(centre_, E, T, op, "centre");
-  Tensor gx = mask[0] ? at::zeros_like(x) : Tensor();
-  Tensor genv = mask[1] ? at::zeros_like(env) : Tensor();
+  Tensor gx = mask[0] ? at::zeros_like(x) : at::empty({0}, x.options());
+  Tensor genv = mask[1] ? at::zeros_like(env) : at::empty({0}, x.options());
   if (E == 0 || U == 0 || !(mask[0] || mask[1])) return {gx, genv};
   const ByCentre g = group_by_centre(centre.data_ptr<int64_t>(), E, T);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tp_gather_backward", [&] {
@@ -414,7 +418,7 @@ void save_terms(AutogradContext *ctx, Ints ptr, Ints ti, Ints tj, Reals tc)
 class TpScatter : public torch::autograd::Function<TpScatter> {
  public:
   static Tensor forward(AutogradContext *ctx, const Tensor &x, const Tensor &y, const Tensor &w, const Tensor &centre,
-                        const Tensor &neighbour, int64_t num_targets, Ints term_ptr, Ints term_i, Ints term_j,
+                        const Tensor &neighbour, c10::SymInt num_targets, Ints term_ptr, Ints term_i, Ints term_j,
                         Reals term_c, Ints comp_path, bool unit_y)
   {
     ctx->save_for_backward({x, y, w, centre, neighbour});
@@ -422,7 +426,9 @@ class TpScatter : public torch::autograd::Function<TpScatter> {
     ctx->saved_data["path"] = comp_path.vec();
     ctx->saved_data["unit_y"] = unit_y;
     at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mdpot::tp_scatter", "").typed<decltype(tp_scatter_cpu)>();
+    static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mdpot::tp_scatter", "").typed<Tensor(
+        const Tensor &, const Tensor &, const Tensor &, const Tensor &, const Tensor &, c10::SymInt, Ints, Ints, Ints,
+        Reals, Ints, bool)>();
     return op.call(x, y, w, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c, comp_path, unit_y);
   }
 
@@ -439,7 +445,8 @@ class TpScatter : public torch::autograd::Function<TpScatter> {
                path = d["path"].toIntVector();
     const auto tc = d["c"].toDoubleVector();
     auto [gx, gy, gw] = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], ptr, ti, tj, tc, path, d["unit_y"].toBool(), mask);
-    return {gx, gy, gw, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {mask[0] ? gx : Tensor(), mask[1] ? gy : Tensor(), mask[2] ? gw : Tensor(), Tensor(), Tensor(), Tensor(),
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -467,12 +474,12 @@ class TpGather : public torch::autograd::Function<TpGather> {
     const auto ptr = d["ptr"].toIntVector(), ti = d["i"].toIntVector(), tj = d["j"].toIntVector();
     const auto tc = d["c"].toDoubleVector();
     auto [gx, genv] = op.call(grads[0], s[0], s[1], s[2], ptr, ti, tj, tc, mask);
-    return {gx, genv, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {mask[0] ? gx : Tensor(), mask[1] ? genv : Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
 Tensor tp_scatter_autograd(const Tensor &x, const Tensor &y, const Tensor &w, const Tensor &centre,
-                           const Tensor &neighbour, int64_t num_targets, Ints term_ptr, Ints term_i, Ints term_j,
+                           const Tensor &neighbour, c10::SymInt num_targets, Ints term_ptr, Ints term_i, Ints term_j,
                            Reals term_c, Ints comp_path, bool unit_y)
 {
   return TpScatter::apply(x, y, w, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c, comp_path, unit_y);
@@ -496,7 +503,7 @@ Tensor not_on_cpu(const char *op, const Tensor &x)
 
 TORCH_LIBRARY(mdpot, m)
 {
-  m.def("tp_scatter(Tensor x, Tensor y, Tensor w, Tensor centre, Tensor neighbour, int num_targets, "
+  m.def("tp_scatter(Tensor x, Tensor y, Tensor w, Tensor centre, Tensor neighbour, SymInt num_targets, "
         "int[] term_ptr, int[] term_i, int[] term_j, float[] term_c, int[] comp_path, bool unit_y) -> Tensor");
   m.def("tp_scatter_backward(Tensor grad_out, Tensor x, Tensor y, Tensor w, Tensor centre, Tensor neighbour, "
         "int[] term_ptr, int[] term_i, int[] term_j, float[] term_c, int[] comp_path, bool unit_y, "
@@ -523,7 +530,7 @@ TORCH_LIBRARY_IMPL(mdpot, Autograd, m)
 
 TORCH_LIBRARY_IMPL(mdpot, CUDA, m)
 {
-  m.impl("tp_scatter", [](const Tensor &x, const Tensor &, const Tensor &, const Tensor &, const Tensor &, int64_t,
+  m.impl("tp_scatter", [](const Tensor &x, const Tensor &, const Tensor &, const Tensor &, const Tensor &, c10::SymInt,
                           Ints, Ints, Ints, Reals, Ints, bool) {
     return not_on_cpu(SCATTER, x);
   });
