@@ -163,7 +163,7 @@ class ChannelwiseTensorProduct(nn.Module):
         """
         u = x.shape[2]
         if self.fused:
-            wp = w.view(w.shape[0], self.num_paths, u).permute(1, 0, 2)
+            wp = w.reshape(w.shape[0], self.num_paths, u).permute(1, 0, 2)
             return torch.ops.mdpot.tp_scatter(x, y, wp, centre, neighbour, num_targets, self.term_ptr, self.term_i,
                                               self.term_j, self.term_c, self.comp_path, self.unit_scalar_y)
         xs = [plane.index_select(0, neighbour) for plane in x.unbind(0)]
