@@ -58,12 +58,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+from ..contract import OPS_LIBRARY  # light: no torch
+
 __all__ = ["plugin_dir", "plugin_path", "plugin_folder", "build_plugin", "plugin_info", "PluginBuildError"]
 
 PLUGIN_NAME = "mdpotplugin.so"
 CHECK_NAME = "mdpot_model_check"
 #: The fused tensor-product operators (``torch.ops.mdpot.*``, :mod:`mdpot.ops`), built and installed with the plugin.
-from ..contract import OPS_LIBRARY as OPS_NAME  # noqa: E402  (light: no torch)
+OPS_NAME = OPS_LIBRARY
 _INFO_NAME = "mdpotplugin.json"
 _FAILED_NAME = "build-failed.json"
 _LOG_NAME = "build.log"
