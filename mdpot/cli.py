@@ -89,8 +89,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise CLIError(f"--cpu-isa {args.cpu_isa} applies to AOTInductor packages only; add --format aoti")
     if args.aoti_threads != "dynamic" and fmt != "aoti":
         raise CLIError(f"--aoti-threads {args.aoti_threads} applies to AOTInductor packages only; add --format aoti")
+    from .contract import DEFAULT_KERNELS
+
+    kernels = args.kernels or DEFAULT_KERNELS
+    if args.kernels == "fused" and fmt != "torchscript":
+        raise CLIError("--kernels fused applies to TorchScript files only; AOTInductor packages use the reference kernels")
     _check_output(out, args.force)
     kind = detect_source_kind(source, assume=args.source_family)
+    if args.kernels == "fused" and kind != MDPOT_CHECKPOINT:
+        raise CLIError(f"{source}: --kernels fused deploys mdpot checkpoints only (a nequip model keeps its own code)")
+    if kernels == "fused" and kind == MDPOT_CHECKPOINT:
+        from .ops import OpsUnavailableError, load_ops
+
+        try:
+            load_ops()
+        except OpsUnavailableError as exc:
+            raise CLIError(str(exc)) from None
     if kind == MDPOT:
         raise ValueError(f"{source}: is already a deployed mdpot model (see `mdpot info {source}`); deploy the "
                          f"checkpoint it came from to change its dtype or format")
@@ -101,14 +115,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     try:
         if kind == MDPOT_CHECKPOINT:
             deployed = deploy_checkpoint(source, out, dtype=args.dtype or "float64", overwrite=True, format=fmt,
-                                         cpu_isa=args.cpu_isa, aoti_threads=args.aoti_threads)
+                                         cpu_isa=args.cpu_isa, aoti_threads=args.aoti_threads,
+                                         kernels=kernels if fmt == "torchscript" else "reference")
         else:
             deployed = deploy_nequip(source, out, dtype=args.dtype, overwrite=True, kind=kind)
     except (OSError, RuntimeError) as exc:
         raise _write_error(exc, out) from None
     meta = deployed.metadata
     count = deployed.num_parameters
-    what = "TorchScript" if fmt == "torchscript" else (f"AOTInductor package for {deployed.target['isa']}, "
+    what = ("TorchScript, fused kernels" if meta.get("kernels") == "fused" else "TorchScript") if fmt == "torchscript" else (f"AOTInductor package for {deployed.target['isa']}, "
                                                       f"{deployed.target.get('threads', 'dynamic')} threads")
     print(f"wrote {out}: {meta['architecture']} {meta['model_dtype']} {what} from {_origin(meta)}, "
           f"{'an unknown number of' if count is None else count} parameters, self-check passed "
@@ -256,7 +271,8 @@ def version_line() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .contract import AOTI_CPU_ISAS as CPU_ISAS, AOTI_THREADS, DEFAULT_FORMAT, DEPLOY_FORMATS as FORMATS
+    from .contract import AOTI_CPU_ISAS as CPU_ISAS, AOTI_THREADS, DEFAULT_FORMAT, DEFAULT_KERNELS, KERNELS
+    from .contract import DEPLOY_FORMATS as FORMATS
 
     parser = argparse.ArgumentParser(prog="mdpot", description="Equivariant ML interatomic potentials: train, deploy, inspect, run.")
     parser.add_argument("--version", action="version", version=version_line(),
@@ -303,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="aoti: dynamic compiles parallel loops that follow the running thread count (torch threads, "
                         "OMP_NUM_THREADS, the pair style's threads); serial compiles none, fastest with one thread per "
                         "MPI rank (default dynamic)")
+    p.add_argument("--kernels", choices=KERNELS, default=None,
+                   help="torchscript, mdpot checkpoints: fused calls mdpot's C++ tensor-product kernels (faster; the "
+                        "file needs libmdpot_ops.so, built with the LAMMPS plugin, and is format version 5); reference "
+                        f"is pure torch (default {DEFAULT_KERNELS})")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_deploy)
 

@@ -17,6 +17,10 @@ FORMAT_VERSION = 2
 #: the lowest version that describes it (a whole-graph ``forward`` always includes the pair term), so an older mdpot
 #: refuses only the files it would run wrong.
 PAIR_FORMAT_VERSION = 4
+#: Version of a TorchScript file whose model calls mdpot's fused tensor-product operators (``torch.ops.mdpot.*``,
+#: ``mdpot deploy --kernels fused``): version 2 or 4 otherwise (block interface, pair term when ``mp_has_pair``), but
+#: it loads only where ``libmdpot_ops.so`` is loaded first, which an mdpot that does not know it never does.
+FUSED_FORMAT_VERSION = 5
 #: The block interface a message-passing TorchScript file carries (``docs/message_passing_exchange.md``): a file
 #: runs in LAMMPS's ``message_passing exchange`` when it has all of these and ``mp_num_blocks() == num_layers``.
 BLOCK_METHODS: Tuple[str, ...] = ("mp_num_blocks", "mp_feature_widths", "mp_state_widths", "mp_embed", "mp_block",
@@ -24,7 +28,7 @@ BLOCK_METHODS: Tuple[str, ...] = ("mp_num_blocks", "mp_feature_widths", "mp_stat
 #: The short-range pair term of the block interface: required, with ``BLOCK_METHODS``, in a version-4 file.
 PAIR_METHODS: Tuple[str, ...] = ("mp_has_pair", "mp_pair")
 #: Versions this mdpot reads: every earlier version keeps loading (version 1 runs whole-graph only).
-READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4)
+READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5)
 #: Version written into AOTInductor packages (``mdpot deploy --format aoti``, ``.pt2``): version 2's whole-graph
 #: contract compiled to native code, without the block interface (``docs/contract.md``, "AOTInductor packages").
 AOTI_FORMAT_VERSION = 3
@@ -78,6 +82,15 @@ PROVENANCE = "provenance"
 CONFIG = "config"
 WEIGHTS_SHA256 = "weights_sha256"
 
+#: Optional metadata key of a TorchScript file: which implementation of the tensor products it calls, one of
+#: ``KERNELS``; absent means ``reference``. ``fused`` exactly when the format version is ``FUSED_FORMAT_VERSION``.
+KERNELS_KEY = "kernels"
+KERNELS: Tuple[str, ...] = ("reference", "fused")
+#: What ``mdpot deploy`` writes without ``--kernels``.
+DEFAULT_KERNELS = "reference"
+#: File name of the fused operators' library, beside the plugin.
+OPS_LIBRARY = "libmdpot_ops.so"
+
 #: Every metadata key a deployed file must carry (TorchScript ``_extra_files``), in a fixed order.
 ALL_KEYS: Tuple[str, ...] = (
     FORMAT_VERSION_KEY, ARCHITECTURE, ELEMENTS, R_MAX, NUM_LAYERS, RECEPTIVE_FIELD, MODEL_DTYPE,
@@ -129,6 +142,9 @@ def cpp_header() -> str:
         "namespace mdpot {\nnamespace contract {\n\n"
         f"inline constexpr int FORMAT_VERSION = {FORMAT_VERSION};\n"
         f"inline constexpr int PAIR_FORMAT_VERSION = {PAIR_FORMAT_VERSION};\n"
+        f"inline constexpr int FUSED_FORMAT_VERSION = {FUSED_FORMAT_VERSION};\n"
+        f"inline constexpr const char *KEY_KERNELS = {_cpp_string(KERNELS_KEY)};\n"
+        f"inline constexpr const char *OPS_LIBRARY = {_cpp_string(OPS_LIBRARY)};\n"
         + "inline constexpr int READABLE_FORMAT_VERSIONS[] = {" + ", ".join(map(str, READABLE_FORMAT_VERSIONS)) + "};\n"
         + f"inline constexpr int READABLE_FORMAT_VERSIONS_COUNT = {len(READABLE_FORMAT_VERSIONS)};\n"
         + "".join(f"inline constexpr const char *KEY_{name} = {_cpp_string(value)};\n" for name, value in (
@@ -141,6 +157,7 @@ def cpp_header() -> str:
         + array("BLOCK_METHODS", BLOCK_METHODS)
         + array("PAIR_METHODS", PAIR_METHODS)
         + array("DTYPES", DTYPES)
+        + array("KERNELS", KERNELS)
         + array("ARCHITECTURE_NAMES", ARCHITECTURE_NAMES)
         + f"inline constexpr const char *ENERGY_UNIT = {_cpp_string(ENERGY_UNIT)};\n"
         f"inline constexpr const char *LENGTH_UNIT = {_cpp_string(LENGTH_UNIT)};\n"

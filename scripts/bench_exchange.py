@@ -12,6 +12,9 @@ weights, float32) on a periodic FCC Cu cell of about ``--atoms`` atoms, one torc
 Also reports the bytes per local atom and step the exchange would communicate (forward and reverse, L - 1
 exchanges each, float32 features sent as float64 in LAMMPS's buffers and as float32 if packed two per double).
 
+``--kernels reference,fused`` times the model with each implementation of the tensor products (``mdpot.ops``),
+interleaved (A B A B ...), best of ``--repeats`` each.
+
     python scripts/bench_exchange.py --atoms 4000 --layers 3 --features 32 --repeats 2
 Writes docs/benchmarks/bench_exchange<TAG>.{json,md}.
 """
@@ -46,6 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lmax", type=int, default=1)
     parser.add_argument("--skin", type=float, default=2.0, help="LAMMPS neighbour skin, Å (metal default 2)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--kernels", default="reference",
+                        help="comma-separated tensor-product kernels to compare: reference, fused (default reference)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = parser.parse_args(argv)
@@ -59,8 +64,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     config = NequIPConfig(elements=("Cu",), r_max=5.0, l_max=args.lmax, num_layers=args.layers,
                           num_features=args.features, avg_num_neighbors=42.0)
-    loaded = eager_model(build_model(config, seed=0), "float32")
-    module = torch.jit.script(loaded.module)
+    from mdpot.ops import set_kernels
+
+    kernels = args.kernels.split(",")
+    modules = {}
+    for k in kernels:
+        loaded = eager_model(build_model(config, seed=0), "float32")
+        set_kernels(loaded.module, k)
+        modules[k] = torch.jit.script(loaded.module)
+    module = modules[kernels[0]]
     cells = max(2, round((args.atoms / 4) ** (1 / 3)))
     atoms = fcc("Cu", (cells,) * 3, rattle=0.02, seed=0)
     n = len(atoms)
@@ -74,15 +86,22 @@ def main(argv=None) -> int:
     widths = module.mp_feature_widths()
     results = {"atoms": n, "edges": graph.num_edges, "ghosts": ghosts, "layers": L, "features": args.features,
                "l_max": args.lmax, "skin": args.skin, "feature_widths": widths,
-               "state_widths": module.mp_state_widths(), "torch": torch.__version__, "threads": 1}
+               "state_widths": module.mp_state_widths(), "torch": torch.__version__, "threads": 1,
+               "kernels": kernels}
 
     with torch.jit.optimized_execution(False):
-        def bare():
+        def bare(module):
             module(graph.pos, graph.atom_type, graph.edge_index, graph.edge_shift, n, False)
 
-        bare()
-        results["bare_s"] = best_of(bare, args.repeats)
-        print(f"bare forward {results['bare_s']:.3f} s", file=sys.stderr, flush=True)
+        for k in kernels:
+            bare(modules[k])
+        best = {k: float("inf") for k in kernels}
+        for _ in range(args.repeats):
+            for k in kernels:
+                best[k] = min(best[k], best_of(lambda: bare(modules[k]), 1))
+        for k in kernels:
+            results.setdefault(k, {})["bare_s"] = best[k]
+            print(f"{k}: bare forward {best[k]:.3f} s", file=sys.stderr, flush=True)
 
         def fill_ghosts(x_local):
             return torch.cat([x_local, x_local.index_select(0, torch.from_numpy(rg.owner_row))])
@@ -92,7 +111,7 @@ def main(argv=None) -> int:
         def tick(name, t0):
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-        def exchange(keep_graph):
+        def exchange(module, keep_graph):
             t0 = time.perf_counter()
             state, x = module.mp_embed(rg.atom_type, n)
             tick("embed", t0)
@@ -143,19 +162,21 @@ def main(argv=None) -> int:
 
         for keep in (False, True):
             name = "keep_graph" if keep else "recompute"
-            exchange(keep)
-            best, best_parts = None, None
+            for k in kernels:
+                exchange(modules[k], keep)
+            best = {k: (float("inf"), None) for k in kernels}
             for _ in range(args.repeats):
-                timings.clear()
-                t0 = time.perf_counter()
-                exchange(keep)
-                total = time.perf_counter() - t0
-                if best is None or total < best:
-                    best, best_parts = total, dict(timings)
-            results[f"{name}_s"] = best
-            results[f"{name}_parts_s"] = best_parts
-            print(f"exchange ({name}) {best:.3f} s = {best / results['bare_s']:.2f} x bare; {best_parts}",
-                  file=sys.stderr, flush=True)
+                for k in kernels:
+                    timings.clear()
+                    t0 = time.perf_counter()
+                    exchange(modules[k], keep)
+                    total = time.perf_counter() - t0
+                    if total < best[k][0]:
+                        best[k] = (total, dict(timings))
+            for k in kernels:
+                results[k][f"{name}_s"], results[k][f"{name}_parts_s"] = best[k]
+                print(f"{k}: exchange ({name}) {best[k][0]:.3f} s = {best[k][0] / results[k]['bare_s']:.2f} x bare; "
+                      f"{best[k][1]}", file=sys.stderr, flush=True)
     results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     # bytes per local atom and step: L - 1 exchanges each way of every ghost row (one rank: all are self-images)
     values = ghosts * sum(widths[1:])
@@ -170,21 +191,28 @@ def main(argv=None) -> int:
     lines = [
         f"# Block methods vs whole-graph forward{args.tag}", "",
         f"`python scripts/bench_exchange.py --atoms {args.atoms} --layers {args.layers} --features {args.features} "
-        f"--lmax {args.lmax} --skin {args.skin:g} --repeats {args.repeats}`", "",
+        f"--lmax {args.lmax} --skin {args.skin:g} --repeats {args.repeats} --kernels {args.kernels}`", "",
         f"NequIP Cu, l_max {args.lmax}, {L} layers, {args.features} features, r_max 5 Å, float32, fresh weights; "
         f"FCC Cu, {n} atoms, {graph.num_edges / n:.1f} edges per atom; one rank with ghosts within r_max + "
         f"{args.skin:g} Å ({ghosts / n:.2f} per local atom, all periodic self-images); 1 torch thread, best of "
-        f"{args.repeats}; torch {torch.__version__}.", "",
-        "| path | s | × bare |", "|---|---|---|",
-        f"| bare: contract forward, periodic graph | {results['bare_s']:.3f} | 1.00 |",
+        f"{args.repeats}{', kernels interleaved' if len(kernels) > 1 else ''}; torch {torch.__version__}.", "",
     ]
-    for name in ("recompute", "keep_graph"):
-        lines.append(f"| exchange, {name.replace('_', ' ')} | {results[name + '_s']:.3f} | "
-                     f"{results[name + '_s'] / results['bare_s']:.2f} |")
-    lines += ["", "Parts (s):", "", "| part | recompute | keep graph |", "|---|---|---|"]
-    for part in results["recompute_parts_s"]:
-        lines.append(f"| {part} | {results['recompute_parts_s'][part]:.3f} | {results['keep_graph_parts_s'].get(part, 0):.3f} |")
-    lines += ["", f"Exchanged widths per block (values per atom): {widths} (block 0's is never sent: ghosts embed "
+    first = results[kernels[0]]
+    for k in kernels:
+        r = results[k]
+        vs = f" | × {kernels[0]}" if len(kernels) > 1 else ""
+        lines += [f"Kernels: {k}.", "", f"| path | s | × bare{vs} |", "|---|---|---|" + ("---|" if vs else ""),
+                  f"| bare: contract forward, periodic graph | {r['bare_s']:.3f} | 1.00" +
+                  (f" | {first['bare_s'] / r['bare_s']:.2f}" if vs else "") + " |"]
+        for name in ("recompute", "keep_graph"):
+            lines.append(f"| exchange, {name.replace('_', ' ')} | {r[name + '_s']:.3f} | "
+                         f"{r[name + '_s'] / r['bare_s']:.2f}" +
+                         (f" | {first[name + '_s'] / r[name + '_s']:.2f}" if vs else "") + " |")
+        lines += ["", "Parts (s):", "", "| part | recompute | keep graph |", "|---|---|---|"]
+        for part in r["recompute_parts_s"]:
+            lines.append(f"| {part} | {r['recompute_parts_s'][part]:.3f} | {r['keep_graph_parts_s'].get(part, 0):.3f} |")
+        lines.append("")
+    lines += [f"Exchanged widths per block (values per atom): {widths} (block 0's is never sent: ghosts embed "
               f"themselves). Per local atom and step, both directions: {results['bytes_per_atom_step_as_double']:.0f} "
               f"bytes as doubles, {results['bytes_per_atom_step_as_float32']:.0f} as packed float32. "
               f"Peak RSS {results['peak_rss_gb']:.2f} GB.", ""]

@@ -20,6 +20,10 @@ atom. Writes docs/benchmarks/bench_lammps.{json,md} (Allegro) or bench_lammps_ne
         --message-passing exchange --max-edges 20000 --bare-max-atoms 0 --tag _exchange_lmax2
     python scripts/bench_lammps.py --sizes 4000 --ranks 2 --format torchscript aoti --repeats 3 --tag _aoti
 
+``--format torchscript fused`` compares TorchScript files with the reference and the fused tensor-product kernels
+(``mdpot deploy --kernels fused``, ``mdpot.ops``) the same way: ``fused`` is a TorchScript file calling
+``torch.ops.mdpot.*``, which runs in every message-passing mode.
+
 ``--format torchscript aoti`` deploys the model in both formats (an AOTInductor package is compiled for this
 machine, tens of seconds) and runs them interleaved: every repeat runs each case in each format back to back, and
 the best time of each is kept; the ``vs TorchScript`` column is the best TorchScript time of the same size, ranks
@@ -98,7 +102,10 @@ def deploy_bench_model(folder: Path, config, fmt: str = "torchscript", aoti_thre
     from mdpot.deploy import deploy_model
     from mdpot.models import build_model
 
-    path = folder / f"bench_{config.architecture}_cu_f32{'.pt2' if fmt == 'aoti' else '.pt'}"
+    path = folder / f"bench_{config.architecture}_cu_f32{'.pt2' if fmt == 'aoti' else '_fused.pt' if fmt == 'fused' else '.pt'}"
+    if fmt == "fused":  # TorchScript calling the fused kernels
+        deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, kernels="fused")
+        return path
     deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, format=fmt,
                  **({"aoti_threads": aoti_threads} if fmt == "aoti" else {}))
     return path
@@ -235,8 +242,9 @@ def main(argv=None) -> int:
                              "(default: the pair style's); bounds a rank's memory")
     parser.add_argument("--message-passing", nargs="+", choices=("exchange", "ghosts"), default=[""],
                         help="NequIP: pair style modes to run (default: the pair style's default)")
-    parser.add_argument("--format", nargs="+", choices=("torchscript", "aoti"), default=["torchscript"],
-                        help="deploy formats to run, interleaved (default torchscript)")
+    parser.add_argument("--format", nargs="+", choices=("torchscript", "aoti", "fused"), default=["torchscript"],
+                        help="deploy formats to run, interleaved; fused: TorchScript with the fused kernels "
+                             "(default torchscript)")
     parser.add_argument("--aoti-threads", choices=("dynamic", "serial"), default="dynamic",
                         help="packages: loops that follow the thread count (dynamic, default) or none (serial, "
                              "fastest at 1 thread per rank)")
@@ -278,7 +286,7 @@ def main(argv=None) -> int:
             n = cells_for(size)
             if 4 * n ** 3 <= args.bare_max_atoms:
                 for fmt, model in models.items():
-                    bare = bare_model_time(model, n, repeats=max(2, steps // 2))
+                    bare = {**bare_model_time(model, n, repeats=max(2, steps // 2)), "format": fmt}
                     results["bare_model"].append(bare)
                     print(f"bare model {fmt:>11} {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
             best = {}
@@ -291,6 +299,7 @@ def main(argv=None) -> int:
                     r = run_lammps_case(models[fmt], n, ranks, steps, warmup=max(2, steps // 5),
                                         workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}_{fmt}_{repeat}", tcmalloc=tc,
                                         mode=mode, max_edges=args.max_edges)
+                    r["format"] = fmt  # "fused": a TorchScript file the pair style reports as torchscript
                     key = (tc, mode, ranks, fmt)
                     if key not in best or r["us_per_atom_step"] < best[key]["us_per_atom_step"]:
                         best[key] = r

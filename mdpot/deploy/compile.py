@@ -85,7 +85,7 @@ def self_check_ghosts(compiled: nn.Module, eager: nn.Module, elements: Sequence[
 def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype] = "float64",
                  provenance: Optional[Mapping[str, Any]] = None, overwrite: bool = False,
                  format: str = aoti.DEFAULT_FORMAT, cpu_isa: str = "native",
-                 aoti_threads: str = "dynamic") -> LoadedModel:
+                 aoti_threads: str = "dynamic", kernels: str = md.DEFAULT_KERNELS) -> LoadedModel:
     """Compile ``model`` (an energy model or ``Potential``) in ``dtype`` and write it to ``path``.
 
     ``format``: ``"torchscript"`` (format version 2; 4 for a message-passing model with a short-range repulsion,
@@ -93,6 +93,11 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
     ``docs/contract.md``) of native code for this machine's CPU, or for an older one with ``cpu_isa``
     (``"avx2"``, ``"avx512"``; packages only). ``aoti_threads``: a package's loops follow the running thread count
     (``"dynamic"``) or are single-threaded (``"serial"``: fastest with one thread per MPI rank). Compiling a package takes tens of seconds (mostly the C++ compiler).
+
+    ``kernels``: ``"reference"`` (pure torch) or ``"fused"``: the tensor products call mdpot's fused C++ operators
+    (:mod:`mdpot.ops`; TorchScript only), format version ``FUSED_FORMAT_VERSION`` (5), which loads wherever
+    ``libmdpot_ops.so`` is built (it is built with the LAMMPS plugin). The self-check compares such a file with
+    the reference eager model.
 
     The file is written only after the compiled model, loaded back from disk, matched the eager model on a
     sample structure within the tolerances of row 1 of ``docs/testing.md`` (a package also on a second structure
@@ -113,6 +118,10 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
         raise ValueError(f"cpu_isa {cpu_isa!r} applies to AOTInductor packages only (format 'aoti'), not {format!r}")
     if aoti_threads not in aoti.AOTI_THREADS:
         raise ValueError(f"unknown aoti_threads {aoti_threads!r}; expected one of {list(aoti.AOTI_THREADS)}")
+    if kernels not in md.KERNELS:
+        raise ValueError(f"unknown kernels {kernels!r}; expected one of {list(md.KERNELS)}")
+    if kernels == "fused" and format != "torchscript":
+        raise ValueError(f"kernels 'fused' applies to TorchScript files only (format 'torchscript'), not {format!r}")
     if aoti_threads != "dynamic" and format != "aoti":
         raise ValueError(f"aoti_threads {aoti_threads!r} applies to AOTInductor packages only (format 'aoti'), "
                          f"not {format!r}")
@@ -123,7 +132,15 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
     meta = eager.metadata
     if format == "aoti":
         return _deploy_package(eager, path, cpu_isa, aoti_threads)
-    compiled = torch.jit.script(eager.module)
+    module = eager.module
+    if kernels == "fused":
+        # the file calls the fused operators; `eager` keeps the reference, which the self-check compares against
+        from ..ops import set_kernels
+
+        module = copy.deepcopy(eager.module)
+        set_kernels(module, "fused")
+        meta = md.make_metadata(md.energy_model_of(module), meta[md.MODEL_DTYPE], meta[md.PROVENANCE], kernels)
+    compiled = torch.jit.script(module)
     meta[md.WEIGHTS_SHA256] = weights_digest(compiled)
     with atomic_write(path) as tmp:
         tmp.write_bytes(save_bytes(compiled, meta))
@@ -211,7 +228,8 @@ def _portable_pickle(data: bytes) -> bytes:
 
 def deploy_checkpoint(checkpoint: PathLike, out: PathLike, dtype: Union[str, torch.dtype] = "float64",
                       overwrite: bool = False, format: str = aoti.DEFAULT_FORMAT,
-                      cpu_isa: str = "native", aoti_threads: str = "dynamic") -> LoadedModel:
+                      cpu_isa: str = "native", aoti_threads: str = "dynamic",
+                      kernels: str = md.DEFAULT_KERNELS) -> LoadedModel:
     """Deploy the model of training checkpoint ``checkpoint`` to ``out`` in ``dtype`` and ``format`` (see
     :func:`deploy_model`).
 
@@ -232,4 +250,4 @@ def deploy_checkpoint(checkpoint: PathLike, out: PathLike, dtype: Union[str, tor
                   "checkpoint_created": payload.get("created")}
     provenance.update(payload.get("extra", {}).get("provenance", {}))
     return deploy_model(model, out, dtype=dtype, provenance=provenance, overwrite=overwrite, format=format,
-                        cpu_isa=cpu_isa, aoti_threads=aoti_threads)
+                        cpu_isa=cpu_isa, aoti_threads=aoti_threads, kernels=kernels)

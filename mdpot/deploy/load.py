@@ -148,7 +148,16 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     if other is not None:
         raise ValueError(other)
     device = parse_device(device)
-    extra = {k: "" for k in md.ALL_KEYS}
+    if _stored_format_version(path) == str(md.FUSED_FORMAT_VERSION):
+        # the file calls torch.ops.mdpot.*: they must be registered before torch reads its code
+        from ..ops import OpsUnavailableError, load_ops
+
+        try:
+            load_ops()
+        except OpsUnavailableError as exc:
+            raise ValueError(f"{path}: calls mdpot's fused kernels ({md.KERNELS_KEY} fused), which this process cannot "
+                             f"load: {exc}") from None
+    extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,)}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError and friends for damaged archives
@@ -166,6 +175,18 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
                              f"TorchScript files with a short-range pair term, but {why}; deploy it again")
     module.eval()
     return LoadedModel(module, meta, path, device)
+
+
+def _stored_format_version(path: Path) -> Optional[str]:
+    """The ``mdpot_format_version`` record of a TorchScript archive as stored, read without loading the code."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for name in z.namelist():
+                if name.count("/") == 2 and name.endswith(f"/extra/{md.FORMAT_VERSION_KEY}"):
+                    return z.read(name).decode("utf-8", errors="replace")
+    except (zipfile.BadZipFile, OSError):
+        pass
+    return None
 
 
 def block_interface_missing(module: nn.Module, num_layers: int) -> str:

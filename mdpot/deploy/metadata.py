@@ -11,7 +11,9 @@ from torch import nn
 
 from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
     AOTI_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, BLOCK_METHODS, CONFIG, DTYPES, ELEMENTS,
-    ENERGY_UNIT, ENERGY_UNITS, FORMAT_VERSION, FORMAT_VERSION_KEY, LENGTH_UNIT, PAIR_FORMAT_VERSION, PAIR_METHODS,
+    ENERGY_UNIT, ENERGY_UNITS, FORMAT_VERSION, FORMAT_VERSION_KEY, FUSED_FORMAT_VERSION, KERNELS, KERNELS_KEY,
+    DEFAULT_KERNELS,
+    LENGTH_UNIT, PAIR_FORMAT_VERSION, PAIR_METHODS,
     READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS, PROVENANCE, R_MAX, RECEPTIVE_FIELD,
     TORCH_VERSION, WEIGHTS_SHA256,
 )
@@ -33,15 +35,21 @@ def energy_model_of(model: nn.Module) -> nn.Module:
     return model
 
 
-def make_metadata(model: nn.Module, dtype: str, provenance: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def make_metadata(model: nn.Module, dtype: str, provenance: Optional[Mapping[str, Any]] = None,
+                  kernels: str = "reference") -> Dict[str, Any]:
     """Typed metadata of ``model`` (energy model or ``Potential``) deployed in ``dtype`` (``"float32"`` or
-    ``"float64"``); ``provenance`` is stored as given. The weights digest is left empty: the deploy fills it in
-    from the compiled module."""
+    ``"float64"``) calling the tensor-product ``kernels`` (``"reference"`` or ``"fused"``: format version
+    ``FUSED_FORMAT_VERSION``); ``provenance`` is stored as given. The weights digest is left empty: the deploy
+    fills it in from the compiled module."""
     energy = energy_model_of(model)
     config: ModelConfig = energy.config
     with_pair = config.repulsion is not None and hasattr(energy, "mp_block")
+    if kernels not in KERNELS:
+        raise ValueError(f"unknown kernels {kernels!r}; expected one of {list(KERNELS)}")
+    version = FUSED_FORMAT_VERSION if kernels == "fused" else PAIR_FORMAT_VERSION if with_pair else FORMAT_VERSION
     return {
-        FORMAT_VERSION_KEY: PAIR_FORMAT_VERSION if with_pair else FORMAT_VERSION,
+        FORMAT_VERSION_KEY: version,
+        KERNELS_KEY: kernels,
         ARCHITECTURE: config.architecture,
         ELEMENTS: tuple(config.elements),
         R_MAX: float(config.r_max),
@@ -59,8 +67,11 @@ def make_metadata(model: nn.Module, dtype: str, provenance: Optional[Mapping[str
 
 
 def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
-    """Typed metadata -> the strings stored in the file."""
+    """Typed metadata -> the strings stored in the file (``kernels`` only where it is not the reference, so that a
+    file of an older format keeps exactly its old records)."""
     out: Dict[str, str] = {}
+    if meta.get(KERNELS_KEY, "reference") != "reference":
+        out[KERNELS_KEY] = str(meta[KERNELS_KEY])
     for key in ALL_KEYS:
         value = meta[key]
         if key == ELEMENTS:
@@ -134,4 +145,11 @@ def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[s
             meta[key] = json.loads(raw[key], parse_constant=refuse_constant)
         except (json.JSONDecodeError, ValueError) as exc:
             raise ValueError(f"{source}: metadata {key} is not valid JSON ({exc})") from None
+    kernels = raw.get(KERNELS_KEY) or "reference"  # optional: absent means reference
+    if kernels not in KERNELS:
+        raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} is not one of {list(KERNELS)}")
+    if (kernels == "fused") != (version == FUSED_FORMAT_VERSION):
+        raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} with {FORMAT_VERSION_KEY} {version} (files "
+                         f"calling the fused kernels are version {FUSED_FORMAT_VERSION}, and only they); deploy it again")
+    meta[KERNELS_KEY] = kernels
     return meta

@@ -6,7 +6,8 @@ the ``mpich`` wheel's ``mpicxx``. :func:`build_plugin` records those versions, a
 (``mdpot/contract.py`` included: the C++ ``mdpot_contract.h`` is generated from it at build time) and their
 sizes and modification times in ``mdpotplugin.json`` beside the plugin, and rebuilds only when one of them
 changes. Beside the plugin it installs ``mdpot_model_check``, the model runner without LAMMPS (see
-``src/mdpot_model_check.cpp``), for tests.
+``src/mdpot_model_check.cpp``), for tests, and ``libmdpot_ops.so``, the fused tensor-product operators
+(``src/mdpot_ops.cpp``; loaded by :func:`mdpot.ops.load_ops` and by the model runner for files that call them).
 
 Where the plugin lives (:func:`plugin_folder`):
 
@@ -57,16 +58,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+from ..contract import OPS_LIBRARY  # light: no torch
+
 __all__ = ["plugin_dir", "plugin_path", "plugin_folder", "build_plugin", "plugin_info", "PluginBuildError"]
 
 PLUGIN_NAME = "mdpotplugin.so"
 CHECK_NAME = "mdpot_model_check"
+#: The fused tensor-product operators (``torch.ops.mdpot.*``, :mod:`mdpot.ops`), built and installed with the plugin.
+OPS_NAME = OPS_LIBRARY
 _INFO_NAME = "mdpotplugin.json"
 _FAILED_NAME = "build-failed.json"
 _LOG_NAME = "build.log"
 _LOCK_NAME = ".build.lock"
 _SOURCES = ("pair_mdpot.h", "pair_mdpot.cpp", "mdpotplugin.cpp", "mdpot_model.h", "mdpot_model.cpp",
-            "mdpot_model_check.cpp", "CMakeLists.txt")
+            "mdpot_model_check.cpp", "mdpot_ops.cpp", "CMakeLists.txt")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _BUILD_TIME_HINT = "about a minute"
 
@@ -268,7 +273,7 @@ def _stale_reason(folder: Path, env: dict, record: Optional[dict] = None) -> Opt
     still matches, the record's fingerprint is refreshed (if the folder is writable) so the next check is cheap.
     """
     so = folder / PLUGIN_NAME
-    if not (so.is_file() and (folder / CHECK_NAME).is_file()):
+    if not (so.is_file() and (folder / CHECK_NAME).is_file() and (folder / OPS_NAME).is_file()):
         return "not built"
     record = _read_json(folder / _INFO_NAME) if record is None else record
     changed = [k for k in env if record.get(k) != env[k]]
@@ -315,7 +320,7 @@ def plugin_info() -> dict:
     folder, reason = _locate(env)
     so = folder / PLUGIN_NAME
     info = _read_json(folder / _INFO_NAME)
-    info.update(path=str(so), exists=so.is_file() and (folder / CHECK_NAME).is_file(),
+    info.update(path=str(so), exists=so.is_file() and (folder / CHECK_NAME).is_file() and (folder / OPS_NAME).is_file(),
                 up_to_date=reason is None, stale_reason=reason)
     return info
 
@@ -497,7 +502,7 @@ def _compile(folder: Path, env_now: dict, jobs: Optional[int], log: list) -> dic
         _run(configure, src, env, log)
         _run([cmake, "--build", build, "-j", str(jobs or os.cpu_count() or 1)], src, env, log)
         # Atomic replace: a running LAMMPS keeps its mapping of the old file.
-        for name in (CHECK_NAME, PLUGIN_NAME):
+        for name in (OPS_NAME, CHECK_NAME, PLUGIN_NAME):
             made = Path(build) / name
             if not made.is_file():
                 raise PluginBuildError(f"build finished but {made} is missing")

@@ -60,7 +60,7 @@ class AllegroLayer(nn.Module):
         env_edge = self.env_expand(w, y)
         env = torch.zeros((env_edge.shape[0], num_atoms, self.u), dtype=x.dtype, device=x.device)
         env = env.index_add_(1, center, env_edge) * self.env_norm
-        t = self.tp(v, env.index_select(1, center))
+        t = self.tp.gather_product(v, env, center)
         if self.mix is None:
             blocks = [t]
         else:

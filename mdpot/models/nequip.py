@@ -93,10 +93,7 @@ class InteractionBlock(nn.Module):
         ``x = linear_in(features) [x_dim, N, U]`` of every atom an edge reads; ``edge_index[0]`` indexes the
         centres (``0 .. C-1``), ``edge_index[1]`` the rows of ``x``; ``select [C]`` as in forward. Returns
         ``[out_dim, C, U]``. With ``x = linear_in(h)`` and ``C = N`` this is forward."""
-        neighbour = edge_index[1]
-        xs = [plane.index_select(0, neighbour) for plane in x.unbind(0)]
-        ws = list(torch.split(self.radial(basis), self.u, dim=1))
-        msg = self.tp.scatter_weighted(xs, y.unbind(0), ws, edge_index[0], h.shape[1]) * self.msg_norm
+        msg = self.tp.convolve(x, y, self.radial(basis), edge_index[0], edge_index[1], h.shape[1]) * self.msg_norm
         return self._finish(self.linear_out(msg) + self.self_connection(h, select), h)
 
     def isolated(self, h: torch.Tensor, select: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,14 @@ class ChannelwiseTensorProduct(nn.Module):
 
     Shapes: ``x [D1, E, U]``, ``y [D2, E, U]`` -> ``[D_out, E, U]``. ``unit_scalar_y`` declares that
     ``y``'s first component is identically 1 (spherical harmonics with component normalisation).
+
+    ``fused`` (default False) makes :meth:`convolve` and :meth:`gather_product` call the fused C++ operators of
+    :mod:`mdpot.ops` instead of this pure-torch reference: same results to rounding, first-order gradients only.
+    Set it through :func:`mdpot.ops.set_kernels`, before scripting (TorchScript compiles only the branch taken).
     """
+
+    # a TorchScript constant: scripting compiles only the branch it selects, so the reference needs no operators
+    __constants__ = ["fused"]
 
     def __init__(self, irreps1: Sequence[Irrep], irreps2: Sequence[Irrep], allowed_out: Sequence[Irrep],
                  unit_scalar_y: bool = False) -> None:
@@ -100,6 +107,8 @@ class ChannelwiseTensorProduct(nn.Module):
         # y's component 0 is identically 1 (component-normalised Y_0 of spherical harmonics): its terms need
         # no multiply, and no gradient flows into a constant
         self.term_unit: List[bool] = [unit_scalar_y and j == 0 for j in self.term_j]
+        self.unit_scalar_y = unit_scalar_y
+        self.fused = False
         ptr = [0]
         for t in terms:
             ptr.append(ptr[-1] + len(t))
@@ -142,3 +151,28 @@ class ChannelwiseTensorProduct(nn.Module):
         for k in range(self.dim_out):
             out[k].index_add_(0, index, self._component(xs, ys, k) * ws[self.comp_path[k]])
         return out
+
+    def convolve(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, centre: torch.Tensor,
+                 neighbour: torch.Tensor, num_targets: int) -> torch.Tensor:
+        """A convolution: ``out[:, centre[e]] += w[path] * tp(x[:, neighbour[e]], y[:, e])`` summed over edges.
+
+        ``x [D1, N, U]`` per-atom features, ``y [D2, E, U or 1]``, ``w [E, num_paths * U]`` (path-major: path
+        ``p``'s weights are columns ``p*U .. p*U+U-1``), ``centre``/``neighbour [E]`` int64 rows of the output
+        and of ``x``. Returns ``[D_out, num_targets, U]``. The reference gathers each plane of ``x`` and calls
+        :meth:`scatter_weighted`; fused, ``mdpot::tp_scatter`` gathers inside the kernel.
+        """
+        u = x.shape[2]
+        if self.fused:
+            wp = w.reshape(w.shape[0], self.num_paths, u).permute(1, 0, 2)
+            return torch.ops.mdpot.tp_scatter(x, y, wp, centre, neighbour, num_targets, self.term_ptr, self.term_i,
+                                              self.term_j, self.term_c, self.comp_path, self.unit_scalar_y)
+        xs = [plane.index_select(0, neighbour) for plane in x.unbind(0)]
+        ws = list(torch.split(w, u, dim=1))
+        return self.scatter_weighted(xs, y.unbind(0), ws, centre, num_targets)
+
+    def gather_product(self, x: torch.Tensor, env: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """``self(x, env.index_select(1, centre))``: ``x [D1, E, U]`` with the per-centre ``env [D2, C, U]``
+        taken at each edge's centre (``centre [E]`` int64). Fused, ``mdpot::tp_gather`` reads ``env`` in place."""
+        if self.fused:
+            return torch.ops.mdpot.tp_gather(x, env, centre, self.term_ptr, self.term_i, self.term_j, self.term_c)
+        return self.forward(x, env.index_select(1, centre))

@@ -56,7 +56,7 @@ CASES = {
     "missing_metadata_keys": (dict(pair="pair_style mdpot\npair_coeff * * {nometa} Cu Au"),
                               "pair mdpot: '{nometa}' is not an mdpot model: missing metadata keys: r_max, provenance"),
     "unknown_format_version": (dict(pair="pair_style mdpot\npair_coeff * * {v99} Cu Au"),
-                               "pair mdpot: '{v99}' has mdpot_format_version '99', this build reads versions 1, 2, 4 of TorchScript "
+                               "pair mdpot: '{v99}' has mdpot_format_version '99', this build reads versions 1, 2, 4, 5 of TorchScript "
                                "files and 3 of AOTInductor packages"),
     "edited_weights": (dict(pair="pair_style mdpot\npair_coeff * * {edited} Cu Au"),
                        "pair mdpot: '{edited}': weights do not match the digest recorded at deploy"),

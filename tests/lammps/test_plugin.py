@@ -29,6 +29,7 @@ def fake_build(folder: Path, **record) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / P.PLUGIN_NAME).write_bytes(b"placeholder")
     (folder / P.CHECK_NAME).write_bytes(b"placeholder")
+    (folder / P.OPS_NAME).write_bytes(b"placeholder")
     src = P._source_dir()
     full = {**P._environment(), "sources_sha256": P._sources_hash(src), "sources_stat": P._sources_stat(src)}
     full.update(record)
@@ -67,7 +68,8 @@ def test_up_to_date_costs_no_hashing_and_no_writes(src, tmp_path, monkeypatch, c
     info = P.plugin_info()
     assert info["up_to_date"] and info["stale_reason"] is None and info["path"] == str(folder / P.PLUGIN_NAME)
     assert hashed == []
-    assert sorted(p.name for p in folder.iterdir()) == sorted([P.PLUGIN_NAME, P.CHECK_NAME, P._INFO_NAME])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([P.PLUGIN_NAME, P.CHECK_NAME, P.OPS_NAME,
+                                                              P._INFO_NAME])
     assert capsys.readouterr().err == ""
 
 

@@ -32,7 +32,9 @@
 #include <set>
 #include <sstream>
 
+#include <dlfcn.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 namespace mdpot {
 
@@ -247,7 +249,54 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   m.torch_version = raw[c::KEY_TORCH_VERSION];
   m.mdpot_version = raw[c::KEY_MDPOT_VERSION];
   m.weights_sha256 = raw[c::KEY_WEIGHTS_SHA256];
+  // optional (absent: reference); fused exactly in the files of FUSED_FORMAT_VERSION
+  const std::string kernels = raw[c::KEY_KERNELS];
+  if (!kernels.empty()) {
+    if (!one_of(kernels, c::KERNELS, c::KERNELS_COUNT))
+      throw Error("'" + path + "': metadata " + c::KEY_KERNELS + " '" + kernels + "' is not one of " +
+                  quoted_list(c::KERNELS, c::KERNELS_COUNT));
+    m.kernels = kernels;
+  }
+  if ((m.kernels == "fused") != (m.format_version == c::FUSED_FORMAT_VERSION))
+    throw Error("'" + path + "': metadata " + c::KEY_KERNELS + " '" + m.kernels + "' with " + c::KEY_FORMAT_VERSION +
+                " " + std::to_string(m.format_version) + " (files calling the fused kernels are version " +
+                std::to_string(c::FUSED_FORMAT_VERSION) + ", and only they); deploy it again");
   return m;
+}
+
+// The folder of the binary this code is in (the plugin, or mdpot_model_check), where libmdpot_ops.so is installed.
+std::string own_folder()
+{
+  std::string file;
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void *>(&own_folder), &info) && info.dli_fname) file = info.dli_fname;
+  if (file.find('/') == std::string::npos) {    // the main program: its name as started
+    char buf[4096];
+    const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+    file = n > 0 ? std::string(buf, n) : std::string("./x");
+  }
+  return file.substr(0, file.rfind('/'));
+}
+
+// Registers the fused operators (torch.ops.mdpot.*) before a file that calls them is read: libmdpot_ops.so from
+// beside this binary, unless this process has them already (Python loaded them, mdpot.ops.load_ops).
+void load_fused_kernels(const std::string &path)
+{
+  static std::mutex mutex;
+  static bool loaded = false;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (loaded || c10::Dispatcher::singleton().findSchema({"mdpot::tp_scatter", ""}).has_value()) {
+    loaded = true;
+    return;
+  }
+  const std::string lib = own_folder() + "/" + contract::OPS_LIBRARY;
+  if (!dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
+    const char *why = dlerror();
+    throw Error("'" + path + "' calls mdpot's fused kernels (" + contract::KEY_KERNELS + " fused), but " + lib +
+                " cannot be loaded (" + (why ? why : "unknown error") + "); rebuild the plugin with `python -m "
+                "mdpot.lammps.plugin --force`, or deploy the model with --kernels reference");
+  }
+  loaded = true;
 }
 
 // TorchScript's profiling executor is a process-wide switch; set it for one call, then put it back.
@@ -757,9 +806,17 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
     if (reader && !has("code/") && !has("constants.pkl"))
       throw Error("cannot read '" + path + "' as a TorchScript model or an AOTInductor package: it has no code/ or " +
                   aoti + " records");
+    // a file that calls the fused operators loads only once they are registered: read its version first
+    const std::string version_record = std::string("extra/") + contract::KEY_FORMAT_VERSION;
+    if (reader && reader->hasRecord(version_record)) {
+      auto [data, n] = reader->getRecord(version_record);
+      if (std::string(static_cast<const char *>(data.get()), n) == std::to_string(contract::FUSED_FORMAT_VERSION))
+        load_fused_kernels(path);
+    }
   }
   torch::jit::ExtraFilesMap extra;
   for (int k = 0; k < contract::ALL_KEYS_COUNT; ++k) extra[contract::ALL_KEYS[k]] = "";
+  extra[contract::KEY_KERNELS] = "";
   try {
     impl->module = torch::jit::load(path, impl->device, extra);
   } catch (const std::exception &e) {

@@ -44,6 +44,7 @@ struct Metadata {
   std::string torch_version, mdpot_version;
   std::string provenance, config;    // JSON text, syntax-checked
   std::string weights_sha256;
+  std::string kernels = "reference";    // "fused": the file calls libmdpot_ops.so's operators (format version 5)
 };
 
 // A packed graph on the host, in the contract's layout; the caller keeps the arrays alive during run().

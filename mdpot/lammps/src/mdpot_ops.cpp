@@ -1,0 +1,546 @@
+/* ----------------------------------------------------------------------
+   mdpot_ops: fused CPU kernels of the channel-wise tensor product (libmdpot_ops.so).
+
+   Registered as torch operators (namespace `mdpot`), so eager Python, TorchScript files and the LAMMPS
+   plugin's model runner call the same code:
+
+   - mdpot::tp_scatter: NequIP's convolution. out[k, centre[e], u] += w[path(k), e, u] *
+     sum_t c_t x[i_t, neighbour[e], u] y[j_t, e, u] over the Wigner 3j terms t of output component k, the
+     neighbour's features gathered inside the kernel: no [D, E, U] temporary exists.
+   - mdpot::tp_gather: Allegro's product with the centre's environment, out[k, e, u] =
+     sum_t c_t x[i_t, e, u] env[j_t, centre[e], u], the gather of env fused.
+
+   Each has its backward as a separate operator (one pass over the edges, recomputing the per-edge products
+   instead of storing them), and a C++ autograd function under the Autograd key, so first-order gradients
+   work from Python and TorchScript alike. Double backward (create_graph=True) is refused with one line:
+   training keeps the reference implementation (mdpot.nn.ChannelwiseTensorProduct).
+
+   Work is split over centres (edges grouped by centre through a CSR index built by counting sort, the
+   identity when edge_index[0] is already non-decreasing), so scatters into centres need no atomics. The
+   gradient of tp_scatter's x scatters by neighbour: with more than one thread each thread accumulates into its
+   own buffer and the buffers are summed in thread order, so results do not depend on scheduling.
+
+   Tensors: features [D, M, U] with any strides on the first two dimensions and unit stride on U (copied
+   otherwise); indices int64; float32 or float64. CPU only: other devices get one clear error.
+
+   Exportable: num_targets is a SymInt and mdpot.ops registers shape-only (fake) kernels, so make_fx/torch.export
+   trace the operators with symbolic sizes; the backward operators return an empty [0] tensor for a gradient not
+   asked for (a compiled program expects a tensor for every output).
+------------------------------------------------------------------------- */
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+#include <string>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+// The coupling table of ChannelwiseTensorProduct: output component k sums c[t] * x[i[t]] * y[j[t]] over
+// t = ptr[k] .. ptr[k+1]-1; path[k] is the weight plane of component k (tp_scatter only). unit[t]: y's
+// component j[t] == 0 is identically 1 (spherical harmonics), so the term needs no y and gives y no gradient.
+struct Terms {
+  int64_t d_out = 0, n_paths = 0;
+  std::vector<int64_t> ptr, i, j, path;
+  std::vector<double> c;
+  std::vector<char> unit;
+};
+
+using Ints = c10::ArrayRef<int64_t>;
+using Reals = c10::ArrayRef<double>;
+
+Terms read_terms(const char *op, Ints ptr, Ints ti, Ints tj, Reals tc, const Ints *path, bool unit_y, int64_t d1,
+                 int64_t d2)
+{
+  Terms t;
+  t.ptr = ptr.vec();
+  t.i = ti.vec();
+  t.j = tj.vec();
+  t.c = tc.vec();
+  const int64_t n = static_cast<int64_t>(t.i.size());
+  TORCH_CHECK(t.ptr.size() >= 2 && t.ptr.front() == 0 && t.ptr.back() == n && static_cast<int64_t>(t.j.size()) == n &&
+                  static_cast<int64_t>(t.c.size()) == n,
+              op, ": inconsistent coupling table (term_ptr must run from 0 to the ", n, " terms of term_i, term_j, term_c)");
+  t.d_out = static_cast<int64_t>(t.ptr.size()) - 1;
+  for (int64_t k = 0; k < t.d_out; ++k)
+    TORCH_CHECK(t.ptr[k] < t.ptr[k + 1], op, ": output component ", k, " has no term");
+  for (int64_t q = 0; q < n; ++q) {
+    TORCH_CHECK(t.i[q] >= 0 && t.i[q] < d1, op, ": term_i ", t.i[q], " out of range for x with ", d1, " components");
+    TORCH_CHECK(t.j[q] >= 0 && t.j[q] < d2, op, ": term_j ", t.j[q], " out of range for y with ", d2, " components");
+  }
+  t.unit.resize(n);
+  for (int64_t q = 0; q < n; ++q) t.unit[q] = unit_y && t.j[q] == 0;
+  if (path) {
+    t.path = path->vec();
+    TORCH_CHECK(static_cast<int64_t>(t.path.size()) == t.d_out, op, ": comp_path has ", t.path.size(),
+                " entries for ", t.d_out, " output components");
+    for (int64_t p : t.path) {
+      TORCH_CHECK(p >= 0, op, ": negative comp_path entry ", p);
+      t.n_paths = std::max(t.n_paths, p + 1);
+    }
+  }
+  return t;
+}
+
+void check_cpu(const char *op, const char *name, const Tensor &t)
+{
+  TORCH_CHECK(t.device().is_cpu(), op, ": the fused kernels run on CPU only, got ", name, " on ", t.device(),
+              "; deploy with --kernels reference for other devices");
+}
+
+// Features [D, M, U] with unit stride on U.
+Tensor planes(const Tensor &t, const char *op, const char *name)
+{
+  TORCH_CHECK(t.dim() == 3, op, ": ", name, " must be [D, M, U], got shape ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+              " must be float32 or float64, got ", t.scalar_type());
+  check_cpu(op, name, t);
+  return t.stride(2) == 1 || t.size(2) <= 1 ? t : t.contiguous();
+}
+
+Tensor index(const Tensor &t, int64_t size, int64_t bound, const char *op, const char *name)
+{
+  TORCH_CHECK(t.dim() == 1 && t.scalar_type() == at::kLong && t.size(0) == size, op, ": ", name,
+              " must be a 1-D int64 tensor of ", size, " entries, got ", t.scalar_type(), " of shape ", t.sizes());
+  check_cpu(op, name, t);
+  const Tensor c = t.contiguous();
+  const int64_t *p = c.data_ptr<int64_t>();
+  for (int64_t e = 0; e < size; ++e)
+    TORCH_CHECK(p[e] >= 0 && p[e] < bound, op, ": ", name, "[", e, "] = ", p[e], " out of range [0, ", bound, ")");
+  return c;
+}
+
+// Edges grouped by centre: edges of centre c are edge(q) for q in ptr[c] .. ptr[c+1]-1, in their original
+// order (a stable counting sort; no permutation when the centres are already non-decreasing).
+struct ByCentre {
+  std::vector<int64_t> ptr, perm;
+  int64_t edge(int64_t q) const { return perm.empty() ? q : perm[q]; }
+};
+
+ByCentre group_by_centre(const int64_t *centre, int64_t n_edges, int64_t n_centres)
+{
+  ByCentre g;
+  g.ptr.assign(n_centres + 1, 0);
+  bool sorted = true;
+  for (int64_t e = 0; e < n_edges; ++e) {
+    ++g.ptr[centre[e] + 1];
+    if (e && centre[e] < centre[e - 1]) sorted = false;
+  }
+  for (int64_t c = 0; c < n_centres; ++c) g.ptr[c + 1] += g.ptr[c];
+  if (!sorted) {
+    g.perm.resize(n_edges);
+    std::vector<int64_t> next(g.ptr.begin(), g.ptr.end() - 1);
+    for (int64_t e = 0; e < n_edges; ++e) g.perm[next[centre[e]]++] = e;
+  }
+  return g;
+}
+
+template <typename T> struct View {    // [D, M, U], unit stride on U
+  T *data;
+  int64_t s0, s1;
+  T *row(int64_t d, int64_t m) const { return data + d * s0 + m * s1; }
+};
+
+template <typename T> View<T> view_of(const Tensor &t)
+{
+  return {t.data_ptr<std::remove_const_t<T>>(), t.stride(0), t.stride(1)};
+}
+
+// acc[u] = sum over the terms of component k of c x[i, xm, u] y[j, ym, u or 0]
+template <typename T>
+inline void component(const Terms &tt, int64_t k, const View<const T> &x, int64_t xm, const View<const T> &y,
+                      int64_t ym, bool y_bcast, T *acc, int64_t U)
+{
+  for (int64_t u = 0; u < U; ++u) acc[u] = T(0);
+  for (int64_t t = tt.ptr[k]; t < tt.ptr[k + 1]; ++t) {
+    const T *xr = x.row(tt.i[t], xm);
+    const T c = static_cast<T>(tt.c[t]);
+    if (tt.unit[t]) {
+      for (int64_t u = 0; u < U; ++u) acc[u] += c * xr[u];
+    } else if (y_bcast) {
+      const T s = c * y.row(tt.j[t], ym)[0];
+      for (int64_t u = 0; u < U; ++u) acc[u] += s * xr[u];
+    } else {
+      const T *yr = y.row(tt.j[t], ym);
+      for (int64_t u = 0; u < U; ++u) acc[u] += c * xr[u] * yr[u];
+    }
+  }
+}
+
+// d(acc_k)/d(x, y) applied to ga [U]: gx[i] += c y ga, gy[j] += c x ga (summed over u when y is broadcast)
+template <typename T>
+inline void component_backward(const Terms &tt, int64_t k, const View<const T> &x, int64_t xm, const View<const T> &y,
+                               int64_t ym, bool y_bcast, const T *ga, T *gx_base, int64_t gx_s0, T *gy_base,
+                               int64_t gy_s0, int64_t U)
+{
+  for (int64_t t = tt.ptr[k]; t < tt.ptr[k + 1]; ++t) {
+    const T c = static_cast<T>(tt.c[t]);
+    const T *xr = x.row(tt.i[t], xm);
+    if (gx_base) {
+      T *g = gx_base + tt.i[t] * gx_s0;
+      if (tt.unit[t]) {
+        for (int64_t u = 0; u < U; ++u) g[u] += c * ga[u];
+      } else if (y_bcast) {
+        const T s = c * y.row(tt.j[t], ym)[0];
+        for (int64_t u = 0; u < U; ++u) g[u] += s * ga[u];
+      } else {
+        const T *yr = y.row(tt.j[t], ym);
+        for (int64_t u = 0; u < U; ++u) g[u] += c * yr[u] * ga[u];
+      }
+    }
+    if (gy_base && !tt.unit[t]) {
+      T *g = gy_base + tt.j[t] * gy_s0;
+      if (y_bcast) {
+        T s = T(0);
+        for (int64_t u = 0; u < U; ++u) s += xr[u] * ga[u];
+        g[0] += c * s;
+      } else {
+        for (int64_t u = 0; u < U; ++u) g[u] += c * xr[u] * ga[u];
+      }
+    }
+  }
+}
+
+constexpr int64_t GRAIN = 8;    // centres per task
+
+// Per-thread accumulators for a scatter whose targets threads share: thread 0 writes into `out`, the others
+// into zeroed copies that finish() adds in thread order (deterministic for a given thread count).
+struct ThreadBuffers {
+  Tensor out;
+  std::vector<Tensor> extra;
+  explicit ThreadBuffers(const Tensor &target) : out(target)
+  {
+    const int n = at::get_num_threads();
+    for (int k = 1; k < n; ++k) extra.push_back(at::zeros_like(target));
+  }
+  Tensor &of(int tid) { return tid == 0 || extra.empty() ? out : extra[tid - 1]; }
+  void finish()
+  {
+    for (auto &b : extra) out.add_(b);
+  }
+};
+
+// ------------------------------------------------------------------------------------------- tp_scatter
+
+const char *SCATTER = "mdpot::tp_scatter";
+
+Tensor tp_scatter_cpu(const Tensor &x_, const Tensor &y_, const Tensor &w_, const Tensor &centre_,
+                      const Tensor &neighbour_, int64_t num_targets, Ints term_ptr, Ints term_i, Ints term_j,
+                      Reals term_c, Ints comp_path, bool unit_y)
+{
+  const Tensor x = planes(x_, SCATTER, "x"), y = planes(y_, SCATTER, "y"), w = planes(w_, SCATTER, "w");
+  TORCH_CHECK(num_targets >= 0, SCATTER, ": num_targets must be >= 0, got ", num_targets);
+  const int64_t N = x.size(1), U = x.size(2), E = y.size(1);
+  TORCH_CHECK(y.scalar_type() == x.scalar_type() && w.scalar_type() == x.scalar_type(), SCATTER,
+              ": x, y and w must have one dtype, got ", x.scalar_type(), ", ", y.scalar_type(), ", ", w.scalar_type());
+  TORCH_CHECK(y.size(2) == U || y.size(2) == 1, SCATTER, ": y must be [D2, E, ", U, " or 1], got ", y.sizes());
+  const Terms tt = read_terms(SCATTER, term_ptr, term_i, term_j, term_c, &comp_path, unit_y, x.size(0), y.size(0));
+  TORCH_CHECK(w.size(0) == tt.n_paths && w.size(1) == E && w.size(2) == U, SCATTER, ": w must be [", tt.n_paths,
+              ", ", E, ", ", U, "], got ", w.sizes());
+  const Tensor centre = index(centre_, E, num_targets, SCATTER, "centre");
+  const Tensor neighbour = index(neighbour_, E, N, SCATTER, "neighbour");
+  Tensor out = at::zeros({tt.d_out, num_targets, U}, x.options());
+  if (E == 0 || U == 0) return out;
+  const ByCentre g = group_by_centre(centre.data_ptr<int64_t>(), E, num_targets);
+  const bool y_bcast = y.size(2) == 1 && U > 1;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tp_scatter", [&] {
+    const View<const scalar_t> xv = view_of<const scalar_t>(x), yv = view_of<const scalar_t>(y),
+                               wv = view_of<const scalar_t>(w);
+    const int64_t *nb = neighbour.data_ptr<int64_t>();
+    scalar_t *o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, num_targets, GRAIN, [&](int64_t c0, int64_t c1) {
+      std::vector<scalar_t> acc(U), sum(tt.d_out * U);
+      for (int64_t c = c0; c < c1; ++c) {
+        if (g.ptr[c] == g.ptr[c + 1]) continue;
+        std::fill(sum.begin(), sum.end(), scalar_t(0));
+        for (int64_t q = g.ptr[c]; q < g.ptr[c + 1]; ++q) {
+          const int64_t e = g.edge(q), n = nb[e];
+          for (int64_t k = 0; k < tt.d_out; ++k) {
+            component(tt, k, xv, n, yv, e, y_bcast, acc.data(), U);
+            const scalar_t *wr = wv.row(tt.path[k], e);
+            scalar_t *s = sum.data() + k * U;
+            for (int64_t u = 0; u < U; ++u) s[u] += acc[u] * wr[u];
+          }
+        }
+        for (int64_t k = 0; k < tt.d_out; ++k)
+          std::copy(sum.begin() + k * U, sum.begin() + (k + 1) * U, o + (k * num_targets + c) * U);
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> tp_scatter_backward_cpu(
+    const Tensor &grad_out_, const Tensor &x_, const Tensor &y_, const Tensor &w_, const Tensor &centre_,
+    const Tensor &neighbour_, Ints term_ptr, Ints term_i, Ints term_j, Reals term_c, Ints comp_path, bool unit_y,
+    std::array<bool, 3> mask)
+{
+  const char *op = "mdpot::tp_scatter_backward";
+  const Tensor x = planes(x_, op, "x"), y = planes(y_, op, "y"), w = planes(w_, op, "w");
+  const Tensor go = planes(grad_out_, op, "grad_out");
+  const int64_t N = x.size(1), U = x.size(2), E = y.size(1), T = go.size(1);
+  const Terms tt = read_terms(op, term_ptr, term_i, term_j, term_c, &comp_path, unit_y, x.size(0), y.size(0));
+  TORCH_CHECK(go.size(0) == tt.d_out && go.size(2) == U && go.scalar_type() == x.scalar_type(), op,
+              ": grad_out must be [", tt.d_out, ", T, ", U, "] of x's dtype, got ", go.sizes());
+  const Tensor centre = index(centre_, E, T, op, "centre");
+  const Tensor neighbour = index(neighbour_, E, N, op, "neighbour");
+  Tensor gx = mask[0] ? at::zeros_like(x) : at::empty({0}, x.options());
+  Tensor gy = mask[1] ? at::zeros_like(y) : at::empty({0}, x.options());
+  Tensor gw = mask[2] ? at::zeros_like(w) : at::empty({0}, x.options());
+  if (E == 0 || U == 0 || !(mask[0] || mask[1] || mask[2])) return {gx, gy, gw};
+  const ByCentre g = group_by_centre(centre.data_ptr<int64_t>(), E, T);
+  const bool y_bcast = y.size(2) == 1 && U > 1;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tp_scatter_backward", [&] {
+    const View<const scalar_t> xv = view_of<const scalar_t>(x), yv = view_of<const scalar_t>(y),
+                               wv = view_of<const scalar_t>(w), gov = view_of<const scalar_t>(go);
+    const int64_t *nb = neighbour.data_ptr<int64_t>();
+    std::optional<ThreadBuffers> gxb;
+    if (mask[0]) gxb.emplace(gx);
+    const View<scalar_t> gyv = mask[1] ? view_of<scalar_t>(gy) : View<scalar_t>{nullptr, 0, 0};
+    const View<scalar_t> gwv = mask[2] ? view_of<scalar_t>(gw) : View<scalar_t>{nullptr, 0, 0};
+    at::parallel_for(0, T, GRAIN, [&](int64_t c0, int64_t c1) {
+      std::vector<scalar_t> acc(U), ga(U);
+      const View<scalar_t> gxv = mask[0] ? view_of<scalar_t>(gxb->of(at::get_thread_num())) : View<scalar_t>{nullptr, 0, 0};
+      for (int64_t c = c0; c < c1; ++c) {
+        for (int64_t q = g.ptr[c]; q < g.ptr[c + 1]; ++q) {
+          const int64_t e = g.edge(q), n = nb[e];
+          for (int64_t k = 0; k < tt.d_out; ++k) {
+            const scalar_t *gr = gov.row(k, c);
+            const scalar_t *wr = wv.row(tt.path[k], e);
+            if (mask[2]) {
+              component(tt, k, xv, n, yv, e, y_bcast, acc.data(), U);
+              scalar_t *gwr = gwv.row(tt.path[k], e);
+              for (int64_t u = 0; u < U; ++u) gwr[u] += gr[u] * acc[u];
+            }
+            if (mask[0] || mask[1]) {
+              for (int64_t u = 0; u < U; ++u) ga[u] = gr[u] * wr[u];
+              component_backward(tt, k, xv, n, yv, e, y_bcast, ga.data(), mask[0] ? gxv.row(0, n) : nullptr,
+                                 gxv.s0, mask[1] ? gyv.row(0, e) : nullptr, gyv.s0, U);
+            }
+          }
+        }
+      }
+    });
+    if (mask[0]) gxb->finish();
+  });
+  return {gx, gy, gw};
+}
+
+// -------------------------------------------------------------------------------------------- tp_gather
+
+const char *GATHER = "mdpot::tp_gather";
+
+Tensor tp_gather_cpu(const Tensor &x_, const Tensor &env_, const Tensor &centre_, Ints term_ptr, Ints term_i,
+                     Ints term_j, Reals term_c)
+{
+  const Tensor x = planes(x_, GATHER, "x"), env = planes(env_, GATHER, "env");
+  const int64_t E = x.size(1), U = x.size(2), T = env.size(1);
+  TORCH_CHECK(env.scalar_type() == x.scalar_type(), GATHER, ": x and env must have one dtype, got ", x.scalar_type(),
+              " and ", env.scalar_type());
+  TORCH_CHECK(env.size(2) == U, GATHER, ": env must be [D2, T, ", U, "], got ", env.sizes());
+  const Terms tt = read_terms(GATHER, term_ptr, term_i, term_j, term_c, nullptr, false, x.size(0), env.size(0));
+  const Tensor centre = index(centre_, E, T, GATHER, "centre");
+  Tensor out = at::empty({tt.d_out, E, U}, x.options());
+  if (E == 0 || U == 0) return out.zero_();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tp_gather", [&] {
+    const View<const scalar_t> xv = view_of<const scalar_t>(x), ev = view_of<const scalar_t>(env);
+    const int64_t *ce = centre.data_ptr<int64_t>();
+    scalar_t *o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, E, 8 * GRAIN, [&](int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e)
+        for (int64_t k = 0; k < tt.d_out; ++k)
+          component(tt, k, xv, e, ev, ce[e], false, o + (k * E + e) * U, U);
+    });
+  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor> tp_gather_backward_cpu(const Tensor &grad_out_, const Tensor &x_, const Tensor &env_,
+                                                  const Tensor &centre_, Ints term_ptr, Ints term_i,
+                                                  Ints term_j, Reals term_c, std::array<bool, 2> mask)
+{
+  const char *op = "mdpot::tp_gather_backward";
+  const Tensor x = planes(x_, op, "x"), env = planes(env_, op, "env"), go = planes(grad_out_, op, "grad_out");
+  const int64_t E = x.size(1), U = x.size(2), T = env.size(1);
+  const Terms tt = read_terms(op, term_ptr, term_i, term_j, term_c, nullptr, false, x.size(0), env.size(0));
+  TORCH_CHECK(go.size(0) == tt.d_out && go.size(1) == E && go.size(2) == U && go.scalar_type() == x.scalar_type(), op,
+              ": grad_out must be [", tt.d_out, ", ", E, ", ", U, "] of x's dtype, got ", go.sizes());
+  const Tensor centre = index(centre_, E, T, op, "centre");
+  Tensor gx = mask[0] ? at::zeros_like(x) : at::empty({0}, x.options());
+  Tensor genv = mask[1] ? at::zeros_like(env) : at::empty({0}, x.options());
+  if (E == 0 || U == 0 || !(mask[0] || mask[1])) return {gx, genv};
+  const ByCentre g = group_by_centre(centre.data_ptr<int64_t>(), E, T);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tp_gather_backward", [&] {
+    const View<const scalar_t> xv = view_of<const scalar_t>(x), ev = view_of<const scalar_t>(env),
+                               gov = view_of<const scalar_t>(go);
+    const View<scalar_t> gxv = mask[0] ? view_of<scalar_t>(gx) : View<scalar_t>{nullptr, 0, 0};
+    const View<scalar_t> gev = mask[1] ? view_of<scalar_t>(genv) : View<scalar_t>{nullptr, 0, 0};
+    at::parallel_for(0, T, GRAIN, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t q = g.ptr[c]; q < g.ptr[c + 1]; ++q) {
+          const int64_t e = g.edge(q);
+          for (int64_t k = 0; k < tt.d_out; ++k)
+            component_backward(tt, k, xv, e, ev, c, false, gov.row(k, e), mask[0] ? gxv.row(0, e) : nullptr, gxv.s0,
+                               mask[1] ? gev.row(0, c) : nullptr, gev.s0, U);
+        }
+    });
+  });
+  return {gx, genv};
+}
+
+// ------------------------------------------------------------------------------------------ autograd
+
+const char *NO_DOUBLE_BACKWARD =
+    ": double backward (create_graph=True) is not supported by mdpot's fused kernels; train and take gradients of "
+    "gradients with the reference kernels (ChannelwiseTensorProduct.fused = False)";
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// The coupling table travels with the context as IValues.
+void save_terms(AutogradContext *ctx, Ints ptr, Ints ti, Ints tj, Reals tc)
+{
+  ctx->saved_data["ptr"] = ptr.vec();
+  ctx->saved_data["i"] = ti.vec();
+  ctx->saved_data["j"] = tj.vec();
+  ctx->saved_data["c"] = tc.vec();
+}
+
+class TpScatter : public torch::autograd::Function<TpScatter> {
+ public:
+  static Tensor forward(AutogradContext *ctx, const Tensor &x, const Tensor &y, const Tensor &w, const Tensor &centre,
+                        const Tensor &neighbour, c10::SymInt num_targets, Ints term_ptr, Ints term_i, Ints term_j,
+                        Reals term_c, Ints comp_path, bool unit_y)
+  {
+    ctx->save_for_backward({x, y, w, centre, neighbour});
+    save_terms(ctx, term_ptr, term_i, term_j, term_c);
+    ctx->saved_data["path"] = comp_path.vec();
+    ctx->saved_data["unit_y"] = unit_y;
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mdpot::tp_scatter", "").typed<Tensor(
+        const Tensor &, const Tensor &, const Tensor &, const Tensor &, const Tensor &, c10::SymInt, Ints, Ints, Ints,
+        Reals, Ints, bool)>();
+    return op.call(x, y, w, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c, comp_path, unit_y);
+  }
+
+  static tensor_list backward(AutogradContext *ctx, tensor_list grads)
+  {
+    TORCH_CHECK(!at::GradMode::is_enabled(), SCATTER, NO_DOUBLE_BACKWARD);
+    const auto s = ctx->get_saved_variables();
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mdpot::tp_scatter_backward", "")
+                         .typed<decltype(tp_scatter_backward_cpu)>();
+    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)};
+    auto &d = ctx->saved_data;
+    const auto ptr = d["ptr"].toIntVector(), ti = d["i"].toIntVector(), tj = d["j"].toIntVector(),
+               path = d["path"].toIntVector();
+    const auto tc = d["c"].toDoubleVector();
+    auto [gx, gy, gw] = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], ptr, ti, tj, tc, path, d["unit_y"].toBool(), mask);
+    return {mask[0] ? gx : Tensor(), mask[1] ? gy : Tensor(), mask[2] ? gw : Tensor(), Tensor(), Tensor(), Tensor(),
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+class TpGather : public torch::autograd::Function<TpGather> {
+ public:
+  static Tensor forward(AutogradContext *ctx, const Tensor &x, const Tensor &env, const Tensor &centre, Ints term_ptr,
+                        Ints term_i, Ints term_j, Reals term_c)
+  {
+    ctx->save_for_backward({x, env, centre});
+    save_terms(ctx, term_ptr, term_i, term_j, term_c);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mdpot::tp_gather", "").typed<decltype(tp_gather_cpu)>();
+    return op.call(x, env, centre, term_ptr, term_i, term_j, term_c);
+  }
+
+  static tensor_list backward(AutogradContext *ctx, tensor_list grads)
+  {
+    TORCH_CHECK(!at::GradMode::is_enabled(), GATHER, NO_DOUBLE_BACKWARD);
+    const auto s = ctx->get_saved_variables();
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mdpot::tp_gather_backward", "")
+                         .typed<decltype(tp_gather_backward_cpu)>();
+    const std::array<bool, 2> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
+    auto &d = ctx->saved_data;
+    const auto ptr = d["ptr"].toIntVector(), ti = d["i"].toIntVector(), tj = d["j"].toIntVector();
+    const auto tc = d["c"].toDoubleVector();
+    auto [gx, genv] = op.call(grads[0], s[0], s[1], s[2], ptr, ti, tj, tc, mask);
+    return {mask[0] ? gx : Tensor(), mask[1] ? genv : Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+Tensor tp_scatter_autograd(const Tensor &x, const Tensor &y, const Tensor &w, const Tensor &centre,
+                           const Tensor &neighbour, c10::SymInt num_targets, Ints term_ptr, Ints term_i, Ints term_j,
+                           Reals term_c, Ints comp_path, bool unit_y)
+{
+  return TpScatter::apply(x, y, w, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c, comp_path, unit_y);
+}
+
+Tensor tp_gather_autograd(const Tensor &x, const Tensor &env, const Tensor &centre, Ints term_ptr, Ints term_i,
+                          Ints term_j, Reals term_c)
+{
+  return TpGather::apply(x, env, centre, term_ptr, term_i, term_j, term_c);
+}
+
+// Any other backend (CUDA, ...): one clear line instead of the dispatcher's list of backends.
+Tensor not_on_cpu(const char *op, const Tensor &x)
+{
+  TORCH_CHECK(false, op, ": the fused kernels run on CPU only, got x on ", x.device(),
+              "; deploy with --kernels reference for other devices");
+  return Tensor();
+}
+
+}    // namespace
+
+TORCH_LIBRARY(mdpot, m)
+{
+  m.def("tp_scatter(Tensor x, Tensor y, Tensor w, Tensor centre, Tensor neighbour, SymInt num_targets, "
+        "int[] term_ptr, int[] term_i, int[] term_j, float[] term_c, int[] comp_path, bool unit_y) -> Tensor");
+  m.def("tp_scatter_backward(Tensor grad_out, Tensor x, Tensor y, Tensor w, Tensor centre, Tensor neighbour, "
+        "int[] term_ptr, int[] term_i, int[] term_j, float[] term_c, int[] comp_path, bool unit_y, "
+        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def("tp_gather(Tensor x, Tensor env, Tensor centre, int[] term_ptr, int[] term_i, int[] term_j, "
+        "float[] term_c) -> Tensor");
+  m.def("tp_gather_backward(Tensor grad_out, Tensor x, Tensor env, Tensor centre, int[] term_ptr, int[] term_i, "
+        "int[] term_j, float[] term_c, bool[2] output_mask) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(mdpot, CPU, m)
+{
+  m.impl("tp_scatter", &tp_scatter_cpu);
+  m.impl("tp_scatter_backward", &tp_scatter_backward_cpu);
+  m.impl("tp_gather", &tp_gather_cpu);
+  m.impl("tp_gather_backward", &tp_gather_backward_cpu);
+}
+
+TORCH_LIBRARY_IMPL(mdpot, Autograd, m)
+{
+  m.impl("tp_scatter", &tp_scatter_autograd);
+  m.impl("tp_gather", &tp_gather_autograd);
+}
+
+TORCH_LIBRARY_IMPL(mdpot, CUDA, m)
+{
+  m.impl("tp_scatter", [](const Tensor &x, const Tensor &, const Tensor &, const Tensor &, const Tensor &, c10::SymInt,
+                          Ints, Ints, Ints, Reals, Ints, bool) {
+    return not_on_cpu(SCATTER, x);
+  });
+  m.impl("tp_gather", [](const Tensor &x, const Tensor &, const Tensor &, Ints, Ints, Ints, Reals) {
+    return not_on_cpu(GATHER, x);
+  });
+}
+
+// Version of the operators' schemas; the model runner calls it, which also makes the plugin depend on this library.
+extern "C" __attribute__((visibility("default"))) int mdpot_ops_abi()
+{
+  return 1;
+}
