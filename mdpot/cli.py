@@ -89,9 +89,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise CLIError(f"--cpu-isa {args.cpu_isa} applies to AOTInductor packages only; add --format aoti")
     if args.aoti_threads != "dynamic" and fmt != "aoti":
         raise CLIError(f"--aoti-threads {args.aoti_threads} applies to AOTInductor packages only; add --format aoti")
-    from .contract import DEFAULT_KERNELS
+    from .contract import default_kernels
 
-    kernels = args.kernels or DEFAULT_KERNELS
+    kernels = args.kernels or default_kernels(fmt)
     if args.kernels == "fused" and fmt != "torchscript":
         raise CLIError("--kernels fused applies to TorchScript files only; AOTInductor packages use the reference kernels")
     _check_output(out, args.force)
@@ -104,7 +104,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         try:
             load_ops()
         except OpsUnavailableError as exc:
-            raise CLIError(str(exc)) from None
+            hint = "" if args.kernels else "; --kernels reference deploys without them"
+            raise CLIError(f"{exc}{hint}") from None
     if kind == MDPOT:
         raise ValueError(f"{source}: is already a deployed mdpot model (see `mdpot info {source}`); deploy the "
                          f"checkpoint it came from to change its dtype or format")
@@ -322,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", choices=KERNELS, default=None,
                    help="torchscript, mdpot checkpoints: fused calls mdpot's C++ tensor-product kernels (faster; the "
                         "file needs libmdpot_ops.so, built with the LAMMPS plugin, and is format version 5); reference "
-                        f"is pure torch (default {DEFAULT_KERNELS})")
+                        f"is pure torch, readable by older mdpot (default: {DEFAULT_KERNELS} for TorchScript, reference "
+                        "for AOTInductor packages)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_deploy)
 

@@ -86,8 +86,14 @@ WEIGHTS_SHA256 = "weights_sha256"
 #: ``KERNELS``; absent means ``reference``. ``fused`` exactly when the format version is ``FUSED_FORMAT_VERSION``.
 KERNELS_KEY = "kernels"
 KERNELS: Tuple[str, ...] = ("reference", "fused")
-#: What ``mdpot deploy`` writes without ``--kernels``.
-DEFAULT_KERNELS = "reference"
+#: What ``mdpot deploy`` writes into a TorchScript file without ``--kernels`` (AOTInductor packages: ``reference``).
+DEFAULT_KERNELS = "fused"
+
+
+def default_kernels(format: str) -> str:
+    """The kernels a deployed file of ``format`` gets when none are asked for: the fused operators in a
+    TorchScript file, the reference (pure torch) in an AOTInductor package, which cannot call them yet."""
+    return DEFAULT_KERNELS if format == "torchscript" else "reference"
 #: File name of the fused operators' library, beside the plugin.
 OPS_LIBRARY = "libmdpot_ops.so"
 

@@ -70,11 +70,11 @@ def test_no_overwrite_without_force(tmp_path, checkpoint, capsys):
 
 def _tamper(path, out):
     """Change one weight of a deployed model, keeping its metadata, as a hand edit would."""
-    extra = {k: "" for k in md.ALL_KEYS}
+    extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,)}
     module = torch.jit.load(str(path), _extra_files=extra)
     with torch.no_grad():
         next(iter(module.parameters())).add_(1e-3)
-    torch.jit.save(module, str(out), _extra_files=extra)
+    torch.jit.save(module, str(out), _extra_files={k: v for k, v in extra.items() if v or k in md.ALL_KEYS})
 
 
 def test_tampered_model_fails(tmp_path, checkpoint, capsys):

@@ -34,7 +34,9 @@ def test_deploy_round_trip(energy_model, deployed, dtype, make):
 def test_metadata_round_trip(energy_model, deployed, dtype, model_format):
     expected = eager_model(energy_model, dtype).metadata
     again = load_model(deployed.path).metadata
-    assert again[md.FORMAT_VERSION_KEY] == {"torchscript": md.FORMAT_VERSION, "aoti": md.AOTI_FORMAT_VERSION}[model_format]
+    # TorchScript files are deployed with the fused kernels by default (version 5); packages with the reference
+    assert again[md.FORMAT_VERSION_KEY] == {"torchscript": md.FUSED_FORMAT_VERSION, "aoti": md.AOTI_FORMAT_VERSION}[model_format]
+    assert again.get(md.KERNELS_KEY, "reference") == {"torchscript": "fused", "aoti": "reference"}[model_format]
     expected[md.FORMAT_VERSION_KEY] = again[md.FORMAT_VERSION_KEY]
     for key in md.ALL_KEYS:
         if key == md.WEIGHTS_SHA256:

@@ -247,7 +247,7 @@ def test_checkpoint_deploy_info(tmp_path, capsys):
     ckpt = save_checkpoint(model, tmp_path / "zbl.ckpt")
     again, _ = load_checkpoint(ckpt)
     assert again.config == model.config and again.config.repulsion == "zbl"
-    assert main(["deploy", str(ckpt), "-o", str(tmp_path / "zbl.pt")]) == 0
+    assert main(["deploy", str(ckpt), "-o", str(tmp_path / "zbl.pt"), "--kernels", "reference"]) == 0
     capsys.readouterr()
     deployed = load_model(tmp_path / "zbl.pt")
     assert deployed.metadata["mdpot_format_version"] == 4 and deployed.module.mp_has_pair()
@@ -265,7 +265,8 @@ def test_checkpoint_deploy_info(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def allegro_file(tmp_path_factory):
     """The small Allegro with the repulsion (default radii), deployed in float64."""
-    return deploy_model(small_model("allegro", ELEMENTS, repulsion="zbl"), tmp_path_factory.mktemp("zbl") / "a.pt")
+    return deploy_model(small_model("allegro", ELEMENTS, repulsion="zbl"), tmp_path_factory.mktemp("zbl") / "a.pt",
+                        kernels="reference")
 
 
 def test_format_versions(allegro_file, capsys):

@@ -85,7 +85,7 @@ def self_check_ghosts(compiled: nn.Module, eager: nn.Module, elements: Sequence[
 def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype] = "float64",
                  provenance: Optional[Mapping[str, Any]] = None, overwrite: bool = False,
                  format: str = aoti.DEFAULT_FORMAT, cpu_isa: str = "native",
-                 aoti_threads: str = "dynamic", kernels: str = md.DEFAULT_KERNELS) -> LoadedModel:
+                 aoti_threads: str = "dynamic", kernels: Optional[str] = None) -> LoadedModel:
     """Compile ``model`` (an energy model or ``Potential``) in ``dtype`` and write it to ``path``.
 
     ``format``: ``"torchscript"`` (format version 2; 4 for a message-passing model with a short-range repulsion,
@@ -94,10 +94,11 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
     (``"avx2"``, ``"avx512"``; packages only). ``aoti_threads``: a package's loops follow the running thread count
     (``"dynamic"``) or are single-threaded (``"serial"``: fastest with one thread per MPI rank). Compiling a package takes tens of seconds (mostly the C++ compiler).
 
-    ``kernels``: ``"reference"`` (pure torch) or ``"fused"``: the tensor products call mdpot's fused C++ operators
-    (:mod:`mdpot.ops`; TorchScript only), format version ``FUSED_FORMAT_VERSION`` (5), which loads wherever
-    ``libmdpot_ops.so`` is built (it is built with the LAMMPS plugin). The self-check compares such a file with
-    the reference eager model.
+    ``kernels``: ``"fused"``: the tensor products call mdpot's fused C++ operators (:mod:`mdpot.ops`; TorchScript
+    only), format version ``FUSED_FORMAT_VERSION`` (5), which loads wherever ``libmdpot_ops.so`` is built (it is
+    built with the LAMMPS plugin); or ``"reference"`` (pure torch; the lowest format version that describes the
+    model, readable by older mdpot). ``None`` (default): fused for TorchScript, reference for a package
+    (:func:`mdpot.contract.default_kernels`). The self-check compares a fused file with the reference eager model.
 
     The file is written only after the compiled model, loaded back from disk, matched the eager model on a
     sample structure within the tolerances of row 1 of ``docs/testing.md`` (a package also on a second structure
@@ -118,6 +119,8 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
         raise ValueError(f"cpu_isa {cpu_isa!r} applies to AOTInductor packages only (format 'aoti'), not {format!r}")
     if aoti_threads not in aoti.AOTI_THREADS:
         raise ValueError(f"unknown aoti_threads {aoti_threads!r}; expected one of {list(aoti.AOTI_THREADS)}")
+    if kernels is None:
+        kernels = md.default_kernels(format)
     if kernels not in md.KERNELS:
         raise ValueError(f"unknown kernels {kernels!r}; expected one of {list(md.KERNELS)}")
     if kernels == "fused" and format != "torchscript":
@@ -229,7 +232,7 @@ def _portable_pickle(data: bytes) -> bytes:
 def deploy_checkpoint(checkpoint: PathLike, out: PathLike, dtype: Union[str, torch.dtype] = "float64",
                       overwrite: bool = False, format: str = aoti.DEFAULT_FORMAT,
                       cpu_isa: str = "native", aoti_threads: str = "dynamic",
-                      kernels: str = md.DEFAULT_KERNELS) -> LoadedModel:
+                      kernels: Optional[str] = None) -> LoadedModel:
     """Deploy the model of training checkpoint ``checkpoint`` to ``out`` in ``dtype`` and ``format`` (see
     :func:`deploy_model`).
 
