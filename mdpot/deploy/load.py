@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ..contract import INTEGER_PATTERN
 from . import aoti
 from . import metadata as md
 
@@ -148,7 +150,10 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     if other is not None:
         raise ValueError(other)
     device = parse_device(device)
-    if _stored_format_version(path) == str(md.FUSED_FORMAT_VERSION):
+    stored = _stored_format_version(path)
+    if stored is not None and re.fullmatch(INTEGER_PATTERN, stored):
+        md.refuse_unreadable_version(int(stored), str(path))
+    if stored == str(md.FUSED_FORMAT_VERSION):
         # the file calls torch.ops.mdpot.*: they must be registered before torch reads its code
         from ..ops import OpsUnavailableError, load_ops
 

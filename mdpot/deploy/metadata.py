@@ -84,6 +84,15 @@ def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
     return out
 
 
+def refuse_unreadable_version(version: int, source: str) -> None:
+    """Raise ``ValueError`` for a format version this mdpot does not read (the loaders call it before torch reads
+    a file's code too: code written for an unknown version may call operators this process lacks)."""
+    if version not in READABLE_FORMAT_VERSIONS:
+        raise ValueError(f"{source}: model format version {version} is not supported (this mdpot reads versions "
+                         f"{', '.join(map(str, TORCHSCRIPT_FORMAT_VERSIONS))} of TorchScript files and "
+                         f"{AOTI_FORMAT_VERSION} of AOTInductor packages)")
+
+
 def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[str, Any]:
     """Stored strings -> typed metadata, checking every key; errors name ``source`` and the bad key.
 
@@ -107,10 +116,7 @@ def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[s
     if not re.fullmatch(INTEGER_PATTERN, raw[FORMAT_VERSION_KEY]):
         raise ValueError(f"{source}: {FORMAT_VERSION_KEY} must be an integer, got {raw[FORMAT_VERSION_KEY]!r}")
     version = int(raw[FORMAT_VERSION_KEY])
-    if version not in READABLE_FORMAT_VERSIONS:
-        raise ValueError(f"{source}: model format version {version} is not supported (this mdpot reads versions "
-                         f"{', '.join(map(str, TORCHSCRIPT_FORMAT_VERSIONS))} of TorchScript files and "
-                         f"{AOTI_FORMAT_VERSION} of AOTInductor packages)")
+    refuse_unreadable_version(version, source)
     if package and version != AOTI_FORMAT_VERSION:
         raise ValueError(f"{source}: an AOTInductor package claiming model format version {version} (packages are "
                          f"version {AOTI_FORMAT_VERSION}); deploy it again")

@@ -49,14 +49,27 @@ def models(arch, tmp_path_factory) -> Dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def reference_model(arch, tmp_path_factory) -> Path:
+    """The model of ``models`` deployed in float64 with the reference (pure-torch) kernels, the file of format
+    version 2 that tests edit by hand (``models`` holds the default, fused-kernel files of version 5)."""
+    from mdpot.deploy import deploy_model
+    from mdpot.testing import small_model
+
+    path = tmp_path_factory.mktemp(f"reference_{arch}") / f"{arch}_float64.pt"
+    return deploy_model(small_model(arch, ELEMENTS, seed=0), path, kernels="reference").path
+
+
+@pytest.fixture(scope="session")
 def repulsion_models(tmp_path_factory) -> Dict[str, Path]:
     """architecture -> the small real model (Cu, Au) with the ZBL repulsion (``repulsion: zbl``, default radii),
-    deployed in float64: NequIP as format version 4 (the pair term in its block interface), Allegro as 2."""
+    deployed in float64 with the reference kernels: NequIP as format version 4 (the pair term in its block
+    interface), Allegro as 2 (with the default, fused kernels both would be version 5)."""
     from mdpot.deploy import deploy_model
     from mdpot.testing import small_model
 
     folder = tmp_path_factory.mktemp("repulsion_models")
-    return {arch: deploy_model(small_model(arch, ELEMENTS, seed=4, repulsion="zbl"), folder / f"{arch}_zbl.pt").path
+    return {arch: deploy_model(small_model(arch, ELEMENTS, seed=4, repulsion="zbl"), folder / f"{arch}_zbl.pt",
+                               kernels="reference").path
             for arch in ("nequip", "allegro")}
 
 

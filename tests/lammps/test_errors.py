@@ -58,6 +58,10 @@ CASES = {
     "unknown_format_version": (dict(pair="pair_style mdpot\npair_coeff * * {v99} Cu Au"),
                                "pair mdpot: '{v99}' has mdpot_format_version '99', this build reads versions 1, 2, 4, 5 of TorchScript "
                                "files and 3 of AOTInductor packages"),
+    # a file whose code calls the fused operators: refused by its version before torch reads that code
+    "unknown_format_version_fused": (dict(pair="pair_style mdpot\npair_coeff * * {v99_fused} Cu Au"),
+                                     "pair mdpot: '{v99_fused}' has mdpot_format_version '99', this build reads versions "
+                                     "1, 2, 4, 5 of TorchScript files and 3 of AOTInductor packages"),
     "edited_weights": (dict(pair="pair_style mdpot\npair_coeff * * {edited} Cu Au"),
                        "pair mdpot: '{edited}': weights do not match the digest recorded at deploy"),
     "bad_device": (dict(pair="pair_style mdpot device gpu"), "pair mdpot: device must be cpu, cuda or auto, got 'gpu'"),
@@ -80,10 +84,10 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def bad_files(models, tmp_path_factory):
-    """Damaged or foreign model files next to the good one."""
+def bad_files(reference_model, models, tmp_path_factory):
+    """Damaged or foreign model files next to the good one (of the reference kernels: edited by hand below)."""
     folder = tmp_path_factory.mktemp("bad_models")
-    good = models["float64"]
+    good = reference_model
     files = {"model": str(good)}
     files["truncated"] = str(folder / "truncated.pt")
     Path(files["truncated"]).write_bytes(good.read_bytes()[:3000])
@@ -109,6 +113,11 @@ def bad_files(models, tmp_path_factory):
         next(edited.parameters()).add_(1e-3)
     files["edited"] = str(folder / "edited.pt")
     torch.jit.save(edited, files["edited"], _extra_files=extra)
+    fused_extra = {k: "" for k in ALL_KEYS.split(", ") + ["kernels"]}
+    fused = torch.jit.load(str(models["float64"]), _extra_files=fused_extra)
+    assert fused_extra["kernels"] in ("fused", b"fused")
+    files["v99_fused"] = str(folder / "v99_fused.pt")
+    torch.jit.save(fused, files["v99_fused"], _extra_files=dict(fused_extra, mdpot_format_version="99"))
     return files
 
 

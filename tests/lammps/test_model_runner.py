@@ -175,8 +175,8 @@ def verdicts_of(check_tool, files):
     return verdicts
 
 
-def test_cpp_and_python_accept_the_same_files(check_tool, models, tmp_path):
-    files = crafted(models, tmp_path)
+def test_cpp_and_python_accept_the_same_files(check_tool, models, reference_model, tmp_path):
+    files = crafted({"float64": reference_model, "float32": models["float32"]}, tmp_path)
     verdicts = verdicts_of(check_tool, files)
     accepted = sorted(k for k, v in verdicts.items() if v[0] == "OK")
     assert accepted == ["float32", "json_escape", "json_scalar", "valid", "version_1", "version_leading_zeros"], verdicts

@@ -172,6 +172,19 @@ std::vector<std::string> torchscript_versions()
   return out;
 }
 
+// The format version of the integer `version`, or an Error naming the versions this build reads. The loader also
+// calls it before torch reads a file's code: code of an unknown version may call operators this process lacks.
+int readable_version(const std::string &version, const std::string &path)
+{
+  namespace c = contract;
+  for (int k = 0; k < c::READABLE_FORMAT_VERSIONS_COUNT; ++k)
+    if (digits_value(version) == c::READABLE_FORMAT_VERSIONS[k]) return c::READABLE_FORMAT_VERSIONS[k];
+  throw Error("'" + path + "' has " + c::KEY_FORMAT_VERSION + " '" + version + "', this build reads versions " +
+              join(torchscript_versions(), ", ") + " of TorchScript files and " +
+              std::to_string(c::AOTI_FORMAT_VERSION) + " of AOTInductor packages (use a plugin built from a matching "
+              "mdpot)");
+}
+
 // The rules of mdpot.deploy.metadata.decode, in the same order (docs/contract.md, "Metadata"). A package
 // (`package`) is version AOTI_FORMAT_VERSION, which no TorchScript file is.
 Metadata decode(std::map<std::string, std::string> raw, const std::string &path, bool package)
@@ -187,14 +200,7 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   const std::string &version = raw[c::KEY_FORMAT_VERSION];
   if (!full_match(version, c::INTEGER_PATTERN))
     throw Error("'" + path + "': " + c::KEY_FORMAT_VERSION + " must be an integer, got '" + version + "'");
-  m.format_version = -1;
-  for (int k = 0; k < c::READABLE_FORMAT_VERSIONS_COUNT; ++k)
-    if (digits_value(version) == c::READABLE_FORMAT_VERSIONS[k]) m.format_version = c::READABLE_FORMAT_VERSIONS[k];
-  if (m.format_version < 0)
-    throw Error("'" + path + "' has " + c::KEY_FORMAT_VERSION + " '" + version + "', this build reads versions " +
-                join(torchscript_versions(), ", ") + " of TorchScript files and " +
-                std::to_string(c::AOTI_FORMAT_VERSION) + " of AOTInductor packages (use a plugin built from a matching "
-                "mdpot)");
+  m.format_version = readable_version(version, path);
   if (package && m.format_version != c::AOTI_FORMAT_VERSION)
     throw Error("'" + path + "' is an AOTInductor package with " + c::KEY_FORMAT_VERSION + " '" + version +
                 "'; packages are version " + std::to_string(c::AOTI_FORMAT_VERSION));
@@ -810,8 +816,9 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
     const std::string version_record = std::string("extra/") + contract::KEY_FORMAT_VERSION;
     if (reader && reader->hasRecord(version_record)) {
       auto [data, n] = reader->getRecord(version_record);
-      if (std::string(static_cast<const char *>(data.get()), n) == std::to_string(contract::FUSED_FORMAT_VERSION))
-        load_fused_kernels(path);
+      const std::string version(static_cast<const char *>(data.get()), n);
+      if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
+      if (version == std::to_string(contract::FUSED_FORMAT_VERSION)) load_fused_kernels(path);
     }
   }
   torch::jit::ExtraFilesMap extra;
