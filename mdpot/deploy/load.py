@@ -148,7 +148,7 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     if other is not None:
         raise ValueError(other)
     device = parse_device(device)
-    extra = {k: "" for k in md.ALL_KEYS}
+    extra = {k: "" for k in md.ALL_KEYS + md.OPTIONAL_KEYS}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError and friends for damaged archives

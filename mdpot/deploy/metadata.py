@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
-    AOTI_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, BLOCK_METHODS, CONFIG, DTYPES, ELEMENTS,
+    AOTI_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, BYTES_PER_EDGE, OPTIONAL_KEYS, ARCHITECTURE_NAMES, BLOCK_METHODS, CONFIG, DTYPES, ELEMENTS,
     ENERGY_UNIT, ENERGY_UNITS, FORMAT_VERSION, FORMAT_VERSION_KEY, LENGTH_UNIT, PAIR_FORMAT_VERSION, PAIR_METHODS,
     READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS, PROVENANCE, R_MAX, RECEPTIVE_FIELD,
     TORCH_VERSION, WEIGHTS_SHA256,
@@ -59,9 +59,9 @@ def make_metadata(model: nn.Module, dtype: str, provenance: Optional[Mapping[str
 
 
 def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
-    """Typed metadata -> the strings stored in the file."""
+    """Typed metadata -> the strings stored in the file (an optional key only when ``meta`` has it)."""
     out: Dict[str, str] = {}
-    for key in ALL_KEYS:
+    for key in ALL_KEYS + tuple(k for k in OPTIONAL_KEYS if meta.get(k) is not None):
         value = meta[key]
         if key == ELEMENTS:
             out[key] = " ".join(value)
@@ -134,4 +134,9 @@ def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[s
             meta[key] = json.loads(raw[key], parse_constant=refuse_constant)
         except (json.JSONDecodeError, ValueError) as exc:
             raise ValueError(f"{source}: metadata {key} is not valid JSON ({exc})") from None
+    if raw.get(BYTES_PER_EDGE):  # optional: absent or empty in files deployed before it existed
+        text = raw[BYTES_PER_EDGE]
+        if not re.fullmatch(FLOAT_PATTERN, text) or not (math.isfinite(float(text)) and float(text) > 0):
+            raise ValueError(f"{source}: metadata {BYTES_PER_EDGE} must be a positive float, got {text!r}")
+        meta[BYTES_PER_EDGE] = float(text)
     return meta

@@ -247,6 +247,14 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   m.torch_version = raw[c::KEY_TORCH_VERSION];
   m.mdpot_version = raw[c::KEY_MDPOT_VERSION];
   m.weights_sha256 = raw[c::KEY_WEIGHTS_SHA256];
+  // optional (absent in files deployed before it existed); a present value must be a positive float
+  const std::string &per_edge = raw[c::KEY_BYTES_PER_EDGE];
+  if (!per_edge.empty()) {
+    m.bytes_per_edge = full_match(per_edge, c::FLOAT_PATTERN) ? std::strtod(per_edge.c_str(), nullptr) : -1.0;
+    if (!std::isfinite(m.bytes_per_edge) || !(m.bytes_per_edge > 0))
+      throw Error("'" + path + "': metadata " + c::KEY_BYTES_PER_EDGE + " must be a positive float, got '" + per_edge +
+                  "'");
+  }
   return m;
 }
 
@@ -700,6 +708,7 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
   const std::string folder = std::string(c::AOTI_METADATA_FOLDER) + "/";
   std::vector<const char *> keys(c::ALL_KEYS, c::ALL_KEYS + c::ALL_KEYS_COUNT);
   keys.push_back(c::AOTI_TARGET);
+  keys.push_back(c::KEY_BYTES_PER_EDGE);
   for (const char *key : keys) {
     const auto it = records.bytes.find(folder + key);
     if (it != records.bytes.end()) raw[key] = it->second;
@@ -760,6 +769,7 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
   }
   torch::jit::ExtraFilesMap extra;
   for (int k = 0; k < contract::ALL_KEYS_COUNT; ++k) extra[contract::ALL_KEYS[k]] = "";
+  extra[contract::KEY_BYTES_PER_EDGE] = "";    // optional
   try {
     impl->module = torch::jit::load(path, impl->device, extra);
   } catch (const std::exception &e) {

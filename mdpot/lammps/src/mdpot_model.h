@@ -44,6 +44,7 @@ struct Metadata {
   std::string torch_version, mdpot_version;
   std::string provenance, config;    // JSON text, syntax-checked
   std::string weights_sha256;
+  double bytes_per_edge = 0.0;    // optional key: peak bytes per edge of one model call at deploy; 0 if absent
 };
 
 // A packed graph on the host, in the contract's layout; the caller keeps the arrays alive during run().
