@@ -504,7 +504,7 @@ void PairMDPot::choose_max_edges()
   } else if (per_edge > 0) {
     const double edges = std::floor(max_memory / per_edge);
     max_edges = static_cast<long>(std::min<double>(std::max<double>(edges, AUTO_MIN_EDGES), AUTO_MAX_EDGES));
-    why = fmt::format("auto: max_memory {:.0f} MB / {:.0f} bytes per edge measured at deploy{}", max_memory / 1048576.0,
+    why = fmt::format("auto: max_memory {:.6g} MB / {:.0f} bytes per edge measured at deploy{}", max_memory / 1048576.0,
                       per_edge,
                       edges < AUTO_MIN_EDGES ? fmt::format(", raised to the minimum {}", AUTO_MIN_EDGES)
                       : edges > AUTO_MAX_EDGES ? fmt::format(", lowered to the maximum {}", AUTO_MAX_EDGES) : "");
