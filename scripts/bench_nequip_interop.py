@@ -232,6 +232,15 @@ def proxy_markdown(result: dict) -> str:
              f"package and our bare model, best of {result['calls_per_round']} calls each; then `pair_style mdpot` in "
              f"LAMMPS on 1 rank, `message_passing exchange`, {result['lammps_steps']} steps after 2). **A busy "
              f"machine**: 2 cores shared with other jobs (load average {la} before, {lb} after), `nice -n 5`.", "",
+             "**What the proxy bounds.** On one rank the nequip package's `pair_style nequip` maps ghosts to their "
+             "local atoms and evaluates its model once on the periodic graph; its µs/atom/step is that model call "
+             "(with the autograd forces inside it) plus its own packing, neighbour list and LAMMPS's integration, all "
+             "of which add time. So the faster of its two compiled forms on the same periodic graph, in the same "
+             "process and thread count, is a **lower bound** of its µs/atom/step, and \"bound / mdpot LAMMPS\" is a "
+             "lower bound of how far mdpot's full LAMMPS step is ahead. It does not bound anything on more than one "
+             "rank (their pair style runs on one only), does not run their C++ (a build of LAMMPS from source, "
+             "impossible here), and compares fresh weights of two implementations with the same hyperparameters, "
+             "not the same network.", "",
              "| model | atoms | edges | parameters nequip / mdpot | nequip TorchScript µs/atom | nequip AOTI µs/atom | "
              "nequip bound µs/atom | mdpot bare µs/atom | mdpot LAMMPS µs/atom/step | bound / mdpot LAMMPS | "
              "bound / mdpot bare | mdpot LAMMPS / bare |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
