@@ -243,13 +243,17 @@ def proxy_markdown(result: dict) -> str:
              "not the same network.", "",
              "| model | atoms | edges | parameters nequip / mdpot | nequip TorchScript µs/atom | nequip AOTI µs/atom | "
              "nequip bound µs/atom | mdpot bare µs/atom | mdpot LAMMPS µs/atom/step | bound / mdpot LAMMPS | "
-             "bound / mdpot bare | mdpot LAMMPS / bare |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "bound / mdpot bare | mdpot LAMMPS / bare | LAMMPS CPU use |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        cpu = f"{r['lammps_cpu_share'] * 100:.0f} %" if r.get("lammps_cpu_share") else "–"
         lines.append(f"| {r['model']} | {r['atoms']} | {r['edges']} | {r['their_parameters']} / {r['our_parameters']} | "
                      f"{r['their_torchscript_us_per_atom']:.1f} | {r['their_aoti_us_per_atom']:.1f} | "
                      f"{r['their_bound_us_per_atom']:.1f} | {r['our_bare_us_per_atom']:.1f} | "
                      f"{r['our_lammps_us_per_atom_step']:.1f} | {r['ratio_their_bound_over_our_lammps']:.2f} | "
-                     f"{r['ratio_their_bound_over_our_bare']:.2f} | {r['our_lammps_over_our_bare']:.2f} |")
+                     f"{r['ratio_their_bound_over_our_bare']:.2f} | {r['our_lammps_over_our_bare']:.2f} | "
+                     f"{cpu} |")
+    lines += ["", "All times are wall times. LAMMPS CPU use is its CPU time over its wall time (below 100 %: the process "
+              "waited for a core); the model calls in this process could not be told apart that way."]
     return "\n".join(lines) + "\n"
 
 
