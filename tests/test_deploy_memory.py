@@ -13,12 +13,13 @@ from mdpot.deploy.memory import bytes_per_edge
 
 
 def test_deploy_records_bytes_per_edge(deployed_torchscript, energy_model):
-    """The deployed file carries the value (the fixture is the file loaded back), and measuring the loaded module
-    again gives it to 1 %: the allocations of one call do not depend on the process's history."""
+    """The deployed file carries the value (the fixture is the file loaded back), and measuring the file's module,
+    freshly loaded, gives it again to 1 %. (A module that has already run with TorchScript's profiling executor on,
+    as other tests run the fixture's, allocates differently even with it off: measured 20 % more for the NequIP.)"""
     meta = deployed_torchscript.metadata
     value = meta[md.BYTES_PER_EDGE]
     assert isinstance(value, float) and value > 0 and value == round(value)
-    again = bytes_per_edge(deployed_torchscript.module, meta[md.ELEMENTS], meta[md.R_MAX])
+    again = bytes_per_edge(load_model(deployed_torchscript.path).module, meta[md.ELEMENTS], meta[md.R_MAX])
     assert abs(again / value - 1) < 0.01, (again, value)
 
 

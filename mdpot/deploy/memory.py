@@ -6,7 +6,9 @@ TorchScript's profiling executor off, as the pair style runs it) runs on a probe
 the bytes allocated during the call, over the probe's edges, is the value. The probe is FCC of the model's first
 element with its lattice scaled to ``r_max`` so that every atom has 42 neighbours, as FCC Cu (a = 3.61 Å) has
 within 5 Å: 108 atoms, 4 536 edges. Its fixed costs (per call, not per edge) are below 1 % of the peak for the
-benchmark models. What the peak does not hold: the model's weights, the caller's own buffers, and the allocator's
+benchmark models. Measure a module that has not yet run with TorchScript's profiling executor on (deploy measures
+right after compiling): once it has, its calls allocate differently even with the executor off (20 % more, measured
+for a small NequIP). What the peak does not hold: the model's weights, the caller's own buffers, and the allocator's
 slack (glibc keeps freed memory: a process's resident memory is above it).
 """
 from __future__ import annotations
