@@ -52,7 +52,7 @@ def test_auto_max_edges(plugin, lammps, models, arch, tmp_path):
         f"mdpot: max_edges 1000 per model call (auto: max_memory 1 MB / {per_edge:.0f} bytes per edge measured at "
         "deploy, raised to the minimum 1000)",
         "mdpot: max_edges 400000 per model call (auto: the model file records no bytes_per_edge (deployed before "
-        "mdpot measured it), default)",
+        "mdpot measured it, or wrapped from another package), default)",
     ], run.output[-3000:]
     stats = dict(zip(cases, stats_of(run.output)))
     assert [int(s["max_edges"]) for s in stats.values()] == [100000000, auto, small, 1000, 400000]

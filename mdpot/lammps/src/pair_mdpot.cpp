@@ -44,8 +44,8 @@ namespace {
 // Memory of one model call grows with its edges. Calls hold at most max_edges edges (strictly local models: chunks of
 // centre atoms; message_passing exchange: chunks of centres per block). max_edges auto (the default) is the memory
 // budget max_memory over the file's bytes_per_edge (measured at deploy, docs/contract.md), within
-// [AUTO_MIN_EDGES, AUTO_MAX_EDGES]; a file without that key gets DEFAULT_MAX_EDGES (about 3 GB per call for the
-// benchmark Allegro in float32, 7.7 kB per edge).
+// [AUTO_MIN_EDGES, AUTO_MAX_EDGES]; a file without that key gets DEFAULT_MAX_EDGES (for the benchmark Allegro in
+// float32, 7.7 kB per edge: 400 000 neighbour-list entries with a 2 Å skin are about 140 000 edges, 1 GB).
 constexpr long DEFAULT_MAX_EDGES = 400000;
 constexpr double DEFAULT_MAX_MEMORY = 2.0 * 1024 * 1024 * 1024;    // bytes per rank: 2 GB
 constexpr long AUTO_MIN_EDGES = 1000;        // below this, calls cost more in overhead than they save
@@ -510,7 +510,8 @@ void PairMDPot::choose_max_edges()
                       : edges > AUTO_MAX_EDGES ? fmt::format(", lowered to the maximum {}", AUTO_MAX_EDGES) : "");
   } else {
     max_edges = DEFAULT_MAX_EDGES;
-    why = "auto: the model file records no bytes_per_edge (deployed before mdpot measured it), default";
+    why = "auto: the model file records no bytes_per_edge (deployed before mdpot measured it, or wrapped "
+          "from another package), default";
   }
   const std::string line = ghost_centres ? fmt::format("mdpot: max_edges {}\n", why)
                                          : fmt::format("mdpot: max_edges {} per model call ({})\n", max_edges, why);
