@@ -94,6 +94,8 @@ def default_kernels(format: str) -> str:
     """The kernels a deployed file of ``format`` gets when none are asked for: the fused operators in a
     TorchScript file, the reference (pure torch) in an AOTInductor package, which cannot call them yet."""
     return DEFAULT_KERNELS if format == "torchscript" else "reference"
+
+
 #: File name of the fused operators' library, beside the plugin.
 OPS_LIBRARY = "libmdpot_ops.so"
 
@@ -102,6 +104,14 @@ ALL_KEYS: Tuple[str, ...] = (
     FORMAT_VERSION_KEY, ARCHITECTURE, ELEMENTS, R_MAX, NUM_LAYERS, RECEPTIVE_FIELD, MODEL_DTYPE,
     ENERGY_UNITS, LENGTH_UNITS, TORCH_VERSION, MDPOT_VERSION, PROVENANCE, CONFIG, WEIGHTS_SHA256,
 )
+
+#: Optional metadata key (``docs/contract.md``): peak bytes one whole-graph model call (contract ``forward`` with forces
+#: and virial) allocates per edge, measured when the file is deployed (:mod:`mdpot.deploy.memory`). LAMMPS's
+#: ``max_edges auto`` divides its memory budget by it. Files without it (older deploys, wrapped models) keep working.
+BYTES_PER_EDGE = "bytes_per_edge"
+#: Keys a file may lack. Readers ask for the keys they know and ignore any other, so a new optional key needs no
+#: format-version bump; a present value must be valid.
+OPTIONAL_KEYS: Tuple[str, ...] = (BYTES_PER_EDGE,)
 
 #: Values a loader accepts.
 DTYPES: Tuple[str, ...] = ("float32", "float64")
@@ -158,7 +168,7 @@ def cpp_header() -> str:
             ("R_MAX", R_MAX), ("NUM_LAYERS", NUM_LAYERS), ("RECEPTIVE_FIELD", RECEPTIVE_FIELD),
             ("MODEL_DTYPE", MODEL_DTYPE), ("ENERGY_UNITS", ENERGY_UNITS), ("LENGTH_UNITS", LENGTH_UNITS),
             ("TORCH_VERSION", TORCH_VERSION), ("MDPOT_VERSION", MDPOT_VERSION), ("PROVENANCE", PROVENANCE),
-            ("CONFIG", CONFIG), ("WEIGHTS_SHA256", WEIGHTS_SHA256)))
+            ("CONFIG", CONFIG), ("WEIGHTS_SHA256", WEIGHTS_SHA256), ("BYTES_PER_EDGE", BYTES_PER_EDGE)))
         + array("ALL_KEYS", ALL_KEYS)
         + array("BLOCK_METHODS", BLOCK_METHODS)
         + array("PAIR_METHODS", PAIR_METHODS)

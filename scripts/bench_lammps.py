@@ -18,11 +18,15 @@ atom. Writes docs/benchmarks/bench_lammps.{json,md} (Allegro) or bench_lammps_ne
     python scripts/bench_lammps.py --arch nequip --sizes 4000 --message-passing exchange ghosts --tag _exchange
     python scripts/bench_lammps.py --arch nequip --lmax 2 --sizes 4000 8000 --ranks 2 --steps 1 \
         --message-passing exchange --max-edges 20000 --bare-max-atoms 0 --tag _exchange_lmax2
+    python scripts/bench_lammps.py --sizes 4000 --ranks 2 --max-edges auto 400000 --repeats 2 --tag _max_edges
     python scripts/bench_lammps.py --sizes 4000 --ranks 2 --format torchscript aoti --repeats 3 --tag _aoti
 
 ``--format torchscript fused`` compares TorchScript files with the reference and the fused tensor-product kernels
 (``mdpot deploy --kernels fused``, ``mdpot.ops``) the same way: ``fused`` is a TorchScript file calling
 ``torch.ops.mdpot.*``, which runs in every message-passing mode.
+
+``--max-edges auto 400000`` runs every case with each value (interleaved like formats); ``auto`` is the pair style's
+default (``max_memory`` over the file's ``bytes_per_edge``), and the value it chose is the table's ``max_edges``.
 
 ``--format torchscript aoti`` deploys the model in both formats (an AOTInductor package is compiled for this
 machine, tens of seconds) and runs them interleaved: every repeat runs each case in each format back to back, and
@@ -106,8 +110,9 @@ def deploy_bench_model(folder: Path, config, fmt: str = "torchscript", aoti_thre
     if fmt == "fused":  # TorchScript calling the fused kernels
         deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, kernels="fused")
         return path
+    # "torchscript" is the pure-torch file (the reference kernels), what "fused" is measured against
     deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, format=fmt,
-                 **({"aoti_threads": aoti_threads} if fmt == "aoti" else {}))
+                 **({"aoti_threads": aoti_threads} if fmt == "aoti" else {"kernels": "reference"}))
     return path
 
 
@@ -126,7 +131,7 @@ def parse_stats(output: str) -> dict:
 
 
 def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, workdir: Path, tcmalloc: bool,
-                    mode: str = "", max_edges: int | None = None) -> dict:
+                    mode: str = "", max_edges: str | None = None) -> dict:
     from mdpot.lammps.run import run_lammps
 
     env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
@@ -140,7 +145,8 @@ def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, wo
     cpu_use = CPU_USE.findall(run.output)  # LAMMPS: CPU time / wall time of the loop, average over ranks
     cpu_share = float(cpu_use[-1]) / 100 if cpu_use else None
     evaluated = parse_stats(run.output)
-    return {"format": evaluated.get("format", "torchscript"), "mode": evaluated.get("mode", mode or "–"), "atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
+    return {"max_edges_asked": max_edges or "default", "max_edges": evaluated.get("max_edges"),
+            "format": evaluated.get("format", "torchscript"), "mode": evaluated.get("mode", mode or "–"), "atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
             "timesteps_per_s": nsteps / seconds, "us_per_atom_step": seconds / nsteps / natoms * 1e6,
             "cpu_share": cpu_share,
             "cpu_us_per_atom_step": seconds * cpu_share / nsteps / natoms * 1e6 if cpu_share else None,
@@ -182,15 +188,17 @@ def mb(value) -> str:
 
 
 def markdown(results: dict) -> str:
-    max_edges = f" pair_style max_edges {results['max_edges']}." if results.get("max_edges") else ""
+    asked = results.get("max_edges")
+    asked = " ".join(map(str, asked)) if isinstance(asked, list) else asked
+    max_edges = f" pair_style max_edges {asked}." if asked else ""
     lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
              f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.{max_edges}", "",
-             "| format | message passing | atoms | ranks | allocator | timesteps/s | µs/atom/step | vs TorchScript | "
+             "| format | message passing | max_edges (asked → used) | atoms | ranks | allocator | timesteps/s | µs/atom/step | vs TorchScript | "
              "CPU µs/atom/step (wall × CPU use) | "
              "pair share | ghost atoms / local | ghost-centred edges / local | edges on ghosts | bare model µs/atom | "
              "overhead vs bare | comm bytes / atom / step | comm share | peak RSS rank 0 (MB) | peak RSS largest rank (MB) | "
              "peak RSS all ranks (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bare = {(b.get("format", "torchscript"), b["atoms"]): b for b in results["bare_model"]}
     for r in results["lammps"]:
         fmt = r.get("format", "torchscript")
@@ -209,13 +217,17 @@ def markdown(results: dict) -> str:
         if ev.get("comm_bytes_per_atom") is not None:
             share = ev["comm_seconds_per_step"] / (r["seconds"] / r["steps"])
             comm = f"{ev['comm_bytes_per_atom']:.0f} | {share * 100:.1f}%"
-        lines.append(f"| {fmt} | {r.get('mode', '–')} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
+        used = f"{r['max_edges']:.0f}" if isinstance(r.get("max_edges"), float) and r["max_edges"] else "–"
+        lines.append(f"| {fmt} | {r.get('mode', '–')} | {r.get('max_edges_asked', 'default')} → {used} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
                      f"{r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {ratio} | {cpu_us} | "
                      f"{r['pair_fraction'] * 100:.0f}% | "
                      f"{ghosts} | {bare_us} | {overhead} | {comm} | {mb(r['peak_rss_mb_rank0'])} | "
                      f"{mb(r.get('peak_rss_mb_max_rank'))} | {mb(r.get('peak_rss_mb_all_ranks'))} |")
     lines += ["", "Parallel efficiency (1 → 2 ranks): " + ", ".join(
         f"{e['atoms']} atoms {e.get('format') or ''} {e.get('mode', '')} {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
+    if results.get("bytes_per_edge"):
+        lines += ["", "bytes_per_edge recorded at deploy: " + ", ".join(
+            f"{fmt} {v:.0f}" if v else f"{fmt} –" for fmt, v in results["bytes_per_edge"].items())]
     lines += ["", "Memory per atom (marginal, rank 0 RSS between the two largest 1-rank sizes): "
               + (f"{results['memory_per_atom_kb']:.2f} kB" if results.get("memory_per_atom_kb") else "–"), ""]
     return "\n".join(lines)
@@ -237,8 +249,9 @@ def main(argv=None) -> int:
                         help="NequIP channels (default 32; the ghost counts do not depend on it, memory does)")
     parser.add_argument("--lmax", type=int, default=1,
                         help="NequIP l_max of the features and spherical harmonics (default 1)")
-    parser.add_argument("--max-edges", type=int,
-                        help="pair_style mdpot max_edges: edges per model call, per block call in exchange mode "
+    parser.add_argument("--max-edges", nargs="+",
+                        help="pair_style mdpot max_edges values to run, interleaved (N or auto): edges per model call, "
+                             "per block call in exchange mode "
                              "(default: the pair style's); bounds a rank's memory")
     parser.add_argument("--message-passing", nargs="+", choices=("exchange", "ghosts"), default=[""],
                         help="NequIP: pair style modes to run (default: the pair style's default)")
@@ -255,8 +268,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.model is not None and len(args.format) > 1:
         parser.error("--model is one file of one format; leave it out to compare formats")
-    if args.max_edges is not None and args.max_edges < 1:
-        parser.error(f"--max-edges must be a positive integer, got {args.max_edges}")
+    for value in args.max_edges or []:
+        if value != "auto" and not (value.isdigit() and int(value) >= 1):
+            parser.error(f"--max-edges takes positive integers or auto, got {value}")
     if args.lmax < 0:
         parser.error(f"--lmax must be 0 or more, got {args.lmax}")
     if args.arch == "allegro" and args.lmax != 1:
@@ -282,6 +296,10 @@ def main(argv=None) -> int:
                    "steps": steps, "repeats": args.repeats, "formats": args.format, "max_edges": args.max_edges,
                    "aoti_threads": args.aoti_threads,
                    "lammps": [], "bare_model": [], "parallel_efficiency": []}
+        from mdpot.deploy import load_model
+
+        results["bytes_per_edge"] = {fmt: load_model(model).metadata.get("bytes_per_edge") for fmt, model in models.items()}
+        print(f"bytes_per_edge (deploy's measurement): {results['bytes_per_edge']}", flush=True)
         for size in sizes:
             n = cells_for(size)
             if 4 * n ** 3 <= args.bare_max_atoms:
@@ -291,20 +309,23 @@ def main(argv=None) -> int:
                     print(f"bare model {fmt:>11} {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
             best = {}
             # a package cannot exchange: asked for exchange, it runs in ghosts (once, if ghosts was asked for too)
-            cases = list(dict.fromkeys((tc, "ghosts" if fmt == "aoti" and mode == "exchange" else mode, ranks, fmt)
+            cases = list(dict.fromkeys((tc, "ghosts" if fmt == "aoti" and mode == "exchange" else mode, ranks, fmt, me)
                                        for tc in allocators for mode in args.message_passing
-                                       for ranks in args.ranks for fmt in models))
+                                       for ranks in args.ranks for fmt in models for me in args.max_edges or [None]))
             for repeat in range(args.repeats):
-                for tc, mode, ranks, fmt in cases:
+                for tc, mode, ranks, fmt, me in cases:
                     r = run_lammps_case(models[fmt], n, ranks, steps, warmup=max(2, steps // 5),
-                                        workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}_{fmt}_{repeat}", tcmalloc=tc,
-                                        mode=mode, max_edges=args.max_edges)
+                                        workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}_{fmt}_{me}_{repeat}", tcmalloc=tc,
+                                        mode=mode, max_edges=me)
                     r["format"] = fmt  # "fused": a TorchScript file the pair style reports as torchscript
-                    key = (tc, mode, ranks, fmt)
+                    key = (tc, mode, ranks, fmt, me)
                     if key not in best or r["us_per_atom_step"] < best[key]["us_per_atom_step"]:
                         best[key] = r
-                    print(f"  run {repeat + 1}/{args.repeats} {fmt:>11} {r['mode']:>8} {r['atoms']:>7} atoms "
-                          f"{ranks} rank(s): {r['us_per_atom_step']:.1f} µs/atom/step", flush=True)
+                    used = "" if r["max_edges"] is None else f" ({r['max_edges']:.0f})"
+                    print(f"  run {repeat + 1}/{args.repeats} {fmt:>11} {r['mode']:>8} max_edges {me or 'default'}{used} "
+                          f"{r['atoms']:>7} atoms "
+                          f"{ranks} rank(s): {r['us_per_atom_step']:.1f} µs/atom/step, peak RSS largest rank "
+                          f"{mb(r.get('peak_rss_mb_max_rank'))} MB", flush=True)
             for key in cases:
                 r = best[key]
                 results["lammps"].append(r)
@@ -317,7 +338,8 @@ def main(argv=None) -> int:
         for r2 in results["lammps"]:
             r1 = next((r for r in results["lammps"] if r["ranks"] == 1 and r["atoms"] == r2["atoms"]
                        and r["allocator"] == r2["allocator"] and r["mode"] == r2["mode"]
-                       and r.get("format") == r2.get("format")), None)
+                       and r.get("format") == r2.get("format")
+                       and r.get("max_edges_asked") == r2.get("max_edges_asked")), None)
             if r2["ranks"] == 2 and r1:
                 results["parallel_efficiency"].append(
                     {"atoms": r2["atoms"], "allocator": r2["allocator"], "format": r2.get("format"),

@@ -272,7 +272,7 @@ def check_package(data: bytes, source: str, device: torch.device) -> Package:
     records = read_records(data, source)
     folder = c.AOTI_METADATA_FOLDER + "/"
     raw = {key: records[folder + key].decode("utf-8", errors="replace")
-           for key in md.ALL_KEYS if folder + key in records}
+           for key in md.ALL_KEYS + md.OPTIONAL_KEYS if folder + key in records}
     meta = md.decode(raw, source, package=True)
     target_text = records.get(folder + c.AOTI_TARGET, b"").decode("utf-8", errors="replace")
     if not target_text:

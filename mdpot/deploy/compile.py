@@ -26,6 +26,7 @@ from ..testing.tolerances import dtype_name, tolerance
 from . import aoti
 from . import metadata as md
 from .load import LoadedModel, load_model, weights_digest
+from .memory import bytes_per_edge
 
 PathLike = Union[str, os.PathLike]
 
@@ -100,7 +101,9 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
     model, readable by older mdpot). ``None`` (default): fused for TorchScript, reference for a package
     (:func:`mdpot.contract.default_kernels`). The self-check compares a fused file with the reference eager model.
 
-    The file is written only after the compiled model, loaded back from disk, matched the eager model on a
+    The metadata records the memory of one model call per edge, measured on a probe graph (``bytes_per_edge``,
+    :mod:`mdpot.deploy.memory`; for a package, of the eager model it is compiled from). The file is written only
+    after the compiled model, loaded back from disk, matched the eager model on a
     sample structure within the tolerances of row 1 of ``docs/testing.md`` (a package also on a second structure
     of another size, with ghost atoms); otherwise ``SelfCheckError`` is raised and nothing is left at ``path``.
     It is written through a temporary file ``.NAME.PID@HOST.tmp`` (:func:`mdpot._files.atomic_write`); those of
@@ -145,6 +148,7 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
         meta = md.make_metadata(md.energy_model_of(module), meta[md.MODEL_DTYPE], meta[md.PROVENANCE], kernels)
     compiled = torch.jit.script(module)
     meta[md.WEIGHTS_SHA256] = weights_digest(compiled)
+    meta[md.BYTES_PER_EDGE] = bytes_per_edge(compiled, meta[md.ELEMENTS], meta[md.R_MAX])
     with atomic_write(path) as tmp:
         tmp.write_bytes(save_bytes(compiled, meta))
         loaded = load_model(tmp)
@@ -155,6 +159,7 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
 def _deploy_package(eager: LoadedModel, path: Path, cpu_isa: str, threads: str) -> LoadedModel:
     meta = dict(eager.metadata)
     elements, r_max, dtype = meta[md.ELEMENTS], meta[md.R_MAX], meta[md.MODEL_DTYPE]
+    meta[md.BYTES_PER_EDGE] = bytes_per_edge(eager.module, elements, r_max)  # of the eager model it compiles
     atoms = sample_structure(elements, r_max, seed=0)
     g = atoms_to_graph(atoms, r_max, TypeMapper(tuple(elements)))
     # n_local < N in the example, so that nothing is traced as if every atom were local

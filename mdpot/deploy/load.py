@@ -162,7 +162,7 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
         except OpsUnavailableError as exc:
             raise ValueError(f"{path}: calls mdpot's fused kernels ({md.KERNELS_KEY} fused), which this process cannot "
                              f"load: {exc}") from None
-    extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,)}
+    extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,) + md.OPTIONAL_KEYS}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError and friends for damaged archives

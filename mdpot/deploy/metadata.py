@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
-    AOTI_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, BLOCK_METHODS, CONFIG, DTYPES, ELEMENTS,
-    ENERGY_UNIT, ENERGY_UNITS, FORMAT_VERSION, FORMAT_VERSION_KEY, FUSED_FORMAT_VERSION, KERNELS, KERNELS_KEY,
-    DEFAULT_KERNELS,
+    AOTI_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, BLOCK_METHODS, BYTES_PER_EDGE, CONFIG,
+    DEFAULT_KERNELS, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS, FORMAT_VERSION, FORMAT_VERSION_KEY,
+    FUSED_FORMAT_VERSION, KERNELS, KERNELS_KEY, LENGTH_UNIT, OPTIONAL_KEYS, PAIR_FORMAT_VERSION, PAIR_METHODS,
     default_kernels,
-    LENGTH_UNIT, PAIR_FORMAT_VERSION, PAIR_METHODS,
     READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS, PROVENANCE, R_MAX, RECEPTIVE_FIELD,
     TORCH_VERSION, WEIGHTS_SHA256,
 )
@@ -69,11 +68,11 @@ def make_metadata(model: nn.Module, dtype: str, provenance: Optional[Mapping[str
 
 def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
     """Typed metadata -> the strings stored in the file (``kernels`` only where it is not the reference, so that a
-    file of an older format keeps exactly its old records)."""
+    file of an older format keeps exactly its old records; an optional key only when ``meta`` has it)."""
     out: Dict[str, str] = {}
     if meta.get(KERNELS_KEY, "reference") != "reference":
         out[KERNELS_KEY] = str(meta[KERNELS_KEY])
-    for key in ALL_KEYS:
+    for key in ALL_KEYS + tuple(k for k in OPTIONAL_KEYS if meta.get(k) is not None):
         value = meta[key]
         if key == ELEMENTS:
             out[key] = " ".join(value)
@@ -159,4 +158,9 @@ def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[s
         raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} with {FORMAT_VERSION_KEY} {version} (files "
                          f"calling the fused kernels are version {FUSED_FORMAT_VERSION}, and only they); deploy it again")
     meta[KERNELS_KEY] = kernels
+    if raw.get(BYTES_PER_EDGE):  # optional: absent or empty in files deployed before it existed
+        text = raw[BYTES_PER_EDGE]
+        if not re.fullmatch(FLOAT_PATTERN, text) or not (math.isfinite(float(text)) and float(text) > 0):
+            raise ValueError(f"{source}: metadata {BYTES_PER_EDGE} must be a positive float, got {text!r}")
+        meta[BYTES_PER_EDGE] = float(text)
     return meta

@@ -67,7 +67,16 @@ CASES = {
     "bad_device": (dict(pair="pair_style mdpot device gpu"), "pair mdpot: device must be cpu, cuda or auto, got 'gpu'"),
     "unknown_keyword": (dict(pair="pair_style mdpot colour red"),
                         "pair mdpot: unknown keyword 'colour' (known: device, threads, jit_optimize, max_edges, "
-                        "message_passing, malloc_tuning, stats, dump_edges)"),
+                        "max_memory, message_passing, malloc_tuning, stats, dump_edges)"),
+    "bad_max_edges": (dict(pair="pair_style mdpot max_edges 2.5"),
+                      "pair mdpot: max_edges must be a positive integer or auto, got '2.5'"),
+    "bad_max_memory": (dict(pair="pair_style mdpot max_memory 2"),
+                       "pair mdpot: max_memory must be a positive size in MB or GB (e.g. 2GB, 500MB), got '2'"),
+    "max_memory_with_max_edges": (dict(pair="pair_style mdpot max_edges 5000 max_memory 1GB"),
+                                  "pair mdpot: max_memory sizes max_edges auto; it cannot be combined with max_edges "
+                                  "5000"),
+    "bad_bytes_per_edge": (dict(pair="pair_style mdpot\npair_coeff * * {per_edge0} Cu Au"),
+                           "pair mdpot: '{per_edge0}': metadata bytes_per_edge must be a positive float, got '0'"),
     "bad_message_passing": (dict(pair="pair_style mdpot message_passing both"),
                             "pair mdpot: message_passing must be exchange or ghosts, got 'both'"),
     "units_real": (dict(units="real"),
@@ -99,7 +108,8 @@ def bad_files(reference_model, models, tmp_path_factory):
 
     extra = {k: "" for k in ALL_KEYS.split(", ")}
     module = torch.jit.load(str(good), _extra_files=extra)
-    for name, change in (("nometa", {"r_max": None, "provenance": None}), ("v99", {"mdpot_format_version": "99"})):
+    for name, change in (("nometa", {"r_max": None, "provenance": None}), ("v99", {"mdpot_format_version": "99"}),
+                         ("per_edge0", {"bytes_per_edge": "0"})):
         meta = {k: v for k, v in extra.items()}
         for key, value in change.items():
             if value is None:

@@ -133,6 +133,10 @@ def crafted(models, folder: Path) -> dict:
         "json_scalar": {"provenance": "  3.5e2 "},
         "json_escape": {"provenance": '{"a\\u00e9\\n": [true, false, null, -0.5E+3]}'},
         "bad_digest": {"weights_sha256": "0" * 64},
+        "bytes_per_edge": {"bytes_per_edge": "5120.5"},  # optional: "valid" has none
+        "bytes_per_edge_zero": {"bytes_per_edge": "0"},
+        "bytes_per_edge_inf": {"bytes_per_edge": "1e999"},
+        "bytes_per_edge_text": {"bytes_per_edge": "5 kB"},
     }
     files = {}
     for name, change in changes.items():
@@ -179,7 +183,8 @@ def test_cpp_and_python_accept_the_same_files(check_tool, models, reference_mode
     files = crafted({"float64": reference_model, "float32": models["float32"]}, tmp_path)
     verdicts = verdicts_of(check_tool, files)
     accepted = sorted(k for k, v in verdicts.items() if v[0] == "OK")
-    assert accepted == ["float32", "json_escape", "json_scalar", "valid", "version_1", "version_leading_zeros"], verdicts
+    assert accepted == ["bytes_per_edge", "float32", "json_escape", "json_scalar", "valid", "version_1",
+                        "version_leading_zeros"], verdicts
     assert "weights do not match the digest recorded at deploy" in verdicts["edited_weights"][1]
 
 

@@ -267,6 +267,14 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
     throw Error("'" + path + "': metadata " + c::KEY_KERNELS + " '" + m.kernels + "' with " + c::KEY_FORMAT_VERSION +
                 " " + std::to_string(m.format_version) + " (files calling the fused kernels are version " +
                 std::to_string(c::FUSED_FORMAT_VERSION) + ", and only they); deploy it again");
+  // optional (absent in files deployed before it existed); a present value must be a positive float
+  const std::string &per_edge = raw[c::KEY_BYTES_PER_EDGE];
+  if (!per_edge.empty()) {
+    m.bytes_per_edge = full_match(per_edge, c::FLOAT_PATTERN) ? std::strtod(per_edge.c_str(), nullptr) : -1.0;
+    if (!std::isfinite(m.bytes_per_edge) || !(m.bytes_per_edge > 0))
+      throw Error("'" + path + "': metadata " + c::KEY_BYTES_PER_EDGE + " must be a positive float, got '" + per_edge +
+                  "'");
+  }
   return m;
 }
 
@@ -755,6 +763,7 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
   const std::string folder = std::string(c::AOTI_METADATA_FOLDER) + "/";
   std::vector<const char *> keys(c::ALL_KEYS, c::ALL_KEYS + c::ALL_KEYS_COUNT);
   keys.push_back(c::AOTI_TARGET);
+  keys.push_back(c::KEY_BYTES_PER_EDGE);
   for (const char *key : keys) {
     const auto it = records.bytes.find(folder + key);
     if (it != records.bytes.end()) raw[key] = it->second;
@@ -824,6 +833,7 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
   torch::jit::ExtraFilesMap extra;
   for (int k = 0; k < contract::ALL_KEYS_COUNT; ++k) extra[contract::ALL_KEYS[k]] = "";
   extra[contract::KEY_KERNELS] = "";
+  extra[contract::KEY_BYTES_PER_EDGE] = "";    // optional
   try {
     impl->module = torch::jit::load(path, impl->device, extra);
   } catch (const std::exception &e) {

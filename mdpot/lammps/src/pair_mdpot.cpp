@@ -41,10 +41,31 @@ using namespace LAMMPS_NS;
 
 namespace {
 
-// Memory of one model call grows with its edges (about 10 KB per edge for the benchmark Allegro in
-// float32, autograd buffers included); strictly local models are evaluated in chunks of centre atoms of
-// at most this many edges, so large systems fit in memory at the same cost per atom.
+// Memory of one model call grows with its edges. Calls hold at most max_edges edges (strictly local models: chunks of
+// centre atoms; message_passing exchange: chunks of centres per block). max_edges auto (the default) is the memory
+// budget max_memory over the file's bytes_per_edge (measured at deploy, docs/contract.md), within
+// [AUTO_MIN_EDGES, AUTO_MAX_EDGES]; a file without that key gets DEFAULT_MAX_EDGES (for the benchmark Allegro in
+// float32, 7.7 kB per edge: 400 000 neighbour-list entries with a 2 Å skin are about 140 000 edges, 1 GB).
 constexpr long DEFAULT_MAX_EDGES = 400000;
+constexpr double DEFAULT_MAX_MEMORY = 2.0 * 1024 * 1024 * 1024;    // bytes per rank: 2 GB
+constexpr long AUTO_MIN_EDGES = 1000;        // below this, calls cost more in overhead than they save
+constexpr long AUTO_MAX_EDGES = 100000000;
+
+// "2GB", "500MB", "1.5GB" (MB = 1024^2 bytes, GB = 1024^3) -> bytes; -1 if not a positive size with a unit.
+double parse_memory(const std::string &text)
+{
+  size_t used = 0;
+  double value = 0.0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception &) {
+    return -1.0;
+  }
+  const std::string unit = text.substr(used);
+  const double scale = unit == "MB" ? 1024.0 * 1024.0 : unit == "GB" ? 1024.0 * 1024.0 * 1024.0 : 0.0;
+  if (scale == 0.0 || !std::isfinite(value) || !(value > 0) || text[0] == ' ' || text[0] == '+') return -1.0;
+  return value * scale;
+}
 
 constexpr double OVERLAP_DISTANCE = mdpot::contract::OVERLAP_DISTANCE;
 
@@ -118,7 +139,8 @@ struct MDPotImpl {
 
 PairMDPot::PairMDPot(LAMMPS *lmp) :
     Pair(lmp), device_choice(DeviceChoice::AUTO), num_threads(0), jit_optimize(false),
-    max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), malloc_tuning(true), print_stats(true),
+    max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), max_memory(DEFAULT_MAX_MEMORY), max_memory_given(false),
+    malloc_tuning(true), print_stats(true),
     mp_request(MessagePassing::DEFAULT), impl(new MDPotImpl), r_max(0.0), receptive_field(0.0),
     ghost_centres(false), exchange(false), rows_float32(false), comm_width(0), max_hops(0), raised_cutghost(-1.0), user_cutghost(0.0)
 {
@@ -163,8 +185,8 @@ void PairMDPot::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [max_edges N]
-                    [message_passing exchange|ghosts] [malloc_tuning yes|no] [stats yes|no] [dump_edges FILE]
+   pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [max_edges N|auto]
+                    [max_memory SIZE] [message_passing exchange|ghosts] [malloc_tuning yes|no] [stats yes|no] [dump_edges FILE]
    (pair_mdpot.h). yes/no values take any of LAMMPS's booleans (yes/no, on/off, true/false, 1/0).
 ------------------------------------------------------------------------- */
 
@@ -176,6 +198,8 @@ void PairMDPot::settings(int narg, char **arg)
   jit_optimize = false;
   max_edges = DEFAULT_MAX_EDGES;
   max_edges_given = false;
+  max_memory = DEFAULT_MAX_MEMORY;
+  max_memory_given = false;
   malloc_tuning = true;
   print_stats = true;
   mp_request = MessagePassing::DEFAULT;
@@ -197,9 +221,18 @@ void PairMDPot::settings(int narg, char **arg)
       if (value != "auto" && num_threads < 1)
         error->all(FLERR, "pair mdpot: threads must be a positive integer or auto, got '{}'", value);
     } else if (key == "max_edges") {
-      max_edges = static_cast<long>(utils::bnumeric(FLERR, value, false, lmp));
-      if (max_edges < 1) error->all(FLERR, "pair mdpot: max_edges must be a positive integer, got '{}'", value);
-      max_edges_given = true;
+      max_edges_given = value != "auto";
+      if (max_edges_given) {
+        if (!utils::is_integer(value) || utils::bnumeric(FLERR, value, false, lmp) < 1)
+          error->all(FLERR, "pair mdpot: max_edges must be a positive integer or auto, got '{}'", value);
+        max_edges = static_cast<long>(utils::bnumeric(FLERR, value, false, lmp));
+      }
+    } else if (key == "max_memory") {
+      max_memory = parse_memory(value);
+      if (max_memory <= 0)
+        error->all(FLERR, "pair mdpot: max_memory must be a positive size in MB or GB (e.g. 2GB, 500MB), got '{}'",
+                   value);
+      max_memory_given = true;
     } else if (key == "jit_optimize") {
       jit_optimize = utils::logical(FLERR, value, false, lmp) != 0;
     } else if (key == "malloc_tuning") {
@@ -217,11 +250,14 @@ void PairMDPot::settings(int narg, char **arg)
         error->all(FLERR, "pair mdpot: message_passing must be exchange or ghosts, got '{}'", value);
     } else {
       error->all(FLERR,
-                 "pair mdpot: unknown keyword '{}' (known: device, threads, jit_optimize, max_edges, "
+                 "pair mdpot: unknown keyword '{}' (known: device, threads, jit_optimize, max_edges, max_memory, "
                  "message_passing, malloc_tuning, stats, dump_edges)",
                  key);
     }
   }
+  if (max_edges_given && max_memory_given)
+    error->all(FLERR, "pair mdpot: max_memory sizes max_edges auto; it cannot be combined with max_edges {}",
+               max_edges);
   if (impl->model) impl->model->set_optimize(jit_optimize);
   if (!malloc_tuning) impl->malloc_tuning.reset();
 }
@@ -386,6 +422,7 @@ void PairMDPot::init_style()
   check_finite_positions("setup");
 
   choose_message_passing();
+  choose_max_edges();
   int flags = NeighConst::REQ_FULL;
   if (ghost_centres) flags |= NeighConst::REQ_GHOST;
   neighbor->add_request(this, flags);
@@ -451,6 +488,37 @@ void PairMDPot::choose_message_passing()
   logged_mode = mode;
 }
 
+// max_edges auto: the memory budget over the bytes per edge the file recorded at deploy, clamped; a file without
+// the key keeps DEFAULT_MAX_EDGES. One log line on rank 0 whenever the choice changes. For a strictly local model
+// the pair style counts neighbour-list entries (the skin included), so its calls stay below the budget; in
+// exchange mode a chunk holds one block's graph at a time, a single chunk (every local edge fits) all blocks',
+// which the whole-graph measurement covers.
+void PairMDPot::choose_max_edges()
+{
+  const double per_edge = impl->model->metadata().bytes_per_edge;
+  std::string why;
+  if (ghost_centres) {
+    why = "unused: message_passing ghosts evaluates each rank's atoms in one call";
+  } else if (max_edges_given) {
+    why = "set by pair_style";
+  } else if (per_edge > 0) {
+    const double edges = std::floor(max_memory / per_edge);
+    max_edges = static_cast<long>(std::min<double>(std::max<double>(edges, AUTO_MIN_EDGES), AUTO_MAX_EDGES));
+    why = fmt::format("auto: max_memory {:.6g} MB / {:.0f} bytes per edge measured at deploy{}", max_memory / 1048576.0,
+                      per_edge,
+                      edges < AUTO_MIN_EDGES ? fmt::format(", raised to the minimum {}", AUTO_MIN_EDGES)
+                      : edges > AUTO_MAX_EDGES ? fmt::format(", lowered to the maximum {}", AUTO_MAX_EDGES) : "");
+  } else {
+    max_edges = DEFAULT_MAX_EDGES;
+    why = "auto: the model file records no bytes_per_edge (deployed before mdpot measured it, or wrapped "
+          "from another package), default";
+  }
+  const std::string line = ghost_centres ? fmt::format("mdpot: max_edges {}\n", why)
+                                         : fmt::format("mdpot: max_edges {} per model call ({})\n", max_edges, why);
+  if (comm->me == 0 && line != logged_max_edges) utils::logmesg(lmp, line);
+  logged_max_edges = line;
+}
+
 // A message-passing model needs every atom within its receptive field, for the whole neighbour list
 // lifetime (atoms move up to half a skin each way between rebuilds). A smaller user ghost cutoff is
 // raised, said in the log, and given back by the destructor; comm_modify mode multi sets cutoffs per
@@ -498,11 +566,11 @@ void PairMDPot::finish()
                    "local_edges={:.0f} ghost_edges={:.0f} ghost_atoms_per_local={:.3f} "
                    "ghost_edges_per_local={:.3f} ghost_edge_share={:.4f} model_seconds_per_step={:.6g} "
                    "comm_bytes_per_step={:.0f} comm_bytes_per_atom={:.1f} comm_seconds_per_step={:.6g} "
-                   "peak_rss_mb_max_rank={:.0f} peak_rss_mb_all_ranks={:.0f}\n",
+                   "max_edges={} peak_rss_mb_max_rank={:.0f} peak_rss_mb_all_ranks={:.0f}\n",
                    exchange ? "exchange" : "ghosts", impl->model->format(), steps, totals[4] / steps, local, ghosts, ledges, gedges, local > 0 ? ghosts / local : 0.0,
                    local > 0 ? gedges / local : 0.0, ledges + gedges > 0 ? gedges / (ledges + gedges) : 0.0,
                    maxima[0] / steps, totals[5] / steps, local > 0 ? totals[5] / steps / local : 0.0,
-                   maxima[1] / steps, maxima[2], totals[6]);
+                   maxima[1] / steps, ghost_centres ? 0 : max_edges, maxima[2], totals[6]);
   }
   st = MDPotImpl::Stats();
 }

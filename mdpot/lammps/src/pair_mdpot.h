@@ -5,8 +5,12 @@
      device cpu|cuda|auto      where the model runs (auto: one GPU per rank if torch sees one; default auto)
      threads N|auto            torch threads per rank (auto: OMP_NUM_THREADS, else cores / ranks per node)
      jit_optimize yes|no       TorchScript's profiling graph executor (default no: slower on CPU)
-     max_edges N               at most N edges per model call (strictly local models), per block call
-                               (message_passing exchange); ignored in message_passing ghosts (default 400000)
+     max_edges N|auto          at most N edges per model call (strictly local models: neighbour-list entries),
+                               per block call (message_passing exchange); unused in message_passing ghosts. auto
+                               (default): max_memory / the file's bytes_per_edge (measured at deploy), within
+                               1000 .. 10^8; 400000 for a file without that key
+     max_memory SIZE           max_edges auto: memory budget of one model call per rank, e.g. 2GB or 500MB
+                               (MB = 1024^2 bytes; default 2GB)
      message_passing exchange|ghosts   message-passing models: exchange node features with the ranks owning
                                the ghosts before every block (ghost cutoff r_max + skin), or widen the ghost
                                shell to the receptive field (default: exchange if the file has the mp_* methods;
@@ -61,8 +65,10 @@ class PairMDPot : public Pair {
   DeviceChoice device_choice;
   int num_threads;          // 0 = auto
   bool jit_optimize;        // TorchScript profiling executor on/off
-  long max_edges;           // strictly local models: evaluate at most this many edges per model call
-  bool max_edges_given;     // set explicitly: warn when a message-passing model cannot honour it
+  long max_edges;           // edges per model call (per block call in exchange mode); auto: chosen by init_style
+  bool max_edges_given;     // set explicitly (not auto): warn when a message-passing model cannot honour it
+  double max_memory;        // max_edges auto: bytes one model call may use
+  bool max_memory_given;
   bool malloc_tuning;       // glibc mallopt while this style lives
   bool print_stats;         // finish() reports what the model evaluated
   std::string edge_file;    // debug: write every compute's edge list to FILE.<rank> ("" = off)
@@ -79,6 +85,7 @@ class PairMDPot : public Pair {
   bool rows_float32;     // exchange: a float32 model's rows travel as float32, two values per double
   int comm_width;        // doubles per atom of the rows being communicated
   std::string logged_mode;    // the mode last written to the log
+  std::string logged_max_edges;    // the max_edges line last written to the log
   int max_hops;          // message passing: edges centred on atoms up to this many hops from a local atom
 
   // init_style(): a ghost cutoff raised for a message-passing model, given back by the destructor
@@ -93,6 +100,7 @@ class PairMDPot : public Pair {
   void log_setup();
   void ensure_ghost_cutoff();
   void choose_message_passing();
+  void choose_max_edges();
 
   // compute() helpers
   int pack_inputs(int first_centre);
