@@ -34,9 +34,9 @@ def test_bytes_per_edge_follows_the_dtype(energy_model):
 
 def test_file_without_bytes_per_edge_loads(deployed_torchscript, tmp_path):
     """Files deployed before the key existed keep loading; the metadata then has no such key."""
-    extra = {k: "" for k in md.ALL_KEYS}
+    extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,)}
     module = torch.jit.load(str(deployed_torchscript.path), _extra_files=extra)
-    torch.jit.save(module, str(tmp_path / "old.pt"), _extra_files=extra)
+    torch.jit.save(module, str(tmp_path / "old.pt"), _extra_files={k: v for k, v in extra.items() if v})
     meta = load_model(tmp_path / "old.pt").metadata
     assert md.BYTES_PER_EDGE not in meta
     assert md.BYTES_PER_EDGE not in md.encode(meta)

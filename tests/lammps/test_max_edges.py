@@ -10,7 +10,7 @@ import re
 import torch
 
 from lammps_helpers import ELEMENTS, assert_results_close, block, read_block
-from mdpot.contract import ALL_KEYS
+from mdpot.contract import ALL_KEYS, KERNELS_KEY
 from mdpot.lammps.run import write_data
 from mdpot.testing import alloy
 
@@ -27,9 +27,10 @@ def test_auto_max_edges(plugin, lammps, models, arch, tmp_path):
 
     path = models["float64"]
     per_edge = load_model(path).metadata["bytes_per_edge"]
-    extra = {k: "" for k in ALL_KEYS}
-    old = tmp_path / "old.pt"  # as deployed before the key existed
-    torch.jit.save(torch.jit.load(str(path), _extra_files=extra), str(old), _extra_files=extra)
+    extra = {k: "" for k in ALL_KEYS + (KERNELS_KEY,)}
+    old = tmp_path / "old.pt"  # as deployed before the key existed (its kernels kept)
+    module = torch.jit.load(str(path), _extra_files=extra)
+    torch.jit.save(module, str(old), _extra_files={k: v for k, v in extra.items() if v})
 
     atoms = alloy(ELEMENTS, (3, 3, 3), a=3.0, seed=3)
     box = write_data(tmp_path / "a.data", atoms, ELEMENTS)
