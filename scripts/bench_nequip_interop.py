@@ -158,7 +158,8 @@ def issue11(args) -> int:
             raise RuntimeError(f"building the nequip model failed: {proc.stderr.strip()[-3000:]}")
         their = json.loads(proc.stdout.strip().splitlines()[-1])
         config = bench_config("nequip", layers, features, l_max)
-        ours = deploy_bench_model(work, config)
+        # mdpot's file as `mdpot deploy` writes it (fused kernels), or the pure-torch one with --kernels reference
+        ours = deploy_bench_model(work, config, fmt="fused" if args.kernels == "fused" else "torchscript")
         ours_params = sum(p.numel() for p in build_model(config, seed=0).parameters())
         loaded = load_model(ours)
         g, inputs = periodic_graph(cells, r_max)
@@ -208,10 +209,10 @@ def issue11(args) -> int:
                      "our_lammps_over_our_bare": best["ours_lammps"] / best["ours_bare"],
                      "lammps_cpu_share": lmp.get("cpu_share"), "lammps_stats": lmp.get("evaluated")})
     result = {"host": platform.node(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
-              "threads": 1, "repeats": args.repeats, "calls_per_round": args.calls, "lammps_steps": args.steps,
+              "threads": 1, "kernels": args.kernels, "repeats": args.repeats, "calls_per_round": args.calls, "lammps_steps": args.steps,
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "command": "python scripts/bench_nequip_interop.py --issue11 " + " ".join(
-                  f"--{k} {getattr(args, k)}" for k in ("repeats", "calls", "steps")),
+                  f"--{k} {getattr(args, k)}" for k in ("repeats", "calls", "steps", "kernels")),
               "rows": rows}
     out = args.out if args.out != DEFAULT_OUT else ROOT / "docs" / "benchmarks" / "nequip_pair_proxy"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -228,10 +229,10 @@ def proxy_markdown(result: dict) -> str:
     lb = ", ".join(f"{x:.1f}" for x in result["load_average_after"])
     lines = [f"# mdpot's NequIP against the nequip package's one-rank pair style, by proxy ({result['date']})", "",
              f"`{result['command']}` (torch {result['torch']}, 1 torch thread, float32, FCC Cu, r_max 5 Å, fresh "
-             f"weights). Best of {result['repeats']} interleaved rounds (each: their TorchScript, their AOTInductor "
+             f"weights; mdpot's file with the {result.get('kernels', 'reference')} kernels). Best of {result['repeats']} interleaved rounds (each: their TorchScript, their AOTInductor "
              f"package and our bare model, best of {result['calls_per_round']} calls each; then `pair_style mdpot` in "
-             f"LAMMPS on 1 rank, `message_passing exchange`, {result['lammps_steps']} steps after 2). **A busy "
-             f"machine**: 2 cores shared with other jobs (load average {la} before, {lb} after), `nice -n 5`.", "",
+             f"LAMMPS on 1 rank, `message_passing exchange`, {result['lammps_steps']} steps after 2). Load "
+             f"average {la} before, {lb} after, on 2 cores (above 1: other jobs shared them).", "",
              "**What the proxy bounds.** On one rank the nequip package's `pair_style nequip` maps ghosts to their "
              "local atoms and evaluates its model once on the periodic graph; its µs/atom/step is that model call "
              "(with the autograd forces inside it) plus its own packing, neighbour list and LAMMPS's integration, all "
@@ -285,6 +286,8 @@ def main(argv=None) -> int:
                     help="issue 11's comparison with the nequip package's one-rank pair style, by proxy (docstring)")
     ap.add_argument("--calls", type=int, default=3, help="--issue11: timed model calls per round (best is kept)")
     ap.add_argument("--steps", type=int, default=5, help="--issue11: timed LAMMPS steps per round")
+    ap.add_argument("--kernels", choices=["fused", "reference"], default="fused",
+                    help="--issue11: mdpot's file calls the fused kernels (the deploy default) or is pure torch")
     ap.add_argument("--build-their", nargs=5, metavar=("STEM", "LAYERS", "LMAX", "FEATURES", "RMAX"),
                     help=argparse.SUPPRESS)  # --issue11's subprocess
     args = ap.parse_args(argv)
