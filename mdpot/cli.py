@@ -103,9 +103,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
         try:
             load_ops()
-        except OpsUnavailableError as exc:
-            hint = "" if args.kernels else "; --kernels reference deploys without them"
-            raise CLIError(f"{exc}{hint}") from None
+        except OpsUnavailableError as exc:  # its line names the remedy, --kernels reference
+            raise CLIError(str(exc)) from None
     if kind == MDPOT:
         raise ValueError(f"{source}: is already a deployed mdpot model (see `mdpot info {source}`); deploy the "
                          f"checkpoint it came from to change its dtype or format")

@@ -89,10 +89,11 @@ def load_ops(build: bool = True, required: bool = True) -> bool:
             torch.ops.load_library(str(library))
         except (OSError, RuntimeError) as exc:
             text = " ".join(str(exc).split()) or type(exc).__name__
-            raise OpsUnavailableError(f"cannot load mdpot's fused kernels from {library}: {text}") from None
+            raise OpsUnavailableError(f"cannot load mdpot's fused kernels from {library}: {text}; use --kernels "
+                                      "reference") from None
         if not ops_loaded():
             raise OpsUnavailableError(f"{library} does not register the operators {', '.join(_OPS)}; rebuild it with "
-                                      "`python -m mdpot.lammps.plugin --force`")
+                                      "`python -m mdpot.lammps.plugin --force`, or use --kernels reference")
     except OpsUnavailableError:
         if required:
             raise
