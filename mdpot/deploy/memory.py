@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-#: Nearest-neighbour distance of the probe over r_max: FCC Cu at 5 Å (a = 3.61 Å, 42 neighbours per atom).
+#: FCC lattice constant of the probe over r_max: FCC Cu at 5 Å (a = 3.61 Å, 42 neighbours per atom).
 PROBE_LATTICE_OVER_R_MAX = 3.61 / 5.0
 #: FCC cells per side of the probe.
 PROBE_CELLS = 3
