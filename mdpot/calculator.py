@@ -20,7 +20,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from ._malloc import tune_malloc as _tune_malloc
-from .contract import ARCHITECTURE, CONFIG, MODEL_DTYPE, R_MAX, RECEPTIVE_FIELD, WEIGHTS_SHA256
+from .contract import ARCHITECTURE, BYTES_PER_EDGE, CONFIG, MODEL_DTYPE, R_MAX, RECEPTIVE_FIELD, WEIGHTS_SHA256
 from .data import Graph, TypeMapper, atoms_to_graph
 from .voigt import to_voigt
 
@@ -29,11 +29,19 @@ if TYPE_CHECKING:  # the deploy package imports torch.jit machinery; load it onl
 
     from .deploy import LoadedModel
 
-#: Default ``max_edges`` of the calculator by model dtype: about 1 GB per call for the benchmark Allegro (9 KB per
+#: ``max_edges`` of the calculator by model dtype for a file that records no ``bytes_per_edge`` (deployed before
+#: mdpot measured it, or wrapped from another package): about 1 GB per call for the benchmark Allegro (9 KB per
 #: edge in float32, 20 KB in float64; 2400 or 1200 Cu atoms per chunk, and the cost per atom is flat from a few
-#: hundred atoms up), so 100k atoms stay under 4 GB. Smaller than the pair style's 400000, which runs on one MPI
-#: rank's share of a system.
+#: hundred atoms up), so 100k atoms stay under 4 GB.
 DEFAULT_MAX_EDGES = {"float32": 100_000, "float64": 50_000}
+#: Memory budget of one call (bytes) that sizes ``max_edges`` from the file's ``bytes_per_edge``, as
+#: ``pair_style mdpot max_memory`` does (same bounds below). The pair style's default is 2 GB, but it counts
+#: neighbour-list entries, skin included (2.7x the edges with a 2 A skin at r_max 5 A); the calculator counts edges.
+#: ``bytes_per_edge`` is torch's allocation peak; the process's resident memory grows by about twice that per edge
+#: (allocator slack; ``scripts/bench_memory.py``), so 512 MB keeps a call near 1 GB resident.
+DEFAULT_MAX_MEMORY = 512 * 1024**2
+#: Bounds of a ``max_edges`` sized from ``max_memory``: below the first, calls cost more in overhead than they save.
+AUTO_MAX_EDGES_RANGE = (1_000, 100_000_000)
 
 # Peak memory of one message-passing call: bytes per edge per (tensor-product term x channel) and per radial-MLP
 # unit, summed over the blocks, by model dtype. Fitted to the peak RSS of fresh processes (FCC Cu, 42 edges per
@@ -61,9 +69,14 @@ class MDPotCalculator(Calculator):
     max_edges : int, optional
         Strictly local models (Allegro) are evaluated in chunks of consecutive centre atoms holding at most this
         many edges (at least one atom per chunk), as ``pair_style mdpot max_edges N`` does; this bounds the
-        memory of a call (about 9 KB per edge for the benchmark Allegro in float32, 20 KB in float64). Default
-        ``DEFAULT_MAX_EDGES``: 100000 for float32 models, 50000 for float64 (about 1 GB per call), for any size.
-        Ignored, with a warning, for message-passing models, which take every edge in one call.
+        memory of a call (about 8 KB per edge for the benchmark Allegro in float32, 20 KB in float64). Default
+        (as the pair style's ``max_edges auto``): ``max_memory`` over the ``bytes_per_edge`` the file recorded at
+        deploy, within ``AUTO_MAX_EDGES_RANGE``; for a file without that key ``DEFAULT_MAX_EDGES`` (100000 for
+        float32 models, 50000 for float64). The choice is in ``max_edges_reason``. Ignored, with a warning, for
+        message-passing models, which take every edge in one call.
+    max_memory : int, float or str, optional
+        The memory budget of one call that sizes the default ``max_edges``: bytes, or a size such as ``"2GB"`` or
+        ``"500MB"`` (MB = 1024² bytes, GB = 1024³). Default ``DEFAULT_MAX_MEMORY`` (512 MB). Not with ``max_edges``.
     check_memory : bool
         For message-passing models, estimate the memory of the call first and refuse one that cannot fit
         (``MemoryError``) instead of starting it (:func:`estimate_memory`).
@@ -88,13 +101,20 @@ class MDPotCalculator(Calculator):
 
     def __init__(self, model: Union[str, os.PathLike, "LoadedModel"], device: Optional[str] = None,
                  tune_malloc: bool = True, max_edges: Optional[int] = None, check_memory: bool = True,
-                 **kwargs) -> None:
+                 max_memory: Union[int, float, str, None] = None, **kwargs) -> None:
         from .deploy import LoadedModel, load_model
 
         super().__init__(**kwargs)
         if max_edges is not None and (isinstance(max_edges, bool) or not isinstance(max_edges, (int, np.integer))
                                       or max_edges < 1):
             raise ValueError(f"max_edges must be a positive integer, got {max_edges!r}")
+        if max_memory is not None:
+            if max_edges is not None:
+                raise ValueError(f"max_memory sizes the default max_edges; it cannot be combined with "
+                                 f"max_edges={max_edges}")
+            budget = parse_memory(max_memory)
+        else:
+            budget = DEFAULT_MAX_MEMORY
         if isinstance(model, LoadedModel):
             self.model = model if device is None else model.to(device)
         elif isinstance(model, (str, os.PathLike)):
@@ -115,7 +135,12 @@ class MDPotCalculator(Calculator):
             warnings.warn(f"max_edges {max_edges} is ignored: the model passes messages (receptive field "
                           f"{meta[RECEPTIVE_FIELD]} Å > r_max {meta[R_MAX]} Å), so it takes every edge in one call",
                           stacklevel=2)
-        self.max_edges = int(max_edges) if max_edges is not None else DEFAULT_MAX_EDGES[meta[MODEL_DTYPE]]
+        #: Why ``max_edges`` has its value (the pair style logs the same choice).
+        self.max_edges_reason: str
+        if max_edges is not None:
+            self.max_edges, self.max_edges_reason = int(max_edges), "given"
+        else:
+            self.max_edges, self.max_edges_reason = auto_max_edges(meta, budget)
         self._edge_bytes = _edge_bytes(meta)
 
     def graph(self, atoms: Atoms) -> Graph:
@@ -264,11 +289,51 @@ def centre_chunks(edges_per_atom: np.ndarray, max_edges: int) -> List[Tuple[int,
     return chunks
 
 
+def parse_memory(value: Union[int, float, str]) -> float:
+    """Bytes of a memory size: a positive number of bytes, or a string with the unit ``MB`` (1024² bytes) or ``GB``
+    (1024³), as ``pair_style mdpot max_memory`` reads it (``"2GB"``, ``"500MB"``, ``"1.5GB"``)."""
+    scale = 1.0
+    number: Any = value
+    if isinstance(value, str):
+        text, unit = value[:-2], value[-2:]
+        scale = {"MB": 1024.0**2, "GB": 1024.0**3}.get(unit, 0.0)
+        try:  # a plain decimal number before the unit: no spaces, sign, or Python's digit separators
+            plain = scale and text and text == text.strip() and text[0] != "+" and "_" not in text
+            number = float(text) if plain else None
+        except ValueError:
+            number = None
+    elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        number = None
+    if number is None or not np.isfinite(number) or not number > 0:
+        raise ValueError(f"max_memory must be a positive size in bytes, or a string in MB or GB (e.g. '2GB', "
+                         f"'500MB'), got {value!r}")
+    return float(number) * scale
+
+
+def auto_max_edges(metadata: Dict[str, Any], max_memory: float = DEFAULT_MAX_MEMORY) -> Tuple[int, str]:
+    """The calculator's default ``max_edges`` and why: ``max_memory`` bytes over the file's ``bytes_per_edge``,
+    within ``AUTO_MAX_EDGES_RANGE``, or ``DEFAULT_MAX_EDGES`` of the model dtype for a file without that key (the
+    rule of ``pair_style mdpot max_edges auto``)."""
+    per_edge = metadata.get(BYTES_PER_EDGE)
+    if not per_edge:
+        return (DEFAULT_MAX_EDGES[metadata[MODEL_DTYPE]],
+                "the model file records no bytes_per_edge (deployed before mdpot measured it, or wrapped from "
+                f"another package): the {metadata[MODEL_DTYPE]} default")
+    low, high = AUTO_MAX_EDGES_RANGE
+    edges = int(max_memory // per_edge)
+    chosen = min(max(edges, low), high)
+    note = (f", raised to the minimum {low}" if edges < low else f", lowered to the maximum {high}" if edges > high
+            else "")
+    return chosen, (f"max_memory {max_memory / 1024**2:.6g} MB / {per_edge:.0f} bytes per edge measured at "
+                    f"deploy{note}")
+
+
 def estimate_memory(metadata: Dict[str, Any], n_atoms: int, n_edges: int) -> Optional[float]:
     """Estimated peak bytes of one call of a message-passing mdpot model (NequIP) on ``n_atoms`` atoms and
-    ``n_edges`` edges (energy, forces, stress), from measurements of the benchmark NequIP scaled by the size of
-    the model's tensor products; ``None`` for a strictly local model (evaluated in chunks) or one whose config
-    the metadata does not carry (a model wrapped from the nequip package).
+    ``n_edges`` edges (energy, forces, stress): the file's ``bytes_per_edge`` (measured at deploy) if it has one,
+    otherwise from measurements of the benchmark NequIP scaled by the size of the model's tensor products;
+    ``None`` for a strictly local model (evaluated in chunks) or a file with neither (a model wrapped from the
+    nequip package).
 
     Example
     -------
@@ -280,7 +345,11 @@ def estimate_memory(metadata: Dict[str, Any], n_atoms: int, n_edges: int) -> Opt
 
 
 def _edge_bytes(metadata: Dict[str, Any]) -> Optional[float]:
-    if metadata[RECEPTIVE_FIELD] <= metadata[R_MAX] or metadata[ARCHITECTURE] != "nequip":
+    if metadata[RECEPTIVE_FIELD] <= metadata[R_MAX]:
+        return None
+    if metadata.get(BYTES_PER_EDGE):
+        return float(metadata[BYTES_PER_EDGE])
+    if metadata[ARCHITECTURE] != "nequip":
         return None
     from .models import NequIP, NequIPConfig
 

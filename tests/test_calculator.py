@@ -337,6 +337,44 @@ def test_bad_max_edges():
         assert str(info.value) == f"max_edges must be a positive integer, got {bad!r}"
 
 
+def test_default_max_edges_from_bytes_per_edge(deployed_torchscript):
+    """The default max_edges is max_memory over the file's measured bytes_per_edge (the pair style's max_edges auto),
+    within the bounds; a file without the key keeps the dtype default; max_memory and max_edges exclude each other."""
+    from mdpot.calculator import AUTO_MAX_EDGES_RANGE, DEFAULT_MAX_EDGES, DEFAULT_MAX_MEMORY, auto_max_edges
+
+    meta = deployed_torchscript.metadata
+    per_edge = meta["bytes_per_edge"]
+    assert 1e2 < per_edge < 1e5, per_edge  # the small test models: 0.6-5 kB per edge
+    calc = MDPotCalculator(deployed_torchscript)
+    assert calc.max_edges == int(DEFAULT_MAX_MEMORY // per_edge)
+    assert calc.max_edges_reason == f"max_memory 512 MB / {per_edge:.0f} bytes per edge measured at deploy"
+    calc = MDPotCalculator(deployed_torchscript, max_memory=f"{200 * per_edge / 1024**2}MB")
+    assert calc.max_edges == AUTO_MAX_EDGES_RANGE[0] and calc.max_edges_reason.endswith(", raised to the minimum 1000")
+    assert MDPotCalculator(deployed_torchscript, max_memory=per_edge * 5000.5).max_edges == 5000
+    assert auto_max_edges(meta, 1e15)[0] == AUTO_MAX_EDGES_RANGE[1]
+    assert MDPotCalculator(deployed_torchscript, max_edges=77).max_edges_reason == "given"
+    legacy = MDPotCalculator(SHIPPED / "allegro-cu-emt" / "model.pt")  # written before bytes_per_edge existed
+    assert "bytes_per_edge" not in legacy.model.metadata
+    assert legacy.max_edges == DEFAULT_MAX_EDGES["float64"] and "records no bytes_per_edge" in legacy.max_edges_reason
+    with pytest.raises(ValueError) as info:
+        MDPotCalculator(deployed_torchscript, max_edges=100, max_memory="1GB")
+    assert str(info.value) == "max_memory sizes the default max_edges; it cannot be combined with max_edges=100"
+    for bad in ("2 GB", "2TB", "-1GB", "+2GB", "nanGB", 0, -5.0, True):
+        with pytest.raises(ValueError) as info:
+            MDPotCalculator(deployed_torchscript, max_memory=bad)
+        assert str(info.value) == ("max_memory must be a positive size in bytes, or a string in MB or GB (e.g. '2GB', "
+                                   f"'500MB'), got {bad!r}")
+
+
+def test_memory_estimate_uses_the_measured_bytes_per_edge(deployed_torchscript):
+    """A message-passing file with bytes_per_edge is estimated by it; a strictly local one is not estimated."""
+    from mdpot.calculator import estimate_memory
+
+    meta = deployed_torchscript.metadata
+    expected = None if meta["architecture"] == "allegro" else meta["bytes_per_edge"] * 1234
+    assert estimate_memory(meta, 10, 1234) == expected
+
+
 def _energy_forces(atoms: Atoms, calc) -> tuple:
     atoms = atoms.copy()
     atoms.calc = calc
