@@ -103,7 +103,10 @@ DEFAULT_KERNELS = "fused"
 
 def default_kernels(format: str) -> str:
     """The kernels a deployed file of ``format`` gets when none are asked for: the fused operators in a
-    TorchScript file, the reference (pure torch) in an AOTInductor package, which cannot call them yet."""
+    TorchScript file, the reference (pure torch) in an AOTInductor package. A package can call the fused operators
+    (``--kernels fused``, format version 6), but measured it was not faster: Inductor fuses the reference
+    products, gathers and scatters into its own loops, which the operators' calls interrupt
+    (``docs/benchmarks/fused_kernels.md``)."""
     return DEFAULT_KERNELS if format == "torchscript" else "reference"
 
 

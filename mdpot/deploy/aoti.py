@@ -1,5 +1,6 @@
-"""AOTInductor packages (``.pt2``, format version 3, or 6 calling mdpot's fused kernels): compile the model contract ahead of time to native code, and
-read such a package back after checking it (``docs/contract.md``, "AOTInductor packages").
+"""AOTInductor packages (``.pt2``, format version 3, or 6 calling mdpot's fused kernels): compile the model contract
+ahead of time to native code, and read such a package back after checking it (``docs/contract.md``, "AOTInductor
+packages").
 
 Writing: the contract module is traced with symbolic shapes, so that the autograd force and virial computation
 unrolls into one flat graph; :func:`torch.export.export` makes the atom, edge and local-atom counts dynamic;
