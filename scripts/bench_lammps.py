@@ -1,7 +1,8 @@
 """Benchmark the LAMMPS pair style `mdpot` with the benchmark Allegro or NequIP model.
 
 Models (fresh weights, float32, Cu, r_max 5 Å): Allegro, l_max 1, 2 layers, 32 scalar / 16 tensor features
-(the defaults of ``AllegroConfig(elements=("Cu",), r_max=5.0)``); NequIP, ``--layers`` layers (default 3),
+(the defaults of ``AllegroConfig(elements=("Cu",), r_max=5.0)``; ``--lmax``, ``--features``, ``--tensor-features``
+for others); NequIP, ``--layers`` layers (default 3),
 ``--features`` features (default 32), l_max ``--lmax`` (default 1). System: FCC Cu (a = 3.61 Å), NVE at 300 K.
 
 Reports, per size and rank count: timesteps/s, µs per atom-step, the pair-style share of the step; what the
@@ -28,6 +29,9 @@ target is twice the reference TorchScript):
 
     python scripts/bench_lammps.py --sizes 4000 --ranks 2 --format torchscript fused aoti aoti-fused --repeats 3 \
         --bare-max-atoms 0 --tag _aoti_fused
+    python scripts/bench_lammps.py --lmax 2 --features 64 --tensor-features 32 --sizes 4000 --ranks 2 \
+        --format torchscript fused aoti aoti-fused --aoti-threads serial --steps 5 --bare-max-atoms 0 \
+        --tag _aoti_fused_lmax2     # the realistic Allegro: l_max 2, 64 scalar / 32 tensor features
 
 Every variant's kernels are explicit: ``torchscript`` and ``aoti`` are the reference (pure torch) kernels,
 ``fused`` and ``aoti-fused`` mdpot's fused operators (``--kernels fused``), whatever ``mdpot deploy`` defaults to.
@@ -90,11 +94,12 @@ def cells_for(atoms: int) -> int:
     return max(2, round((atoms / 4) ** (1 / 3)))
 
 
-def bench_config(arch: str, layers: int, features: int = 32, l_max: int = 1):
+def bench_config(arch: str, layers: int, features: int = 32, l_max: int = 1, tensor_features: int = 16):
     from mdpot.models import AllegroConfig, NequIPConfig
 
     if arch == "allegro":
-        return AllegroConfig(elements=("Cu",), r_max=5.0)
+        return AllegroConfig(elements=("Cu",), r_max=5.0, l_max=l_max, num_scalar_features=features,
+                             num_tensor_features=tensor_features)
     # avg_num_neighbors as in FCC Cu at 5 Å (42): with 1.0, fresh weights blow features up into the range
     # where float32 gates underflow to denormals, which the CPU computes ~10x slower
     return NequIPConfig(elements=("Cu",), r_max=5.0, l_max=l_max, num_layers=layers, num_features=features,
@@ -269,9 +274,11 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", choices=("allegro", "nequip"), default="allegro", help="benchmark model (default allegro)")
     parser.add_argument("--layers", type=int, default=3, help="NequIP interaction blocks (default 3)")
     parser.add_argument("--features", type=int, default=32,
-                        help="NequIP channels (default 32; the ghost counts do not depend on it, memory does)")
+                        help="NequIP channels, Allegro scalar features (default 32; the ghost counts do not depend on "
+                             "it, memory does)")
+    parser.add_argument("--tensor-features", type=int, default=16, help="Allegro tensor features (default 16)")
     parser.add_argument("--lmax", type=int, default=1,
-                        help="NequIP l_max of the features and spherical harmonics (default 1)")
+                        help="l_max of the features and spherical harmonics (default 1)")
     parser.add_argument("--max-edges", nargs="+",
                         help="pair_style mdpot max_edges values to run, interleaved (N or auto): edges per model call, "
                              "per block call in exchange mode "
@@ -296,10 +303,10 @@ def main(argv=None) -> int:
             parser.error(f"--max-edges takes positive integers or auto, got {value}")
     if args.lmax < 0:
         parser.error(f"--lmax must be 0 or more, got {args.lmax}")
-    if args.arch == "allegro" and args.lmax != 1:
-        parser.error(f"--lmax applies to the NequIP benchmark model (--arch nequip), got --lmax {args.lmax} "
-                     "with --arch allegro")
-    config = bench_config(args.arch, args.layers, args.features, args.lmax)
+    if args.arch == "nequip" and args.tensor_features != 16:
+        parser.error(f"--tensor-features applies to the Allegro benchmark model, got --tensor-features "
+                     f"{args.tensor_features} with --arch nequip")
+    config = bench_config(args.arch, args.layers, args.features, args.lmax, args.tensor_features)
     stem = ("bench_lammps" if args.arch == "allegro" else "bench_lammps_nequip") + args.tag
     sizes = args.sizes or ([1000, 4000] if args.quick else [1000, 10000, 100000])
     steps = args.steps or (5 if args.quick else 20)

@@ -91,9 +91,11 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
 
     ``format``: ``"torchscript"`` (format version 2; 4 for a message-passing model with a short-range repulsion,
     whose block interface then includes the pair term) or ``"aoti"``, an AOTInductor package (format version 3, or
-    6 with the fused kernels, ``docs/contract.md``) of native code for this machine's CPU, or for an older one with ``cpu_isa``
-    (``"avx2"``, ``"avx512"``; packages only). ``aoti_threads``: a package's loops follow the running thread count
-    (``"dynamic"``) or are single-threaded (``"serial"``: fastest with one thread per MPI rank). Compiling a package takes tens of seconds (mostly the C++ compiler).
+    6 with the fused kernels, ``docs/contract.md``) of native code for this machine's CPU, or for an older one with
+    ``cpu_isa`` (``"avx2"``, ``"avx512"``; packages only). ``aoti_threads``: a package's loops follow the running
+    thread count (``"dynamic"``) or are single-threaded (``"serial"``: fastest with one thread per MPI rank; its
+    scatters are plain adds, a dynamic package's atomic ones). Compiling a package takes tens of seconds (mostly the
+    C++ compiler).
 
     ``kernels``: ``"fused"``: the tensor products call mdpot's fused C++ operators (:mod:`mdpot.ops`), format
     version ``FUSED_FORMAT_VERSION`` (5) for TorchScript, ``AOTI_FUSED_FORMAT_VERSION`` (6) for a package, which
