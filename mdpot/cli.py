@@ -317,11 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "package also runs on older CPUs (default native)")
     p.add_argument("--aoti-threads", choices=AOTI_THREADS, default="dynamic",
                    help="aoti: dynamic compiles parallel loops that follow the running thread count (torch threads, "
-                        "OMP_NUM_THREADS, the pair style's threads); serial compiles none, fastest with one thread per "
-                        "MPI rank (default dynamic)")
+                        "OMP_NUM_THREADS, the pair style's threads) and atomic scatters; serial compiles none and plain "
+                        "scatters, fastest with one thread per MPI rank (default dynamic)")
     p.add_argument("--kernels", choices=KERNELS, default=None,
-                   help="mdpot checkpoints: fused calls mdpot's C++ tensor-product kernels (faster; the file needs "
-                        "libmdpot_ops.so, built with the LAMMPS plugin, and is format version 5, or 6 for a package); "
+                   help="mdpot checkpoints: fused calls mdpot's C++ tensor-product kernels (faster in TorchScript, "
+                        "not in packages; the file needs libmdpot_ops.so, built with the LAMMPS plugin, and is format "
+                        "version 5, or 6 for a package); "
                         "reference is pure torch, readable by older mdpot (default: "
                         f"{default_kernels('torchscript')} for TorchScript, {default_kernels('aoti')} for AOTInductor "
                         "packages)")
