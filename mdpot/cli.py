@@ -92,8 +92,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from .contract import default_kernels
 
     kernels = args.kernels or default_kernels(fmt)
-    if args.kernels == "fused" and fmt != "torchscript":
-        raise CLIError("--kernels fused applies to TorchScript files only; AOTInductor packages use the reference kernels")
     _check_output(out, args.force)
     kind = detect_source_kind(source, assume=args.source_family)
     if args.kernels == "fused" and kind != MDPOT_CHECKPOINT:
@@ -116,15 +114,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if kind == MDPOT_CHECKPOINT:
             deployed = deploy_checkpoint(source, out, dtype=args.dtype or "float64", overwrite=True, format=fmt,
                                          cpu_isa=args.cpu_isa, aoti_threads=args.aoti_threads,
-                                         kernels=kernels if fmt == "torchscript" else "reference")
+                                         kernels=kernels)
         else:
             deployed = deploy_nequip(source, out, dtype=args.dtype, overwrite=True, kind=kind)
     except (OSError, RuntimeError) as exc:
         raise _write_error(exc, out) from None
     meta = deployed.metadata
     count = deployed.num_parameters
-    what = ("TorchScript, fused kernels" if meta.get("kernels") == "fused" else "TorchScript") if fmt == "torchscript" else (f"AOTInductor package for {deployed.target['isa']}, "
+    what = "TorchScript" if fmt == "torchscript" else (f"AOTInductor package for {deployed.target['isa']}, "
                                                       f"{deployed.target.get('threads', 'dynamic')} threads")
+    if meta.get("kernels") == "fused":
+        what += ", fused kernels"
     print(f"wrote {out}: {meta['architecture']} {meta['model_dtype']} {what} from {_origin(meta)}, "
           f"{'an unknown number of' if count is None else count} parameters, self-check passed "
           f"({time.perf_counter() - t0:.1f} s)")
@@ -271,7 +271,7 @@ def version_line() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .contract import AOTI_CPU_ISAS as CPU_ISAS, AOTI_THREADS, DEFAULT_FORMAT, DEFAULT_KERNELS, KERNELS
+    from .contract import AOTI_CPU_ISAS as CPU_ISAS, AOTI_THREADS, DEFAULT_FORMAT, KERNELS, default_kernels
     from .contract import DEPLOY_FORMATS as FORMATS
 
     parser = argparse.ArgumentParser(prog="mdpot", description="Equivariant ML interatomic potentials: train, deploy, inspect, run.")
@@ -317,13 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "package also runs on older CPUs (default native)")
     p.add_argument("--aoti-threads", choices=AOTI_THREADS, default="dynamic",
                    help="aoti: dynamic compiles parallel loops that follow the running thread count (torch threads, "
-                        "OMP_NUM_THREADS, the pair style's threads); serial compiles none, fastest with one thread per "
-                        "MPI rank (default dynamic)")
+                        "OMP_NUM_THREADS, the pair style's threads) and atomic scatters; serial compiles none and plain "
+                        "scatters, fastest with one thread per MPI rank (default dynamic)")
     p.add_argument("--kernels", choices=KERNELS, default=None,
-                   help="torchscript, mdpot checkpoints: fused calls mdpot's C++ tensor-product kernels (faster; the "
-                        "file needs libmdpot_ops.so, built with the LAMMPS plugin, and is format version 5); reference "
-                        f"is pure torch, readable by older mdpot (default: {DEFAULT_KERNELS} for TorchScript, reference "
-                        "for AOTInductor packages)")
+                   help="mdpot checkpoints: fused calls mdpot's C++ tensor-product kernels (faster in TorchScript, "
+                        "not in packages; the file needs libmdpot_ops.so, built with the LAMMPS plugin, and is format "
+                        "version 5, or 6 for a package); "
+                        "reference is pure torch, readable by older mdpot (default: "
+                        f"{default_kernels('torchscript')} for TorchScript, {default_kernels('aoti')} for AOTInductor "
+                        "packages)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=cmd_deploy)
 

@@ -28,10 +28,19 @@ BLOCK_METHODS: Tuple[str, ...] = ("mp_num_blocks", "mp_feature_widths", "mp_stat
 #: The short-range pair term of the block interface: required, with ``BLOCK_METHODS``, in a version-4 file.
 PAIR_METHODS: Tuple[str, ...] = ("mp_has_pair", "mp_pair")
 #: Versions this mdpot reads: every earlier version keeps loading (version 1 runs whole-graph only).
-READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5)
+READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 #: Version written into AOTInductor packages (``mdpot deploy --format aoti``, ``.pt2``): version 2's whole-graph
 #: contract compiled to native code, without the block interface (``docs/contract.md``, "AOTInductor packages").
 AOTI_FORMAT_VERSION = 3
+#: Version of an AOTInductor package whose program calls mdpot's fused operators (``mdpot deploy --format aoti
+#: --kernels fused``): version 3 otherwise, but it runs only where ``libmdpot_ops.so`` is loaded before the package,
+#: which an mdpot that does not know it never does.
+AOTI_FUSED_FORMAT_VERSION = 6
+#: The versions of AOTInductor packages; every other readable version is a TorchScript file's.
+AOTI_FORMAT_VERSIONS: Tuple[int, ...] = (AOTI_FORMAT_VERSION, AOTI_FUSED_FORMAT_VERSION)
+#: The versions of files calling the fused operators (a TorchScript file, a package): ``kernels`` is ``fused``
+#: exactly in these.
+FUSED_FORMAT_VERSIONS: Tuple[int, ...] = (FUSED_FORMAT_VERSION, AOTI_FUSED_FORMAT_VERSION)
 #: The package's one program.
 AOTI_PROGRAM = "model"
 #: Folder (under the archive's top folder) of mdpot's metadata records in a package; the digest covers ``data/``.
@@ -53,7 +62,8 @@ AOTI_ARCH_FLAG_FEATURES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
 )
 
 #: Formats ``mdpot deploy`` writes, with the file suffix each is known by: TorchScript (format version 2, or
-#: ``PAIR_FORMAT_VERSION``) and AOTInductor packages (``AOTI_FORMAT_VERSION``). The kind of a file is read from its
+#: ``PAIR_FORMAT_VERSION``, or ``FUSED_FORMAT_VERSION``) and AOTInductor packages (``AOTI_FORMAT_VERSION``, or
+#: ``AOTI_FUSED_FORMAT_VERSION``). The kind of a file is read from its
 #: content, never its suffix.
 DEPLOY_FORMATS: Tuple[str, ...] = ("torchscript", "aoti")
 FORMAT_SUFFIXES = {"torchscript": ".pt", "aoti": ".pt2"}
@@ -82,8 +92,9 @@ PROVENANCE = "provenance"
 CONFIG = "config"
 WEIGHTS_SHA256 = "weights_sha256"
 
-#: Optional metadata key of a TorchScript file: which implementation of the tensor products it calls, one of
-#: ``KERNELS``; absent means ``reference``. ``fused`` exactly when the format version is ``FUSED_FORMAT_VERSION``.
+#: Optional metadata key of a deployed file: which implementation of the tensor products it calls, one of
+#: ``KERNELS``; absent means ``reference``. ``fused`` exactly when the format version is one of
+#: ``FUSED_FORMAT_VERSIONS`` (5 for TorchScript, 6 for a package).
 KERNELS_KEY = "kernels"
 KERNELS: Tuple[str, ...] = ("reference", "fused")
 #: What ``mdpot deploy`` writes into a TorchScript file without ``--kernels`` (AOTInductor packages: ``reference``).
@@ -92,7 +103,10 @@ DEFAULT_KERNELS = "fused"
 
 def default_kernels(format: str) -> str:
     """The kernels a deployed file of ``format`` gets when none are asked for: the fused operators in a
-    TorchScript file, the reference (pure torch) in an AOTInductor package, which cannot call them yet."""
+    TorchScript file, the reference (pure torch) in an AOTInductor package. A package can call the fused operators
+    (``--kernels fused``, format version 6), but measured it was not faster: Inductor fuses the reference
+    products, gathers and scatters into its own loops, which the operators' calls interrupt
+    (``docs/benchmarks/fused_kernels.md``)."""
     return DEFAULT_KERNELS if format == "torchscript" else "reference"
 
 
@@ -182,6 +196,7 @@ def cpp_header() -> str:
         f"inline constexpr int MAX_NUM_LAYERS = {MAX_NUM_LAYERS};\n"
         f"inline constexpr double OVERLAP_DISTANCE = {OVERLAP_DISTANCE!r};\n"
         f"inline constexpr int AOTI_FORMAT_VERSION = {AOTI_FORMAT_VERSION};\n"
+        f"inline constexpr int AOTI_FUSED_FORMAT_VERSION = {AOTI_FUSED_FORMAT_VERSION};\n"
         f"inline constexpr const char *AOTI_PROGRAM = {_cpp_string(AOTI_PROGRAM)};\n"
         f"inline constexpr const char *AOTI_METADATA_FOLDER = {_cpp_string(AOTI_METADATA_FOLDER)};\n"
         f"inline constexpr const char *AOTI_DIGESTED_FOLDER = {_cpp_string(AOTI_DIGESTED_FOLDER)};\n"

@@ -7,8 +7,14 @@ share of time spent outside the model (neighbour list + conversion; target <= 10
 Prints a table and writes ``docs/benchmarks/bench_ase.json`` (and ``.md``). ``--allocator both`` runs each
 size under glibc malloc and tcmalloc (Debian ``libtcmalloc-minimal4``) in fresh processes.
 
-``--format torchscript aoti`` deploys the model in each format once (the AOTInductor compile time is printed) and
-times them interleaved in one process (A B A B …, best of each), with each format's ratio to the first.
+``--format torchscript fused aoti aoti-fused`` deploys the model as each variant once (the deploy time, an
+AOTInductor compile for a package, is printed) and times them interleaved in one process (A B A B …, best of each),
+with each variant's ratio to the reference TorchScript file (``torchscript``; to the first variant without it).
+The kernels are explicit: ``torchscript`` and ``aoti`` use the reference (pure torch) tensor products, ``fused``
+(TorchScript) and ``aoti-fused`` mdpot's fused operators, whatever ``mdpot deploy`` defaults to:
+
+    python scripts/bench_ase.py --sizes 2048 8192 --allocator glibc --format torchscript fused aoti aoti-fused \
+        --out docs/benchmarks/bench_ase_aoti_fused
 """
 from __future__ import annotations
 
@@ -35,12 +41,23 @@ MODELS = {
 }
 
 
+#: ``--format`` variants -> (deploy format, kernels, label); "torchscript" is the baseline of the speed-ups.
+VARIANTS = {
+    "torchscript": ("torchscript", "reference", "TorchScript, reference kernels"),
+    "fused": ("torchscript", "fused", "TorchScript, fused kernels"),
+    "aoti": ("aoti", "reference", "AOTI package, reference kernels"),
+    "aoti-fused": ("aoti", "fused", "AOTI package, fused kernels"),
+}
+
+
 def model_path(arch: str, dtype: str, fmt: str) -> Path:
-    return ROOT / "runs" / "bench" / f"{arch}_cu_{dtype}{'.pt2' if fmt == 'aoti' else '.pt'}"
+    deploy_format = VARIANTS[fmt][0]
+    return ROOT / "runs" / "bench" / f"{arch}_cu_{dtype}_{fmt}{'.pt2' if deploy_format == 'aoti' else '.pt'}"
 
 
 def deploy(arch: str, dtype: str, fmt: str, threads: int) -> float:
-    """Deploy the benchmark model in ``fmt``; returns the seconds it took (compile and self-check)."""
+    """Deploy the benchmark model as variant ``fmt`` of ``VARIANTS``; returns the seconds it took (compile and
+    self-check)."""
     import torch
 
     from mdpot.deploy import deploy_model
@@ -51,7 +68,8 @@ def deploy(arch: str, dtype: str, fmt: str, threads: int) -> float:
     path = model_path(arch, dtype, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    deploy_model(build_model(cfg, seed=0), path, dtype=dtype, overwrite=True, format=fmt)
+    deploy_format, kernels, _ = VARIANTS[fmt]
+    deploy_model(build_model(cfg, seed=0), path, dtype=dtype, overwrite=True, format=deploy_format, kernels=kernels)
     return time.perf_counter() - t0
 
 
@@ -151,8 +169,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     ap.add_argument("--allocator", default="both", choices=("glibc", "tcmalloc", "both"))
     ap.add_argument("--arch", default="allegro", choices=sorted(MODELS))
-    ap.add_argument("--format", nargs="+", default=["torchscript"], choices=("torchscript", "aoti"), dest="formats",
-                    help="deploy formats, timed interleaved in one process (default torchscript)")
+    ap.add_argument("--format", nargs="+", default=["torchscript"], choices=tuple(VARIANTS), dest="formats",
+                    help="deployed variants, timed interleaved in one process: torchscript and aoti with the reference "
+                         "kernels, fused (TorchScript) and aoti-fused with the fused kernels (default torchscript)")
     ap.add_argument("--out", help="results stem (default docs/benchmarks/bench_ase, or bench_ase_nequip)")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -176,6 +195,7 @@ def main(argv=None) -> int:
         print("tcmalloc not found (apt-get install libtcmalloc-minimal4); measuring glibc only", file=sys.stderr)
         allocators = ["glibc"]
     rows = []
+    load_before = os.getloadavg()
     print(f"{'allocator':<9} {'format':<11} {'atoms':>6} {'edges':>8} {'µs/atom':>9} {'model':>9} {'nl+conv':>8} "
           f"{'outside':>8} {'speed-up':>8}")
     for alloc in allocators:
@@ -188,10 +208,12 @@ def main(argv=None) -> int:
                    "--format", *args.formats]
             results = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
                                                 text=True).stdout.splitlines()[-1])
+            base = next((r for r in results if r["format"] == "torchscript"), results[0])
             for res in results:
                 res["allocator"] = alloc
-                # speed-up: the first format's time over this one's (calculator, energy + forces)
-                res["speedup"] = results[0]["us_per_atom_total"] / res["us_per_atom_total"]
+                res["label"] = VARIANTS[res["format"]][2]
+                # speed-up: the reference TorchScript time over this one's (calculator, energy + forces)
+                res["speedup"] = base["us_per_atom_total"] / res["us_per_atom_total"]
                 rows.append(res)
                 print(f"{alloc:<9} {res['format']:<11} {n:>6} {res['edges']:>8} {res['us_per_atom_total']:>9.1f} "
                       f"{res['us_per_atom_model']:>9.1f} {res['us_per_atom_graph']:>8.1f} "
@@ -203,16 +225,20 @@ def main(argv=None) -> int:
     meta["deploy_seconds"] = compile_s
     meta["compute_floor"] = floor
     meta["command"] = "python scripts/bench_ase.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta["load_average_before"], meta["load_average_after"] = load_before, os.getloadavg()
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = ["| allocator | format | atoms | edges | µs/atom (E+F, calculator) | µs/atom model | outside model | speed-up |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['allocator']} | {r['format']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | "
+    base = "reference TorchScript" if "torchscript" in args.formats else args.formats[0]
+    lines = ["| allocator | format | atoms | edges | µs/atom (E+F, calculator) | µs/atom model | outside model | "
+             f"speed-up vs {base} |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['allocator']} | {r['label']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | "
               f"{r['us_per_atom_model']:.1f} | {100 * r['share_outside_model']:.1f}% | {r['speedup']:.2f}x |" for r in rows]
     lines.append("")
     lines.append(floor_line[0].upper() + floor_line[1:] + ".")
     lines.append("")
     lines.append(f"Command: `{meta['command']}`; deploy (compile + self-check) seconds: "
-                 + ", ".join(f"{k} {v:.1f}" for k, v in compile_s.items()))
+                 + ", ".join(f"{k} {v:.1f}" for k, v in compile_s.items()) + ". Load average (1, 5, 15 min) before → "
+                 f"after the timing: {' '.join(f'{x:.2f}' for x in load_before)} → "
+                 f"{' '.join(f'{x:.2f}' for x in meta['load_average_after'])}.")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0

@@ -1,7 +1,8 @@
 """Benchmark the LAMMPS pair style `mdpot` with the benchmark Allegro or NequIP model.
 
 Models (fresh weights, float32, Cu, r_max 5 Å): Allegro, l_max 1, 2 layers, 32 scalar / 16 tensor features
-(the defaults of ``AllegroConfig(elements=("Cu",), r_max=5.0)``); NequIP, ``--layers`` layers (default 3),
+(the defaults of ``AllegroConfig(elements=("Cu",), r_max=5.0)``; ``--lmax``, ``--features``, ``--tensor-features``
+for others); NequIP, ``--layers`` layers (default 3),
 ``--features`` features (default 32), l_max ``--lmax`` (default 1). System: FCC Cu (a = 3.61 Å), NVE at 300 K.
 
 Reports, per size and rank count: timesteps/s, µs per atom-step, the pair-style share of the step; what the
@@ -23,7 +24,17 @@ atom. Writes docs/benchmarks/bench_lammps.{json,md} (Allegro) or bench_lammps_ne
 
 ``--format torchscript fused`` compares TorchScript files with the reference and the fused tensor-product kernels
 (``mdpot deploy --kernels fused``, ``mdpot.ops``) the same way: ``fused`` is a TorchScript file calling
-``torch.ops.mdpot.*``, which runs in every message-passing mode.
+``torch.ops.mdpot.*``, which runs in every message-passing mode. The four variants side by side (issue 12's
+target is twice the reference TorchScript):
+
+    python scripts/bench_lammps.py --sizes 4000 --ranks 2 --format torchscript fused aoti aoti-fused --repeats 3 \
+        --bare-max-atoms 0 --tag _aoti_fused
+    python scripts/bench_lammps.py --lmax 2 --features 64 --tensor-features 32 --sizes 4000 --ranks 2 \
+        --format torchscript fused aoti aoti-fused --aoti-threads serial --steps 5 --bare-max-atoms 0 \
+        --tag _aoti_fused_lmax2     # the realistic Allegro: l_max 2, 64 scalar / 32 tensor features
+
+Every variant's kernels are explicit: ``torchscript`` and ``aoti`` are the reference (pure torch) kernels,
+``fused`` and ``aoti-fused`` mdpot's fused operators (``--kernels fused``), whatever ``mdpot deploy`` defaults to.
 
 ``--max-edges auto 400000`` runs every case with each value (interleaved like formats); ``auto`` is the pair style's
 default (``max_memory`` over the file's ``bytes_per_edge``), and the value it chose is the table's ``max_edges``.
@@ -41,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import sys
@@ -82,11 +94,12 @@ def cells_for(atoms: int) -> int:
     return max(2, round((atoms / 4) ** (1 / 3)))
 
 
-def bench_config(arch: str, layers: int, features: int = 32, l_max: int = 1):
+def bench_config(arch: str, layers: int, features: int = 32, l_max: int = 1, tensor_features: int = 16):
     from mdpot.models import AllegroConfig, NequIPConfig
 
     if arch == "allegro":
-        return AllegroConfig(elements=("Cu",), r_max=5.0)
+        return AllegroConfig(elements=("Cu",), r_max=5.0, l_max=l_max, num_scalar_features=features,
+                             num_tensor_features=tensor_features)
     # avg_num_neighbors as in FCC Cu at 5 Å (42): with 1.0, fresh weights blow features up into the range
     # where float32 gates underflow to denormals, which the CPU computes ~10x slower
     return NequIPConfig(elements=("Cu",), r_max=5.0, l_max=l_max, num_layers=layers, num_features=features,
@@ -101,18 +114,27 @@ def describe(config) -> str:
             f"r_max {config.r_max:g} Å (receptive field {config.receptive_field:g} Å), float32")
 
 
+#: ``--format`` variants -> (deploy format, kernels, label). "torchscript" (the reference kernels) is what every
+#: other variant is measured against.
+VARIANTS = {
+    "torchscript": ("torchscript", "reference", "TorchScript, reference kernels"),
+    "fused": ("torchscript", "fused", "TorchScript, fused kernels"),
+    "aoti": ("aoti", "reference", "AOTI package, reference kernels"),
+    "aoti-fused": ("aoti", "fused", "AOTI package, fused kernels"),
+}
+
+
 def deploy_bench_model(folder: Path, config, fmt: str = "torchscript", aoti_threads: str = "dynamic") -> Path:
-    """The benchmark model deployed in ``fmt`` (a package with ``aoti_threads`` loops: dynamic or serial)."""
+    """The benchmark model deployed as variant ``fmt`` of ``VARIANTS`` (a package with ``aoti_threads`` loops:
+    dynamic or serial)."""
     from mdpot.deploy import deploy_model
     from mdpot.models import build_model
 
-    path = folder / f"bench_{config.architecture}_cu_f32{'.pt2' if fmt == 'aoti' else '_fused.pt' if fmt == 'fused' else '.pt'}"
-    if fmt == "fused":  # TorchScript calling the fused kernels
-        deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, kernels="fused")
-        return path
-    # "torchscript" is the pure-torch file (the reference kernels), what "fused" is measured against
-    deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, format=fmt,
-                 **({"aoti_threads": aoti_threads} if fmt == "aoti" else {"kernels": "reference"}))
+    deploy_format, kernels, _ = VARIANTS[fmt]
+    suffix = ".pt2" if deploy_format == "aoti" else ".pt"
+    path = folder / f"bench_{config.architecture}_cu_f32_{fmt}{suffix}"
+    deploy_model(build_model(config, seed=0), path, dtype="float32", overwrite=True, format=deploy_format,
+                 kernels=kernels, **({"aoti_threads": aoti_threads} if deploy_format == "aoti" else {}))
     return path
 
 
@@ -192,8 +214,13 @@ def markdown(results: dict) -> str:
     asked = " ".join(map(str, asked)) if isinstance(asked, list) else asked
     max_edges = f" pair_style max_edges {asked}." if asked else ""
     lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
-             f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.{max_edges}", "",
-             "| format | message passing | max_edges (asked → used) | atoms | ranks | allocator | timesteps/s | µs/atom/step | vs TorchScript | "
+             f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.{max_edges}", ""]
+    if results.get("command"):
+        load = " → ".join(" ".join(f"{x:.2f}" for x in results[k]) for k in ("load_average_before", "load_average_after")
+                          if results.get(k))
+        lines += [f"Command: `{results['command']}`. Load average (1, 5, 15 min) before → after: {load}.", ""]
+    lines += [
+             "| format | message passing | max_edges (asked → used) | atoms | ranks | allocator | timesteps/s | µs/atom/step | vs reference TorchScript | "
              "CPU µs/atom/step (wall × CPU use) | "
              "pair share | ghost atoms / local | ghost-centred edges / local | edges on ghosts | bare model µs/atom | "
              "overhead vs bare | comm bytes / atom / step | comm share | peak RSS rank 0 (MB) | peak RSS largest rank (MB) | "
@@ -218,7 +245,8 @@ def markdown(results: dict) -> str:
             share = ev["comm_seconds_per_step"] / (r["seconds"] / r["steps"])
             comm = f"{ev['comm_bytes_per_atom']:.0f} | {share * 100:.1f}%"
         used = f"{r['max_edges']:.0f}" if isinstance(r.get("max_edges"), float) and r["max_edges"] else "–"
-        lines.append(f"| {fmt} | {r.get('mode', '–')} | {r.get('max_edges_asked', 'default')} → {used} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
+        label = VARIANTS[fmt][2] if fmt in VARIANTS else fmt
+        lines.append(f"| {label} | {r.get('mode', '–')} | {r.get('max_edges_asked', 'default')} → {used} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
                      f"{r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {ratio} | {cpu_us} | "
                      f"{r['pair_fraction'] * 100:.0f}% | "
                      f"{ghosts} | {bare_us} | {overhead} | {comm} | {mb(r['peak_rss_mb_rank0'])} | "
@@ -246,18 +274,20 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", choices=("allegro", "nequip"), default="allegro", help="benchmark model (default allegro)")
     parser.add_argument("--layers", type=int, default=3, help="NequIP interaction blocks (default 3)")
     parser.add_argument("--features", type=int, default=32,
-                        help="NequIP channels (default 32; the ghost counts do not depend on it, memory does)")
+                        help="NequIP channels, Allegro scalar features (default 32; the ghost counts do not depend on "
+                             "it, memory does)")
+    parser.add_argument("--tensor-features", type=int, default=16, help="Allegro tensor features (default 16)")
     parser.add_argument("--lmax", type=int, default=1,
-                        help="NequIP l_max of the features and spherical harmonics (default 1)")
+                        help="l_max of the features and spherical harmonics (default 1)")
     parser.add_argument("--max-edges", nargs="+",
                         help="pair_style mdpot max_edges values to run, interleaved (N or auto): edges per model call, "
                              "per block call in exchange mode "
                              "(default: the pair style's); bounds a rank's memory")
     parser.add_argument("--message-passing", nargs="+", choices=("exchange", "ghosts"), default=[""],
                         help="NequIP: pair style modes to run (default: the pair style's default)")
-    parser.add_argument("--format", nargs="+", choices=("torchscript", "aoti", "fused"), default=["torchscript"],
-                        help="deploy formats to run, interleaved; fused: TorchScript with the fused kernels "
-                             "(default torchscript)")
+    parser.add_argument("--format", nargs="+", choices=tuple(VARIANTS), default=["torchscript"],
+                        help="deployed variants to run, interleaved: torchscript and aoti with the reference kernels, "
+                             "fused (TorchScript) and aoti-fused with the fused kernels (default torchscript)")
     parser.add_argument("--aoti-threads", choices=("dynamic", "serial"), default="dynamic",
                         help="packages: loops that follow the thread count (dynamic, default) or none (serial, "
                              "fastest at 1 thread per rank)")
@@ -273,10 +303,10 @@ def main(argv=None) -> int:
             parser.error(f"--max-edges takes positive integers or auto, got {value}")
     if args.lmax < 0:
         parser.error(f"--lmax must be 0 or more, got {args.lmax}")
-    if args.arch == "allegro" and args.lmax != 1:
-        parser.error(f"--lmax applies to the NequIP benchmark model (--arch nequip), got --lmax {args.lmax} "
-                     "with --arch allegro")
-    config = bench_config(args.arch, args.layers, args.features, args.lmax)
+    if args.arch == "nequip" and args.tensor_features != 16:
+        parser.error(f"--tensor-features applies to the Allegro benchmark model, got --tensor-features "
+                     f"{args.tensor_features} with --arch nequip")
+    config = bench_config(args.arch, args.layers, args.features, args.lmax, args.tensor_features)
     stem = ("bench_lammps" if args.arch == "allegro" else "bench_lammps_nequip") + args.tag
     sizes = args.sizes or ([1000, 4000] if args.quick else [1000, 10000, 100000])
     steps = args.steps or (5 if args.quick else 20)
@@ -295,6 +325,8 @@ def main(argv=None) -> int:
                    f"{Path(args.model).name} (sha256 {sha256_file(args.model)[:16]})",
                    "steps": steps, "repeats": args.repeats, "formats": args.format, "max_edges": args.max_edges,
                    "aoti_threads": args.aoti_threads,
+                   "command": "python scripts/bench_lammps.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                   "load_average_before": os.getloadavg(),
                    "lammps": [], "bare_model": [], "parallel_efficiency": []}
         from mdpot.deploy import load_model
 
@@ -309,7 +341,7 @@ def main(argv=None) -> int:
                     print(f"bare model {fmt:>11} {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
             best = {}
             # a package cannot exchange: asked for exchange, it runs in ghosts (once, if ghosts was asked for too)
-            cases = list(dict.fromkeys((tc, "ghosts" if fmt == "aoti" and mode == "exchange" else mode, ranks, fmt, me)
+            cases = list(dict.fromkeys((tc, "ghosts" if VARIANTS[fmt][0] == "aoti" and mode == "exchange" else mode, ranks, fmt, me)
                                        for tc in allocators for mode in args.message_passing
                                        for ranks in args.ranks for fmt in models for me in args.max_edges or [None]))
             for repeat in range(args.repeats):
@@ -351,6 +383,7 @@ def main(argv=None) -> int:
         if len(one) >= 2 and one[-1]["atoms"] > one[-2]["atoms"]:
             a, b = one[-2], one[-1]
             results["memory_per_atom_kb"] = (b["peak_rss_mb_rank0"] - a["peak_rss_mb_rank0"]) * 1024 / (b["atoms"] - a["atoms"])
+    results["load_average_after"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(results))

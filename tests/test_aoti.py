@@ -1,4 +1,4 @@
-"""AOTInductor packages (``.pt2``, format version 3): the writer's guarantees, the loader's refusals, the CLI and the
+"""AOTInductor packages (``.pt2``, format version 3, or 6 with the fused kernels): the writer's guarantees, the loader's refusals, the CLI and the
 calculator on packages, and the contract's edge cases (docs/contract.md, "AOTInductor packages").
 
 The packages are the session's ``aoti_models`` (compiled once); refusals are checked on copies whose records are
@@ -21,6 +21,7 @@ from mdpot.data import TypeMapper, atoms_to_graph
 from mdpot.deploy import SelfCheckError, aoti, deploy_model, eager_model, load_model
 from mdpot.deploy import metadata as md
 from mdpot.testing import alloy, assert_allclose, small_model, tolerance
+from mdpot.testing.aoti import OTHER_KERNELS_CASE, case_kernels
 
 ELEMENTS = ("Cu", "Au")
 
@@ -28,6 +29,10 @@ ELEMENTS = ("Cu", "Au")
 @pytest.fixture(scope="module")
 def package(aoti_models):
     return aoti_models[("allegro", "float64")]
+
+
+def _version(kernels):
+    return c.AOTI_FUSED_FORMAT_VERSION if kernels == "fused" else c.AOTI_FORMAT_VERSION
 
 
 def _records(path):
@@ -83,7 +88,10 @@ def test_package_layout_and_metadata(package):
     assert {f"archive/mdpot/{k}" for k in md.ALL_KEYS + (c.AOTI_TARGET,)} <= set(names)
     records = _records(package)
     model = load_model(package)
-    assert model.format == "aoti" and model.metadata[md.FORMAT_VERSION_KEY] == c.AOTI_FORMAT_VERSION
+    kernels = case_kernels("allegro", "float64")
+    assert model.format == "aoti" and model.metadata[md.FORMAT_VERSION_KEY] == _version(kernels)
+    # the kernels record only where it is not the reference, as in TorchScript files
+    assert model.metadata[md.KERNELS_KEY] == kernels and ("mdpot/kernels" in records) == (kernels == "fused")
     assert model.metadata[md.WEIGHTS_SHA256] == aoti.package_digest(records)
     program = aoti.program_metadata(records, "x")
     assert model.target["device"] == program["AOTI_DEVICE_KEY"] == "cpu"
@@ -97,6 +105,22 @@ def test_package_layout_and_metadata(package):
     assert "#pragma omp parallel" in kernels and "num_threads(" not in kernels
     # the weights live in the library: counted on the model the config describes
     assert model.num_parameters == sum(p.numel() for p in small_model("allegro", ELEMENTS).parameters())
+
+
+def test_both_kernel_sets_are_compiled(aoti_models):
+    """The session's packages cover both tensor-product kernels (``OTHER_KERNELS_CASE``), so the physics and LAMMPS
+    rows run version-3 and version-6 packages; a fused program calls mdpot's operators, a reference one does not."""
+    seen = {}
+    for case, path in aoti_models.items():
+        model = load_model(path)
+        kernels = model.metadata[md.KERNELS_KEY]
+        assert kernels == case_kernels(*case) and model.metadata[md.FORMAT_VERSION_KEY] == _version(kernels)
+        records = _records(path)
+        code = "".join(records[n].decode(errors="replace") for n in records if n.endswith((".cpp", ".json")))
+        op = "tp_gather" if case[0] == "allegro" else "tp_scatter"
+        assert (f"mdpot::{op}" in code or f"mdpot.{op}" in code) == (kernels == "fused"), case
+        seen.setdefault(kernels, []).append(case)
+    assert sorted(seen) == ["fused", "reference"] and [OTHER_KERNELS_CASE] in seen.values()
 
 
 def test_mdpot_records_hold_no_machine_path(package):
@@ -127,6 +151,8 @@ def test_deploy_argument_errors(tmp_path):
         deploy_model(small_model("allegro"), tmp_path / "m.pt2", format="aoti", aoti_threads="many")
     with pytest.raises(ValueError, match="aoti_threads 'serial' applies to AOTInductor packages only"):
         deploy_model(small_model("allegro"), tmp_path / "m.pt", aoti_threads="serial")
+    with pytest.raises(ValueError, match=r"^unknown kernels 'fast'; expected one of \['reference', 'fused'\]$"):
+        deploy_model(small_model("allegro"), tmp_path / "m.pt2", format="aoti", kernels="fast")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -259,7 +285,8 @@ def test_edited_library_fails_the_digest(package, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["feature", "machine", "cuda", "unknown flag", "target edited", "version 2",
-                                  "missing key", "missing target", "bad target"])
+                                  "version 5", "kernels version", "kernels record", "missing key", "missing target",
+                                  "bad target"])
 def test_forged_packages(package, tmp_path, case, capsys):
     path = tmp_path / "forged.pt2"
     again = "deploy it again on this machine, or deploy with --format torchscript"
@@ -292,10 +319,23 @@ def test_forged_packages(package, tmp_path, case, capsys):
         expected = (f"{path}: metadata target says isa 'avx2', the compiled program says '{program}': the package "
                     f"was edited after `mdpot deploy`")
         resign = False
-    elif case == "version 2":
-        edit = lambda r: r.__setitem__(f"mdpot/{md.FORMAT_VERSION_KEY}", b"2")  # noqa: E731
-        expected = (f"{path}: an AOTInductor package claiming model format version 2 (packages are version 3); "
-                    f"deploy it again")
+    elif case in ("version 2", "version 5"):  # a TorchScript file's version, 5 that of fused TorchScript files
+        version = case[-1]
+        edit = lambda r: r.__setitem__(f"mdpot/{md.FORMAT_VERSION_KEY}", version.encode())  # noqa: E731
+        expected = (f"{path}: an AOTInductor package claiming model format version {version} (packages are version "
+                    f"3 or 6); deploy it again")
+    elif case == "kernels version":  # the other package version, the kernels record kept
+        kernels = case_kernels("allegro", "float64")
+        version = 3 if kernels == "fused" else 6
+        edit = lambda r: r.__setitem__(f"mdpot/{md.FORMAT_VERSION_KEY}", str(version).encode())  # noqa: E731
+        expected = (f"{path}: metadata kernels {kernels!r} with mdpot_format_version {version} (packages calling the "
+                    f"fused kernels are version 6, and only they); deploy it again")
+    elif case == "kernels record":  # the other kernels record, the version kept
+        kernels = "reference" if case_kernels("allegro", "float64") == "fused" else "fused"
+        version = _version(case_kernels("allegro", "float64"))
+        edit = lambda r: r.__setitem__("mdpot/kernels", kernels.encode())  # noqa: E731
+        expected = (f"{path}: metadata kernels {kernels!r} with mdpot_format_version {version} (packages calling the "
+                    f"fused kernels are version 6, and only they); deploy it again")
     elif case == "missing key":
         edit = lambda r: r.pop(f"mdpot/{md.ELEMENTS}")  # noqa: E731
         expected = f"{path}: missing mdpot metadata key(s) ['elements']; is this a model written by `mdpot deploy`?"
@@ -309,6 +349,22 @@ def test_forged_packages(package, tmp_path, case, capsys):
                     f"arch_flags, got '{{\"device\": \"cpu\"}}'")
     _forge(package, path, edit, resign=resign)
     _expect(path, expected, capsys)
+
+
+def test_fused_package_needs_the_operators(aoti_models, tmp_path, monkeypatch, capsys):
+    """A version-6 package is loaded only once mdpot's operators are registered; where they cannot be, one line names
+    the library and the remedy (``load_model``, ``mdpot info``); a version-3 package needs no library."""
+    import mdpot.ops as ops
+
+    by_kernels = {case_kernels(*case): path for case, path in aoti_models.items()}
+    monkeypatch.setattr(ops, "ops_loaded", lambda: False)
+    monkeypatch.setenv("MDPOT_PLUGIN_DIR", str(tmp_path))
+    monkeypatch.setenv("MDPOT_PLUGIN_BUILD", "0")
+    fused = by_kernels["fused"]
+    _expect(fused, f"{fused}: calls mdpot's fused kernels (kernels fused), which this process cannot load: mdpot's "
+                   f"fused kernels (libmdpot_ops.so) are not built in {tmp_path}; build them with `python -m "
+                   f"mdpot.lammps.plugin`, or use --kernels reference", capsys)
+    assert load_model(by_kernels["reference"]).metadata[md.FORMAT_VERSION_KEY] == c.AOTI_FORMAT_VERSION
 
 
 def test_check_target_with_given_features():
@@ -327,7 +383,8 @@ def test_cli_info_check_validate(package, capsys, tmp_path):
     assert main(["info", str(package), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["format"] == "aoti" and info["target"] == load_model(package).target
-    assert info["mdpot_format_version"] == 3 and isinstance(info["num_parameters"], int)
+    assert info["mdpot_format_version"] == _version(case_kernels("allegro", "float64"))
+    assert isinstance(info["num_parameters"], int)
     assert main(["check", str(package)]) == 0
     out = capsys.readouterr().out
     assert out.count("PASS") == 4 and "FAIL" not in out
@@ -345,18 +402,27 @@ def _reuse_program(package, monkeypatch):
     monkeypatch.setattr(aoti, "compile_program", lambda *args, **kwargs: (data, json.loads(records["mdpot/target"])))
 
 
-def test_cli_deploy_checkpoint_to_package(package, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("kernels", ["reference", "fused"])
+def test_cli_deploy_checkpoint_to_package(aoti_models, tmp_path, capsys, monkeypatch, kernels):
+    """The default kernels without --kernels, the others with --kernels (each reusing the program of a session
+    package of those kernels): version, kernels record and the line that names them."""
+    from mdpot.contract import default_kernels
     from mdpot.models import create_checkpoint
 
-    _reuse_program(package, monkeypatch)  # the checkpoint holds the weights of the package's model
+    case = next(case for case in aoti_models if case_kernels(*case) == kernels)
+    arch, dtype = case
+    _reuse_program(aoti_models[case], monkeypatch)  # the checkpoint holds the weights of the package's model
     ckpt = tmp_path / "m.ckpt"
-    create_checkpoint(small_model("allegro", ELEMENTS, seed=0).config, ckpt, seed=0)
+    create_checkpoint(small_model(arch, ELEMENTS, seed=0).config, ckpt, seed=0)
     out = tmp_path / "m.pt2"
-    assert main(["deploy", str(ckpt), "-o", str(out)]) == 0  # .pt2: aoti without --format
+    asked = [] if kernels == default_kernels("aoti") else ["--kernels", kernels]
+    assert main(["deploy", str(ckpt), "-o", str(out), "--dtype", dtype] + asked) == 0  # .pt2: aoti without --format
     line = capsys.readouterr().out
-    assert line.startswith(f"wrote {out}: allegro float64 AOTInductor package for ") and "self-check passed" in line
+    assert line.startswith(f"wrote {out}: {arch} {dtype} AOTInductor package for ") and "self-check passed" in line
+    assert (", dynamic threads, fused kernels from " in line) == (kernels == "fused"), line
     model = load_model(out)
     assert model.format == "aoti" and model.metadata[md.PROVENANCE]["checkpoint"] == "m.ckpt"
+    assert model.metadata[md.KERNELS_KEY] == kernels and model.metadata[md.FORMAT_VERSION_KEY] == _version(kernels)
     assert main(["deploy", str(out), "-o", str(tmp_path / "again.pt2")]) == 1
     assert capsys.readouterr().err.strip().startswith(f"mdpot: error: {out}: is already a deployed mdpot model")
 

@@ -134,7 +134,7 @@ def test_bad_model_files(tmp_path, case, capsys):
         if case == "version":
             extra[md.FORMAT_VERSION_KEY] = "99"
             expected = (f"{path}: model format version 99 is not supported (this mdpot reads versions 1, 2, 4, 5 of "
-                        f"TorchScript files and 3 of AOTInductor packages)")
+                        f"TorchScript files and 3, 6 of AOTInductor packages)")
         elif case == "version3":
             extra[md.FORMAT_VERSION_KEY] = "3"
             expected = (f"{path}: a TorchScript file claiming model format version 3 (TorchScript files are "

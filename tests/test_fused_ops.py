@@ -265,15 +265,19 @@ def test_kernels_metadata_rules():
         with pytest.raises(ValueError) as info:
             md.decode({**raw, "mdpot_format_version": version, "kernels": kernels}, "f.pt")
         assert str(info.value) == message
-
-
-def test_cli_refuses_fused_package(tmp_path, capsys):
-    from mdpot.cli import main
-
-    assert main(["deploy", str(tmp_path / "x.ckpt"), "-o", str(tmp_path / "x.pt2"), "--kernels", "fused"]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["mdpot: error: --kernels fused applies to TorchScript files only; AOTInductor packages use the "
-                   "reference kernels"]
+    # packages: version 6 calls the fused kernels, 3 the reference (tests/test_aoti.py forges whole packages)
+    assert md.decode({**raw, "mdpot_format_version": "6"}, "f.pt2", package=True)["kernels"] == "fused"
+    assert md.decode({**raw, "mdpot_format_version": "3", "kernels": ""}, "f.pt2", package=True)["kernels"] == "reference"
+    for version, kernels in (("3", "fused"), ("6", "")):
+        with pytest.raises(ValueError) as info:
+            md.decode({**raw, "mdpot_format_version": version, "kernels": kernels}, "f.pt2", package=True)
+        assert str(info.value) == (f"f.pt2: metadata kernels {kernels or 'reference'!r} with mdpot_format_version "
+                                   f"{version} (packages calling the fused kernels are version 6, and only they); "
+                                   "deploy it again")
+    with pytest.raises(ValueError) as info:
+        md.decode(raw, "f.pt2", package=True)
+    assert str(info.value) == ("f.pt2: an AOTInductor package claiming model format version 5 (packages are version "
+                               "3 or 6); deploy it again")
 
 
 def test_threads_agree_and_are_deterministic():

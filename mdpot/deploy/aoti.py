@@ -1,5 +1,6 @@
-"""AOTInductor packages (``.pt2``, format version 3): compile the model contract ahead of time to native code, and
-read such a package back after checking it (``docs/contract.md``, "AOTInductor packages").
+"""AOTInductor packages (``.pt2``, format version 3, or 6 calling mdpot's fused kernels): compile the model contract
+ahead of time to native code, and read such a package back after checking it (``docs/contract.md``, "AOTInductor
+packages").
 
 Writing: the contract module is traced with symbolic shapes, so that the autograd force and virial computation
 unrolls into one flat graph; :func:`torch.export.export` makes the atom, edge and local-atom counts dynamic;
@@ -272,7 +273,7 @@ def check_package(data: bytes, source: str, device: torch.device) -> Package:
     records = read_records(data, source)
     folder = c.AOTI_METADATA_FOLDER + "/"
     raw = {key: records[folder + key].decode("utf-8", errors="replace")
-           for key in md.ALL_KEYS + md.OPTIONAL_KEYS if folder + key in records}
+           for key in md.ALL_KEYS + (md.KERNELS_KEY,) + md.OPTIONAL_KEYS if folder + key in records}
     meta = md.decode(raw, source, package=True)
     target_text = records.get(folder + c.AOTI_TARGET, b"").decode("utf-8", errors="replace")
     if not target_text:
@@ -302,6 +303,11 @@ class AOTIModule(nn.Module):
         super().__init__()
         self.package = package
         self.source = source
+        if package.metadata[md.FORMAT_VERSION_KEY] == md.AOTI_FUSED_FORMAT_VERSION:
+            # the program calls torch.ops.mdpot.*: they must be registered before AOTInductor loads it
+            from .load import require_fused_ops
+
+            require_fused_ops(source)
         # Loaded from a private copy of the checked bytes: the file at ``source`` may change after the checks.
         with tempfile.TemporaryDirectory(prefix="mdpot-aoti-") as tmp:
             path = Path(tmp) / "model.pt2"

@@ -90,16 +90,19 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
     """Compile ``model`` (an energy model or ``Potential``) in ``dtype`` and write it to ``path``.
 
     ``format``: ``"torchscript"`` (format version 2; 4 for a message-passing model with a short-range repulsion,
-    whose block interface then includes the pair term) or ``"aoti"``, an AOTInductor package (format version 3,
-    ``docs/contract.md``) of native code for this machine's CPU, or for an older one with ``cpu_isa``
-    (``"avx2"``, ``"avx512"``; packages only). ``aoti_threads``: a package's loops follow the running thread count
-    (``"dynamic"``) or are single-threaded (``"serial"``: fastest with one thread per MPI rank). Compiling a package takes tens of seconds (mostly the C++ compiler).
+    whose block interface then includes the pair term) or ``"aoti"``, an AOTInductor package (format version 3, or
+    6 with the fused kernels, ``docs/contract.md``) of native code for this machine's CPU, or for an older one with
+    ``cpu_isa`` (``"avx2"``, ``"avx512"``; packages only). ``aoti_threads``: a package's loops follow the running
+    thread count (``"dynamic"``) or are single-threaded (``"serial"``: fastest with one thread per MPI rank; its
+    scatters are plain adds, a dynamic package's atomic ones). Compiling a package takes tens of seconds (mostly the
+    C++ compiler).
 
-    ``kernels``: ``"fused"``: the tensor products call mdpot's fused C++ operators (:mod:`mdpot.ops`; TorchScript
-    only), format version ``FUSED_FORMAT_VERSION`` (5), which loads wherever ``libmdpot_ops.so`` is built (it is
-    built with the LAMMPS plugin); or ``"reference"`` (pure torch; the lowest format version that describes the
-    model, readable by older mdpot). ``None`` (default): fused for TorchScript, reference for a package
-    (:func:`mdpot.contract.default_kernels`). The self-check compares a fused file with the reference eager model.
+    ``kernels``: ``"fused"``: the tensor products call mdpot's fused C++ operators (:mod:`mdpot.ops`), format
+    version ``FUSED_FORMAT_VERSION`` (5) for TorchScript, ``AOTI_FUSED_FORMAT_VERSION`` (6) for a package, which
+    load wherever ``libmdpot_ops.so`` is built (it is built with the LAMMPS plugin); or ``"reference"`` (pure torch;
+    the lowest format version that describes the model, readable by older mdpot). ``None`` (default):
+    :func:`mdpot.contract.default_kernels` of ``format``. The self-check compares a fused file with the reference
+    eager model.
 
     The metadata records the memory of one model call per edge, measured on a probe graph (``bytes_per_edge``,
     :mod:`mdpot.deploy.memory`; for a package, of the eager model it is compiled from). The file is written only
@@ -126,8 +129,6 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
         kernels = md.default_kernels(format)
     if kernels not in md.KERNELS:
         raise ValueError(f"unknown kernels {kernels!r}; expected one of {list(md.KERNELS)}")
-    if kernels == "fused" and format != "torchscript":
-        raise ValueError(f"kernels 'fused' applies to TorchScript files only (format 'torchscript'), not {format!r}")
     if aoti_threads != "dynamic" and format != "aoti":
         raise ValueError(f"aoti_threads {aoti_threads!r} applies to AOTInductor packages only (format 'aoti'), "
                          f"not {format!r}")
@@ -136,8 +137,6 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
         raise FileExistsError(f"{path.resolve()} exists; pass overwrite=True (CLI: --force) to replace it")
     eager = eager_model(model, dtype, provenance)
     meta = eager.metadata
-    if format == "aoti":
-        return _deploy_package(eager, path, cpu_isa, aoti_threads)
     module = eager.module
     if kernels == "fused":
         # the file calls the fused operators; `eager` keeps the reference, which the self-check compares against
@@ -146,6 +145,8 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
         module = copy.deepcopy(eager.module)
         set_kernels(module, "fused")
         meta = md.make_metadata(md.energy_model_of(module), meta[md.MODEL_DTYPE], meta[md.PROVENANCE], kernels)
+    if format == "aoti":
+        return _deploy_package(module, eager, meta, path, cpu_isa, aoti_threads)
     compiled = torch.jit.script(module)
     meta[md.WEIGHTS_SHA256] = weights_digest(compiled)
     meta[md.BYTES_PER_EDGE] = bytes_per_edge(compiled, meta[md.ELEMENTS], meta[md.R_MAX])
@@ -156,17 +157,21 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
     return dataclasses.replace(loaded, path=path)
 
 
-def _deploy_package(eager: LoadedModel, path: Path, cpu_isa: str, threads: str) -> LoadedModel:
-    meta = dict(eager.metadata)
+def _deploy_package(module: nn.Module, eager: LoadedModel, meta: Mapping[str, Any], path: Path, cpu_isa: str,
+                    threads: str) -> LoadedModel:
+    """Compile the contract module ``module`` (the reference ``eager.module``, or a copy calling the fused
+    kernels, as ``meta`` says) into a package at ``path``, checked against the reference ``eager.module``."""
+    meta = dict(meta)
     elements, r_max, dtype = meta[md.ELEMENTS], meta[md.R_MAX], meta[md.MODEL_DTYPE]
-    meta[md.BYTES_PER_EDGE] = bytes_per_edge(eager.module, elements, r_max)  # of the eager model it compiles
+    meta[md.BYTES_PER_EDGE] = bytes_per_edge(module, elements, r_max)  # of the eager model it compiles
     atoms = sample_structure(elements, r_max, seed=0)
     g = atoms_to_graph(atoms, r_max, TypeMapper(tuple(elements)))
     # n_local < N in the example, so that nothing is traced as if every atom were local
     local = torch.empty((max(g.num_atoms - 1, 0), 0), dtype=torch.float64)
-    data, target = aoti.compile_program(eager.module, (g.pos, g.atom_type, g.edge_index, g.edge_shift, local),
+    data, target = aoti.compile_program(module, (g.pos, g.atom_type, g.edge_index, g.edge_shift, local),
                                         cpu_isa=cpu_isa, threads=threads)
-    meta[md.FORMAT_VERSION_KEY] = md.AOTI_FORMAT_VERSION
+    fused = meta[md.KERNELS_KEY] == "fused"
+    meta[md.FORMAT_VERSION_KEY] = md.AOTI_FUSED_FORMAT_VERSION if fused else md.AOTI_FORMAT_VERSION
     meta[md.WEIGHTS_SHA256] = aoti.package_digest(data)
     with atomic_write(path) as tmp:
         tmp.write_bytes(aoti.package_bytes(data, meta, target))

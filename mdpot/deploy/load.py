@@ -155,13 +155,7 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
         md.refuse_unreadable_version(int(stored), str(path))
     if stored == str(md.FUSED_FORMAT_VERSION):
         # the file calls torch.ops.mdpot.*: they must be registered before torch reads its code
-        from ..ops import OpsUnavailableError, load_ops
-
-        try:
-            load_ops()
-        except OpsUnavailableError as exc:
-            raise ValueError(f"{path}: calls mdpot's fused kernels ({md.KERNELS_KEY} fused), which this process cannot "
-                             f"load: {exc}") from None
+        require_fused_ops(str(path))
     extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,) + md.OPTIONAL_KEYS}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
@@ -180,6 +174,18 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
                              f"TorchScript files with a short-range pair term, but {why}; deploy it again")
     module.eval()
     return LoadedModel(module, meta, path, device)
+
+
+def require_fused_ops(source: str) -> None:
+    """Register mdpot's fused operators (:func:`mdpot.ops.load_ops`) before a file that calls them (format version 5
+    or 6) is loaded; a one-line ``ValueError`` naming ``source``, the library and the remedy when they cannot be."""
+    from ..ops import OpsUnavailableError, load_ops
+
+    try:
+        load_ops()
+    except OpsUnavailableError as exc:
+        raise ValueError(f"{source}: calls mdpot's fused kernels ({md.KERNELS_KEY} fused), which this process cannot "
+                         f"load: {exc}") from None
 
 
 def _stored_format_version(path: Path) -> Optional[str]:

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
-    AOTI_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES, BLOCK_METHODS, BYTES_PER_EDGE, CONFIG,
-    DEFAULT_KERNELS, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS, FORMAT_VERSION, FORMAT_VERSION_KEY,
-    FUSED_FORMAT_VERSION, KERNELS, KERNELS_KEY, LENGTH_UNIT, OPTIONAL_KEYS, PAIR_FORMAT_VERSION, PAIR_METHODS,
+    AOTI_FORMAT_VERSION, AOTI_FORMAT_VERSIONS, AOTI_FUSED_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES,
+    BLOCK_METHODS, BYTES_PER_EDGE, CONFIG, DEFAULT_KERNELS, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS, FORMAT_VERSION,
+    FORMAT_VERSION_KEY, FUSED_FORMAT_VERSION, FUSED_FORMAT_VERSIONS, KERNELS, KERNELS_KEY, LENGTH_UNIT, OPTIONAL_KEYS,
+    PAIR_FORMAT_VERSION, PAIR_METHODS,
     default_kernels,
     READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS, PROVENANCE, R_MAX, RECEPTIVE_FIELD,
     TORCH_VERSION, WEIGHTS_SHA256,
@@ -21,8 +22,8 @@ from .._version import __version__
 from ..models import Potential
 from ..models.config import ModelConfig
 
-#: Format versions of TorchScript files; AOTInductor packages are ``AOTI_FORMAT_VERSION`` only.
-TORCHSCRIPT_FORMAT_VERSIONS = tuple(v for v in READABLE_FORMAT_VERSIONS if v != AOTI_FORMAT_VERSION)
+#: Format versions of TorchScript files; AOTInductor packages are those of ``AOTI_FORMAT_VERSIONS`` only.
+TORCHSCRIPT_FORMAT_VERSIONS = tuple(v for v in READABLE_FORMAT_VERSIONS if v not in AOTI_FORMAT_VERSIONS)
 
 
 def energy_model_of(model: nn.Module) -> nn.Module:
@@ -89,14 +90,15 @@ def refuse_unreadable_version(version: int, source: str) -> None:
     if version not in READABLE_FORMAT_VERSIONS:
         raise ValueError(f"{source}: model format version {version} is not supported (this mdpot reads versions "
                          f"{', '.join(map(str, TORCHSCRIPT_FORMAT_VERSIONS))} of TorchScript files and "
-                         f"{AOTI_FORMAT_VERSION} of AOTInductor packages)")
+                         f"{', '.join(map(str, AOTI_FORMAT_VERSIONS))} of AOTInductor packages)")
 
 
 def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[str, Any]:
     """Stored strings -> typed metadata, checking every key; errors name ``source`` and the bad key.
 
-    ``package``: the strings come from an AOTInductor package, whose format version must be
-    ``AOTI_FORMAT_VERSION``; a TorchScript file's must be one of ``TORCHSCRIPT_FORMAT_VERSIONS``.
+    ``package``: the strings come from an AOTInductor package, whose format version must be one of
+    ``AOTI_FORMAT_VERSIONS`` (3; 6 calling the fused kernels); a TorchScript file's must be one of
+    ``TORCHSCRIPT_FORMAT_VERSIONS``.
 
     The C++ loader (``mdpot/lammps/src/mdpot_model.cpp``) applies the same rules in the same order, so both
     accept and refuse the same files (docs/contract.md, "Metadata").
@@ -116,10 +118,10 @@ def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[s
         raise ValueError(f"{source}: {FORMAT_VERSION_KEY} must be an integer, got {raw[FORMAT_VERSION_KEY]!r}")
     version = int(raw[FORMAT_VERSION_KEY])
     refuse_unreadable_version(version, source)
-    if package and version != AOTI_FORMAT_VERSION:
+    if package and version not in AOTI_FORMAT_VERSIONS:
         raise ValueError(f"{source}: an AOTInductor package claiming model format version {version} (packages are "
-                         f"version {AOTI_FORMAT_VERSION}); deploy it again")
-    if not package and version == AOTI_FORMAT_VERSION:
+                         f"version {' or '.join(map(str, AOTI_FORMAT_VERSIONS))}); deploy it again")
+    if not package and version in AOTI_FORMAT_VERSIONS:
         raise ValueError(f"{source}: a TorchScript file claiming model format version {version} (TorchScript files are "
                          f"versions {', '.join(map(str, TORCHSCRIPT_FORMAT_VERSIONS))}); deploy it again")
     meta: Dict[str, Any] = {FORMAT_VERSION_KEY: version}
@@ -154,9 +156,10 @@ def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[s
     kernels = raw.get(KERNELS_KEY) or "reference"  # optional: absent means reference
     if kernels not in KERNELS:
         raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} is not one of {list(KERNELS)}")
-    if (kernels == "fused") != (version == FUSED_FORMAT_VERSION):
-        raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} with {FORMAT_VERSION_KEY} {version} (files "
-                         f"calling the fused kernels are version {FUSED_FORMAT_VERSION}, and only they); deploy it again")
+    if (kernels == "fused") != (version in FUSED_FORMAT_VERSIONS):
+        what, fused = ("packages", AOTI_FUSED_FORMAT_VERSION) if package else ("files", FUSED_FORMAT_VERSION)
+        raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} with {FORMAT_VERSION_KEY} {version} ({what} "
+                         f"calling the fused kernels are version {fused}, and only they); deploy it again")
     meta[KERNELS_KEY] = kernels
     if raw.get(BYTES_PER_EDGE):  # optional: absent or empty in files deployed before it existed
         text = raw[BYTES_PER_EDGE]

@@ -265,10 +265,13 @@ def crafted_packages(package: Path, folder: Path) -> dict:
         return write_package(records, folder / f"{name}.pt2")
 
     edited = {k: v + b"\n" for k, v in good.items() if k.startswith("data/") and k.endswith(".cpp")}
+    other_version = "3" if good["mdpot/mdpot_format_version"] == b"6" else "6"  # the kernels record kept
     return {
         "valid": craft("valid"),
         "version_2": craft("version_2", meta={"mdpot_format_version": "2"}),
         "version_99": craft("version_99", meta={"mdpot_format_version": "99"}),
+        "version_5": craft("version_5", meta={"mdpot_format_version": "5"}),
+        "kernels_version": craft("kernels_version", meta={"mdpot_format_version": other_version}),
         "missing_key": craft("missing_key", meta={"config": None}),
         "bad_units": craft("bad_units", meta={"length_units": "A"}),
         "missing_target": craft("missing_target", meta={"target": None}),
@@ -300,8 +303,14 @@ def test_cpp_and_python_accept_the_same_packages(check_tool, aoti_models, tmp_pa
     assert accepted == ["target_isa_upper_case", "valid"], verdicts
     cpp = {k: v[1] for k, v in verdicts.items()}
     p = str(tmp_path)
+    from mdpot.deploy.aoti import read_records
+
     assert cpp["version_2"] == (f"REFUSED: '{p}/version_2.pt2' is an AOTInductor package with mdpot_format_version "
-                                "'2'; packages are version 3")
+                                "'2'; packages are version 3 or 6")
+    kernels, version = ("fused", 3) if "mdpot/kernels" in read_records(package.read_bytes(), "x") else ("reference", 6)
+    assert cpp["kernels_version"] == (f"REFUSED: '{p}/kernels_version.pt2': metadata kernels '{kernels}' with "
+                                      f"mdpot_format_version {version} (packages calling the fused kernels are "
+                                      "version 6, and only they); deploy it again")
     assert "its compiled program does not match the digest recorded at deploy" in cpp["edited_program"]
     assert cpp["missing_target"] == (f"REFUSED: '{p}/missing_target.pt2' is not an mdpot package: missing metadata "
                                      "key target (is it written by `mdpot deploy --format aoti`?)")

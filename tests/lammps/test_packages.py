@@ -21,6 +21,7 @@ from lammps_helpers import (ELEMENTS, assert_results_close, atoms_from_frame, bl
                             read_block, tol)
 from mdpot.lammps.run import write_data
 from mdpot.testing import alloy, assert_allclose
+from mdpot.testing.aoti import case_kernels
 
 from test_md import SCRIPT as MD_SCRIPT, STEPS, initial_state
 from test_systems import SYSTEMS as ALL_SYSTEMS
@@ -96,7 +97,8 @@ def test_package_matches_python(package_runs, package_reference, arch, case):
     stats = [dict(item.split("=") for item in line.split()) for line in STATS.findall(runs["output"])]
     assert stats and all(s["format"] == "aoti" for s in stats), runs["output"][-2000:]
     assert all(s["mode"] == "ghosts" for s in stats)  # no block interface: nequip's ghost shell too
-    assert f"{dtype}, AOTInductor package) on cpu" in runs["output"]
+    fused = ", fused kernels" if case_kernels(arch, dtype) == "fused" else ""
+    assert f"{dtype}, AOTInductor package{fused}) on cpu" in runs["output"]
 
 
 def test_package_rank_invariance(package_runs, arch):
@@ -174,3 +176,29 @@ def test_package_exchange_is_refused(plugin, aoti_models, lammps, tmp_path):
     assert bad.errors and (f"pair mdpot: message_passing exchange: model '{model}' cannot be run block by block: it "
                            "is an AOTInductor package: one compiled whole-graph program, without the block-by-block "
                            "(mp_*) methods; use message_passing ghosts") in bad.errors[0], bad.output[-2000:]
+
+
+def test_fused_package_without_ops_library_refuses_in_one_line(plugin, aoti_models, tmp_path):
+    """The C++ runner registers mdpot's operators (``libmdpot_ops.so`` beside it) before AOTInductor loads a version-6
+    package; without the library the package is refused in one line naming it and the remedy, while a version-3
+    package needs none."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from mdpot.lammps.plugin import CHECK_NAME
+
+    by_kernels = {case_kernels(*case): path for case, path in aoti_models.items()}
+    alone = tmp_path / CHECK_NAME
+    shutil.copy2(Path(plugin).with_name(CHECK_NAME), alone)
+    fused = by_kernels["fused"]
+    bad = subprocess.run([str(alone), "check", str(fused), "cpu"], capture_output=True, text=True, timeout=120)
+    lines = (bad.stdout + bad.stderr).strip().splitlines()
+    assert bad.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"REFUSED: '{fused}' calls mdpot's fused kernels (kernels fused), but "
+                               f"{tmp_path}/libmdpot_ops.so cannot be loaded ("), lines[0]
+    assert lines[0].endswith("); rebuild the plugin with `python -m mdpot.lammps.plugin --force`, or deploy the "
+                             "model with --kernels reference"), lines[0]
+    ok = subprocess.run([str(alone), "check", str(by_kernels["reference"])], capture_output=True, text=True,
+                        timeout=120)
+    assert ok.returncode == 0 and ok.stdout.startswith("OK "), ok.stdout + ok.stderr

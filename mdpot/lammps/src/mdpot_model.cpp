@@ -162,12 +162,18 @@ std::vector<std::string> split_ascii_whitespace(const std::string &s)
   return out;
 }
 
-// The readable versions a TorchScript file may have: all but the packages' one.
-std::vector<std::string> torchscript_versions()
+// Whether `version` is one of an AOTInductor package (3; 6 calling the fused kernels).
+bool package_version(int version)
+{
+  return version == contract::AOTI_FORMAT_VERSION || version == contract::AOTI_FUSED_FORMAT_VERSION;
+}
+
+// The readable versions a TorchScript file may have (`package` false), or a package.
+std::vector<std::string> readable_versions(bool package)
 {
   std::vector<std::string> out;
   for (int k = 0; k < contract::READABLE_FORMAT_VERSIONS_COUNT; ++k)
-    if (contract::READABLE_FORMAT_VERSIONS[k] != contract::AOTI_FORMAT_VERSION)
+    if (package_version(contract::READABLE_FORMAT_VERSIONS[k]) == package)
       out.push_back(std::to_string(contract::READABLE_FORMAT_VERSIONS[k]));
   return out;
 }
@@ -180,13 +186,13 @@ int readable_version(const std::string &version, const std::string &path)
   for (int k = 0; k < c::READABLE_FORMAT_VERSIONS_COUNT; ++k)
     if (digits_value(version) == c::READABLE_FORMAT_VERSIONS[k]) return c::READABLE_FORMAT_VERSIONS[k];
   throw Error("'" + path + "' has " + c::KEY_FORMAT_VERSION + " '" + version + "', this build reads versions " +
-              join(torchscript_versions(), ", ") + " of TorchScript files and " +
-              std::to_string(c::AOTI_FORMAT_VERSION) + " of AOTInductor packages (use a plugin built from a matching "
+              join(readable_versions(false), ", ") + " of TorchScript files and " +
+              join(readable_versions(true), ", ") + " of AOTInductor packages (use a plugin built from a matching "
               "mdpot)");
 }
 
 // The rules of mdpot.deploy.metadata.decode, in the same order (docs/contract.md, "Metadata"). A package
-// (`package`) is version AOTI_FORMAT_VERSION, which no TorchScript file is.
+// (`package`) is version AOTI_FORMAT_VERSION or AOTI_FUSED_FORMAT_VERSION, which no TorchScript file is.
 Metadata decode(std::map<std::string, std::string> raw, const std::string &path, bool package)
 {
   namespace c = contract;
@@ -201,13 +207,13 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   if (!full_match(version, c::INTEGER_PATTERN))
     throw Error("'" + path + "': " + c::KEY_FORMAT_VERSION + " must be an integer, got '" + version + "'");
   m.format_version = readable_version(version, path);
-  if (package && m.format_version != c::AOTI_FORMAT_VERSION)
+  if (package && !package_version(m.format_version))
     throw Error("'" + path + "' is an AOTInductor package with " + c::KEY_FORMAT_VERSION + " '" + version +
-                "'; packages are version " + std::to_string(c::AOTI_FORMAT_VERSION));
-  if (!package && m.format_version == c::AOTI_FORMAT_VERSION)
+                "'; packages are version " + join(readable_versions(true), " or "));
+  if (!package && package_version(m.format_version))
     throw Error("'" + path + "' is a TorchScript file with " + c::KEY_FORMAT_VERSION + " '" + version +
-                "', the version of AOTInductor packages; TorchScript files are version " +
-                join(torchscript_versions(), " or "));
+                "', a version of AOTInductor packages; TorchScript files are version " +
+                join(readable_versions(false), " or "));
 
   m.architecture = raw[c::KEY_ARCHITECTURE];
   if (!one_of(m.architecture, c::ARCHITECTURE_NAMES, c::ARCHITECTURE_NAMES_COUNT))
@@ -255,7 +261,8 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   m.torch_version = raw[c::KEY_TORCH_VERSION];
   m.mdpot_version = raw[c::KEY_MDPOT_VERSION];
   m.weights_sha256 = raw[c::KEY_WEIGHTS_SHA256];
-  // optional (absent: reference); fused exactly in the files of FUSED_FORMAT_VERSION
+  // optional (absent: reference); fused exactly in the files of FUSED_FORMAT_VERSION (TorchScript) and
+  // AOTI_FUSED_FORMAT_VERSION (packages)
   const std::string kernels = raw[c::KEY_KERNELS];
   if (!kernels.empty()) {
     if (!one_of(kernels, c::KERNELS, c::KERNELS_COUNT))
@@ -263,10 +270,12 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
                   quoted_list(c::KERNELS, c::KERNELS_COUNT));
     m.kernels = kernels;
   }
-  if ((m.kernels == "fused") != (m.format_version == c::FUSED_FORMAT_VERSION))
+  const int fused_version = package ? c::AOTI_FUSED_FORMAT_VERSION : c::FUSED_FORMAT_VERSION;
+  if ((m.kernels == "fused") != (m.format_version == fused_version))
     throw Error("'" + path + "': metadata " + c::KEY_KERNELS + " '" + m.kernels + "' with " + c::KEY_FORMAT_VERSION +
-                " " + std::to_string(m.format_version) + " (files calling the fused kernels are version " +
-                std::to_string(c::FUSED_FORMAT_VERSION) + ", and only they); deploy it again");
+                " " + std::to_string(m.format_version) + " (" + (package ? "packages" : "files") +
+                " calling the fused kernels are version " + std::to_string(fused_version) +
+                ", and only they); deploy it again");
   // optional (absent in files deployed before it existed); a present value must be a positive float
   const std::string &per_edge = raw[c::KEY_BYTES_PER_EDGE];
   if (!per_edge.empty()) {
@@ -744,7 +753,7 @@ const double *Model::Impl::rows_out(const torch::Tensor &t)
   return static_cast<const double *>(step.rows.data_ptr());
 }
 
-// A package in the order of docs/contract.md: every mdpot record (the metadata rules, version 3), the digest
+// A package in the order of docs/contract.md: every mdpot record (the metadata rules, version 3 or 6), the digest
 // over data/, the target against this machine and the requested device, then AOTInductor loads the program.
 void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTorchStreamReader &reader,
                                const std::vector<std::string> &names)
@@ -763,6 +772,7 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
   const std::string folder = std::string(c::AOTI_METADATA_FOLDER) + "/";
   std::vector<const char *> keys(c::ALL_KEYS, c::ALL_KEYS + c::ALL_KEYS_COUNT);
   keys.push_back(c::AOTI_TARGET);
+  keys.push_back(c::KEY_KERNELS);
   keys.push_back(c::KEY_BYTES_PER_EDGE);
   for (const char *key : keys) {
     const auto it = records.bytes.find(folder + key);
@@ -779,6 +789,8 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
                 "...): the package was modified after `mdpot deploy`");
   check_target(records, raw[c::AOTI_TARGET], path, device);
   records.bytes.clear();
+  // the program calls torch.ops.mdpot.*: registered before AOTInductor loads it
+  if (meta.format_version == c::AOTI_FUSED_FORMAT_VERSION) load_fused_kernels(path);
   try {
     const c10::DeviceIndex index = device.is_cuda() ? (device.has_index() ? device.index() : 0) : -1;
     package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, c::AOTI_PROGRAM,

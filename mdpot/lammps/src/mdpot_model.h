@@ -44,7 +44,7 @@ struct Metadata {
   std::string torch_version, mdpot_version;
   std::string provenance, config;    // JSON text, syntax-checked
   std::string weights_sha256;
-  std::string kernels = "reference";    // "fused": the file calls libmdpot_ops.so's operators (format version 5)
+  std::string kernels = "reference";    // "fused": the file calls libmdpot_ops.so's operators (format version 5 or 6)
   double bytes_per_edge = 0.0;    // optional key: peak bytes per edge of one model call at deploy; 0 if absent
 };
 

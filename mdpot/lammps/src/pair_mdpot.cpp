@@ -389,10 +389,11 @@ void PairMDPot::log_setup()
   const mdpot::Metadata &meta = impl->model->metadata();
   const char *tuning = !malloc_tuning ? "off" : mdpot::MallocTuning::supported() ? "on" : "unavailable (not glibc)";
   std::string msg = fmt::format(
-      "mdpot: model {} ({}, elements: {}, r_max {} Å, receptive field {} Å, {}, {}) on {}, {} torch thread(s) "
+      "mdpot: model {} ({}, elements: {}, r_max {} Å, receptive field {} Å, {}, {}{}) on {}, {} torch thread(s) "
       "per rank, malloc_tuning {}\n",
       model_path, meta.architecture, utils::join_words(meta.elements, " "), r_max, receptive_field, meta.model_dtype,
-      impl->model->format() == "aoti" ? "AOTInductor package" : "TorchScript", impl->model->device(), mdpot::num_threads(), tuning);
+      impl->model->format() == "aoti" ? "AOTInductor package" : "TorchScript",
+      meta.kernels == "fused" ? ", fused kernels" : "", impl->model->device(), mdpot::num_threads(), tuning);
   for (int t = 1; t <= atom->ntypes; ++t) {
     if (type_to_model[t] < 0)
       msg += fmt::format("mdpot:   type {} -> NULL (not handled by mdpot)\n", t);
