@@ -11,7 +11,9 @@ size under glibc malloc and tcmalloc (Debian ``libtcmalloc-minimal4``) in fresh 
 AOTInductor compile for a package, is printed) and times them interleaved in one process (A B A B …, best of each),
 with each variant's ratio to the reference TorchScript file (``torchscript``; to the first variant without it).
 The kernels are explicit: ``torchscript`` and ``aoti`` use the reference (pure torch) tensor products, ``fused``
-(TorchScript) and ``aoti-fused`` mdpot's fused operators, whatever ``mdpot deploy`` defaults to:
+(TorchScript) and ``aoti-fused`` mdpot's fused operators, whatever ``mdpot deploy`` defaults to; ``aoti-serial`` is
+the reference package compiled with ``--aoti-threads serial`` (no parallel loops, plain adds in its scatters: for
+``--threads 1``):
 
     python scripts/bench_ase.py --sizes 2048 8192 --allocator glibc --format torchscript fused aoti aoti-fused \
         --out docs/benchmarks/bench_ase_aoti_fused
@@ -47,6 +49,7 @@ VARIANTS = {
     "fused": ("torchscript", "fused", "TorchScript, fused kernels"),
     "aoti": ("aoti", "reference", "AOTI package, reference kernels"),
     "aoti-fused": ("aoti", "fused", "AOTI package, fused kernels"),
+    "aoti-serial": ("aoti", "reference", "AOTI package, reference kernels, serial loops"),
 }
 
 
@@ -69,7 +72,9 @@ def deploy(arch: str, dtype: str, fmt: str, threads: int) -> float:
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     deploy_format, kernels, _ = VARIANTS[fmt]
-    deploy_model(build_model(cfg, seed=0), path, dtype=dtype, overwrite=True, format=deploy_format, kernels=kernels)
+    extra = {"aoti_threads": "serial"} if fmt.endswith("-serial") else {}
+    deploy_model(build_model(cfg, seed=0), path, dtype=dtype, overwrite=True, format=deploy_format, kernels=kernels,
+                 **extra)
     return time.perf_counter() - t0
 
 
