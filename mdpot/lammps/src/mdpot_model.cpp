@@ -167,7 +167,8 @@ std::vector<std::string> torchscript_versions()
 {
   std::vector<std::string> out;
   for (int k = 0; k < contract::READABLE_FORMAT_VERSIONS_COUNT; ++k)
-    if (contract::READABLE_FORMAT_VERSIONS[k] != contract::AOTI_FORMAT_VERSION)
+    if (contract::READABLE_FORMAT_VERSIONS[k] != contract::AOTI_FORMAT_VERSION &&
+        contract::READABLE_FORMAT_VERSIONS[k] != contract::COMMITTEE_FORMAT_VERSION)    // refused below, by name
       out.push_back(std::to_string(contract::READABLE_FORMAT_VERSIONS[k]));
   return out;
 }
@@ -183,6 +184,15 @@ int readable_version(const std::string &version, const std::string &path)
               join(torchscript_versions(), ", ") + " of TorchScript files and " +
               std::to_string(c::AOTI_FORMAT_VERSION) + " of AOTInductor packages (use a plugin built from a matching "
               "mdpot)");
+}
+
+// A committee file (several models behind one contract, docs/contract.md "Committee files") is readable by mdpot's
+// Python side; the pair style does not run one yet, so it is refused before torch reads its code.
+[[noreturn]] void refuse_committee(const std::string &path)
+{
+  throw Error("'" + path + "' is a committee file (format version " +
+              std::to_string(contract::COMMITTEE_FORMAT_VERSION) + "); pair_style mdpot does not run committees yet: "
+              "deploy one member with mdpot deploy MEMBER.ckpt");
 }
 
 // The rules of mdpot.deploy.metadata.decode, in the same order (docs/contract.md, "Metadata"). A package
@@ -827,6 +837,7 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
       auto [data, n] = reader->getRecord(version_record);
       const std::string version(static_cast<const char *>(data.get()), n);
       if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
+      if (version == std::to_string(contract::COMMITTEE_FORMAT_VERSION)) refuse_committee(path);
       if (version == std::to_string(contract::FUSED_FORMAT_VERSION)) load_fused_kernels(path);
     }
   }
