@@ -191,6 +191,10 @@ def _deploy_format(out: Path, asked: Optional[str]) -> str:
 def _origin(meta: dict) -> str:
     """Where a deployed model's weights came from, in one phrase (provenance ``source`` or ``checkpoint``)."""
     prov = meta.get("provenance") or {}
+    members = meta.get("committee_members")
+    if members:
+        return (f"a committee of {len(members)} models: "
+                + ", ".join(m.get("checkpoint") or "an in-memory model" for m in members))
     src = prov.get("source")
     if isinstance(src, dict):
         return f"{src.get('kind', 'unknown source')} {src.get('file', '?')} (sha256 {str(src.get('sha256', ''))[:16]}…)"
