@@ -348,7 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "nequip and, for Allegro, nequip-allegro installed). The kind is read from the content. "
                                    "nequip checkpoints and packages are Python pickles that nequip's own loader unpickles, "
                                    "which can run code stored in the file: deploy only such files from a source you trust "
-                                   "(mdpot checkpoints are read as tensors and plain data only).")
+                                   "(mdpot checkpoints are read as tensors and plain data only). Several mdpot checkpoints "
+                                   "(mdpot deploy A.ckpt B.ckpt ... -o committee.pt) make one committee file: the "
+                                   "members' mean drives the dynamics and their spread measures the uncertainty "
+                                   "(docs/contract.md, format version 7).")
     p.add_argument("source", nargs="+",
                    help="mdpot checkpoint, nequip .nequip.pth, nequip checkpoint or .nequip.zip; several mdpot "
                         "checkpoints write one committee file (format version 7: the mean drives the dynamics, the "
