@@ -17,15 +17,12 @@ Example
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
-
-PathLike = Union[str, os.PathLike]
 
 
 @dataclass(frozen=True)
@@ -64,8 +61,9 @@ def map_types(frames: Sequence[Atoms], elements: Sequence[str]) -> None:
     for k, atoms in enumerate(frames):
         types = atoms.numbers
         if len(types) and (types.min() < 1 or types.max() > len(elements)):
-            raise ValueError(f"frame {k} has atom type {int(types.max() if types.max() > len(elements) else types.min())} "
-                             f"but --elements names {len(elements)} type(s) ({' '.join(elements)})")
+            bad = int(types.max() if types.max() > len(elements) else types.min())
+            raise ValueError(f"frame {k} has atom type {bad} but --elements names {len(elements)} type(s) "
+                             f"({' '.join(elements)})")
         atoms.numbers = numbers[types - 1]
 
 
@@ -79,7 +77,8 @@ def select_frames(frames: Sequence[Atoms], calc: Any, top: int, min_distance: fl
     if not (np.isfinite(min_distance) and min_distance >= 0):
         raise ValueError(f"min_distance must be a non-negative distance in Å, got {min_distance!r}")
     if getattr(calc, "committee_size", 1) < 2:
-        raise ValueError("selection needs a committee (a committee file, or two or more model files); got a single model")
+        raise ValueError("selection needs a committee (a committee file, or two or more model files); "
+                         "got a single model")
     scored = []
     for k, atoms in enumerate(frames):
         frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)

@@ -105,9 +105,15 @@ def test_list_of_files_and_chunks_equal_the_committee_file(files):
     listed = results([files["a"], files["b"]], atoms)
     chunked = results(files["committee"], atoms, max_edges=60)
     listed_chunked = results([str(files["a"]), str(files["b"])], atoms, max_edges=60)
+    import pickle
+
+    calc = pickle.loads(pickle.dumps(MDPotCalculator([files["a"], files["b"]])))  # members reload from their files
+    assert calc.committee_size == 2 and calc.model is calc.members[0]
+    pickled = results([m for m in calc.members], atoms)
     for key in ("energy", "energies", "forces", "stress", "stresses", "energy_std", "energies_std", "forces_std",
                 "max_force_std"):
-        for other, what in ((listed, "list"), (chunked, "chunks"), (listed_chunked, "list in chunks")):
+        for other, what in ((listed, "list"), (chunked, "chunks"), (listed_chunked, "list in chunks"),
+                            (pickled, "pickled list")):
             close(other[key], whole[key], f"{what} {key}", rel=1e-12)
 
 

@@ -107,9 +107,9 @@ def check_members(metas: Sequence[Mapping[str, Any]], names: Sequence[str]) -> N
             a, b = metas[0][key], metas[k][key]
             if a != b:
                 show = (lambda v: " ".join(v)) if key == md.ELEMENTS else str
-                raise ValueError(f"committee member {k} ({names[k]}) has {label} {show(b)}, member 0 ({names[0]}) has "
-                                 f"{show(a)}: members must share elements (in the same order), r_max, receptive "
-                                 "field, architecture, num_layers and dtype")
+                raise ValueError(f"committee member {k} ({names[k]}) has {label} {show(b)}, member 0 ({names[0]}) "
+                                 f"has {show(a)}: members must share elements (in the same order), r_max, "
+                                 "receptive field, architecture, num_layers and dtype")
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
