@@ -211,6 +211,7 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   if (!full_match(version, c::INTEGER_PATTERN))
     throw Error("'" + path + "': " + c::KEY_FORMAT_VERSION + " must be an integer, got '" + version + "'");
   m.format_version = readable_version(version, path);
+  if (m.format_version == c::COMMITTEE_FORMAT_VERSION) refuse_committee(path);    // however the file was read
   if (package && m.format_version != c::AOTI_FORMAT_VERSION)
     throw Error("'" + path + "' is an AOTInductor package with " + c::KEY_FORMAT_VERSION + " '" + version +
                 "'; packages are version " + std::to_string(c::AOTI_FORMAT_VERSION));
