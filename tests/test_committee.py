@@ -135,6 +135,24 @@ def test_committee_forward_stacks_every_member_with_ghosts(files):
     close(mean[1].detach(), stacked[1].mean(0).detach(), "forward is the mean", rel=1e-13)
 
 
+def test_message_passing_committee_equals_its_eager_members(tmp_path):
+    """NequIP members (receptive field 2 r_max, no chunks): the committee file's results and spread vs a list of
+    the two eager (never compiled) members."""
+    from mdpot.deploy import eager_model
+
+    models = [small_model("nequip", ELEMENTS, seed=k) for k in (0, 1)]
+    committee = deploy_committee(models, tmp_path / "nequip.pt")
+    assert committee.metadata["receptive_field"] == 2 * committee.r_max
+    assert not hasattr(committee.module, "mp_block")  # no block interface: LAMMPS would run it whole-graph
+    atoms = structure(seed=6)
+    got = results(committee.path, atoms)
+    want = results([eager_model(m, "float64") for m in models], atoms)
+    for key in ("energy", "energies", "forces", "stress", "stresses", "energy_std", "energies_std", "forces_std",
+                "max_force_std"):
+        close(got[key], want[key], key)
+    assert got["max_force_std"] > 1e-3
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(elements=("Au", "Cu")), "committee member 1 (Allegro) has elements Au Cu, member 0 (Allegro) has Cu Au"),
     (dict(r_max=4.5), "committee member 1 (Allegro) has r_max 4.5, member 0 (Allegro) has 4.0"),
