@@ -84,6 +84,11 @@ def test_identical_members_give_the_single_model_exactly(files):
     assert twins["energy_std"] == 0.0 and twins["max_force_std"] == 0.0
     assert not twins["forces_std"].any() and not twins["energies_std"].any()
     assert "energy_std" not in single
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    with pytest.raises(PropertyNotImplementedError, match="max_force_std property not implemented"):
+        MDPotCalculator(files["a"]).get_property("max_force_std", atoms)
+    assert MDPotCalculator(files["twins"]).get_property("max_force_std", atoms) == 0.0
 
 
 def test_two_members_spread_by_hand(files):
