@@ -56,10 +56,14 @@ class MDPotCalculator(Calculator):
 
     Parameters
     ----------
-    model : str, path or ``mdpot.deploy.LoadedModel``
+    model : str, path, ``mdpot.deploy.LoadedModel``, or a list of them
         A file written by ``mdpot deploy`` (TorchScript ``.pt`` or AOTInductor package ``.pt2``, told apart by
         content), or an already loaded model. A package runs only on the device it was compiled for. A loaded model is used as it is when it
         sits on ``device``; otherwise the calculator works on a copy, so the caller's model is never moved.
+        A committee: a committee file (``mdpot deploy A.ckpt B.ckpt ... -o committee.pt``, format version 7), or a
+        list of at least two model files (or loaded models) that share elements (same order), r_max, receptive
+        field, architecture, num_layers and dtype (``ValueError`` naming the member otherwise), evaluated in turn
+        on one neighbour list. See "Committees" below.
     device : str, optional
         ``"cpu"`` or ``"cuda"`` (``"cuda:N"``). Default: the loaded model's device, or ``"cpu"`` for a file.
     tune_malloc : bool
@@ -85,6 +89,15 @@ class MDPotCalculator(Calculator):
     (eV/Å³, Voigt ``xx yy zz yz xz xy``, ASE sign) and ``stresses`` (per atom, eV/Å³). Stress needs a 3-D
     cell; periodicity may be full, partial or absent, and the cell may be smaller than the cutoff.
 
+    Committees. ``energy``, ``energies``, ``forces``, ``stress`` and ``stresses`` are the members' mean, and
+    ``results`` gains ``energy_std`` (eV: the standard deviation over the K members of their total energies),
+    ``energies_std`` (``[N]`` eV: of each atom's energy), ``forces_std`` (``[N]`` eV/Å, DeePMD's force deviation:
+    ``sqrt(mean_k |F_k,i - F̄_i|²)`` with ``F̄_i`` the mean force on atom ``i``) and ``max_force_std`` (eV/Å,
+    its maximum over the atoms, 0 without atoms). Standard deviations divide by K (not K - 1). ``committee_size``
+    is K (1 for a single model, whose results have no ``*_std`` keys). Strictly local members are chunked by
+    ``max_edges`` as a single model is (for a list of files: sized by member 0's ``bytes_per_edge``, since
+    members are called one at a time; for a committee file: by the file's, measured on the whole committee call).
+
     Running out of memory raises ``MemoryError`` whose first line says so, with the atom and edge counts and
     what to change. The calculator pickles (``multiprocessing`` included): it reloads its model from the file,
     refusing a file whose weights changed since, or from bytes when it was given an in-memory model.
@@ -99,7 +112,8 @@ class MDPotCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
-    def __init__(self, model: Union[str, os.PathLike, "LoadedModel"], device: Optional[str] = None,
+    def __init__(self, model: Union[str, os.PathLike, "LoadedModel", Sequence[Union[str, os.PathLike, "LoadedModel"]]],
+                 device: Optional[str] = None,
                  tune_malloc: bool = True, max_edges: Optional[int] = None, check_memory: bool = True,
                  max_memory: Union[int, float, str, None] = None, **kwargs) -> None:
         from .deploy import LoadedModel, load_model
@@ -115,12 +129,31 @@ class MDPotCalculator(Calculator):
             budget = parse_memory(max_memory)
         else:
             budget = DEFAULT_MAX_MEMORY
-        if isinstance(model, LoadedModel):
-            self.model = model if device is None else model.to(device)
-        elif isinstance(model, (str, os.PathLike)):
-            self.model = load_model(model, device="cpu" if device is None else device)
+        def one(item) -> "LoadedModel":
+            if isinstance(item, LoadedModel):
+                return item if device is None else item.to(device)
+            if isinstance(item, (str, os.PathLike)):
+                return load_model(item, device="cpu" if device is None else device)
+            raise TypeError(f"model must be a path or LoadedModel, or a list of them, got {type(item).__name__}")
+
+        #: The members of a committee given as a list of files (``None`` otherwise), evaluated in turn.
+        self.members: Optional[List["LoadedModel"]] = None
+        if isinstance(model, (list, tuple)):
+            from .deploy.committee import check_members
+
+            self.members = [one(item) for item in model]
+            check_members([m.metadata for m in self.members],
+                          [str(m.path) if m.path is not None else f"model {k}" for k, m in enumerate(self.members)])
+            if len({m.device for m in self.members}) > 1:
+                raise ValueError(f"committee members sit on different devices {[str(m.device) for m in self.members]}; "
+                                 "pass device=")
+            self.model = self.members[0]
         else:
-            raise TypeError(f"model must be a path or LoadedModel, got {type(model).__name__}")
+            self.model = one(model)
+        #: Number of committee members (1 for a single model).
+        self.committee_size = len(self.members) if self.members is not None else self.model.committee_size
+        if self.committee_size > 1:
+            self.implemented_properties = list(type(self).implemented_properties) + list(COMMITTEE_PROPERTIES)
         self.tune_malloc = tune_malloc
         if tune_malloc:
             _tune_malloc()
@@ -166,8 +199,15 @@ class MDPotCalculator(Calculator):
                 raise
             raise MemoryError(self._oom_message(g.num_atoms, g.num_edges, exc)) from None
         _check_finite(atom_energy, forces)
+        spread = {}
+        if self.committee_size > 1:
+            spread = committee_spread(atom_energy, forces)
+            atom_energy, forces, virial, atom_virial = (_mean(x) for x in (atom_energy, forces, virial, atom_virial))
+        else:
+            atom_energy, forces, virial, atom_virial = atom_energy[0], forces[0], virial[0], atom_virial[0]
         energy = float(atom_energy.sum())
         self.results = {"energy": energy, "free_energy": energy, "energies": atom_energy, "forces": forces}
+        self.results.update(spread)
         if atoms.cell.rank == 3:
             volume = atoms.get_volume()
             self.results["stress"] = to_voigt(-virial / volume)
@@ -177,8 +217,9 @@ class MDPotCalculator(Calculator):
     # -- evaluation -------------------------------------------------------------------------------------------
 
     def _evaluate(self, g: Graph, atom_virial: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per-atom energies ``[N]``, forces ``[N, 3]``, virial ``[3, 3]`` and per-atom virial ``[N, 3, 3]`` (or
-        ``[0, 3, 3]``) of the whole graph, float64 numpy, in one call or in chunks of centre atoms."""
+        """Per-atom energies ``[K, N]``, forces ``[K, N, 3]``, virial ``[K, 3, 3]`` and per-atom virial
+        ``[K, N, 3, 3]`` (or ``[K, 0, 3, 3]``) of the whole graph for each of the K members (K = 1 for a single
+        model), float64 numpy, in one call or in chunks of centre atoms."""
         n = g.num_atoms
         chunks = [(0, n)]
         if self.strictly_local and g.num_edges > self.max_edges:
@@ -189,8 +230,18 @@ class MDPotCalculator(Calculator):
         return self._evaluate_chunks(g, chunks, atom_virial)
 
     def _call(self, g: Graph, n_local: int, atom_virial: bool):
+        """The contract outputs of every member, stacked on a leading axis (K = 1 for a single model)."""
+        import torch
+
         g = g.to(self.device)
-        return self.model(g.pos, g.atom_type, g.edge_index, g.edge_shift, n_local, atom_virial)
+        args = (g.pos, g.atom_type, g.edge_index, g.edge_shift, n_local, atom_virial)
+        if self.members is not None:
+            outputs = [m(*args) for m in self.members]
+            return tuple(torch.stack(parts) for parts in zip(*outputs))
+        if self.committee_size > 1:
+            with torch.jit.optimized_execution(False):
+                return self.model.module.committee_forward(*args)
+        return tuple(t.unsqueeze(0) for t in self.model(*args))
 
     def _evaluate_chunks(self, g: Graph, chunks: Sequence[Tuple[int, int]], atom_virial: bool):
         import torch
@@ -201,10 +252,11 @@ class MDPotCalculator(Calculator):
         order = torch.argsort(centre, stable=True)
         starts = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(centre.numpy(), minlength=n), out=starts[1:])
-        energies = torch.empty(n, dtype=torch.float64)
-        forces = torch.zeros((n, 3), dtype=torch.float64)
-        virial = torch.zeros((3, 3), dtype=torch.float64)
-        atom_vir = torch.zeros((n if atom_virial else 0, 3, 3), dtype=torch.float64)
+        k = self.committee_size
+        energies = torch.empty((k, n), dtype=torch.float64)
+        forces = torch.zeros((k, n, 3), dtype=torch.float64)
+        virial = torch.zeros((k, 3, 3), dtype=torch.float64)
+        atom_vir = torch.zeros((k, n if atom_virial else 0, 3, 3), dtype=torch.float64)
         compact = torch.empty(n, dtype=torch.int64)  # atom index -> index within the current chunk
         for first, end in chunks:
             edges = order[starts[first]:starts[end]]
@@ -217,11 +269,11 @@ class MDPotCalculator(Calculator):
             sub = Graph(g.pos.index_select(0, members), g.atom_type.index_select(0, members),
                         compact[pair], g.edge_shift.index_select(0, edges))
             e, f, w, aw = (t.detach().cpu() for t in self._call(sub, end - first, atom_virial))
-            energies[first:end] = e
-            forces.index_add_(0, members, f)
+            energies[:, first:end] = e
+            forces.index_add_(1, members, f)
             virial += w
             if atom_virial:
-                atom_vir.index_add_(0, members, aw)
+                atom_vir.index_add_(1, members, aw)
         return energies.numpy(), forces.numpy(), virial.numpy(), atom_vir.numpy()
 
     # -- memory ------------------------------------------------------------------------------------------------
@@ -259,14 +311,40 @@ class MDPotCalculator(Calculator):
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
         state["model"] = _model_source(state["model"])
+        if state.get("members") is not None:
+            state["members"] = [_model_source(m) for m in state["members"]]
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         state = dict(state)
         state["model"] = _restore_model(state["model"])
+        if state.get("members") is not None:
+            state["members"] = [_restore_model(m) for m in state["members"]]
+            state["model"] = state["members"][0]
         self.__dict__.update(state)
         if self.tune_malloc:
             _tune_malloc()
+
+
+#: ``results`` keys a committee adds (``MDPotCalculator``, "Committees").
+COMMITTEE_PROPERTIES = ("energy_std", "energies_std", "forces_std", "max_force_std")
+
+
+def _mean(stacked: np.ndarray) -> np.ndarray:
+    """Mean over the member axis as the committee file's ``forward`` forms it: ``x_0 + mean_k (x_k - x_0)``."""
+    return stacked[0] + (stacked - stacked[0]).mean(axis=0)
+
+
+def committee_spread(atom_energy: np.ndarray, forces: np.ndarray) -> Dict[str, Any]:
+    """The spread of K members' per-atom energies ``[K, N]`` (eV) and forces ``[K, N, 3]`` (eV/Å): ``energy_std``
+    (eV, of the total energies), ``energies_std`` ``[N]`` (eV), ``forces_std`` ``[N]`` (eV/Å,
+    ``sqrt(mean_k |F_k,i - F̄_i|²)``) and ``max_force_std`` (eV/Å). Standard deviations divide by K."""
+    totals = atom_energy.sum(axis=1)
+    deviation = forces - _mean(forces)
+    forces_std = np.sqrt((deviation ** 2).sum(axis=2).mean(axis=0))
+    return {"energy_std": float(np.sqrt(((totals - _mean(totals)) ** 2).mean())),
+            "energies_std": np.sqrt(((atom_energy - _mean(atom_energy)) ** 2).mean(axis=0)),
+            "forces_std": forces_std, "max_force_std": float(forces_std.max()) if forces_std.size else 0.0}
 
 
 def centre_chunks(edges_per_atom: np.ndarray, max_edges: int) -> List[Tuple[int, int]]:
@@ -475,6 +553,8 @@ def _restore_model(source: Tuple) -> "LoadedModel":
 
 
 def _check_finite(atom_energy: np.ndarray, forces: np.ndarray) -> None:
-    bad = np.flatnonzero(~np.isfinite(atom_energy) | ~np.isfinite(forces).all(axis=1))
+    """Per-atom energies ``[K, N]`` and forces ``[K, N, 3]`` of K members: a ``ValueError`` naming the atoms where
+    any member gave a non-finite value."""
+    bad = np.flatnonzero(~np.isfinite(atom_energy).all(axis=0) | ~np.isfinite(forces).all(axis=(0, 2)))
     if bad.size:
         raise ValueError(f"model returned non-finite energy or forces for atom indices {bad[:10].tolist()}")

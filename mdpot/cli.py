@@ -83,7 +83,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from .deploy import deploy_checkpoint
     from .interop.nequip import MDPOT, MDPOT_CHECKPOINT, deploy_nequip, detect_source_kind
 
-    source, out = Path(args.source), Path(args.output)
+    if len(args.source) > 1:
+        return _deploy_committee(args)
+    source, out = Path(args.source[0]), Path(args.output)
     fmt = _deploy_format(out, args.format)
     if args.cpu_isa != "native" and fmt != "aoti":
         raise CLIError(f"--cpu-isa {args.cpu_isa} applies to AOTInductor packages only; add --format aoti")
@@ -131,6 +133,47 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy_committee(args: argparse.Namespace) -> int:
+    """``mdpot deploy A.ckpt B.ckpt ... -o committee.pt``: one committee file (format version 7) of mdpot
+    checkpoints."""
+    from .deploy import deploy_committee
+    from .interop.nequip import KIND_LABELS, MDPOT_CHECKPOINT, detect_source_kind
+
+    out = Path(args.output)
+    if _deploy_format(out, args.format) != "torchscript":
+        raise CLIError("a committee (several checkpoints) deploys to TorchScript only; drop --format aoti or the "
+                       ".pt2 name")
+    for flag, value, default in (("--cpu-isa", args.cpu_isa, "native"), ("--aoti-threads", args.aoti_threads, "dynamic"),
+                                 ("--from", args.source_family, None)):
+        if value != default:
+            raise CLIError(f"{flag} {value} does not apply to a committee of mdpot checkpoints")
+    _check_output(out, args.force)
+    for source in args.source:
+        kind = detect_source_kind(Path(source))
+        if kind != MDPOT_CHECKPOINT:
+            raise CLIError(f"{source}: a committee is deployed from mdpot training checkpoints only, not a "
+                           f"{KIND_LABELS.get(kind, kind)}")
+    kernels = args.kernels or "fused"
+    if kernels == "fused":
+        from .ops import OpsUnavailableError, load_ops
+
+        try:
+            load_ops()
+        except OpsUnavailableError as exc:
+            raise CLIError(str(exc)) from None
+    t0 = time.perf_counter()
+    try:
+        deployed = deploy_committee([Path(c) for c in args.source], out, dtype=args.dtype or "float64",
+                                    overwrite=True, kernels=kernels)
+    except (OSError, RuntimeError) as exc:
+        raise _write_error(exc, out) from None
+    meta = deployed.metadata
+    print(f"wrote {out}: committee of {deployed.committee_size} {meta['architecture']} {meta['model_dtype']} models "
+          f"(TorchScript{', fused kernels' if kernels == 'fused' else ''}, format version {meta['mdpot_format_version']}), "
+          f"{deployed.num_parameters} parameters, self-check passed ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def _deploy_format(out: Path, asked: Optional[str]) -> str:
     """The format to deploy to ``out``: ``asked`` (--format), else ``aoti`` for a ``.pt2`` name, else the default;
     an ``-o`` suffix of the other format is refused."""
@@ -148,6 +191,10 @@ def _deploy_format(out: Path, asked: Optional[str]) -> str:
 def _origin(meta: dict) -> str:
     """Where a deployed model's weights came from, in one phrase (provenance ``source`` or ``checkpoint``)."""
     prov = meta.get("provenance") or {}
+    members = meta.get("committee_members")
+    if members:
+        return (f"a committee of {len(members)} models: "
+                + ", ".join(m.get("checkpoint") or "an in-memory model" for m in members))
     src = prov.get("source")
     if isinstance(src, dict):
         return f"{src.get('kind', 'unknown source')} {src.get('file', '?')} (sha256 {str(src.get('sha256', ''))[:16]}…)"
@@ -301,8 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "nequip and, for Allegro, nequip-allegro installed). The kind is read from the content. "
                                    "nequip checkpoints and packages are Python pickles that nequip's own loader unpickles, "
                                    "which can run code stored in the file: deploy only such files from a source you trust "
-                                   "(mdpot checkpoints are read as tensors and plain data only).")
-    p.add_argument("source", help="mdpot checkpoint, nequip .nequip.pth, nequip checkpoint or .nequip.zip")
+                                   "(mdpot checkpoints are read as tensors and plain data only). Several mdpot checkpoints "
+                                   "(mdpot deploy A.ckpt B.ckpt ... -o committee.pt) make one committee file: the "
+                                   "members' mean drives the dynamics and their spread measures the uncertainty "
+                                   "(docs/contract.md, format version 7).")
+    p.add_argument("source", nargs="+",
+                   help="mdpot checkpoint, nequip .nequip.pth, nequip checkpoint or .nequip.zip; several mdpot "
+                        "checkpoints write one committee file (format version 7: the mean drives the dynamics, the "
+                        "members' spread is reported; TorchScript only)")
     p.add_argument("-o", "--output", required=True, help="deployed model file to write")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="model precision (mdpot checkpoints: default float64; nequip models keep their own dtype)")
@@ -375,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .properties import cli as properties_cli
 
-    for module in (data_cli, train_cli, validate_cli, properties_cli):
+    from . import selection as select_cli
+
+    for module in (data_cli, train_cli, validate_cli, properties_cli, select_cli):
         module.add_parser(sub)
     # `mdpot info m.pt --debug` works as well as `mdpot --debug info m.pt`; SUPPRESS keeps the top-level value
     # when the subcommand does not give it.

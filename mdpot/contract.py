@@ -27,8 +27,17 @@ BLOCK_METHODS: Tuple[str, ...] = ("mp_num_blocks", "mp_feature_widths", "mp_stat
                                   "mp_block_vjp", "mp_readout", "mp_edge_derivatives")
 #: The short-range pair term of the block interface: required, with ``BLOCK_METHODS``, in a version-4 file.
 PAIR_METHODS: Tuple[str, ...] = ("mp_has_pair", "mp_pair")
+#: Version of a committee file (``mdpot deploy A.ckpt B.ckpt ... -o committee.pt``, ``docs/contract.md``,
+#: "Committee files"): one TorchScript module holding K >= 2 members; ``forward`` is the contract with the members'
+#: mean outputs, ``COMMITTEE_METHOD`` returns every member's outputs stacked. Reference or fused kernels (``kernels``
+#: says which); no block interface. The LAMMPS plugin refuses it until the pair style runs committees.
+COMMITTEE_FORMAT_VERSION = 7
+#: The committee file's method returning the per-member outputs ``[K, ...]`` on the same graph.
+COMMITTEE_METHOD = "committee_forward"
+#: Fewest members of a committee: a single model is deployed as an ordinary file.
+MIN_COMMITTEE_SIZE = 2
 #: Versions this mdpot reads: every earlier version keeps loading (version 1 runs whole-graph only).
-READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
 #: Version written into AOTInductor packages (``mdpot deploy --format aoti``, ``.pt2``): version 2's whole-graph
 #: contract compiled to native code, without the block interface (``docs/contract.md``, "AOTInductor packages").
 AOTI_FORMAT_VERSION = 3
@@ -91,6 +100,11 @@ MDPOT_VERSION = "mdpot_version"
 PROVENANCE = "provenance"
 CONFIG = "config"
 WEIGHTS_SHA256 = "weights_sha256"
+#: Keys of a committee file (format version ``COMMITTEE_FORMAT_VERSION``), required there and only there: the number
+#: of members K (an integer >= ``MIN_COMMITTEE_SIZE``) and a JSON list of K objects, each member's provenance.
+COMMITTEE_SIZE = "committee_size"
+COMMITTEE_MEMBERS = "committee_members"
+COMMITTEE_KEYS: Tuple[str, ...] = (COMMITTEE_SIZE, COMMITTEE_MEMBERS)
 
 #: Optional metadata key of a deployed file: which implementation of the tensor products it calls, one of
 #: ``KERNELS``; absent means ``reference``. ``fused`` exactly when the format version is one of
@@ -173,6 +187,7 @@ def cpp_header() -> str:
         f"inline constexpr int FORMAT_VERSION = {FORMAT_VERSION};\n"
         f"inline constexpr int PAIR_FORMAT_VERSION = {PAIR_FORMAT_VERSION};\n"
         f"inline constexpr int FUSED_FORMAT_VERSION = {FUSED_FORMAT_VERSION};\n"
+        f"inline constexpr int COMMITTEE_FORMAT_VERSION = {COMMITTEE_FORMAT_VERSION};\n"
         f"inline constexpr const char *KEY_KERNELS = {_cpp_string(KERNELS_KEY)};\n"
         f"inline constexpr const char *OPS_LIBRARY = {_cpp_string(OPS_LIBRARY)};\n"
         + "inline constexpr int READABLE_FORMAT_VERSIONS[] = {" + ", ".join(map(str, READABLE_FORMAT_VERSIONS)) + "};\n"

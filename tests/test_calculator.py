@@ -138,7 +138,7 @@ def test_nan_positions(calc):
 
 
 def test_bad_model_argument():
-    with pytest.raises(TypeError, match="model must be a path or LoadedModel, got int"):
+    with pytest.raises(TypeError, match="^model must be a path or LoadedModel, or a list of them, got int$"):
         MDPotCalculator(3)
     with pytest.raises(FileNotFoundError, match="model file not found: /"):
         MDPotCalculator("does-not-exist.pt")

@@ -69,6 +69,11 @@ class LoadedModel:
         return self.metadata[md.ELEMENTS]
 
     @property
+    def committee_size(self) -> int:
+        """Number of members of a committee file (format version 7, ``docs/contract.md``); 1 for a single model."""
+        return int(self.metadata.get(md.COMMITTEE_SIZE, 1))
+
+    @property
     def r_max(self) -> float:
         """Neighbour cutoff, Å."""
         return self.metadata[md.R_MAX]
@@ -153,10 +158,11 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     stored = _stored_format_version(path)
     if stored is not None and re.fullmatch(INTEGER_PATTERN, stored):
         md.refuse_unreadable_version(int(stored), str(path))
-    if stored == str(md.FUSED_FORMAT_VERSION):
+    if stored == str(md.FUSED_FORMAT_VERSION) or (stored == str(md.COMMITTEE_FORMAT_VERSION)
+                                                  and _stored_record(path, md.KERNELS_KEY) == "fused"):
         # the file calls torch.ops.mdpot.*: they must be registered before torch reads its code
         require_fused_ops(str(path))
-    extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,) + md.OPTIONAL_KEYS}
+    extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,) + md.OPTIONAL_KEYS + md.COMMITTEE_KEYS}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError and friends for damaged archives
@@ -172,6 +178,9 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
         if why:
             raise ValueError(f"{path}: model format version {md.PAIR_FORMAT_VERSION} is for message-passing "
                              f"TorchScript files with a short-range pair term, but {why}; deploy it again")
+    if meta[md.FORMAT_VERSION_KEY] == md.COMMITTEE_FORMAT_VERSION and not hasattr(module, md.COMMITTEE_METHOD):
+        raise ValueError(f"{path}: a committee file (model format version {md.COMMITTEE_FORMAT_VERSION}) without "
+                         f"its {md.COMMITTEE_METHOD} method; deploy it again")
     module.eval()
     return LoadedModel(module, meta, path, device)
 
@@ -190,10 +199,15 @@ def require_fused_ops(source: str) -> None:
 
 def _stored_format_version(path: Path) -> Optional[str]:
     """The ``mdpot_format_version`` record of a TorchScript archive as stored, read without loading the code."""
+    return _stored_record(path, md.FORMAT_VERSION_KEY)
+
+
+def _stored_record(path: Path, key: str) -> Optional[str]:
+    """The metadata record ``key`` of a TorchScript archive as stored, read without loading the code."""
     try:
         with zipfile.ZipFile(path) as z:
             for name in z.namelist():
-                if name.count("/") == 2 and name.endswith(f"/extra/{md.FORMAT_VERSION_KEY}"):
+                if name.count("/") == 2 and name.endswith(f"/extra/{key}"):
                     return z.read(name).decode("utf-8", errors="replace")
     except (zipfile.BadZipFile, OSError):
         pass

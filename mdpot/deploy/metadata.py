@@ -11,9 +11,10 @@ from torch import nn
 
 from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stated once in mdpot.contract)
     AOTI_FORMAT_VERSION, AOTI_FORMAT_VERSIONS, AOTI_FUSED_FORMAT_VERSION, ALL_KEYS, ARCHITECTURE, ARCHITECTURE_NAMES,
-    BLOCK_METHODS, BYTES_PER_EDGE, CONFIG, DEFAULT_KERNELS, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS, FORMAT_VERSION,
-    FORMAT_VERSION_KEY, FUSED_FORMAT_VERSION, FUSED_FORMAT_VERSIONS, KERNELS, KERNELS_KEY, LENGTH_UNIT, OPTIONAL_KEYS,
-    PAIR_FORMAT_VERSION, PAIR_METHODS,
+    BLOCK_METHODS, BYTES_PER_EDGE, COMMITTEE_FORMAT_VERSION, COMMITTEE_KEYS, COMMITTEE_MEMBERS, COMMITTEE_METHOD,
+    COMMITTEE_SIZE, CONFIG, DEFAULT_KERNELS, DTYPES, ELEMENTS, ENERGY_UNIT, ENERGY_UNITS, FORMAT_VERSION,
+    FORMAT_VERSION_KEY, FUSED_FORMAT_VERSION, FUSED_FORMAT_VERSIONS, KERNELS, KERNELS_KEY, LENGTH_UNIT,
+    MIN_COMMITTEE_SIZE, OPTIONAL_KEYS, PAIR_FORMAT_VERSION, PAIR_METHODS,
     default_kernels,
     READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS, PROVENANCE, R_MAX, RECEPTIVE_FIELD,
     TORCH_VERSION, WEIGHTS_SHA256,
@@ -73,11 +74,12 @@ def encode(meta: Mapping[str, Any]) -> Dict[str, str]:
     out: Dict[str, str] = {}
     if meta.get(KERNELS_KEY, "reference") != "reference":
         out[KERNELS_KEY] = str(meta[KERNELS_KEY])
-    for key in ALL_KEYS + tuple(k for k in OPTIONAL_KEYS if meta.get(k) is not None):
+    committee = COMMITTEE_KEYS if meta.get(COMMITTEE_SIZE) is not None else ()
+    for key in ALL_KEYS + tuple(k for k in OPTIONAL_KEYS if meta.get(k) is not None) + committee:
         value = meta[key]
         if key == ELEMENTS:
             out[key] = " ".join(value)
-        elif key in (PROVENANCE, CONFIG):
+        elif key in (PROVENANCE, CONFIG, COMMITTEE_MEMBERS):
             out[key] = json.dumps(value, sort_keys=True)
         else:
             out[key] = str(value)
@@ -156,14 +158,47 @@ def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[s
     kernels = raw.get(KERNELS_KEY) or "reference"  # optional: absent means reference
     if kernels not in KERNELS:
         raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} is not one of {list(KERNELS)}")
-    if (kernels == "fused") != (version in FUSED_FORMAT_VERSIONS):
+    # a committee file (version 7) holds members with either kernels
+    if version != COMMITTEE_FORMAT_VERSION and (kernels == "fused") != (version in FUSED_FORMAT_VERSIONS):
         what, fused = ("packages", AOTI_FUSED_FORMAT_VERSION) if package else ("files", FUSED_FORMAT_VERSION)
         raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} with {FORMAT_VERSION_KEY} {version} ({what} "
                          f"calling the fused kernels are version {fused}, and only they); deploy it again")
     meta[KERNELS_KEY] = kernels
+    meta.update(_decode_committee(raw, source, version, refuse_constant))
     if raw.get(BYTES_PER_EDGE):  # optional: absent or empty in files deployed before it existed
         text = raw[BYTES_PER_EDGE]
         if not re.fullmatch(FLOAT_PATTERN, text) or not (math.isfinite(float(text)) and float(text) > 0):
             raise ValueError(f"{source}: metadata {BYTES_PER_EDGE} must be a positive float, got {text!r}")
         meta[BYTES_PER_EDGE] = float(text)
     return meta
+
+
+def _decode_committee(raw: Mapping[str, str], source: str, version: int, refuse_constant) -> Dict[str, Any]:
+    """The committee keys of a version-7 file (``docs/contract.md``, "Committee files"): both present, K an integer
+    >= ``MIN_COMMITTEE_SIZE`` and the members a JSON list of K objects; in a file of another version, neither."""
+    present = [k for k in COMMITTEE_KEYS if raw.get(k)]
+    if version != COMMITTEE_FORMAT_VERSION:
+        if present:
+            raise ValueError(f"{source}: metadata {present[0]} in a file of {FORMAT_VERSION_KEY} {version} (committee "
+                             f"files are version {COMMITTEE_FORMAT_VERSION}); deploy it again")
+        return {}
+    missing = [k for k in COMMITTEE_KEYS if k not in present]
+    if missing:
+        raise ValueError(f"{source}: a committee file ({FORMAT_VERSION_KEY} {version}) without metadata "
+                         f"{', '.join(missing)}; deploy it again")
+    import re
+
+    from ..contract import INTEGER_PATTERN
+
+    text = raw[COMMITTEE_SIZE]
+    if not re.fullmatch(INTEGER_PATTERN, text) or int(text) < MIN_COMMITTEE_SIZE:
+        raise ValueError(f"{source}: metadata {COMMITTEE_SIZE} must be an integer >= {MIN_COMMITTEE_SIZE}, got {text!r}")
+    size = int(text)
+    try:
+        members = json.loads(raw[COMMITTEE_MEMBERS], parse_constant=refuse_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise ValueError(f"{source}: metadata {COMMITTEE_MEMBERS} is not valid JSON ({exc})") from None
+    if not isinstance(members, list) or len(members) != size or not all(isinstance(m, dict) for m in members):
+        raise ValueError(f"{source}: metadata {COMMITTEE_MEMBERS} must be a JSON list of {size} objects "
+                         f"({COMMITTEE_SIZE} {size})")
+    return {COMMITTEE_SIZE: size, COMMITTEE_MEMBERS: members}

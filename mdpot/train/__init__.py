@@ -17,6 +17,7 @@ _EXPORTS = {
     "fit_energy_shift": "fitting", "force_rms": "fitting", "mean_neighbors": "fitting", "split_indices": "fitting",
     "MetricAccumulator": "loss", "errors": "loss", "loss_from_errors": "loss",
     "EMA": "trainer", "TrainResult": "trainer", "Trainer": "trainer", "train": "trainer",
+    "member_config": "trainer", "train_committee": "trainer",
 }
 
 __all__ = sorted(_EXPORTS)

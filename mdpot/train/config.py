@@ -197,6 +197,10 @@ class TrainingConfig:
         ``auto``) and ``energy_references``.
     energy_references : mapping or None
         Energy of an isolated atom per element (eV), e.g. ``{Cu: -0.123}``: every element of the model.
+    bootstrap : bool
+        Train on a bootstrap resample of the training structures (drawn with replacement, as many as there are,
+        after the validation split, from a generator seeded with ``seed``): what ``mdpot train --committee N
+        --bootstrap`` sets so that the members also see different data (default false).
     """
 
     seed: int = 0
@@ -221,9 +225,12 @@ class TrainingConfig:
     energy_shift: str = "auto"
     energy_references: Optional[Mapping[str, float]] = None
     kind_weights: Optional[Mapping[str, float]] = None
+    bootstrap: bool = False
 
     def __post_init__(self) -> None:
         s = "training"
+        if not isinstance(self.bootstrap, bool):
+            raise TypeError(f"training.bootstrap must be true or false, got {self.bootstrap!r}")
         _integer(s, "seed", self.seed, 0)
         object.__setattr__(self, "dtype", _choice(s, "dtype", self.dtype, DTYPES))
         _integer(s, "max_epochs", self.max_epochs, 1)

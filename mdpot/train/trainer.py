@@ -161,6 +161,10 @@ def _fmt(value: float, digits: int = 4) -> str:
     return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
 
 
+#: Second seed word of the bootstrap resample's generator (``training.bootstrap``).
+BOOTSTRAP_STREAM = 0x626F6F74
+
+
 class Trainer:
     """Train a model from a :class:`TrainConfig` into ``run_dir``.
 
@@ -247,6 +251,12 @@ class Trainer:
         else:
             val = load_labelled(self.val_path, **keys)
             val_src = str(self.val_path)
+        if self.config.training.bootstrap:
+            # its own stream of the seed: the split and the batch orders keep theirs
+            picks = np.random.default_rng([self.config.training.seed, BOOTSTRAP_STREAM]).integers(0, len(train), len(train))
+            train = [train[k] for k in picks]
+            self.log(f"bootstrap: {len(train)} training structures drawn with replacement "
+                     f"({len(set(picks.tolist()))} distinct)")
         n_tr, n_va = sum(len(x.atoms) for x in train), sum(len(x.atoms) for x in val)
         self.log(f"data: {len(train)} training structures ({n_tr} atoms) from {self.train_path}; "
                  f"{len(val)} validation structures ({n_va} atoms) from {val_src}")
@@ -495,6 +505,7 @@ class Trainer:
             "num_train": len(self.train_samples),
             "num_validation": len(self.val_samples),
             "seed": self.config.training.seed,
+            "bootstrap": self.config.training.bootstrap,
             "training_dtype": self.config.training.dtype,
             "ema": self.ema is not None,
         }
@@ -669,3 +680,41 @@ def train(config: Union[TrainConfig, PathLike], run_dir: PathLike, resume: bool 
 
 
 __all__ = ["EMA", "TrainResult", "Trainer", "train"]
+
+
+def member_config(config: TrainConfig, k: int, bootstrap: bool = False) -> TrainConfig:
+    """The config of committee member ``k``: ``training.seed`` + ``k`` (other weights, validation split when the
+    data has no validation file, batch order and bootstrap resample) and ``training.bootstrap`` when asked."""
+    training = dataclasses.replace(config.training, seed=config.training.seed + k,
+                                   bootstrap=bootstrap or config.training.bootstrap)
+    return dataclasses.replace(config, training=training)
+
+
+def train_committee(config: Union[TrainConfig, PathLike], run_dir: PathLike, size: int, bootstrap: bool = False,
+                    resume: bool = False, force: bool = False, progress: bool = True,
+                    log: Optional[Callable[[str], None]] = None) -> List[TrainResult]:
+    """Train ``size`` committee members into ``run_dir/member_0`` ... ``member_{size-1}``, one after the other,
+    each from :func:`member_config` (seeds ``seed``, ``seed + 1``, ...; ``bootstrap``: each also trains on its own
+    resample of the training structures). ``resume`` continues every member from its ``last.ckpt``. Deploy the members' ``best.ckpt`` together with
+    ``mdpot deploy RUN/member_*/best.ckpt -o committee.pt``."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise ValueError(f"a committee needs at least 2 members, got {size!r}")
+    if not isinstance(config, TrainConfig):
+        from .config import load_train_config
+
+        config = load_train_config(config)
+    if log is None:
+        from tqdm import tqdm
+
+        log = tqdm.write
+    results = []
+    for k in range(size):
+        cfg = member_config(config, k, bootstrap)
+        log(f"committee member {k + 1}/{size}: seed {cfg.training.seed}"
+            + (", bootstrap resample" if cfg.training.bootstrap else ""))
+        results.append(Trainer(cfg, Path(run_dir) / f"member_{k}", resume=resume, force=force, progress=progress,
+                               log=log).run())
+    return results
+
+
+__all__ += ["member_config", "train_committee"]

@@ -62,6 +62,10 @@ CASES = {
     "unknown_format_version_fused": (dict(pair="pair_style mdpot\npair_coeff * * {v99_fused} Cu Au"),
                                      "pair mdpot: '{v99_fused}' has mdpot_format_version '99', this build reads versions "
                                      "1, 2, 4, 5 of TorchScript files and 3, 6 of AOTInductor packages"),
+    # a committee file (format version 7) is read by Python but not yet run by the pair style
+    "committee_file": (dict(pair="pair_style mdpot\npair_coeff * * {committee} Cu Au"),
+                       "pair mdpot: '{committee}' is a committee file (format version 7); pair_style mdpot does not "
+                       "run committees yet: deploy one member with mdpot deploy MEMBER.ckpt"),
     "edited_weights": (dict(pair="pair_style mdpot\npair_coeff * * {edited} Cu Au"),
                        "pair mdpot: '{edited}': weights do not match the digest recorded at deploy"),
     "bad_device": (dict(pair="pair_style mdpot device gpu"), "pair mdpot: device must be cpu, cuda or auto, got 'gpu'"),
@@ -128,6 +132,12 @@ def bad_files(reference_model, models, tmp_path_factory):
     assert fused_extra["kernels"] in ("fused", b"fused")
     files["v99_fused"] = str(folder / "v99_fused.pt")
     torch.jit.save(fused, files["v99_fused"], _extra_files=dict(fused_extra, mdpot_format_version="99"))
+    from mdpot.deploy import deploy_committee
+    from mdpot.testing.models import small_model
+
+    files["committee"] = str(folder / "committee.pt")
+    deploy_committee([small_model("allegro", seed=0), small_model("allegro", seed=1)], files["committee"],
+                     kernels="reference")
     return files
 
 

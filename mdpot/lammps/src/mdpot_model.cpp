@@ -173,7 +173,8 @@ std::vector<std::string> readable_versions(bool package)
 {
   std::vector<std::string> out;
   for (int k = 0; k < contract::READABLE_FORMAT_VERSIONS_COUNT; ++k)
-    if (package_version(contract::READABLE_FORMAT_VERSIONS[k]) == package)
+    if (package_version(contract::READABLE_FORMAT_VERSIONS[k]) == package &&
+        contract::READABLE_FORMAT_VERSIONS[k] != contract::COMMITTEE_FORMAT_VERSION)    // refused by name
       out.push_back(std::to_string(contract::READABLE_FORMAT_VERSIONS[k]));
   return out;
 }
@@ -189,6 +190,15 @@ int readable_version(const std::string &version, const std::string &path)
               join(readable_versions(false), ", ") + " of TorchScript files and " +
               join(readable_versions(true), ", ") + " of AOTInductor packages (use a plugin built from a matching "
               "mdpot)");
+}
+
+// A committee file (several models behind one contract, docs/contract.md "Committee files") is readable by mdpot's
+// Python side; the pair style does not run one yet, so it is refused before torch reads its code.
+[[noreturn]] void refuse_committee(const std::string &path)
+{
+  throw Error("'" + path + "' is a committee file (format version " +
+              std::to_string(contract::COMMITTEE_FORMAT_VERSION) + "); pair_style mdpot does not run committees yet: "
+              "deploy one member with mdpot deploy MEMBER.ckpt");
 }
 
 // The rules of mdpot.deploy.metadata.decode, in the same order (docs/contract.md, "Metadata"). A package
@@ -207,6 +217,7 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   if (!full_match(version, c::INTEGER_PATTERN))
     throw Error("'" + path + "': " + c::KEY_FORMAT_VERSION + " must be an integer, got '" + version + "'");
   m.format_version = readable_version(version, path);
+  if (m.format_version == c::COMMITTEE_FORMAT_VERSION) refuse_committee(path);    // however the file was read
   if (package && !package_version(m.format_version))
     throw Error("'" + path + "' is an AOTInductor package with " + c::KEY_FORMAT_VERSION + " '" + version +
                 "'; packages are version " + join(readable_versions(true), " or "));
@@ -839,6 +850,7 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
       auto [data, n] = reader->getRecord(version_record);
       const std::string version(static_cast<const char *>(data.get()), n);
       if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
+      if (version == std::to_string(contract::COMMITTEE_FORMAT_VERSION)) refuse_committee(path);
       if (version == std::to_string(contract::FUSED_FORMAT_VERSION)) load_fused_kernels(path);
     }
   }
