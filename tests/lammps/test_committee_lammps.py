@@ -210,3 +210,23 @@ def test_uncertainty_halt_names_step_and_atom(drag_series, lammps, committee_fil
     assert_allclose(float(found.group(1)), series[step], 0.0, "deviation in the message", rtol=1e-5)
     assert int(found.group(2)) == argmax[step]
     assert float(found.group(3)) == pytest.approx(threshold, rel=1e-5)
+
+
+def test_message_passing_committee(plugin, lammps, tmp_path):
+    """NequIP members (receptive field 2 r_max, no block interface in a committee file): the pair style runs the
+    committee in message_passing ghosts mode, and the spread on 3 ranks is still the one formed by hand."""
+    from mdpot.deploy import deploy_committee, deploy_model
+    from mdpot.testing import small_model
+
+    a, b = small_model("nequip", ELEMENTS, seed=0), small_model("nequip", ELEMENTS, seed=1)
+    files = {"a": deploy_model(a, tmp_path / "a.pt").path, "b": deploy_model(b, tmp_path / "b.pt").path,
+             "ab": deploy_committee([a, b], tmp_path / "ab.pt").path}
+    write_data(tmp_path / "s.data", alloy(ELEMENTS, (2, 2, 3), a=3.8, skew=0.0, strain=0.0, rattle=0.1, seed=3),
+               ELEMENTS)
+    run = lammps(BLOCK.format(name="mp", model=files["ab"], keywords=""), tmp_path, nprocs=3)
+    assert "mdpot: message_passing ghosts: ghost shell of the receptive field" in run.output
+    frame = read_dump(tmp_path / "mp.dump")[-1]
+    want = by_hand(frame, [files["a"], files["b"]])
+    assert_allclose(np.asarray(frame["f_fd"]), want["sigma"], 0.0, "message-passing per-atom force deviation",
+                    rtol=RTOL)
+    assert_allclose(thermo_globals(tmp_path, "mp"), want["globals"], 0.0, "message-passing c_dev[1..4]", rtol=RTOL)
