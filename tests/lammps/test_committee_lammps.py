@@ -52,7 +52,8 @@ run 0
 
 @pytest.fixture(scope="session")
 def committee_runs(plugin, lammps, committee_files, tmp_path_factory):
-    """nprocs -> the workdir of one LAMMPS process running the committees ab and aa and member a alone."""
+    """nprocs -> the workdir of one LAMMPS process running the committee ab (whole and in max_edges chunks), aa, and
+    member a alone."""
     cache = {}
 
     def get(nprocs):
@@ -61,6 +62,7 @@ def committee_runs(plugin, lammps, committee_files, tmp_path_factory):
             write_data(workdir / "s.data", alloy(ELEMENTS, (3, 3, 3), a=3.8, skew=0.0, strain=0.0, rattle=0.1, seed=1),
                        ELEMENTS)
             script = (BLOCK.format(name="ab", model=committee_files["ab"], keywords="uncertainty_file ab.txt")
+                      + BLOCK.format(name="chunks", model=committee_files["ab"], keywords="max_edges 1000")
                       + BLOCK.format(name="aa", model=committee_files["aa"], keywords="")
                       + SINGLE.format(model=committee_files["a"]))
             run = lammps(script, workdir, nprocs=nprocs)
@@ -108,6 +110,14 @@ def test_committee_spread_matches_members(committee_runs, committee_files, nproc
     assert_allclose(forces, want["forces"], 1e-12, f"mean forces on {nprocs} ranks", rtol=RTOL)
     assert_allclose(float(read_log(workdir / "ab.log")[-1]["PotEng"][-1]), want["energy"], 0.0,
                     "mean energy", rtol=RTOL)
+    # in chunks of centres (several model calls per step), each member's forces summed over the calls
+    calls = [float(v) for v in re.findall(r"model_calls_per_step=(\S+)", output)]
+    assert calls[1] > 2 * calls[0], calls  # blocks ab, chunks, aa, single; calls summed over the ranks
+    chunks = read_dump(workdir / "chunks.dump")[-1]
+    assert_allclose(np.asarray(chunks["f_fd"]), want["sigma"], 0.0, f"force deviation in chunks on {nprocs} ranks",
+                    rtol=RTOL)
+    assert_allclose(thermo_globals(workdir, "chunks"), want["globals"], 0.0, f"c_dev in chunks on {nprocs} ranks",
+                    rtol=RTOL)
     lines = (workdir / "ab.txt").read_text().splitlines()
     assert lines[1].split() == ["#", "step", "max_devi_f", "min_devi_f", "avg_devi_f", "devi_e"]
     assert len(lines) == 3 and lines[2].split()[0] == "0"

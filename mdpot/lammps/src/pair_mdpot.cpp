@@ -153,6 +153,7 @@ PairMDPot::PairMDPot(LAMMPS *lmp) :
   uncertainty_halt = 0.0;
   uncertainty_fp = nullptr;
   uncertainty_last_step = -1;
+  pvector = extra_values;
   single_enable = 0;
   restartinfo = 0;
   one_coeff = 1;
@@ -373,8 +374,8 @@ void PairMDPot::load_model(const std::string &path, const std::string &device)
   }
   const mdpot::Metadata &meta = impl->model->metadata();
   committee = meta.committee_size;
-  nextra = committee > 1 ? 4 : 0;    // compute pair: c_ID[1..4]
-  pvector = committee > 1 ? extra_values : nullptr;
+  nextra = committee > 1 ? 4 : 0;    // compute pair: c_ID[1..4] (pvector stays valid: a compute pair made for
+                                     // an earlier committee reads zeros after a single model replaced it)
   for (double &v : extra_values) v = 0.0;
   r_max = meta.r_max;
   receptive_field = meta.receptive_field;
