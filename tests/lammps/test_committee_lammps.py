@@ -227,3 +227,25 @@ def test_message_passing_committee(plugin, lammps, tmp_path):
     assert_allclose(np.asarray(frame["f_fd"]), want["sigma"], 0.0, "message-passing per-atom force deviation",
                     rtol=RTOL)
     assert_allclose(thermo_globals(tmp_path, "mp"), want["globals"], 0.0, "message-passing c_dev[1..4]", rtol=RTOL)
+
+
+def test_committee_under_hybrid_with_null_types(plugin, lammps, committee_files, tmp_path):
+    """``hybrid/overlay`` with the Au type NULL for mdpot: the Cu atoms' spread is the committee's on the Cu atoms
+    alone, the Au atoms have deviation 0 and are left out of the global values (2 ranks)."""
+    write_data(tmp_path / "s.data", alloy(ELEMENTS, (3, 3, 3), a=3.8, skew=0.0, strain=0.0, rattle=0.1, seed=1),
+               ELEMENTS)
+    script = BLOCK.format(name="hyb", model="", keywords="").replace(
+        "pair_style mdpot device cpu \npair_coeff * *  Cu Au",
+        f"pair_style hybrid/overlay zero 4.0 mdpot device cpu\npair_coeff * * zero\n"
+        f"pair_coeff * * mdpot {committee_files['ab']} Cu NULL")
+    assert "hybrid/overlay" in script
+    lammps(script, tmp_path, nprocs=2)
+    frame = read_dump(tmp_path / "hyb.dump")[-1]
+    cu = np.asarray(frame["type"]) == 1
+    sub = {k: (np.asarray(v)[cu] if k in ("id", "type", "x", "y", "z") else v) for k, v in frame.items()}
+    want = by_hand(sub, [committee_files["a"], committee_files["b"]])
+    sigma = np.asarray(frame["f_fd"])
+    assert np.all(sigma[~cu] == 0.0) and cu.sum() > 0 and (~cu).sum() > 0
+    assert_allclose(sigma[cu], want["sigma"], 0.0, "Cu atoms' force deviation under hybrid/overlay", rtol=RTOL)
+    assert_allclose(thermo_globals(tmp_path, "hyb"), want["globals"], 0.0, "c_dev[1..4] under hybrid/overlay",
+                    rtol=RTOL)
