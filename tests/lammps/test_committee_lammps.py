@@ -28,10 +28,10 @@ read_data s.data
 pair_style mdpot device cpu {keywords}
 pair_coeff * * {model} Cu Au
 compute dev all pair mdpot
-fix fd all pair 1 mdpot force_deviation 0
+fix fd all pair 1 mdpot force_deviation 0 energy_deviation 0
 thermo_style custom step pe c_dev[1] c_dev[2] c_dev[3] c_dev[4]
 thermo_modify format float %.17g
-dump d all custom 1 {name}.dump id type x y z fx fy fz f_fd
+dump d all custom 1 {name}.dump id type x y z fx fy fz f_fd[1] f_fd[2]
 dump_modify d format float %.17g sort id
 run 0
 """
@@ -77,16 +77,17 @@ def by_hand(frame, files):
     from mdpot import MDPotCalculator
 
     atoms = atoms_from_frame(frame, ELEMENTS)
-    forces, energies = [], []
+    forces, energies, atom_energies = [], [], []
     for path in files:
         member = atoms.copy()
         member.calc = MDPotCalculator(path)
         forces.append(member.get_forces())
         energies.append(member.get_potential_energy())
-    forces, energies = np.array(forces), np.array(energies)
+        atom_energies.append(member.get_potential_energies())
+    forces, energies, atom_energies = np.array(forces), np.array(energies), np.array(atom_energies)
     mean = forces.mean(0)
     sigma = np.sqrt(((forces - mean) ** 2).sum(-1).mean(0))
-    return {"forces": mean, "sigma": sigma, "energy": energies.mean(), "energy_std": energies.std(),
+    return {"forces": mean, "sigma": sigma, "energies_std": atom_energies.std(0), "energy": energies.mean(), "energy_std": energies.std(),
             "globals": np.array([sigma.max(), sigma.min(), sigma.mean(), energies.std()])}
 
 
@@ -102,8 +103,11 @@ def test_committee_spread_matches_members(committee_runs, committee_files, nproc
     want = by_hand(frame, [committee_files["a"], committee_files["b"]])
     assert "mdpot: committee of 2 members: the mean drives the dynamics" in output
     assert want["sigma"].min() > 1e-4  # two different members: a real spread on every atom
-    assert_allclose(np.asarray(frame["f_fd"]), want["sigma"], 0.0, f"per-atom force deviation on {nprocs} ranks",
+    assert_allclose(np.asarray(frame["f_fd[1]"]), want["sigma"], 0.0, f"per-atom force deviation on {nprocs} ranks",
                     rtol=RTOL)
+    assert want["energies_std"].min() > 1e-4
+    assert_allclose(np.asarray(frame["f_fd[2]"]), want["energies_std"], 0.0,
+                    f"per-atom energy deviation on {nprocs} ranks", rtol=RTOL)
     assert_allclose(thermo_globals(workdir, "ab"), want["globals"], 0.0,
                     f"compute pair mdpot c_dev[1..4] on {nprocs} ranks", rtol=RTOL)
     forces = np.column_stack([frame["fx"], frame["fy"], frame["fz"]])
@@ -114,8 +118,10 @@ def test_committee_spread_matches_members(committee_runs, committee_files, nproc
     calls = [float(v) for v in re.findall(r"model_calls_per_step=(\S+)", output)]
     assert calls[1] > 2 * calls[0], calls  # blocks ab, chunks, aa, single; calls summed over the ranks
     chunks = read_dump(workdir / "chunks.dump")[-1]
-    assert_allclose(np.asarray(chunks["f_fd"]), want["sigma"], 0.0, f"force deviation in chunks on {nprocs} ranks",
+    assert_allclose(np.asarray(chunks["f_fd[1]"]), want["sigma"], 0.0, f"force deviation in chunks on {nprocs} ranks",
                     rtol=RTOL)
+    assert_allclose(np.asarray(chunks["f_fd[2]"]), want["energies_std"], 0.0,
+                    f"energy deviation in chunks on {nprocs} ranks", rtol=RTOL)
     assert_allclose(thermo_globals(workdir, "chunks"), want["globals"], 0.0, f"c_dev in chunks on {nprocs} ranks",
                     rtol=RTOL)
     lines = (workdir / "ab.txt").read_text().splitlines()
@@ -130,7 +136,7 @@ def test_identical_members_zero_spread(committee_runs, nprocs):
     workdir, _ = committee_runs(nprocs)
     frame = read_dump(workdir / "aa.dump")[-1]
     single = read_dump(workdir / "single.dump")[-1]
-    assert np.all(np.asarray(frame["f_fd"]) == 0.0)
+    assert np.all(np.asarray(frame["f_fd[1]"]) == 0.0) and np.all(np.asarray(frame["f_fd[2]"]) == 0.0)
     assert np.all(thermo_globals(workdir, "aa") == 0.0)
     for c in ("fx", "fy", "fz"):  # the mean of identical members is member 0's forces, bit for bit
         assert np.array_equal(np.asarray(frame[c]), np.asarray(single[c])), c
@@ -224,7 +230,7 @@ def test_message_passing_committee(plugin, lammps, tmp_path):
     assert "mdpot: message_passing ghosts: ghost shell of the receptive field" in run.output
     frame = read_dump(tmp_path / "mp.dump")[-1]
     want = by_hand(frame, [files["a"], files["b"]])
-    assert_allclose(np.asarray(frame["f_fd"]), want["sigma"], 0.0, "message-passing per-atom force deviation",
+    assert_allclose(np.asarray(frame["f_fd[1]"]), want["sigma"], 0.0, "message-passing per-atom force deviation",
                     rtol=RTOL)
     assert_allclose(thermo_globals(tmp_path, "mp"), want["globals"], 0.0, "message-passing c_dev[1..4]", rtol=RTOL)
 
@@ -244,7 +250,7 @@ def test_committee_under_hybrid_with_null_types(plugin, lammps, committee_files,
     cu = np.asarray(frame["type"]) == 1
     sub = {k: (np.asarray(v)[cu] if k in ("id", "type", "x", "y", "z") else v) for k, v in frame.items()}
     want = by_hand(sub, [committee_files["a"], committee_files["b"]])
-    sigma = np.asarray(frame["f_fd"])
+    sigma = np.asarray(frame["f_fd[1]"])
     assert np.all(sigma[~cu] == 0.0) and cu.sum() > 0 and (~cu).sum() > 0
     assert_allclose(sigma[cu], want["sigma"], 0.0, "Cu atoms' force deviation under hybrid/overlay", rtol=RTOL)
     assert_allclose(thermo_globals(tmp_path, "hyb"), want["globals"], 0.0, "c_dev[1..4] under hybrid/overlay",

@@ -132,9 +132,10 @@ struct MDPotImpl {
   int64_t n_local_edges = 0;    // edges of the last pack whose centre is a local atom
   std::vector<int> hop;         // message passing: hops from the nearest local atom (capped)
 
-  // a committee file: each member's energy summed over this rank's local atoms [K], and each local atom's force
-  // deviation (eV/Å; 0 for atoms of NULL types), read by fix pair through extract_peratom
-  std::vector<double> member_energy, force_deviation;
+  // a committee file: each member's energy summed over this rank's local atoms [K], each local atom's energy per
+  // member [nlocal][K], and each local atom's force deviation (eV/Å) and energy deviation (eV), 0 for atoms of
+  // NULL types, read by fix pair through extract_peratom
+  std::vector<double> member_energy, member_atom_energy, force_deviation, energy_deviation;
 };
 
 }    // namespace LAMMPS_NS
@@ -651,7 +652,7 @@ double PairMDPot::memory_usage()
   bytes += capacity_bytes(d.pos) + capacity_bytes(d.atom_type) + capacity_bytes(d.edge_index) +
       capacity_bytes(d.edge_j) + capacity_bytes(d.lmp_index) + capacity_bytes(d.compact) + capacity_bytes(d.hop) +
       capacity_bytes(d.comm_rows) + capacity_bytes(d.rows) + capacity_bytes(d.member_energy) +
-      capacity_bytes(d.force_deviation);
+      capacity_bytes(d.force_deviation) + capacity_bytes(d.member_atom_energy) + capacity_bytes(d.energy_deviation);
   if (d.model) bytes += d.model->memory_usage();
   return bytes;
 }
@@ -703,6 +704,7 @@ void PairMDPot::committee_begin()
   const size_t nall = atom->nlocal + atom->nghost;
   d.comm_rows.assign(nall * 3 * committee, 0.0);    // [atom][member][xyz]
   d.member_energy.assign(committee, 0.0);
+  d.member_atom_energy.assign(static_cast<size_t>(atom->nlocal) * committee, 0.0);
 }
 
 void PairMDPot::committee_accumulate()
@@ -720,7 +722,11 @@ void PairMDPot::committee_accumulate()
       row[1] += add[1];
       row[2] += add[2];
     }
-    for (int r = 0; r < d.n_local; ++r) d.member_energy[m] += ek[static_cast<size_t>(m) * d.n_local + r];
+    for (int r = 0; r < d.n_local; ++r) {
+      const double e = ek[static_cast<size_t>(m) * d.n_local + r];
+      d.member_energy[m] += e;
+      d.member_atom_energy[static_cast<size_t>(d.lmp_index[r]) * k_members + m] += e;
+    }
   }
 }
 
@@ -737,6 +743,7 @@ void PairMDPot::committee_finish()
   const int nlocal = atom->nlocal;
   const int *type = atom->type;
   d.force_deviation.assign(std::max(atom->nmax, 1), 0.0);
+  d.energy_deviation.assign(std::max(atom->nmax, 1), 0.0);
   double local_max = -1.0, local_min = HUGE_VAL, local_sum = 0.0, counted = 0.0;
   int local_arg = -1;
   for (int i = 0; i < nlocal; ++i) {
@@ -753,6 +760,12 @@ void PairMDPot::committee_finish()
       for (int c = 0; c < 3; ++c) sq += (f[3 * m + c] - mean[c]) * (f[3 * m + c] - mean[c]);
     const double dev = std::sqrt(sq / k_members);
     d.force_deviation[i] = dev;
+    const double *e = &d.member_atom_energy[static_cast<size_t>(i) * k_members];
+    double e_shift = 0.0, e_sq = 0.0;
+    for (int m = 0; m < k_members; ++m) e_shift += e[m] - e[0];
+    const double e_mean = e[0] + e_shift / k_members;
+    for (int m = 0; m < k_members; ++m) e_sq += (e[m] - e_mean) * (e[m] - e_mean);
+    d.energy_deviation[i] = std::sqrt(e_sq / k_members);
     if (dev > local_max) {
       local_max = dev;
       local_arg = i;
@@ -799,15 +812,19 @@ void PairMDPot::committee_finish()
   }
 }
 
-// fix pair: `fix ID all pair N mdpot force_deviation 0` (a per-atom vector, eV/Å); nullptr for a single model
+// fix pair: `fix ID all pair N mdpot force_deviation 0` (eV/Å) or `energy_deviation 0` (eV), per-atom vectors;
+// nullptr for a single model or another name
 void *PairMDPot::extract_peratom(const char *name, int &ncol)
 {
   ncol = 0;
-  if (strcmp(name, "force_deviation") != 0 || committee < 2) return nullptr;
+  if (committee < 2) return nullptr;
   auto &d = *impl;
-  if (d.force_deviation.size() < static_cast<size_t>(std::max(atom->nmax, 1)))
-    d.force_deviation.resize(std::max(atom->nmax, 1), 0.0);
-  return d.force_deviation.data();
+  std::vector<double> *v = strcmp(name, "force_deviation") == 0 ? &d.force_deviation
+      : strcmp(name, "energy_deviation") == 0                  ? &d.energy_deviation
+                                                               : nullptr;
+  if (!v) return nullptr;
+  if (v->size() < static_cast<size_t>(std::max(atom->nmax, 1))) v->resize(std::max(atom->nmax, 1), 0.0);
+  return v->data();
 }
 
 void PairMDPot::close_uncertainty_file()

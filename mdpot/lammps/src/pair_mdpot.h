@@ -28,7 +28,8 @@
 
    A committee file (format version 7) runs the members' mean and reports their spread (docs/contract.md,
    "Committee files"): per atom the force deviation sqrt(mean_k |F_k,i - F̄_i|^2), each member's forces summed
-   over ranks first (`fix ID all pair N mdpot force_deviation 0` makes it a per-atom vector f_ID); globally
+   over ranks first (`fix ID all pair N mdpot force_deviation 0` makes it a per-atom vector f_ID;
+   `energy_deviation 0` each atom's energy deviation, eV); globally
    `compute ID all pair mdpot`: c_ID[1..4] = max, min, mean force deviation (eV/Å), energy deviation (eV).
 
    Only LAMMPS headers here; the model runner (mdpot_model.h, torch) sits behind the private MDPotImpl.
