@@ -30,7 +30,7 @@ PAIR_METHODS: Tuple[str, ...] = ("mp_has_pair", "mp_pair")
 #: Version of a committee file (``mdpot deploy A.ckpt B.ckpt ... -o committee.pt``, ``docs/contract.md``,
 #: "Committee files"): one TorchScript module holding K >= 2 members; ``forward`` is the contract with the members'
 #: mean outputs, ``COMMITTEE_METHOD`` returns every member's outputs stacked. Reference or fused kernels (``kernels``
-#: says which); no block interface. The LAMMPS plugin refuses it until the pair style runs committees.
+#: says which); no block interface. The LAMMPS pair style runs the mean and reports the members' spread.
 COMMITTEE_FORMAT_VERSION = 7
 #: The committee file's method returning the per-member outputs ``[K, ...]`` on the same graph.
 COMMITTEE_METHOD = "committee_forward"
@@ -188,6 +188,8 @@ def cpp_header() -> str:
         f"inline constexpr int PAIR_FORMAT_VERSION = {PAIR_FORMAT_VERSION};\n"
         f"inline constexpr int FUSED_FORMAT_VERSION = {FUSED_FORMAT_VERSION};\n"
         f"inline constexpr int COMMITTEE_FORMAT_VERSION = {COMMITTEE_FORMAT_VERSION};\n"
+        f"inline constexpr int MIN_COMMITTEE_SIZE = {MIN_COMMITTEE_SIZE};\n"
+        f"inline constexpr const char *COMMITTEE_METHOD = {_cpp_string(COMMITTEE_METHOD)};\n"
         f"inline constexpr const char *KEY_KERNELS = {_cpp_string(KERNELS_KEY)};\n"
         f"inline constexpr const char *OPS_LIBRARY = {_cpp_string(OPS_LIBRARY)};\n"
         + "inline constexpr int READABLE_FORMAT_VERSIONS[] = {" + ", ".join(map(str, READABLE_FORMAT_VERSIONS)) + "};\n"
@@ -197,7 +199,8 @@ def cpp_header() -> str:
             ("R_MAX", R_MAX), ("NUM_LAYERS", NUM_LAYERS), ("RECEPTIVE_FIELD", RECEPTIVE_FIELD),
             ("MODEL_DTYPE", MODEL_DTYPE), ("ENERGY_UNITS", ENERGY_UNITS), ("LENGTH_UNITS", LENGTH_UNITS),
             ("TORCH_VERSION", TORCH_VERSION), ("MDPOT_VERSION", MDPOT_VERSION), ("PROVENANCE", PROVENANCE),
-            ("CONFIG", CONFIG), ("WEIGHTS_SHA256", WEIGHTS_SHA256), ("BYTES_PER_EDGE", BYTES_PER_EDGE)))
+            ("CONFIG", CONFIG), ("WEIGHTS_SHA256", WEIGHTS_SHA256), ("BYTES_PER_EDGE", BYTES_PER_EDGE),
+            ("COMMITTEE_SIZE", COMMITTEE_SIZE), ("COMMITTEE_MEMBERS", COMMITTEE_MEMBERS)))
         + array("ALL_KEYS", ALL_KEYS)
         + array("BLOCK_METHODS", BLOCK_METHODS)
         + array("PAIR_METHODS", PAIR_METHODS)

@@ -74,6 +74,19 @@ def repulsion_models(tmp_path_factory) -> Dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def committee_files(tmp_path_factory):
+    """Committee files (test_committee_lammps.py, the committee example): two different float64 Allegro members as single files, their committee, and a committee of member 0 twice."""
+    from mdpot.deploy import deploy_committee, deploy_model
+    from mdpot.testing import small_model
+
+    folder = tmp_path_factory.mktemp("committee_lammps")
+    a, b = small_model("allegro", ELEMENTS, seed=0), small_model("allegro", ELEMENTS, seed=1)
+    return {"a": deploy_model(a, folder / "a.pt").path, "b": deploy_model(b, folder / "b.pt").path,
+            "ab": deploy_committee([a, b], folder / "ab.pt").path,
+            "aa": deploy_committee([a, a], folder / "aa.pt").path}
+
+
+@pytest.fixture(scope="session")
 def model_r_max(models) -> float:
     from mdpot.deploy import load_model
 

@@ -56,22 +56,34 @@ CASES = {
     "missing_metadata_keys": (dict(pair="pair_style mdpot\npair_coeff * * {nometa} Cu Au"),
                               "pair mdpot: '{nometa}' is not an mdpot model: missing metadata keys: r_max, provenance"),
     "unknown_format_version": (dict(pair="pair_style mdpot\npair_coeff * * {v99} Cu Au"),
-                               "pair mdpot: '{v99}' has mdpot_format_version '99', this build reads versions 1, 2, 4, 5 of TorchScript "
-                               "files and 3, 6 of AOTInductor packages"),
+                               "pair mdpot: '{v99}' has mdpot_format_version '99', this build reads versions 1, 2, 4, 5, 7 of "
+                               "TorchScript files and 3, 6 of AOTInductor packages"),
     # a file whose code calls the fused operators: refused by its version before torch reads that code
     "unknown_format_version_fused": (dict(pair="pair_style mdpot\npair_coeff * * {v99_fused} Cu Au"),
                                      "pair mdpot: '{v99_fused}' has mdpot_format_version '99', this build reads versions "
-                                     "1, 2, 4, 5 of TorchScript files and 3, 6 of AOTInductor packages"),
-    # a committee file (format version 7) is read by Python but not yet run by the pair style
-    "committee_file": (dict(pair="pair_style mdpot\npair_coeff * * {committee} Cu Au"),
-                       "pair mdpot: '{committee}' is a committee file (format version 7); pair_style mdpot does not "
-                       "run committees yet: deploy one member with mdpot deploy MEMBER.ckpt"),
+                                     "1, 2, 4, 5, 7 of TorchScript files and 3, 6 of AOTInductor packages"),
     "edited_weights": (dict(pair="pair_style mdpot\npair_coeff * * {edited} Cu Au"),
                        "pair mdpot: '{edited}': weights do not match the digest recorded at deploy"),
     "bad_device": (dict(pair="pair_style mdpot device gpu"), "pair mdpot: device must be cpu, cuda or auto, got 'gpu'"),
     "unknown_keyword": (dict(pair="pair_style mdpot colour red"),
                         "pair mdpot: unknown keyword 'colour' (known: device, threads, jit_optimize, max_edges, "
-                        "max_memory, message_passing, malloc_tuning, stats, dump_edges)"),
+                        "max_memory, message_passing, malloc_tuning, stats, dump_edges, uncertainty_file, uncertainty_halt)"),
+    # committee keywords (uncertainty_file FILE [every N], uncertainty_halt VALUE)
+    "uncertainty_every_zero": (dict(pair="pair_style mdpot uncertainty_file u.txt every 0"),
+                               "pair mdpot: uncertainty_file every must be a positive integer of steps, got '0'"),
+    "uncertainty_every_missing": (dict(pair="pair_style mdpot uncertainty_file u.txt every"),
+                                  "pair mdpot: uncertainty_file u.txt every: the number of steps is missing"),
+    "uncertainty_file_no_path": (dict(pair="pair_style mdpot uncertainty_file"),
+                                 "pair mdpot: keyword 'uncertainty_file' needs a value"),
+    "uncertainty_file_bad_folder": (dict(pair="pair_style mdpot uncertainty_file {workdir}/no/u.txt\n"
+                                              "pair_coeff * * {committee} Cu Au"),
+                                    "pair mdpot: cannot open uncertainty_file '{workdir}/no/u.txt': No such file or "
+                                    "directory"),
+    "uncertainty_halt_negative": (dict(pair="pair_style mdpot uncertainty_halt -0.5"),
+                                  "pair mdpot: uncertainty_halt must be a positive force deviation in eV/Å, got '-0.5'"),
+    "uncertainty_single_model": (dict(pair="pair_style mdpot uncertainty_halt 0.5\npair_coeff * * {model} Cu Au"),
+                                 "pair mdpot: uncertainty_halt needs a committee file (format version 7); '{model}' is "
+                                 "a single model"),
     "bad_max_edges": (dict(pair="pair_style mdpot max_edges 2.5"),
                       "pair mdpot: max_edges must be a positive integer or auto, got '2.5'"),
     "bad_max_memory": (dict(pair="pair_style mdpot max_memory 2"),

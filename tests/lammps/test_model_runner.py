@@ -385,3 +385,52 @@ def test_cpp_and_python_agree_on_version_4(check_tool, repulsion_models, tmp_pat
                           f"with a short-range pair term, but {why}; deploy it again"), python
         assert cpp == (f"REFUSED: '{files[name]}': mdpot_format_version 4 is for message-passing TorchScript files "
                        f"with a short-range pair term, but {why}; deploy it again"), cpp
+
+
+def test_cpp_and_python_agree_on_committee_files(check_tool, reference_model, arch, tmp_path):
+    """Committee files (version 7, rule 14): both loaders accept a good one and refuse the same damaged ones, for the
+    same reason: committee_size below 2 or not an integer, committee_members not a list of K objects, a key
+    missing, or a committee key in a single model's file."""
+    if arch != "allegro":
+        pytest.skip("the rules do not depend on the architecture: checked once, on Allegro members")
+    from mdpot.contract import COMMITTEE_KEYS
+    from mdpot.deploy import deploy_committee
+    from mdpot.testing import small_model
+
+    good = deploy_committee([small_model("allegro", ("Cu", "Au"), seed=0), small_model("allegro", ("Cu", "Au"),
+                                                                                        seed=1)],
+                            tmp_path / "committee.pt", kernels="reference").path
+    keys = list(ALL_KEYS) + list(COMMITTEE_KEYS) + ["kernels"]
+    files = {"committee": good}
+    for name, source, changes in (
+            ("size_1", good, {"committee_size": "1"}),
+            ("size_3", good, {"committee_size": "3"}),
+            ("size_text", good, {"committee_size": "two"}),
+            ("members_numbers", good, {"committee_members": "[1, 2]"}),
+            ("members_object", good, {"committee_members": '{"a": {}, "b": {}}'}),
+            ("members_bad_json", good, {"committee_members": "[{}, {]"}),
+            ("members_missing", good, {"committee_members": None}),
+            ("single_with_size", reference_model, {"committee_size": "2"})):
+        extra = {k: "" for k in keys}
+        module = torch.jit.load(str(source), _extra_files=extra)
+        meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items()}
+        meta = {k: v for k, v in dict(meta, **changes).items() if v}
+        files[name] = tmp_path / f"{name}.pt"
+        torch.jit.save(module, str(files[name]), _extra_files=meta)
+    verdicts = verdicts_of(check_tool, files)
+    assert sorted(k for k, v in verdicts.items() if v[0] == "OK") == ["committee"], verdicts
+    reasons = {
+        "size_1": "metadata committee_size must be an integer >= 2, got '1'",
+        "size_text": "metadata committee_size must be an integer >= 2, got 'two'",
+        "size_3": "metadata committee_members must be a JSON list of 3 objects (committee_size 3)",
+        "members_numbers": "metadata committee_members must be a JSON list of 2 objects (committee_size 2)",
+        "members_object": "metadata committee_members must be a JSON list of 2 objects (committee_size 2)",
+        "members_bad_json": "metadata committee_members is not valid JSON",
+        "members_missing": "a committee file (mdpot_format_version 7) without metadata committee_members; deploy it "
+                           "again",
+        "single_with_size": "metadata committee_size in a file of mdpot_format_version 2 (committee files are version "
+                            "7); deploy it again",
+    }
+    for name, why in reasons.items():
+        python, cpp = verdicts[name]
+        assert why in python and why in cpp, (name, python, cpp)

@@ -173,8 +173,7 @@ std::vector<std::string> readable_versions(bool package)
 {
   std::vector<std::string> out;
   for (int k = 0; k < contract::READABLE_FORMAT_VERSIONS_COUNT; ++k)
-    if (package_version(contract::READABLE_FORMAT_VERSIONS[k]) == package &&
-        contract::READABLE_FORMAT_VERSIONS[k] != contract::COMMITTEE_FORMAT_VERSION)    // refused by name
+    if (package_version(contract::READABLE_FORMAT_VERSIONS[k]) == package)
       out.push_back(std::to_string(contract::READABLE_FORMAT_VERSIONS[k]));
   return out;
 }
@@ -192,13 +191,33 @@ int readable_version(const std::string &version, const std::string &path)
               "mdpot)");
 }
 
-// A committee file (several models behind one contract, docs/contract.md "Committee files") is readable by mdpot's
-// Python side; the pair style does not run one yet, so it is refused before torch reads its code.
-[[noreturn]] void refuse_committee(const std::string &path)
+// Whether `text` (already checked by is_json) is a JSON list of `count` objects.
+bool json_list_of_objects(const std::string &text, long long count)
 {
-  throw Error("'" + path + "' is a committee file (format version " +
-              std::to_string(contract::COMMITTEE_FORMAT_VERSION) + "); pair_style mdpot does not run committees yet: "
-              "deploy one member with mdpot deploy MEMBER.ckpt");
+  size_t i = text.find_first_not_of(" \t\n\r");
+  if (i == std::string::npos || text[i] != '[') return false;
+  long long objects = 0;
+  int depth = 0;
+  bool in_string = false, expect_value = true;
+  for (; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') continue;
+    if (depth == 1 && expect_value && c != ']') {    // an element of the top-level list starts here
+      if (c != '{') return false;
+      ++objects;
+      expect_value = false;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') ++depth;
+    else if (c == ']' || c == '}') --depth;
+    else if (c == ',' && depth == 1) expect_value = true;
+  }
+  return objects == count;
 }
 
 // The rules of mdpot.deploy.metadata.decode, in the same order (docs/contract.md, "Metadata"). A package
@@ -217,7 +236,6 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   if (!full_match(version, c::INTEGER_PATTERN))
     throw Error("'" + path + "': " + c::KEY_FORMAT_VERSION + " must be an integer, got '" + version + "'");
   m.format_version = readable_version(version, path);
-  if (m.format_version == c::COMMITTEE_FORMAT_VERSION) refuse_committee(path);    // however the file was read
   if (package && !package_version(m.format_version))
     throw Error("'" + path + "' is an AOTInductor package with " + c::KEY_FORMAT_VERSION + " '" + version +
                 "'; packages are version " + join(readable_versions(true), " or "));
@@ -282,7 +300,8 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
     m.kernels = kernels;
   }
   const int fused_version = package ? c::AOTI_FUSED_FORMAT_VERSION : c::FUSED_FORMAT_VERSION;
-  if ((m.kernels == "fused") != (m.format_version == fused_version))
+  // a committee file (version 7) holds members with either kernels
+  if (m.format_version != c::COMMITTEE_FORMAT_VERSION && (m.kernels == "fused") != (m.format_version == fused_version))
     throw Error("'" + path + "': metadata " + c::KEY_KERNELS + " '" + m.kernels + "' with " + c::KEY_FORMAT_VERSION +
                 " " + std::to_string(m.format_version) + " (" + (package ? "packages" : "files") +
                 " calling the fused kernels are version " + std::to_string(fused_version) +
@@ -295,6 +314,31 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
       throw Error("'" + path + "': metadata " + c::KEY_BYTES_PER_EDGE + " must be a positive float, got '" + per_edge +
                   "'");
   }
+  // rule 14: the committee keys, present exactly in a version-7 file
+  const std::string &size_text = raw[c::KEY_COMMITTEE_SIZE];
+  const std::string &members = raw[c::KEY_COMMITTEE_MEMBERS];
+  if (m.format_version != c::COMMITTEE_FORMAT_VERSION) {
+    if (!size_text.empty() || !members.empty())
+      throw Error("'" + path + "': metadata " + (size_text.empty() ? c::KEY_COMMITTEE_MEMBERS : c::KEY_COMMITTEE_SIZE) +
+                  " in a file of " + c::KEY_FORMAT_VERSION + " " + std::to_string(m.format_version) +
+                  " (committee files are version " + std::to_string(c::COMMITTEE_FORMAT_VERSION) + "); deploy it again");
+    return m;
+  }
+  std::vector<std::string> absent;
+  if (size_text.empty()) absent.emplace_back(c::KEY_COMMITTEE_SIZE);
+  if (members.empty()) absent.emplace_back(c::KEY_COMMITTEE_MEMBERS);
+  if (!absent.empty())
+    throw Error("'" + path + "': a committee file (" + c::KEY_FORMAT_VERSION + " " + version +
+                ") without metadata " + join(absent, ", ") + "; deploy it again");
+  if (!full_match(size_text, c::INTEGER_PATTERN) || digits_value(size_text) < c::MIN_COMMITTEE_SIZE)
+    throw Error("'" + path + "': metadata " + c::KEY_COMMITTEE_SIZE + " must be an integer >= " +
+                std::to_string(c::MIN_COMMITTEE_SIZE) + ", got '" + size_text + "'");
+  if (!is_json(members))
+    throw Error("'" + path + "': metadata " + c::KEY_COMMITTEE_MEMBERS + " is not valid JSON");
+  if (!json_list_of_objects(members, digits_value(size_text)))
+    throw Error("'" + path + "': metadata " + c::KEY_COMMITTEE_MEMBERS + " must be a JSON list of " + size_text +
+                " objects (" + c::KEY_COMMITTEE_SIZE + " " + size_text + ")");
+  m.committee_size = static_cast<int>(digits_value(size_text));    // < 10^12 list elements were counted
   return m;
 }
 
@@ -644,6 +688,7 @@ struct Model::Impl {
   Metadata meta;
   torch::Tensor zero_shifts;    // [capacity, 3] on the device; narrowed to each call's edges
   torch::Tensor atom_energy, forces, virial, atom_virial;    // host float64 contiguous
+  torch::Tensor member_energy, member_forces;    // a committee file: [K, n_local], [K, n_atoms, 3]
 
   // Views of the host outputs above (valid until the next call).
   Outputs outputs(bool want_atom_virial)
@@ -653,6 +698,11 @@ struct Model::Impl {
     out.forces = forces.data_ptr<double>();
     out.virial = virial.data_ptr<double>();
     out.atom_virial = want_atom_virial ? atom_virial.data_ptr<double>() : nullptr;
+    if (meta.committee_size > 1) {
+      out.committee_size = meta.committee_size;
+      out.member_energy = member_energy.data_ptr<double>();
+      out.member_forces = member_forces.data_ptr<double>();
+    }
     return out;
   }
 
@@ -850,14 +900,21 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
       auto [data, n] = reader->getRecord(version_record);
       const std::string version(static_cast<const char *>(data.get()), n);
       if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
-      if (version == std::to_string(contract::COMMITTEE_FORMAT_VERSION)) refuse_committee(path);
       if (version == std::to_string(contract::FUSED_FORMAT_VERSION)) load_fused_kernels(path);
+      // a committee file's members call the fused operators when its kernels record says so
+      const std::string kernels_record = std::string("extra/") + contract::KEY_KERNELS;
+      if (version == std::to_string(contract::COMMITTEE_FORMAT_VERSION) && reader->hasRecord(kernels_record)) {
+        auto [kdata, kn] = reader->getRecord(kernels_record);
+        if (std::string(static_cast<const char *>(kdata.get()), kn) == "fused") load_fused_kernels(path);
+      }
     }
   }
   torch::jit::ExtraFilesMap extra;
   for (int k = 0; k < contract::ALL_KEYS_COUNT; ++k) extra[contract::ALL_KEYS[k]] = "";
   extra[contract::KEY_KERNELS] = "";
   extra[contract::KEY_BYTES_PER_EDGE] = "";    // optional
+  extra[contract::KEY_COMMITTEE_SIZE] = "";    // committee files only
+  extra[contract::KEY_COMMITTEE_MEMBERS] = "";
   try {
     impl->module = torch::jit::load(path, impl->device, extra);
   } catch (const std::exception &e) {
@@ -877,6 +934,10 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
                 "... != " + impl->meta.weights_sha256.substr(0, 12) +
                 "...): the file was modified after `mdpot deploy`");
   impl->module.eval();
+  if (impl->meta.committee_size > 1 && !impl->module.find_method(contract::COMMITTEE_METHOD))
+    throw Error("'" + path + "': a committee file (model format version " +
+                std::to_string(contract::COMMITTEE_FORMAT_VERSION) + ") without its " + contract::COMMITTEE_METHOD +
+                " method; deploy it again");
   impl->check_exchange(path);
 }
 
@@ -912,8 +973,12 @@ Outputs Model::run(const Inputs &in)
     d.forces = torch::zeros({0, 3}, f64);
     d.virial = torch::zeros({3, 3}, f64);
     d.atom_virial = torch::zeros({0, 3, 3}, f64);
+    d.member_energy = torch::zeros({d.meta.committee_size, 0}, f64);
+    d.member_forces = torch::zeros({d.meta.committee_size, 0, 3}, f64);
   } else {
     size_t n_outputs = 0;
+    const bool committee = d.meta.committee_size > 1;
+    auto shape_is = [](const torch::Tensor &t, std::vector<int64_t> s) { return t.sizes().vec() == s; };
     try {
       auto pos = torch::from_blob(const_cast<double *>(in.pos), {in.n_atoms, 3}, f64).to(d.device);
       auto types = torch::from_blob(const_cast<int64_t *>(in.atom_type), {in.n_atoms}, i64).to(d.device);
@@ -929,12 +994,35 @@ Outputs Model::run(const Inputs &in)
       } else {
         std::vector<torch::jit::IValue> args{pos, types, edges, shifts, in.n_local, in.want_atom_virial};
         ExecutorOptimizeGuard guard(d.optimize);
-        const auto tuple = d.module.forward(std::move(args)).toTuple();
+        const auto tuple = (committee ? d.module.get_method(contract::COMMITTEE_METHOD)(std::move(args))
+                                      : d.module.forward(std::move(args))).toTuple();
         for (const auto &v : tuple->elements()) out.push_back(v.toTensor());
       }
       n_outputs = out.size();
       if (n_outputs != 4) throw Error("the model returned " + std::to_string(n_outputs) + " outputs, the contract has 4");
       auto host = [](const torch::Tensor &t) { return t.to(torch::kCPU, torch::kFloat64).contiguous(); };
+      if (committee) {
+        // every member's outputs [K, ...]; the mean as the file's forward forms it (mdpot.deploy.committee_mean):
+        // x_0 + mean_k (x_k - x_0), exactly x_0 for identical members
+        const int64_t k = d.meta.committee_size;
+        for (size_t o = 0; o < out.size(); ++o)
+          if (out[o].dim() < 1 || out[o].size(0) != k)
+            throw Error("the committee's " + std::string(contract::COMMITTEE_METHOD) + " returned output " +
+                        std::to_string(o) + " of shape " + shape_str(out[o]) + ", expected a leading axis of " +
+                        std::to_string(k) + " members");
+        d.member_energy = host(out[0]);
+        d.member_forces = host(out[1]);
+        if (!shape_is(d.member_energy, {k, in.n_local}) || !shape_is(d.member_forces, {k, in.n_atoms, 3}))
+          throw Error("committee output shapes atom_energy " + shape_str(d.member_energy) + " forces " +
+                      shape_str(d.member_forces) + " do not match the contract for " + std::to_string(k) +
+                      " members, " + std::to_string(in.n_local) + " local / " + std::to_string(in.n_atoms) +
+                      " total atoms");
+        auto mean = [](const torch::Tensor &stacked) {
+          const auto first = stacked.select(0, 0);
+          return first + (stacked - first.unsqueeze(0)).mean(0);
+        };
+        out = {mean(out[0]), mean(out[1]), mean(out[2]), mean(out[3])};
+      }
       d.atom_energy = host(out[0]);
       d.forces = host(out[1]);
       d.virial = host(out[2]);
@@ -946,7 +1034,6 @@ Outputs Model::run(const Inputs &in)
       throw Error("model evaluation failed (" + std::to_string(in.n_atoms) + " atoms, " + std::to_string(in.n_edges) +
                   " edges): " + one_line(e));
     }
-    auto shape_is = [](const torch::Tensor &t, std::vector<int64_t> s) { return t.sizes().vec() == s; };
     if (!shape_is(d.atom_energy, {in.n_local}) || !shape_is(d.forces, {in.n_atoms, 3}) ||
         !shape_is(d.virial, {3, 3}) || (in.want_atom_virial && !shape_is(d.atom_virial, {in.n_atoms, 3, 3})))
       throw Error("model output shapes atom_energy " + shape_str(d.atom_energy) + " forces " + shape_str(d.forces) +
@@ -960,7 +1047,8 @@ Outputs Model::run(const Inputs &in)
 double Model::memory_usage() const
 {
   double bytes = 0.0;
-  for (const auto *t : {&impl->zero_shifts, &impl->atom_energy, &impl->forces, &impl->virial, &impl->atom_virial})
+  for (const auto *t : {&impl->zero_shifts, &impl->atom_energy, &impl->forces, &impl->virial, &impl->atom_virial,
+                        &impl->member_energy, &impl->member_forces})
     if (t->defined()) bytes += static_cast<double>(t->nbytes());
   const auto &st = impl->step;
   for (const auto *t : {&st.types, &st.centre_type, &st.edge_index, &st.edge_vec, &st.edge_grad, &st.g_state, &st.rows})
@@ -1235,6 +1323,8 @@ Outputs Model::exchange_finish()
     d.forces = torch::zeros({0, 3}, f64);
     d.virial = torch::zeros({3, 3}, f64);
     d.atom_virial = torch::zeros({0, 3, 3}, f64);
+    d.member_energy = torch::zeros({d.meta.committee_size, 0}, f64);
+    d.member_forces = torch::zeros({d.meta.committee_size, 0, 3}, f64);
   } else {
     try {
       auto out = d.module

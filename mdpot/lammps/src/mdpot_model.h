@@ -46,6 +46,7 @@ struct Metadata {
   std::string weights_sha256;
   std::string kernels = "reference";    // "fused": the file calls libmdpot_ops.so's operators (format version 5 or 6)
   double bytes_per_edge = 0.0;    // optional key: peak bytes per edge of one model call at deploy; 0 if absent
+  int committee_size = 1;    // K members of a committee file (format version 7, "Committee files"); 1 otherwise
 };
 
 // A packed graph on the host, in the contract's layout; the caller keeps the arrays alive during run().
@@ -65,6 +66,11 @@ struct Outputs {
   const double *forces = nullptr;         // [n_atoms, 3], eV/Å
   const double *virial = nullptr;         // [3, 3], eV
   const double *atom_virial = nullptr;    // [n_atoms, 3, 3], eV; nullptr unless asked for
+  // A committee file: the fields above are the members' mean (as the file's forward forms it,
+  // x_0 + mean_k (x_k - x_0)), and these are every member's, K = committee_size; nullptr for a single model.
+  int committee_size = 1;
+  const double *member_energy = nullptr;    // [K, n_local], eV
+  const double *member_forces = nullptr;    // [K, n_atoms, 3], eV/Å
 };
 
 class Model {
@@ -82,7 +88,8 @@ class Model {
   std::string format() const;    // "torchscript" or "aoti" (an AOTInductor package)
   void set_optimize(bool optimize);
 
-  // Evaluates the model; throws Error on a torch failure or outputs of the wrong shape.
+  // Evaluates the model (a committee file: its committee_forward, the mean formed here); throws Error on a
+  // torch failure or outputs of the wrong shape.
   Outputs run(const Inputs &in);
 
   // Bytes held between calls: the cached zero edge shifts, the host outputs and the exchange step's tensors.

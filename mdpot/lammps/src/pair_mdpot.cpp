@@ -131,6 +131,11 @@ struct MDPotImpl {
   std::vector<double> comm_rows, rows;
   int64_t n_local_edges = 0;    // edges of the last pack whose centre is a local atom
   std::vector<int> hop;         // message passing: hops from the nearest local atom (capped)
+
+  // a committee file: each member's energy summed over this rank's local atoms [K], each local atom's energy per
+  // member [nlocal][K], and each local atom's force deviation (eV/Å) and energy deviation (eV), 0 for atoms of
+  // NULL types, read by fix pair through extract_peratom
+  std::vector<double> member_energy, member_atom_energy, force_deviation, energy_deviation;
 };
 
 }    // namespace LAMMPS_NS
@@ -142,8 +147,14 @@ PairMDPot::PairMDPot(LAMMPS *lmp) :
     max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), max_memory(DEFAULT_MAX_MEMORY), max_memory_given(false),
     malloc_tuning(true), print_stats(true),
     mp_request(MessagePassing::DEFAULT), impl(new MDPotImpl), r_max(0.0), receptive_field(0.0),
-    ghost_centres(false), exchange(false), rows_float32(false), comm_width(0), max_hops(0), raised_cutghost(-1.0), user_cutghost(0.0)
+    ghost_centres(false), exchange(false), rows_float32(false), comm_width(0), committee(1), extra_values{0, 0, 0, 0},
+    max_hops(0), raised_cutghost(-1.0), user_cutghost(0.0)
 {
+  uncertainty_every = 1;
+  uncertainty_halt = 0.0;
+  uncertainty_fp = nullptr;
+  uncertainty_last_step = -1;
+  pvector = extra_values;
   single_enable = 0;
   restartinfo = 0;
   one_coeff = 1;
@@ -157,6 +168,7 @@ PairMDPot::PairMDPot(LAMMPS *lmp) :
 PairMDPot::~PairMDPot()
 {
   if (copymode) return;
+  close_uncertainty_file();
   if (comm && raised_cutghost >= 0.0 && comm->cutghostuser == raised_cutghost) comm->cutghostuser = user_cutghost;
   if (allocated) {
     memory->destroy(setflag);
@@ -187,6 +199,7 @@ void PairMDPot::allocate()
 /* ----------------------------------------------------------------------
    pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [max_edges N|auto]
                     [max_memory SIZE] [message_passing exchange|ghosts] [malloc_tuning yes|no] [stats yes|no] [dump_edges FILE]
+                    [uncertainty_file FILE [every N]] [uncertainty_halt VALUE]
    (pair_mdpot.h). yes/no values take any of LAMMPS's booleans (yes/no, on/off, true/false, 1/0).
 ------------------------------------------------------------------------- */
 
@@ -203,6 +216,10 @@ void PairMDPot::settings(int narg, char **arg)
   malloc_tuning = true;
   print_stats = true;
   mp_request = MessagePassing::DEFAULT;
+  close_uncertainty_file();
+  uncertainty_path.clear();
+  uncertainty_every = 1;
+  uncertainty_halt = 0.0;
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
     if (iarg + 1 >= narg) error->all(FLERR, "pair mdpot: keyword '{}' needs a value", key);
@@ -241,6 +258,21 @@ void PairMDPot::settings(int narg, char **arg)
       print_stats = utils::logical(FLERR, value, false, lmp) != 0;
     } else if (key == "dump_edges") {
       edge_file = value;
+    } else if (key == "uncertainty_file") {
+      uncertainty_path = value;
+      if (iarg + 2 < narg && strcmp(arg[iarg + 2], "every") == 0) {
+        if (iarg + 3 >= narg) error->all(FLERR, "pair mdpot: uncertainty_file {} every: the number of steps is missing", value);
+        const std::string every = arg[iarg + 3];
+        if (!utils::is_integer(every) || utils::bnumeric(FLERR, every, false, lmp) < 1 ||
+            utils::bnumeric(FLERR, every, false, lmp) > MAXSMALLINT)
+          error->all(FLERR, "pair mdpot: uncertainty_file every must be a positive integer of steps, got '{}'", every);
+        uncertainty_every = utils::inumeric(FLERR, every, false, lmp);
+        iarg += 2;
+      }
+    } else if (key == "uncertainty_halt") {
+      uncertainty_halt = utils::is_double(value) ? utils::numeric(FLERR, value, false, lmp) : -1.0;
+      if (!(uncertainty_halt > 0) || !std::isfinite(uncertainty_halt))
+        error->all(FLERR, "pair mdpot: uncertainty_halt must be a positive force deviation in eV/Å, got '{}'", value);
     } else if (key == "message_passing") {
       if (value == "exchange")
         mp_request = MessagePassing::EXCHANGE;
@@ -251,7 +283,7 @@ void PairMDPot::settings(int narg, char **arg)
     } else {
       error->all(FLERR,
                  "pair mdpot: unknown keyword '{}' (known: device, threads, jit_optimize, max_edges, max_memory, "
-                 "message_passing, malloc_tuning, stats, dump_edges)",
+                 "message_passing, malloc_tuning, stats, dump_edges, uncertainty_file, uncertainty_halt)",
                  key);
     }
   }
@@ -342,6 +374,10 @@ void PairMDPot::load_model(const std::string &path, const std::string &device)
     error->all(FLERR, "pair mdpot: {}", e.what());
   }
   const mdpot::Metadata &meta = impl->model->metadata();
+  committee = meta.committee_size;
+  nextra = committee > 1 ? 4 : 0;    // compute pair: c_ID[1..4] (pvector stays valid: a compute pair made for
+                                     // an earlier committee reads zeros after a single model replaced it)
+  for (double &v : extra_values) v = 0.0;
   r_max = meta.r_max;
   receptive_field = meta.receptive_field;
   ghost_centres = receptive_field > r_max;
@@ -394,6 +430,11 @@ void PairMDPot::log_setup()
       model_path, meta.architecture, utils::join_words(meta.elements, " "), r_max, receptive_field, meta.model_dtype,
       impl->model->format() == "aoti" ? "AOTInductor package" : "TorchScript",
       meta.kernels == "fused" ? ", fused kernels" : "", impl->model->device(), mdpot::num_threads(), tuning);
+  if (committee > 1)
+    msg += fmt::format("mdpot: committee of {} members: the mean drives the dynamics; the spread is c_ID[1..4] of "
+                       "'compute ID all pair mdpot' (max, min, mean force deviation, energy deviation) and per atom "
+                       "'fix ID all pair N mdpot force_deviation 0'\n",
+                       committee);
   for (int t = 1; t <= atom->ntypes; ++t) {
     if (type_to_model[t] < 0)
       msg += fmt::format("mdpot:   type {} -> NULL (not handled by mdpot)\n", t);
@@ -418,6 +459,21 @@ void PairMDPot::init_style()
     error->all(FLERR,
                "pair mdpot: requires 'newton on' (newton pair on): forces on ghost atoms are returned to their "
                "owners by reverse communication");
+
+  if (committee == 1 && (!uncertainty_path.empty() || uncertainty_halt > 0))
+    error->all(FLERR, "pair mdpot: {} needs a committee file (format version {}); '{}' is a single model",
+               uncertainty_path.empty() ? "uncertainty_halt" : "uncertainty_file",
+               mdpot::contract::COMMITTEE_FORMAT_VERSION, model_path);
+  if (!uncertainty_path.empty() && comm->me == 0 && !uncertainty_fp) {
+    uncertainty_fp = fopen(uncertainty_path.c_str(), "w");
+    if (!uncertainty_fp)
+      error->one(FLERR, "pair mdpot: cannot open uncertainty_file '{}': {}", uncertainty_path, utils::getsyserror());
+    fmt::print(uncertainty_fp, "# mdpot committee of {} members ({}): force deviations in eV/Å, energy deviation in eV\n"
+               "#{:>11} {:>14} {:>14} {:>14} {:>14}\n", committee, model_path, "step", "max_devi_f", "min_devi_f",
+               "avg_devi_f", "devi_e");
+    fflush(uncertainty_fp);
+    uncertainty_last_step = -1;
+  }
 
   // Before the run's first neighbour build: binning a NaN coordinate is undefined behaviour.
   check_finite_positions("setup");
@@ -456,6 +512,7 @@ void PairMDPot::choose_message_passing()
   ghostneigh = ghost_centres ? 1 : 0;
   comm_width = 0;
   comm_forward = comm_reverse = 0;
+  rows_float32 = false;
   if (exchange) {
     if (raised_cutghost >= 0.0 && comm->cutghostuser == raised_cutghost) comm->cutghostuser = user_cutghost;
     raised_cutghost = -1.0;
@@ -470,6 +527,11 @@ void PairMDPot::choose_message_passing()
       top->comm_forward = std::max(top->comm_forward, comm_forward);
       top->comm_reverse = std::max(top->comm_reverse, comm_reverse);
     }
+  }
+  if (committee > 1) {    // every member's forces on ghosts go back to their owners: 3 K values per atom
+    comm_reverse = std::max(comm_reverse, 3 * committee);
+    Pair *top = force->pair;
+    if (top && top != this) top->comm_reverse = std::max(top->comm_reverse, comm_reverse);
   }
   const std::string mode = exchange ? "exchange" : "ghosts";
   if (comm->me == 0 && mode != logged_mode) {
@@ -589,7 +651,8 @@ double PairMDPot::memory_usage()
   double bytes = Pair::memory_usage();
   bytes += capacity_bytes(d.pos) + capacity_bytes(d.atom_type) + capacity_bytes(d.edge_index) +
       capacity_bytes(d.edge_j) + capacity_bytes(d.lmp_index) + capacity_bytes(d.compact) + capacity_bytes(d.hop) +
-      capacity_bytes(d.comm_rows) + capacity_bytes(d.rows);
+      capacity_bytes(d.comm_rows) + capacity_bytes(d.rows) + capacity_bytes(d.member_energy) +
+      capacity_bytes(d.force_deviation) + capacity_bytes(d.member_atom_energy) + capacity_bytes(d.energy_deviation);
   if (d.model) bytes += d.model->memory_usage();
   return bytes;
 }
@@ -614,16 +677,160 @@ void PairMDPot::compute(int eflag, int vflag)
     if (vflag_atom) tally_atom_virial();
     return;
   }
+  if (committee > 1) committee_begin();
   do {
     next = pack_inputs(next);
     if (!edge_file.empty()) dump_edges(chunk++);
     run_model();
     check_finite_outputs();
     scatter_forces();
+    if (committee > 1) committee_accumulate();
     if (eflag_either) tally_energy();
     if (vflag_global) tally_virial();
     if (vflag_atom) tally_atom_virial();
   } while (next < list->inum);
+  if (committee > 1) committee_finish();
+}
+
+/* ----------------------------------------------------------------------
+   committees (docs/contract.md, "Committee files"): the mean drives the dynamics (the runner returns it as a
+   single model's outputs); each member's forces on every LAMMPS atom are summed here over the step's model calls,
+   then the ghosts' into their owners, before the deviations are formed
+------------------------------------------------------------------------- */
+
+void PairMDPot::committee_begin()
+{
+  auto &d = *impl;
+  const size_t nall = atom->nlocal + atom->nghost;
+  d.comm_rows.assign(nall * 3 * committee, 0.0);    // [atom][member][xyz]
+  d.member_energy.assign(committee, 0.0);
+  d.member_atom_energy.assign(static_cast<size_t>(atom->nlocal) * committee, 0.0);
+}
+
+void PairMDPot::committee_accumulate()
+{
+  auto &d = *impl;
+  const int k_members = committee;
+  const size_t n = d.lmp_index.size();
+  const double *fk = d.out.member_forces;
+  const double *ek = d.out.member_energy;
+  for (int m = 0; m < k_members; ++m) {
+    for (size_t r = 0; r < n; ++r) {
+      double *row = &d.comm_rows[(static_cast<size_t>(d.lmp_index[r]) * k_members + m) * 3];
+      const double *add = fk + (m * n + r) * 3;
+      row[0] += add[0];
+      row[1] += add[1];
+      row[2] += add[2];
+    }
+    for (int r = 0; r < d.n_local; ++r) {
+      const double e = ek[static_cast<size_t>(m) * d.n_local + r];
+      d.member_energy[m] += e;
+      d.member_atom_energy[static_cast<size_t>(d.lmp_index[r]) * k_members + m] += e;
+    }
+  }
+}
+
+void PairMDPot::committee_finish()
+{
+  auto &d = *impl;
+  const int k_members = committee;
+  comm_width = 3 * k_members;
+  const double t0 = platform::walltime();
+  comm->reverse_comm(this, comm_width);
+  d.stats.comm_seconds += platform::walltime() - t0;
+
+  // per local atom: sqrt(mean_k |F_k - F̄|^2), F̄ = F_0 + mean_k (F_k - F_0) as the file's mean
+  const int nlocal = atom->nlocal;
+  const int *type = atom->type;
+  d.force_deviation.assign(std::max(atom->nmax, 1), 0.0);
+  d.energy_deviation.assign(std::max(atom->nmax, 1), 0.0);
+  double local_max = -1.0, local_min = HUGE_VAL, local_sum = 0.0, counted = 0.0;
+  int local_arg = -1;
+  for (int i = 0; i < nlocal; ++i) {
+    if (type_to_model[type[i]] < 0) continue;
+    const double *f = &d.comm_rows[static_cast<size_t>(i) * k_members * 3];
+    double mean[3];
+    for (int c = 0; c < 3; ++c) {
+      double shift = 0.0;
+      for (int m = 0; m < k_members; ++m) shift += f[3 * m + c] - f[c];
+      mean[c] = f[c] + shift / k_members;
+    }
+    double sq = 0.0;
+    for (int m = 0; m < k_members; ++m)
+      for (int c = 0; c < 3; ++c) sq += (f[3 * m + c] - mean[c]) * (f[3 * m + c] - mean[c]);
+    const double dev = std::sqrt(sq / k_members);
+    d.force_deviation[i] = dev;
+    const double *e = &d.member_atom_energy[static_cast<size_t>(i) * k_members];
+    double e_shift = 0.0, e_sq = 0.0;
+    for (int m = 0; m < k_members; ++m) e_shift += e[m] - e[0];
+    const double e_mean = e[0] + e_shift / k_members;
+    for (int m = 0; m < k_members; ++m) e_sq += (e[m] - e_mean) * (e[m] - e_mean);
+    d.energy_deviation[i] = std::sqrt(e_sq / k_members);
+    if (dev > local_max) {
+      local_max = dev;
+      local_arg = i;
+    }
+    local_min = std::min(local_min, dev);
+    local_sum += dev;
+    counted += 1.0;
+  }
+  double maxima[1] = {local_max}, minima[1] = {local_min}, sums[2] = {local_sum, counted};
+  double global_max, global_min, global_sums[2];
+  MPI_Allreduce(maxima, &global_max, 1, MPI_DOUBLE, MPI_MAX, world);
+  MPI_Allreduce(minima, &global_min, 1, MPI_DOUBLE, MPI_MIN, world);
+  MPI_Allreduce(sums, global_sums, 2, MPI_DOUBLE, MPI_SUM, world);
+  std::vector<double> energies(k_members);
+  MPI_Allreduce(d.member_energy.data(), energies.data(), k_members, MPI_DOUBLE, MPI_SUM, world);
+  double e_shift = 0.0;
+  for (int m = 0; m < k_members; ++m) e_shift += energies[m] - energies[0];
+  const double e_mean = energies[0] + e_shift / k_members;
+  double e_sq = 0.0;
+  for (int m = 0; m < k_members; ++m) e_sq += (energies[m] - e_mean) * (energies[m] - e_mean);
+  const bool any = global_sums[1] > 0;
+  const double values[4] = {any ? global_max : 0.0, any ? global_min : 0.0,
+                            any ? global_sums[0] / global_sums[1] : 0.0, std::sqrt(e_sq / k_members)};
+  // compute pair sums pvector over the ranks: rank 0 holds the values
+  for (int v = 0; v < 4; ++v) extra_values[v] = comm->me == 0 ? values[v] : 0.0;
+
+  const bigint step = update->ntimestep;
+  if (uncertainty_fp && step % uncertainty_every == 0 && step != uncertainty_last_step) {
+    fmt::print(uncertainty_fp, "{:>12} {:>14.8e} {:>14.8e} {:>14.8e} {:>14.8e}\n", step, values[0], values[1],
+               values[2], values[3]);
+    fflush(uncertainty_fp);
+    uncertainty_last_step = step;
+  }
+  if (uncertainty_halt > 0 && any && global_max > uncertainty_halt) {
+    // the atom: the smallest ID among those with the largest deviation
+    double mine = local_arg >= 0 && d.force_deviation[local_arg] == global_max ? static_cast<double>(atom->tag[local_arg])
+                                                                              : HUGE_VAL;
+    double tag = 0.0;
+    MPI_Allreduce(&mine, &tag, 1, MPI_DOUBLE, MPI_MIN, world);
+    error->all(FLERR,
+               "pair mdpot: uncertainty_halt: force deviation {:.6g} eV/Å of atom {} exceeds {} eV/Å on step {} (mean "
+               "{:.6g} eV/Å, energy deviation {:.6g} eV)",
+               global_max, static_cast<bigint>(tag), uncertainty_halt, step, values[2], values[3]);
+  }
+}
+
+// fix pair: `fix ID all pair N mdpot force_deviation 0` (eV/Å) or `energy_deviation 0` (eV), per-atom vectors;
+// nullptr for a single model or another name
+void *PairMDPot::extract_peratom(const char *name, int &ncol)
+{
+  ncol = 0;
+  if (committee < 2) return nullptr;
+  auto &d = *impl;
+  std::vector<double> *v = strcmp(name, "force_deviation") == 0 ? &d.force_deviation
+      : strcmp(name, "energy_deviation") == 0                  ? &d.energy_deviation
+                                                               : nullptr;
+  if (!v) return nullptr;
+  if (v->size() < static_cast<size_t>(std::max(atom->nmax, 1))) v->resize(std::max(atom->nmax, 1), 0.0);
+  return v->data();
+}
+
+void PairMDPot::close_uncertainty_file()
+{
+  if (uncertainty_fp) fclose(uncertainty_fp);
+  uncertainty_fp = nullptr;
 }
 
 // What one model call evaluated, for the end-of-run statistics of finish().

@@ -18,9 +18,19 @@
      malloc_tuning yes|no      glibc: keep freed memory in the heap while the style lives (default yes)
      stats yes|no              the end-of-run "mdpot stats:" line (default yes)
      dump_edges FILE           debugging: every compute writes its edges to FILE.<rank>
+     uncertainty_file FILE [every N]   a committee file: rank 0 writes the step, max, min and mean force
+                               deviation (eV/Å) and the energy deviation (eV) to FILE every N steps (default 1)
+     uncertainty_halt VALUE    a committee file: stop the run (error) when an atom's force deviation exceeds
+                               VALUE eV/Å, naming the step and the atom
    pair_coeff * * model.pt El1 El2 ...   (one element per LAMMPS type, NULL to skip a type under hybrid;
                                           model.pt is also searched in LAMMPS_POTENTIALS; a TorchScript file
                                           or an AOTInductor package, told apart by content, not by name)
+
+   A committee file (format version 7) runs the members' mean and reports their spread (docs/contract.md,
+   "Committee files"): per atom the force deviation sqrt(mean_k |F_k,i - F̄_i|^2), each member's forces summed
+   over ranks first (`fix ID all pair N mdpot force_deviation 0` makes it a per-atom vector f_ID;
+   `energy_deviation 0` each atom's energy deviation, eV); globally
+   `compute ID all pair mdpot`: c_ID[1..4] = max, min, mean force deviation (eV/Å), energy deviation (eV).
 
    Only LAMMPS headers here; the model runner (mdpot_model.h, torch) sits behind the private MDPotImpl.
 ------------------------------------------------------------------------- */
@@ -50,6 +60,7 @@ class PairMDPot : public Pair {
   double init_one(int, int) override;
   void finish() override;
   double memory_usage() override;
+  void *extract_peratom(const char *, int &) override;
 
   // message_passing exchange: rows of x_b (forward) and of their gradients (reverse) per LAMMPS atom
   int pack_forward_comm(int, int *, double *, int, int *) override;
@@ -72,6 +83,11 @@ class PairMDPot : public Pair {
   bool malloc_tuning;       // glibc mallopt while this style lives
   bool print_stats;         // finish() reports what the model evaluated
   std::string edge_file;    // debug: write every compute's edge list to FILE.<rank> ("" = off)
+  std::string uncertainty_path;     // uncertainty_file ("" = off)
+  int uncertainty_every;            // ... every N steps
+  double uncertainty_halt;          // uncertainty_halt threshold, eV/Å (<= 0: off)
+  FILE *uncertainty_fp;             // rank 0: open uncertainty_file
+  bigint uncertainty_last_step;     // the step last written (a step computed again is not written twice)
   MessagePassing mp_request;    // message_passing keyword
 
   // coeff(): model metadata and type map
@@ -86,6 +102,8 @@ class PairMDPot : public Pair {
   int comm_width;        // doubles per atom of the rows being communicated
   std::string logged_mode;    // the mode last written to the log
   std::string logged_max_edges;    // the max_edges line last written to the log
+  int committee;         // members of a committee file (K), 1 for a single model
+  double extra_values[4];    // pvector of a committee (compute pair): max, min, mean force deviation, energy deviation
   int max_hops;          // message passing: edges centred on atoms up to this many hops from a local atom
 
   // init_style(): a ghost cutoff raised for a message-passing model, given back by the destructor
@@ -118,6 +136,10 @@ class PairMDPot : public Pair {
   void mark_message_hops();
   void tally_stats(double model_seconds);
   void check_finite_outputs();
+  void committee_begin();
+  void committee_accumulate();
+  void committee_finish();
+  void close_uncertainty_file();
 };
 
 }    // namespace LAMMPS_NS
