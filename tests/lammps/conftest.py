@@ -75,7 +75,9 @@ def repulsion_models(tmp_path_factory) -> Dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def committee_files(tmp_path_factory):
-    """Committee files (test_committee_lammps.py, the committee example): two different float64 Allegro members as single files, their committee, and a committee of member 0 twice."""
+    """Committee files (test_committee_lammps.py, the committee example): two different Allegro members as single
+    files, their committee, and a committee of member 0 twice, in float64; the two members and their committee in
+    float32 (``a32``, ``b32``, ``ab32``)."""
     from mdpot.deploy import deploy_committee, deploy_model
     from mdpot.testing import small_model
 
@@ -83,7 +85,10 @@ def committee_files(tmp_path_factory):
     a, b = small_model("allegro", ELEMENTS, seed=0), small_model("allegro", ELEMENTS, seed=1)
     return {"a": deploy_model(a, folder / "a.pt").path, "b": deploy_model(b, folder / "b.pt").path,
             "ab": deploy_committee([a, b], folder / "ab.pt").path,
-            "aa": deploy_committee([a, a], folder / "aa.pt").path}
+            "aa": deploy_committee([a, a], folder / "aa.pt").path,
+            "a32": deploy_model(a, folder / "a32.pt", dtype="float32").path,
+            "b32": deploy_model(b, folder / "b32.pt", dtype="float32").path,
+            "ab32": deploy_committee([a, b], folder / "ab32.pt", dtype="float32").path}
 
 
 @pytest.fixture(scope="session")

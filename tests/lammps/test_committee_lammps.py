@@ -131,6 +131,26 @@ def test_committee_spread_matches_members(committee_runs, committee_files, nproc
                     rtol=1e-8)  # written with 9 significant digits
 
 
+def test_float32_committee_on_two_ranks(plugin, lammps, committee_files, tmp_path):
+    """A float32 committee: the spread, its global values and the mean forces in LAMMPS on 2 ranks equal those formed
+    by hand from the float32 single files in ASE, within row 15's float32 tolerance relative to the largest member
+    force (the spread is a difference of float32 forces)."""
+    from mdpot.testing import tolerance
+
+    write_data(tmp_path / "s.data", alloy(ELEMENTS, (3, 3, 3), a=3.8, skew=0.0, strain=0.0, rattle=0.1, seed=2),
+               ELEMENTS)
+    lammps(BLOCK.format(name="ab32", model=committee_files["ab32"], keywords=""), tmp_path, nprocs=2)
+    frame = read_dump(tmp_path / "ab32.dump")[-1]
+    want = by_hand(frame, [committee_files["a32"], committee_files["b32"]])
+    scale = float(np.abs(want["forces"]).max()) + float(want["sigma"].max())
+    tol = tolerance("lammps", "float32") * scale
+    assert want["sigma"].min() > 100 * tol  # a spread well above float32 rounding
+    assert_allclose(np.asarray(frame["f_fd[1]"]), want["sigma"], tol, "float32 per-atom force deviation", rtol=0.0)
+    assert_allclose(thermo_globals(tmp_path, "ab32")[:3], want["globals"][:3], tol, "float32 c_dev[1..3]", rtol=0.0)
+    forces = np.column_stack([frame["fx"], frame["fy"], frame["fz"]])
+    assert_allclose(forces, want["forces"], tol, "float32 mean forces", rtol=0.0)
+
+
 @pytest.mark.parametrize("nprocs", [1, 2, 4])
 def test_identical_members_zero_spread(committee_runs, nprocs):
     workdir, _ = committee_runs(nprocs)

@@ -766,7 +766,7 @@ void PairMDPot::committee_finish()
     const double e_mean = e[0] + e_shift / k_members;
     for (int m = 0; m < k_members; ++m) e_sq += (e[m] - e_mean) * (e[m] - e_mean);
     d.energy_deviation[i] = std::sqrt(e_sq / k_members);
-    if (dev > local_max) {
+    if (dev > local_max || (dev == local_max && atom->tag[i] < atom->tag[local_arg])) {    // ties: smallest ID
       local_max = dev;
       local_arg = i;
     }
