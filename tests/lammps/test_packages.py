@@ -99,6 +99,10 @@ def test_package_matches_python(package_runs, package_reference, arch, case):
     assert all(s["mode"] == "ghosts" for s in stats)  # no block interface: nequip's ghost shell too
     fused = ", fused kernels" if case_kernels(arch, dtype) == "fused" else ""
     assert f"{dtype}, AOTInductor package{fused}) on cpu" in runs["output"]
+    # the fixture's packages have dynamic loops and run at one thread per rank: the log suggests a serial package
+    assert "1 torch thread(s) per rank" in runs["output"]
+    assert ("mdpot: note: this package was compiled with dynamic threads, whose scatters are atomic adds even on "
+            "one thread; with one thread per rank, a package deployed with --aoti-threads serial") in runs["output"]
 
 
 def test_package_rank_invariance(package_runs, arch):

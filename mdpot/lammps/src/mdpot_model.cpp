@@ -685,6 +685,7 @@ struct Model::Impl {
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;    // or an AOTInductor package
   torch::Device device{torch::kCPU};
   bool optimize = false;
+  std::string package_threads;    // a package's loops: "dynamic" or "serial" (its target record); "" for TorchScript
   Metadata meta;
   torch::Tensor zero_shifts;    // [capacity, 3] on the device; narrowed to each call's edges
   torch::Tensor atom_energy, forces, virial, atom_virial;    // host float64 contiguous
@@ -850,6 +851,11 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
                 "...): the package was modified after `mdpot deploy`");
   check_target(records, raw[c::AOTI_TARGET], path, device);
   records.bytes.clear();
+  {
+    std::map<std::string, JsonField> t;    // read by check_target already; "threads" is optional (older packages)
+    if (JsonObjectReader(raw[c::AOTI_TARGET]).read(t) && t.count("threads") && t["threads"].kind == JsonField::String)
+      package_threads = t["threads"].text;
+  }
   // the program calls torch.ops.mdpot.*: registered before AOTInductor loads it
   if (meta.format_version == c::AOTI_FUSED_FORMAT_VERSION) load_fused_kernels(path);
   try {
@@ -956,6 +962,11 @@ std::string Model::device() const
 std::string Model::format() const
 {
   return impl->package ? "aoti" : "torchscript";
+}
+
+std::string Model::package_threads() const
+{
+  return impl->package_threads;
 }
 
 void Model::set_optimize(bool optimize)

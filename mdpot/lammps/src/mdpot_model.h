@@ -86,6 +86,8 @@ class Model {
   const Metadata &metadata() const;
   std::string device() const;
   std::string format() const;    // "torchscript" or "aoti" (an AOTInductor package)
+  // A package's loops, from its target record: "dynamic" (parallel, atomic scatters) or "serial"; "" otherwise.
+  std::string package_threads() const;
   void set_optimize(bool optimize);
 
   // Evaluates the model (a committee file: its committee_forward, the mean formed here); throws Error on a
