@@ -221,15 +221,21 @@ def trajectory():
     return frames
 
 
-def test_select_ranks_and_drops_near_duplicates(files, tmp_path):
-    frames = trajectory()
-    calc = MDPotCalculator(files["committee"])
+def max_force_stds(frames, calc) -> list:
+    """``max_force_std`` of every frame through the calculator."""
     scores = []
     for atoms in frames:
         atoms = atoms.copy()
         atoms.calc = calc
         atoms.get_potential_energy()
         scores.append(calc.results["max_force_std"])
+    return scores
+
+
+def test_select_ranks_and_drops_near_duplicates(files, tmp_path):
+    frames = trajectory()
+    calc = MDPotCalculator(files["committee"])
+    scores = max_force_stds(frames, calc)
     assert abs(scores[5] - scores[4]) < 1e-9 * scores[4]
     assert rms_displacement(frames[5], frames[4]) == pytest.approx(1e-4 * np.sqrt(3), rel=1e-6)
     ranking = sorted(range(len(frames)), key=lambda k: (-scores[k], k))
@@ -264,12 +270,7 @@ def test_select_cli_on_a_lammps_dump(files, tmp_path, capsys):
     assert main(argv) == 0
     picked = ase.io.read(out, index=":")
     calc = MDPotCalculator(files["committee"])
-    scores = []
-    for atoms in frames:
-        atoms = atoms.copy()
-        atoms.calc = calc
-        atoms.get_potential_energy()
-        scores.append(calc.results["max_force_std"])
+    scores = max_force_stds(frames, calc)
     best = sorted(range(5), key=lambda k: -scores[k])[:2]
     assert [a.info["source_frame"] for a in picked] == best
     for rank, atoms in enumerate(picked):

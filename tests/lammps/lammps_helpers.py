@@ -179,3 +179,24 @@ _NLOCAL = re.compile(r"^Nlocal:\s+(\S+) ave\s+(\S+) max\s+(\S+) min", re.M)
 def nlocal_stats(output: str) -> List[tuple]:
     """``(ave, max, min)`` atoms per rank of each run in a LAMMPS output (for empty-rank checks)."""
     return [tuple(float(v) for v in m.groups()) for m in _NLOCAL.finditer(output)]
+
+
+def check_alone_refuses_fused(plugin: str, fused, folder: Path) -> Path:
+    """Copies the C++ check tool (``mdpot_model_check``) into ``folder``, away from ``libmdpot_ops.so``, asserts that
+    it refuses the fused file ``fused`` in one line naming the library and the remedies, and returns the copy."""
+    import shutil
+    import subprocess
+
+    from mdpot.lammps.plugin import CHECK_NAME
+
+    alone = folder / CHECK_NAME
+    shutil.copy2(Path(plugin).with_name(CHECK_NAME), alone)
+    bad = subprocess.run([str(alone), "check", str(fused), "cpu"], capture_output=True, text=True, timeout=120)
+    lines = (bad.stdout + bad.stderr).strip().splitlines()
+    assert bad.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"REFUSED: '{fused}' calls mdpot's fused kernels (kernels fused), but "
+                               f"{folder}/libmdpot_ops.so cannot be loaded ("), lines[0]
+    assert lines[0].endswith("); rebuild the plugin with `python -m mdpot.lammps.plugin --force`, or deploy the "
+                             "model with --kernels reference"), lines[0]
+    return alone
+

@@ -4,14 +4,14 @@ numbers as the reference file through the ASE calculator, on 2 ranks, NequIP in 
 ``libmdpot_ops.so`` cannot be loaded."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lammps_helpers import ELEMENTS, Reference, assert_results_close, atoms_from_frame, block, read_block
+from lammps_helpers import (ELEMENTS, Reference, assert_results_close, atoms_from_frame, block, check_alone_refuses_fused,
+                            read_block)
 from mdpot.lammps.run import write_data
 from mdpot.testing import alloy
 
@@ -54,15 +54,7 @@ def test_runner_without_ops_library_refuses_in_one_line(plugin, files, tmp_path)
     fused = files["nequip"]["fused"]
     ok = subprocess.run([str(check), "check", str(fused)], capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith("OK nequip float64"), ok.stdout + ok.stderr
-    alone = tmp_path / CHECK_NAME
-    shutil.copy2(check, alone)
-    bad = subprocess.run([str(alone), "check", str(fused), "cpu"], capture_output=True, text=True)
-    lines = (bad.stdout + bad.stderr).strip().splitlines()
-    assert bad.returncode == 1 and len(lines) == 1, lines
-    assert lines[0].startswith(f"REFUSED: '{fused}' calls mdpot's fused kernels (kernels fused), but "
-                               f"{tmp_path}/libmdpot_ops.so cannot be loaded ("), lines[0]
-    assert lines[0].endswith("); rebuild the plugin with `python -m mdpot.lammps.plugin --force`, or deploy the "
-                             "model with --kernels reference"), lines[0]
+    alone = check_alone_refuses_fused(plugin, fused, tmp_path)
     # a reference file needs no library
     ref = subprocess.run([str(alone), "check", str(files["nequip"]["reference"])], capture_output=True, text=True)
     assert ref.returncode == 0, ref.stdout + ref.stderr

@@ -17,8 +17,8 @@ import re
 import numpy as np
 import pytest
 
-from lammps_helpers import (ELEMENTS, assert_results_close, atoms_from_frame, block, overlay_expected,
-                            read_block, tol)
+from lammps_helpers import (ELEMENTS, assert_results_close, atoms_from_frame, block, check_alone_refuses_fused,
+                            overlay_expected, read_block, tol)
 from mdpot.lammps.run import write_data
 from mdpot.testing import alloy, assert_allclose
 from mdpot.testing.aoti import case_kernels
@@ -186,23 +186,10 @@ def test_fused_package_without_ops_library_refuses_in_one_line(plugin, aoti_mode
     """The C++ runner registers mdpot's operators (``libmdpot_ops.so`` beside it) before AOTInductor loads a version-6
     package; without the library the package is refused in one line naming it and the remedy, while a version-3
     package needs none."""
-    import shutil
     import subprocess
-    from pathlib import Path
-
-    from mdpot.lammps.plugin import CHECK_NAME
 
     by_kernels = {case_kernels(*case): path for case, path in aoti_models.items()}
-    alone = tmp_path / CHECK_NAME
-    shutil.copy2(Path(plugin).with_name(CHECK_NAME), alone)
-    fused = by_kernels["fused"]
-    bad = subprocess.run([str(alone), "check", str(fused), "cpu"], capture_output=True, text=True, timeout=120)
-    lines = (bad.stdout + bad.stderr).strip().splitlines()
-    assert bad.returncode == 1 and len(lines) == 1, lines
-    assert lines[0].startswith(f"REFUSED: '{fused}' calls mdpot's fused kernels (kernels fused), but "
-                               f"{tmp_path}/libmdpot_ops.so cannot be loaded ("), lines[0]
-    assert lines[0].endswith("); rebuild the plugin with `python -m mdpot.lammps.plugin --force`, or deploy the "
-                             "model with --kernels reference"), lines[0]
+    alone = check_alone_refuses_fused(plugin, by_kernels["fused"], tmp_path)
     ok = subprocess.run([str(alone), "check", str(by_kernels["reference"])], capture_output=True, text=True,
                         timeout=120)
     assert ok.returncode == 0 and ok.stdout.startswith("OK "), ok.stdout + ok.stderr
