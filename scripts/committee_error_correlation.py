@@ -14,6 +14,7 @@ examples/models/allegro-cu-emt/train.yaml`` with its data, hours of training per
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -30,8 +31,10 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="training YAML (default: SMALL_MODEL on --data)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--members", type=int, default=4)
-    parser.add_argument("--max-epochs", type=int, default=200)
-    parser.add_argument("--max-time", type=float, default=2.0, help="minutes per member")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="epochs per member (default 200; with --config: the file's value)")
+    parser.add_argument("--max-time", type=float, default=None,
+                        help="minutes per member (default 2; with --config: the file's value)")
     parser.add_argument("--ood", type=int, default=24, help="out-of-distribution frames")
     parser.add_argument("--ood-sigma", type=float, nargs=2, default=(0.15, 0.30), help="Å, rattle range")
     args = parser.parse_args()
@@ -46,12 +49,16 @@ def main() -> None:
 
     if args.config:
         config = load_train_config(args.config)
+        changes = {key: value for key, value in (("max_epochs", args.max_epochs), ("max_time", args.max_time))
+                   if value is not None}
+        if changes:
+            config = dataclasses.replace(config, training=dataclasses.replace(config.training, **changes))
     else:
         config = TrainConfig.from_dict({
             "architecture": "allegro", "model": SMALL_MODEL,
             "data": {"train": str((args.data / "cu-emt_train.xyz").resolve()),
                      "validation": str((args.data / "cu-emt_val.xyz").resolve())},
-            "training": {"max_epochs": args.max_epochs, "max_time": args.max_time, "num_threads": 1,
+            "training": {"max_epochs": args.max_epochs or 200, "max_time": args.max_time or 2.0, "num_threads": 1,
                          "batch_size": 4, "lr": 0.005, "early_stopping_patience": 30,
                          "loss_weights": {"energy": 1.0, "forces": 10.0}}})
     results = train_committee(config, args.out / "run", args.members, force=True, progress=False,
@@ -85,6 +92,9 @@ def main() -> None:
                          "median_max_force_error": float(np.median([r[2] for r in subset]))}
     summary["members"] = args.members
     summary["epochs"] = [r.epochs for r in results]
+    summary["config"] = str(args.config) if args.config else "SMALL_MODEL"
+    summary["max_time_min"] = config.training.max_time
+    summary["max_epochs"] = config.training.max_epochs
     (args.out / "correlation.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 
