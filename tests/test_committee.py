@@ -336,7 +336,6 @@ def test_active_learning_loop_in_python(tmp_path, capsys):
     import shlex
 
     from mdpot.data.reference import reference_dataset
-    from mdpot.data.reference.emt import _emt_label
     from mdpot.testing.models import SMALL_OPTIONS
 
     frames = reference_dataset("cu-emt", 8, seed=0, progress=False)
@@ -373,8 +372,9 @@ def test_active_learning_loop_in_python(tmp_path, capsys):
     assert sorted(a.info["source_frame"] for a in picked) == [2, 3]
     deviation = [a.info["committee_max_force_std"] for a in ranked]
     assert min(deviation[:2]) > 2 * max(deviation[2:]), deviation  # by a wide margin, not by chance
-    labelled = [_emt_label(a, kind="selected") for a in picked]
-    ase.io.write(tmp_path / "train.xyz", frames[:6] + labelled, format="extxyz")
+    ase.io.write(picked_file, picked, format="extxyz")
+    assert main(["label", str(picked_file), "--reference", "cu-emt", "-o", str(tmp_path / "train.xyz"), "--append",
+                 "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["train", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "run2"), "--committee", "2",
                  "--no-progress"]) == 0
