@@ -304,7 +304,7 @@ def test_label_refuses_overwrite_appends_and_forces(tmp_path, capsys):
     assert exc.value.code == 2 and "argument --force: not allowed with argument --append" in capsys.readouterr().err
 
 
-def test_label_errors(tmp_path, capsys):
+def test_label_errors(tmp_path, monkeypatch, capsys):
     import ase.io
     from ase.build import bulk
 
@@ -329,7 +329,8 @@ def test_label_errors(tmp_path, capsys):
     not_xyz.write_text("not a structure\n")
     cases = [
         (["cuau.extxyz", "--reference", "cu-emt", "-o", "x.xyz"],
-         "cuau.extxyz: frame 0 has Au, which cu-emt (EMT) does not label (elements: Cu); use --reference cuau-emt"),
+         "cuau.extxyz: frame 0 has Au, which cu-emt (EMT) does not label (elements: Cu); cuau-emt labels Cu and "
+         "Au"),
         (["cu.extxyz", "--reference", "si-sw", "-o", "x.xyz"],
          "cu.extxyz: frame 0 has Cu, which si-sw (Stillinger-Weber) does not label (elements: Si)"),
         (["md.dump", "--reference", "cu-emt", "-o", "x.xyz"],
@@ -345,17 +346,11 @@ def test_label_errors(tmp_path, capsys):
         (["missing.xyz", "--reference", "cu-emt", "-o", "x.xyz"], f"data file not found: {tmp_path / 'missing.xyz'}"),
         (["cu.extxyz", "--reference", "cu-emt", "-o", "."], ".: is a folder; -o names the extxyz file to write"),
     ]
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        for argv, message in cases:
-            assert main(["label", *argv, "--no-progress"]) == 1, argv
-            err = capsys.readouterr().err
-            assert err.startswith(f"mdpot: error: {message}") and err.count("\n") == 1, err
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)
+    for argv, message in cases:
+        assert main(["label", *argv, "--no-progress"]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"mdpot: error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "x.xyz").exists() and not_xyz.read_text() == "not a structure\n"
     for argv, message in ((["--kind", "two words"], "argument --kind: expected a name without spaces, got 'two words'"),
                           (["--format", "xyzz"], "argument --format: unknown ase.io format 'xyzz' (e.g. extxyz, "

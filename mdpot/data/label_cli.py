@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     labelled = label_structures(args.reference, frames, kind=args.kind, progress=not args.no_progress,
                                 source=args.structures)
     _write(labelled, out, append)
-    print(f"labelled {len(labelled)} frames of {args.structures} with {ref.potential} ({args.reference}, kind "
+    n = len(labelled)
+    print(f"labelled {n} frame{'s' if n != 1 else ''} of {args.structures} with {ref.potential} ({args.reference}, kind "
           f"{args.kind}) in {time.perf_counter() - t0:.1f} s")
     print(f"{'frame':>5} {'atoms':>6} {'energy/atom/eV':>15} {'max|F|/eV/Å':>12} {'stress':>6}")
     for k, atoms in enumerate(labelled):

@@ -74,7 +74,7 @@ def check_structures(system: str, frames: Sequence[Atoms], source: str = "input"
             raise ValueError(f"{where} has no atoms")
         others = sorted(set(atoms.get_chemical_symbols()) - set(ref.elements), key=atoms.get_chemical_symbols().index)
         if others:
-            hint = f"; use --reference cuau-emt" if system == "cu-emt" and set(others) == {"Au"} else ""
+            hint = "; cuau-emt labels Cu and Au" if system == "cu-emt" and set(others) == {"Au"} else ""
             raise ValueError(f"{where} has {others[0]}, which {system} ({ref.potential}) does not label (elements: "
                              f"{' '.join(ref.elements)}){hint}")
         lengths = atoms.cell.lengths()
