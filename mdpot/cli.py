@@ -1,4 +1,5 @@
-"""The ``mdpot`` command line: data, train, validate, init, deploy, info, check, doctor, demo.
+"""The ``mdpot`` command line: data, train, validate, init, deploy, info, check, doctor, demo, properties, select,
+label.
 
 Every subcommand is reachable in-process through :func:`main` (``main(["info", "cu.pt"])``). Errors print one
 line ``mdpot: error: ...`` and return exit code 1 (usage errors 2); ``--debug`` (before or after the subcommand)
@@ -423,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from .data import cli as data_cli
+    from .data import label_cli
     from .train import cli as train_cli
     from .validate import cli as validate_cli
 
@@ -430,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import selection as select_cli
 
-    for module in (data_cli, train_cli, validate_cli, properties_cli, select_cli):
+    for module in (data_cli, train_cli, validate_cli, properties_cli, select_cli, label_cli):
         module.add_parser(sub)
     # `mdpot info m.pt --debug` works as well as `mdpot --debug info m.pt`; SUPPRESS keeps the top-level value
     # when the subcommand does not give it.

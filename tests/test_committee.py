@@ -1,5 +1,6 @@
 """Committees (docs/contract.md "Committee files", issue 15): the committee file (format version 7), the ASE spread,
-``mdpot select`` and ``mdpot train --committee``. Small float64 Allegros; every deploy once per module."""
+``mdpot select`` and ``mdpot train --committee``. Small float64 Allegros; every deploy once per module. The whole
+active-learning loop, LAMMPS and ``mdpot label`` included, runs in tests/lammps/test_active_learning.py."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from ase.build import bulk
 
 from mdpot import MDPotCalculator
@@ -328,56 +328,3 @@ def test_train_committee_writes_distinct_members(tmp_path, capsys):
     with pytest.raises(SystemExit, match="2"):
         main(["train", str(tmp_path / "c.yaml"), "-o", str(run), "--committee", "1"])
     assert "expected a committee of at least 2 members, got '1'" in capsys.readouterr().err
-
-
-def test_active_learning_loop_in_python(tmp_path, capsys):
-    """train --committee -> deploy -> select (strongly rattled frames beat training-like ones) -> label with EMT ->
-    retrain on the grown data: the loop of issue 15 without its LAMMPS step (the pair style runs committees next)."""
-    import shlex
-
-    from mdpot.data.reference import reference_dataset
-    from mdpot.data.reference.emt import _emt_label
-    from mdpot.testing.models import SMALL_OPTIONS
-
-    frames = reference_dataset("cu-emt", 8, seed=0, progress=False)
-    ase.io.write(tmp_path / "train.xyz", frames[:6], format="extxyz")
-    ase.io.write(tmp_path / "val.xyz", frames[6:], format="extxyz")
-    options = {k: list(v) if isinstance(v, tuple) else v for k, v in SMALL_OPTIONS["allegro"].items()}
-    options.update(elements=["Cu"], r_max=4.5)
-    config = {"architecture": "allegro", "model": options,
-              "data": {"train": "train.xyz", "validation": "val.xyz"},
-              "training": {"max_epochs": 2, "batch_size": 3, "early_stopping_patience": None}}
-    (tmp_path / "c.yaml").write_text(json.dumps(config))
-    assert main(["train", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "run"), "--committee", "2",
-                 "--no-progress"]) == 0
-    deploy = capsys.readouterr().out.splitlines()[-1].strip()
-    assert deploy.startswith("mdpot deploy ")
-    assert main(shlex.split(deploy)[1:]) == 0
-    committee = tmp_path / "run" / "committee.pt"
-    assert load_model(committee).committee_size == 2
-
-    def plain(atoms):
-        return Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-
-    trajectory = [plain(frames[0]), plain(frames[1])]
-    for seed in (0, 1):
-        far = plain(frames[seed])
-        far.rattle(0.3, seed=seed)  # far outside data rattled by a few hundredths of an Å
-        trajectory.append(far)
-    ase.io.write(tmp_path / "md.extxyz", trajectory, format="extxyz")
-    picked_file = tmp_path / "picked.extxyz"
-    assert main(["select", str(tmp_path / "md.extxyz"), "--model", str(committee), "--top", "4", "-o",
-                 str(picked_file)]) == 0
-    ranked = ase.io.read(picked_file, index=":")
-    picked = ranked[:2]
-    assert sorted(a.info["source_frame"] for a in picked) == [2, 3]
-    deviation = [a.info["committee_max_force_std"] for a in ranked]
-    assert min(deviation[:2]) > 2 * max(deviation[2:]), deviation  # by a wide margin, not by chance
-    labelled = [_emt_label(a, kind="selected") for a in picked]
-    ase.io.write(tmp_path / "train.xyz", frames[:6] + labelled, format="extxyz")
-    capsys.readouterr()
-    assert main(["train", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "run2"), "--committee", "2",
-                 "--no-progress"]) == 0
-    for k in range(2):
-        payload = torch.load(tmp_path / "run2" / f"member_{k}" / "best.ckpt", weights_only=True)
-        assert payload["extra"]["provenance"]["num_train"] == 8

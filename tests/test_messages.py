@@ -285,7 +285,7 @@ def test_version(capsys):
 def test_every_subcommand_has_a_description():
     sub = build_parser()._subparsers._group_actions[0]
     assert set(sub.choices) == {"init", "deploy", "info", "check", "doctor", "demo", "data", "train", "validate", "properties",
-                                   "select"}
+                                   "select", "label"}
     for name, p in sub.choices.items():
         assert p.description and len(p.description) > 40, name
         assert " ".join(p.description.split()) in " ".join(p.format_help().split()), name

@@ -7,7 +7,7 @@ The path of labelled data through mdpot::
 
 Unlabelled structures take the short way: ``batch_structures(atoms_list, r_max, elements)`` or
 ``Batch.from_graphs(graphs)``, then :func:`evaluate`. ``mdpot.data.reference`` generates reference
-datasets (``mdpot data``).
+datasets (``mdpot data``) and labels given structures the same way (``mdpot label``, :mod:`.label_cli`).
 
 Example
 -------

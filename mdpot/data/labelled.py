@@ -86,19 +86,22 @@ class Sample:
         return self.graph.num_atoms
 
 
-def read_structures(path: PathLike) -> List[Atoms]:
-    """All structures of ``path`` (``ase.io.read(path, ":")``). Raises ``FileNotFoundError`` or ``ValueError``."""
+def read_structures(path: PathLike, format: Optional[str] = None,
+                    what: str = "labelled structures") -> List[Atoms]:
+    """All structures of ``path`` (``ase.io.read(path, ":", format=format)``; ``format`` None: ASE guesses it from
+    the name and content). ``what`` names the expected content in messages. Raises ``FileNotFoundError`` or
+    ``ValueError``."""
     import ase.io
 
     from ase.io.formats import UnknownFileTypeError
 
     p = Path(path)
     if p.is_dir():
-        raise ValueError(f"{p}: is a folder; expected a file of labelled structures (extxyz or another ase.io format)")
+        raise ValueError(f"{p}: is a folder; expected a file of {what} (extxyz or another ase.io format)")
     if not p.is_file():
         raise FileNotFoundError(f"data file not found: {p.resolve()}")
     try:
-        frames = ase.io.read(str(p), index=":")
+        frames = ase.io.read(str(p), index=":", format=format)
     except UnknownFileTypeError:
         raise ValueError(f"{p}: cannot read structures (ase.io cannot tell the format of this file; expected extxyz "
                          f"or another ase.io format)") from None

@@ -14,7 +14,9 @@ bit-identical files on the same machine and software versions.
 
 Modules: :mod:`.short_range` (isolated atoms, dimers, trimers, compressed and hot bulk), :mod:`.emt` (Cu, Cu-Au), :mod:`.stillinger_weber` (Si, labelled by the in-process LAMMPS of
 :mod:`mdpot.lammps.embedded`, which also provides the ASE calculator ``StillingerWeberSi``), :mod:`.splits`
-(system names, train/val/test split, files).
+(system names, train/val/test split, files), :mod:`.labels` (new labels for given structures: ``mdpot label``).
+Every labelled frame, of ``mdpot data`` and ``mdpot label`` alike, comes from one function,
+``_common.reference_frame``.
 
 Example
 -------
@@ -24,12 +26,14 @@ Example
 PosixPath('data/cu-emt_train.xyz')
 """
 from .emt import emt_dataset
+from .labels import REFERENCES, label_structures
 from .short_range import SHORT_RANGE_KINDS, SHORT_RANGE_SHARE
 from .splits import (SYSTEMS, Split, generate, generate_splits, reference_dataset, short_range_dataset,
                      split_dataset, split_paths, write_dataset)
 from .stillinger_weber import sw_silicon_dataset
 
 __all__ = [
-    "SHORT_RANGE_KINDS", "SHORT_RANGE_SHARE", "SYSTEMS", "Split", "emt_dataset", "generate", "generate_splits",
-    "reference_dataset", "short_range_dataset", "split_dataset", "split_paths", "sw_silicon_dataset", "write_dataset",
+    "REFERENCES", "SHORT_RANGE_KINDS", "SHORT_RANGE_SHARE", "SYSTEMS", "Split", "emt_dataset", "generate",
+    "generate_splits", "label_structures", "reference_dataset", "short_range_dataset", "split_dataset", "split_paths",
+    "sw_silicon_dataset", "write_dataset",
 ]

@@ -1,17 +1,21 @@
 """What the reference generators share: counts per kind, stratified draws, rattling and straining, the
-labelled copy of a structure, the progress bar. No randomness of its own: every draw comes from the caller's
-``numpy.random.Generator``."""
+labelled copy of a structure (:func:`reference_frame`, which ``mdpot data`` and ``mdpot label`` both use), the
+progress bar. No randomness of its own: every draw comes from the caller's ``numpy.random.Generator``."""
 from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 PathLike = Union[str, os.PathLike]
+
+#: ``label(atoms) -> (energy eV, forces eV/Å, stress eV/Å³ or None)``: a reference potential evaluated on a clean
+#: structure (no calculator, constraints or velocities); stress None where the cell is not 3-D periodic.
+Labeller = Callable[[Atoms], Tuple[float, np.ndarray, Optional[np.ndarray]]]
 
 MAX_STRAIN = 0.04
 SNAPSHOTS_PER_RUN = 5
@@ -65,7 +69,7 @@ def strain(atoms: Atoms, rng: np.random.Generator, max_strain: float = MAX_STRAI
     atoms.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
 
 
-def labelled(atoms: Atoms, energy: float, forces: np.ndarray, stress: Optional[np.ndarray], **info) -> Atoms:
+def labelled(atoms: Atoms, energy: float, forces: np.ndarray, stress: Optional[np.ndarray], /, **info) -> Atoms:
     """A clean copy of ``atoms`` (no velocities, no calculator state) carrying the labels and ``info``
     (``stress`` None: no stress label, as for non-periodic frames)."""
     out = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc)
@@ -75,3 +79,13 @@ def labelled(atoms: Atoms, energy: float, forces: np.ndarray, stress: Optional[n
         labels["stress"] = np.array(stress, dtype=np.float64)
     out.calc = SinglePointCalculator(out, **labels)
     return out
+
+
+def reference_frame(atoms: Atoms, label: Labeller, /, **info) -> Atoms:
+    """``atoms`` wrapped into its cell along its periodic directions and labelled by the reference potential
+    ``label``: a clean copy (no velocities, constraints or calculator state) carrying the labels and ``info``.
+    Every labelled frame of ``mdpot data`` and ``mdpot label`` comes from here."""
+    frame = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc)
+    if frame.pbc.any():  # (wrapping round-trips through fractional coordinates: not for a molecule's positions)
+        frame.wrap()
+    return labelled(frame, *label(frame), **info)

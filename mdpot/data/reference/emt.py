@@ -7,12 +7,14 @@ import numpy as np
 from ase import Atoms, units
 from ase.build import bulk
 
-from ._common import allocate, check_count, labelled, progress_bar, rattle, runs, strain, stratified
+from ._common import allocate, check_count, progress_bar, rattle, reference_frame, runs, strain, stratified
 from .short_range import ShortRangeRecipe, isolated_atom_frames, short_range_frames
 
-__all__ = ["EMT_SYSTEMS", "emt_dataset", "emt_short_range"]
+__all__ = ["EMT_ELEMENTS", "EMT_SYSTEMS", "emt_dataset", "emt_labels", "emt_short_range"]
 
 EMT_SYSTEMS: Tuple[str, ...] = ("cu", "cuau")
+#: Elements of each EMT system (what ``mdpot data`` makes and ``mdpot label`` labels).
+EMT_ELEMENTS: Dict[str, Tuple[str, ...]] = {"cu": ("Cu",), "cuau": ("Cu", "Au")}
 
 A_CU = 3.61  # Å, FCC lattice constants; Cu-Au alloys interpolate linearly (Vegard)
 A_AU = 4.08
@@ -28,13 +30,15 @@ EMT_MD_EQUILIBRATION_STEPS = 100
 EMT_MD_SAMPLE_INTERVAL = 25  # steps between snapshots: 0.1 ps, twice the thermostat's 50 fs memory
 
 
-def _emt_label(atoms: Atoms, **info) -> Atoms:
+def emt_labels(atoms: Atoms) -> Tuple[float, np.ndarray, Optional[np.ndarray]]:
+    """EMT energy (eV), forces (eV/Å) and, for a 3-D periodic cell, stress (eV/Å³, ASE order and sign; else None)
+    of a clean structure (:data:`~mdpot.data.reference._common.Labeller`)."""
     from ase.calculators.emt import EMT
 
-    atoms = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc)
-    atoms.wrap()
+    atoms = atoms.copy()
     atoms.calc = EMT()
-    return labelled(atoms, atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(), **info)
+    stress = atoms.get_stress() if atoms.pbc.all() else None
+    return atoms.get_potential_energy(), atoms.get_forces(), stress
 
 
 def _fcc_cell(system: str, rng: np.random.Generator, au_fraction: float, scale_spread: float = 0.01) -> Atoms:
@@ -130,39 +134,27 @@ def emt_dataset(system: str, n_structures: int, seed: int, progress: bool = True
         for _ in range(counts["rattled"]):
             atoms = _fcc_cell(system, rng, next(static))
             rattle(atoms, rng, rng.uniform(0.02, 0.12))
-            out.append(_emt_label(atoms, **info(atoms, "rattled")))
+            out.append(reference_frame(atoms, emt_labels, **info(atoms, "rattled")))
             bar.update()
         for _ in range(counts["strained"]):
             atoms = _fcc_cell(system, rng, next(static), scale_spread=0.0)
             strain(atoms, rng)
             rattle(atoms, rng, rng.uniform(0.01, 0.05))
-            out.append(_emt_label(atoms, **info(atoms, "strained")))
+            out.append(reference_frame(atoms, emt_labels, **info(atoms, "strained")))
             bar.update()
         for _ in range(counts["vacancy"]):
             atoms = _fcc_cell(system, rng, next(static))
             del atoms[sorted(rng.choice(len(atoms), size=int(rng.integers(1, 3)), replace=False).tolist())]
             rattle(atoms, rng, rng.uniform(0.02, 0.10))
-            out.append(_emt_label(atoms, **info(atoms, "vacancy")))
+            out.append(reference_frame(atoms, emt_labels, **info(atoms, "vacancy")))
             bar.update()
         for n_snap, x, t in zip(md_runs, au_runs, temperatures):
             atoms = _fcc_cell(system, rng, x)
             rattle(atoms, rng, 0.05)
             for snap in _emt_md(atoms, rng, float(t), n_snap):
-                out.append(_emt_label(snap, **info(snap, "md", round(float(t), 3))))
+                out.append(reference_frame(snap, emt_labels, **info(snap, "md", round(float(t), 3))))
                 bar.update()
     return out
-
-
-
-def _emt_labels(atoms: Atoms) -> Tuple[float, np.ndarray, Optional[np.ndarray]]:
-    """EMT energy (eV), forces (eV/Å) and, for a fully periodic cell, stress (eV/Å³)."""
-    from ase.calculators.emt import EMT
-
-    atoms = atoms.copy()
-    atoms.calc = EMT()
-    stress = atoms.get_stress() if atoms.pbc.all() else None
-    return atoms.get_potential_energy(), atoms.get_forces(), stress
-
 
 def emt_short_range(system: str, n: int, rng: np.random.Generator, isolated: bool = True,
                     progress: bool = True) -> List[Atoms]:
@@ -172,7 +164,7 @@ def emt_short_range(system: str, n: int, rng: np.random.Generator, isolated: boo
     if system not in EMT_SYSTEMS:
         raise ValueError(f"unknown EMT system {system!r}; expected one of {', '.join(EMT_SYSTEMS)}")
     recipe = ShortRangeRecipe(
-        system=f"{system}-emt", elements=("Cu", "Au") if system == "cuau" else ("Cu",),
+        system=f"{system}-emt", elements=EMT_ELEMENTS[system],
         first_neighbour=A_CU / np.sqrt(2.0),
-        bulk=lambda g: _fcc_cell(system, g, g.uniform() if system == "cuau" else 0.0), label=_emt_labels)
+        bulk=lambda g: _fcc_cell(system, g, g.uniform() if system == "cuau" else 0.0), label=emt_labels)
     return (isolated_atom_frames(recipe) if isolated else []) + short_range_frames(recipe, n, rng, progress)

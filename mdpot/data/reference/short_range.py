@@ -27,12 +27,12 @@ the caller's ``numpy.random.Generator``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 from ase import Atoms
 
-from ._common import allocate, labelled, progress_bar, rattle, stratified
+from ._common import Labeller, allocate, progress_bar, rattle, reference_frame, stratified
 
 __all__ = ["MOLECULE_BOX", "SHORT_RANGE_KINDS", "SHORT_RANGE_SHARE", "ShortRangeRecipe", "isolated_atom_frames",
            "short_range_count", "short_range_frames"]
@@ -48,10 +48,6 @@ TRIMER_ANGLE_DEG = (60.0, 180.0)
 COMPRESSED_SCALE = (0.82, 0.94)
 COMPRESSED_RATTLE = (0.02, 0.08)  # Å
 HOT_RATTLE = (0.12, 0.25)  # Å
-
-#: ``label(atoms) -> (energy eV, forces eV/Å, stress eV/Å³ or None)``
-Labeller = Callable[[Atoms], Tuple[float, np.ndarray, Optional[np.ndarray]]]
-
 
 @dataclass(frozen=True)
 class ShortRangeRecipe:
@@ -93,10 +89,7 @@ def _molecule(symbols: Sequence[str], positions: np.ndarray) -> Atoms:
 
 
 def _frame(recipe: ShortRangeRecipe, atoms: Atoms, kind: str) -> Atoms:
-    if atoms.pbc.all():
-        atoms.wrap()
-    energy, forces, stress = recipe.label(atoms)
-    return labelled(atoms, energy, forces, stress, kind=kind, system=recipe.system)
+    return reference_frame(atoms, recipe.label, kind=kind, system=recipe.system)
 
 
 def isolated_atom_frames(recipe: ShortRangeRecipe) -> List[Atoms]:

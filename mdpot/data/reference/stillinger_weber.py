@@ -6,18 +6,21 @@ the LAMMPS engine.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional
 
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
 
-from ._common import allocate, check_count, labelled, progress_bar, rattle, runs, strain, stratified
+from ._common import (Labeller, allocate, check_count, progress_bar, rattle, reference_frame, runs, strain,
+                      stratified)
 from .short_range import ShortRangeRecipe, isolated_atom_frames, short_range_frames
 
-__all__ = ["sw_short_range", "sw_silicon_dataset"]
+__all__ = ["SI_SW_CUTOFF", "sw_labeller", "sw_short_range", "sw_silicon_dataset"]
 
 A_SI = 5.431  # Å, diamond
+#: Cutoff of ``Si.sw`` (Å): its σ times a, 2.0951 × 1.80.
+SI_SW_CUTOFF = 2.0951 * 1.80
 
 SI_KINDS: Dict[str, float] = {"rattled": 0.25, "strained": 0.20, "liquid": 0.30, "amorphous": 0.25}
 
@@ -30,6 +33,48 @@ SI_MELT_STEPS = 1500
 SI_EQUILIBRATION_STEPS = 1000
 SI_QUENCH_STEPS = 4000
 SI_SAMPLE_INTERVAL = 200
+
+
+if TYPE_CHECKING:
+    from ...lammps.embedded import StillingerWeberEngine
+
+
+def _vacuum_box(atoms: Atoms) -> Atoms:
+    """A fully periodic copy of the non-periodic, non-empty ``atoms`` whose images are out of each other's reach: its
+    own box if it leaves more than :data:`SI_SW_CUTOFF` of vacuum between images in every direction, else an
+    orthorhombic box of the atoms' extent plus 2 (cutoff + 1 Å)."""
+    box = atoms.copy()
+    box.pbc = True
+    cell = atoms.cell
+    if cell.rank == 3:
+        frac = np.linalg.solve(cell.array.T, atoms.positions.T).T
+        span = frac.max(axis=0) - frac.min(axis=0)
+        heights = abs(cell.volume) / np.linalg.norm(np.cross(cell.array[[1, 2, 0]], cell.array[[2, 0, 1]]), axis=1)
+        if np.all((1.0 - span) * heights > SI_SW_CUTOFF):
+            return box
+    margin = SI_SW_CUTOFF + 1.0
+    low = atoms.positions.min(axis=0)
+    box.set_cell(np.diag(atoms.positions.max(axis=0) - low + 2 * margin))
+    box.positions = atoms.positions - low + margin
+    return box
+
+
+def sw_labeller(engine: "StillingerWeberEngine") -> Labeller:
+    """The :data:`~mdpot.data.reference._common.Labeller` of Stillinger-Weber Si run by ``engine``: energy (eV),
+    forces (eV/Å) and stress (eV/Å³) of a 3-D periodic cell; a non-periodic structure is labelled in a periodic box
+    wide enough that its images do not interact (its own box when it is; :func:`_vacuum_box`), without stress.
+    LAMMPS's ``pair_style sw`` runs in periodic boxes only: a partly periodic structure raises ``ValueError``."""
+
+    def label(atoms: Atoms):
+        if atoms.pbc.all():
+            return engine.evaluate(atoms)
+        if atoms.pbc.any():
+            raise ValueError(f"Stillinger-Weber labels fully periodic or non-periodic structures, not pbc "
+                             f"{atoms.pbc.tolist()}")
+        energy, forces, _ = engine.evaluate(_vacuum_box(atoms))
+        return energy, forces, None
+
+    return label
 
 
 def _diamond(rng: np.random.Generator, scale: float) -> Atoms:
@@ -78,11 +123,10 @@ def sw_silicon_dataset(n_structures: int, seed: int, progress: bool = True) -> L
     t_liquid = stratified(rng, len(liquid_runs), *SI_LIQUID_TEMPERATURE_K)
     t_amorphous = stratified(rng, len(amorphous_runs), *SI_AMORPHOUS_TEMPERATURE_K)
     engine = StillingerWeberEngine()
+    sw = sw_labeller(engine)
 
     def label(atoms: Atoms, kind: str, temperature: Optional[float] = None) -> Atoms:
-        atoms = atoms.copy()
-        atoms.wrap()
-        return labelled(atoms, *engine.evaluate(atoms), kind=kind, system="si-sw", temperature=temperature)
+        return reference_frame(atoms, sw, kind=kind, system="si-sw", temperature=temperature)
 
     def md(kind: str, temperature: float, n_snap: int, stages) -> Iterator[Atoms]:
         # Liquid Si is ~10 % denser than diamond: sample densities in between.
@@ -129,20 +173,12 @@ def sw_silicon_dataset(n_structures: int, seed: int, progress: bool = True) -> L
 def sw_short_range(n: int, rng: np.random.Generator, isolated: bool = True, progress: bool = True) -> List[Atoms]:
     """An isolated Si atom (if ``isolated``) and ``n`` short-range frames labelled with Stillinger-Weber; see
     :mod:`mdpot.data.reference.short_range`. Bulk frames are 64-atom diamond cells; non-periodic frames are
-    labelled through a periodic copy of their box."""
+    labelled in a periodic box (:func:`sw_labeller`)."""
     from ...lammps.embedded import StillingerWeberEngine
 
     engine = StillingerWeberEngine()
-
-    def label(atoms: Atoms):
-        periodic = atoms.pbc.all()
-        box = atoms.copy()
-        box.pbc = True
-        energy, forces, stress = engine.evaluate(box)
-        return energy, forces, stress if periodic else None
-
     recipe = ShortRangeRecipe(system="si-sw", elements=("Si",), first_neighbour=A_SI * np.sqrt(3.0) / 4,
-                              bulk=lambda g: _diamond(g, 1.0), label=label)
+                              bulk=lambda g: _diamond(g, 1.0), label=sw_labeller(engine))
     try:
         return (isolated_atom_frames(recipe) if isolated else []) + short_range_frames(recipe, n, rng, progress)
     finally:
