@@ -33,7 +33,8 @@
                                           model.pt is also searched in LAMMPS_POTENTIALS; a TorchScript file
                                           or an AOTInductor package, told apart by content, not by name)
 
-   A committee file (format version 7) runs the members' mean and reports their spread (docs/contract.md,
+   A committee file (format version 7) runs the members' mean (or member 0: committee first) and reports their
+   spread (docs/contract.md,
    "Committee files"): per atom the force deviation sqrt(mean_k |F_k,i - F̄_i|^2), each member's forces summed
    over ranks first (`fix ID all pair N mdpot force_deviation 0` makes it a per-atom vector f_ID;
    `energy_deviation 0` each atom's energy deviation, eV); globally
