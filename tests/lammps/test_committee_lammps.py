@@ -2,10 +2,13 @@
 dynamics, and the spread the pair style reports (per atom through ``fix pair ... force_deviation``, globally through
 ``compute pair mdpot``, in ``uncertainty_file``) equals the one formed by hand from the members' separate files in
 ASE, on 1, 2 and 4 ranks; identical members give zero spread and the single model's forces; ``fix halt`` and
-``uncertainty_halt`` stop at the step the deviation first exceeds the threshold."""
+``uncertainty_halt`` stop at the step the deviation first exceeds the threshold. ``committee first every N``: member 0
+drives the dynamics bit for bit as its own file does, and the spread is formed on multiples of N and on the steps a
+``fix pair`` trigger flag asks for."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -72,15 +75,21 @@ def committee_runs(plugin, lammps, committee_files, tmp_path_factory):
     return get
 
 
-def by_hand(frame, files):
-    """Each member's forces and energy from its own file in ASE at the dump's positions, and the spread."""
+@functools.lru_cache(maxsize=None)
+def calculator(path):
+    """One ASE calculator per member file for the whole session (frames of any size)."""
     from mdpot import MDPotCalculator
 
+    return MDPotCalculator(path)
+
+
+def by_hand(frame, files):
+    """Each member's forces and energy from its own file in ASE at the dump's positions, and the spread."""
     atoms = atoms_from_frame(frame, ELEMENTS)
     forces, energies, atom_energies = [], [], []
     for path in files:
         member = atoms.copy()
-        member.calc = MDPotCalculator(path)
+        member.calc = calculator(path)
         forces.append(member.get_forces())
         energies.append(member.get_potential_energy())
         atom_energies.append(member.get_potential_energies())
@@ -275,3 +284,125 @@ def test_committee_under_hybrid_with_null_types(plugin, lammps, committee_files,
     assert_allclose(sigma[cu], want["sigma"], 0.0, "Cu atoms' force deviation under hybrid/overlay", rtol=RTOL)
     assert_allclose(thermo_globals(tmp_path, "hyb"), want["globals"], 0.0, "c_dev[1..4] under hybrid/overlay",
                     rtol=RTOL)
+
+
+#: A short NVE run (2 fs steps, 600 K) of one model file; fix evaporate deletes 3 atoms on step 5, which reorders the
+#: atoms of the ranks (the spread kept from step 4 must follow its atoms by ID). The dump has the forces and the
+#: per-atom virial of every step.
+NVE = """\
+clear
+log {name}.log
+units metal
+atom_style atomic
+read_data s.data
+pair_style mdpot device cpu {keywords}
+pair_coeff * * {model} Cu Au
+{observe}
+velocity all create 600.0 12345 loop geom
+region everywhere block INF INF INF INF INF INF
+fix gone all evaporate 5 3 everywhere 4928
+fix md all nve
+timestep 0.002
+compute sa all stress/atom NULL virial
+thermo_style custom step pe press {thermo}
+thermo_modify format float %.17g
+thermo 1
+dump d all custom 1 {name}.dump id type x y z fx fy fz c_sa[1] c_sa[2] c_sa[3] c_sa[4] c_sa[5] c_sa[6] {columns}
+dump_modify d format float %.17g sort id
+run 7
+"""
+
+#: committee first every 3 with a trigger fix every 2: every member is evaluated on steps 0 (setup), 2, 3, 4, 6
+FIRST_STEPS = (0, 2, 3, 4, 6)
+DYNAMICS = ("id", "type", "x", "y", "z", "fx", "fy", "fz") + tuple(f"c_sa[{k}]" for k in range(1, 7))
+DEV = "compute dev all pair mdpot"
+DEV_THERMO = "c_dev[1] c_dev[2] c_dev[3] c_dev[4]"
+
+
+@pytest.fixture(scope="session")
+def first_mode(plugin, lammps, committee_files, tmp_path_factory):
+    """(workdir, output) of one LAMMPS process on 2 ranks running NVE with member a's own file (``single``), the
+    committee ab under ``committee first every 3`` with a trigger fix every 2 and an every-step fix pair without
+    trigger (``first``), and in the default mean mode without (``mean0``) and with (``mean1``) trigger flags."""
+    workdir = tmp_path_factory.mktemp("committee_first")
+    write_data(workdir / "s.data", alloy(ELEMENTS, (3, 3, 3), a=3.8, skew=0.0, strain=0.0, rattle=0.1, seed=1),
+               ELEMENTS)
+    script = (NVE.format(name="single", model=committee_files["a"], keywords="", observe="", thermo="", columns="")
+              + NVE.format(name="first", model=committee_files["ab"],
+                           keywords="committee first every 3 uncertainty_file first.txt",
+                           observe=f"{DEV}\nfix trig all pair 2 mdpot force_deviation 1\n"
+                                   "fix fd all pair 1 mdpot force_deviation 0 energy_deviation 0",
+                           thermo=DEV_THERMO, columns="f_trig f_fd[1] f_fd[2]")
+              + NVE.format(name="mean0", model=committee_files["ab"], keywords="",
+                           observe=f"{DEV}\nfix f0 all pair 2 mdpot force_deviation 0 energy_deviation 0",
+                           thermo=DEV_THERMO, columns="f_f0[1] f_f0[2]")
+              + NVE.format(name="mean1", model=committee_files["ab"], keywords="committee mean",
+                           observe=f"{DEV}\nfix f1 all pair 2 mdpot force_deviation 1 energy_deviation 1",
+                           thermo=DEV_THERMO, columns="f_f1[1] f_f1[2]"))
+    return workdir, lammps(script, workdir, nprocs=2).output
+
+
+def test_committee_first_is_member_0(first_mode):
+    """Member 0 drives the dynamics: positions, forces, per-atom virial, energy and pressure on every step equal those
+    of member 0's own file, bit for bit (the same module on the same graph: members[0] alone, or committee_forward's
+    first output on the steps every member runs)."""
+    workdir, output = first_mode
+    assert ("mdpot: committee of 2 members: member 0 drives the dynamics (committee first every 3: all members are "
+            "evaluated on steps that are multiples of 3 and on steps where 'fix ID all pair N mdpot force_deviation 1' "
+            "(or energy_deviation 1) asks for them, member 0 alone on the others); the spread (c_ID[1..4] of 'compute "
+            "ID all pair mdpot', per atom 'fix ID all pair N mdpot force_deviation 1') is that of the latest step the "
+            "members were evaluated on") in output
+    stats = re.findall(r"mdpot stats: .*", output)
+    assert "committee=" not in stats[0]
+    assert " steps=8 " in stats[1] and stats[1].endswith(" committee=first committee_steps=5"), stats[1]
+    single, first = read_dump(workdir / "single.dump"), read_dump(workdir / "first.dump")
+    assert [f["step"] for f in first] == list(range(8)) and len(first[5]["id"]) == 105  # 3 atoms evaporated
+    for a, b in zip(single, first):
+        for column in DYNAMICS:
+            assert np.array_equal(np.asarray(a[column]), np.asarray(b[column])), (b["step"], column)
+    for column in ("PotEng", "Press"):
+        assert np.array_equal(read_log(workdir / "single.log")[-1][column], read_log(workdir / "first.log")[-1][column])
+
+
+def test_committee_first_spread_on_its_steps(first_mode, committee_files):
+    """The spread of committee first: on steps 0, 3, 6 (multiples of 3) and 2, 4 (fix pair's trigger flag) the one
+    formed by hand from the members' own files at those positions (1e-10 relative), per atom and global; in between,
+    that of the latest such step, kept with the atoms by ID (after 3 atoms were deleted on step 5); the
+    uncertainty_file has the lines of steps 0, 3, 6."""
+    workdir, _ = first_mode
+    frames = read_dump(workdir / "first.dump")
+    table = read_log(workdir / "first.log")[-1]
+    dev = np.column_stack([table[f"c_dev[{k}]"] for k in range(1, 5)])
+    for step in FIRST_STEPS:
+        want = by_hand(frames[step], [committee_files["a"], committee_files["b"]])
+        assert want["sigma"].min() > 1e-4
+        for column, value in (("f_fd[1]", "sigma"), ("f_fd[2]", "energies_std")):
+            assert_allclose(np.asarray(frames[step][column]), want[value], 0.0, f"{column} on step {step}", rtol=RTOL)
+        if step % 2 == 0:
+            assert_allclose(np.asarray(frames[step]["f_trig"]), want["sigma"], 0.0, f"f_trig on step {step}",
+                            rtol=RTOL)
+        assert_allclose(dev[step], want["globals"], 0.0, f"c_dev[1..4] on step {step}", rtol=RTOL)
+    for step, latest in ((1, 0), (5, 4), (7, 6)):
+        assert np.array_equal(dev[step], dev[latest]), step
+        ids = np.asarray(frames[step]["id"])
+        at = np.searchsorted(np.asarray(frames[latest]["id"]), ids)
+        for column in ("f_fd[1]", "f_fd[2]"):
+            assert np.array_equal(np.asarray(frames[step][column]), np.asarray(frames[latest][column])[at]), step
+    lines = (workdir / "first.txt").read_text().splitlines()
+    assert [int(line.split()[0]) for line in lines[2:]] == [0, 3, 6]
+    assert_allclose(np.array([line.split()[1:] for line in lines[2:]], dtype=float), dev[[0, 3, 6]], 0.0,
+                    "uncertainty_file lines", rtol=1e-8)  # written with 9 significant digits
+
+
+def test_trigger_flag_changes_nothing_in_mean_mode(first_mode):
+    """committee mean evaluates every member on every step: a fix pair with trigger flags 1 gives the run and the values
+    of one with flags 0, bit for bit."""
+    workdir, output = first_mode
+    stats = re.findall(r"mdpot stats: .*", output)
+    assert stats[2].endswith(" committee=mean committee_steps=8") and stats[3].endswith(" committee=mean committee_steps=8")
+    for a, b in zip(read_dump(workdir / "mean0.dump"), read_dump(workdir / "mean1.dump")):
+        for column in DYNAMICS:
+            assert np.array_equal(np.asarray(a[column]), np.asarray(b[column])), (b["step"], column)
+        for k in (1, 2):
+            assert np.array_equal(np.asarray(a[f"f_f0[{k}]"]), np.asarray(b[f"f_f1[{k}]"])), (b["step"], k)
+    assert np.array_equal(read_log(workdir / "mean0.log")[-1]["c_dev[1]"], read_log(workdir / "mean1.log")[-1]["c_dev[1]"])

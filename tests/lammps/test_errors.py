@@ -67,23 +67,8 @@ CASES = {
     "bad_device": (dict(pair="pair_style mdpot device gpu"), "pair mdpot: device must be cpu, cuda or auto, got 'gpu'"),
     "unknown_keyword": (dict(pair="pair_style mdpot colour red"),
                         "pair mdpot: unknown keyword 'colour' (known: device, threads, jit_optimize, max_edges, "
-                        "max_memory, message_passing, malloc_tuning, stats, dump_edges, uncertainty_file, uncertainty_halt)"),
-    # committee keywords (uncertainty_file FILE [every N], uncertainty_halt VALUE)
-    "uncertainty_every_zero": (dict(pair="pair_style mdpot uncertainty_file u.txt every 0"),
-                               "pair mdpot: uncertainty_file every must be a positive integer of steps, got '0'"),
-    "uncertainty_every_missing": (dict(pair="pair_style mdpot uncertainty_file u.txt every"),
-                                  "pair mdpot: uncertainty_file u.txt every: the number of steps is missing"),
-    "uncertainty_file_no_path": (dict(pair="pair_style mdpot uncertainty_file"),
-                                 "pair mdpot: keyword 'uncertainty_file' needs a value"),
-    "uncertainty_file_bad_folder": (dict(pair="pair_style mdpot uncertainty_file {workdir}/no/u.txt\n"
-                                              "pair_coeff * * {committee} Cu Au"),
-                                    "pair mdpot: cannot open uncertainty_file '{workdir}/no/u.txt': No such file or "
-                                    "directory"),
-    "uncertainty_halt_negative": (dict(pair="pair_style mdpot uncertainty_halt -0.5"),
-                                  "pair mdpot: uncertainty_halt must be a positive force deviation in eV/Å, got '-0.5'"),
-    "uncertainty_single_model": (dict(pair="pair_style mdpot uncertainty_halt 0.5\npair_coeff * * {model} Cu Au"),
-                                 "pair mdpot: uncertainty_halt needs a committee file (format version 7); '{model}' is "
-                                 "a single model"),
+                        "max_memory, message_passing, malloc_tuning, stats, dump_edges, committee, uncertainty_file, "
+                        "uncertainty_halt)"),
     "bad_max_edges": (dict(pair="pair_style mdpot max_edges 2.5"),
                       "pair mdpot: max_edges must be a positive integer or auto, got '2.5'"),
     "bad_max_memory": (dict(pair="pair_style mdpot max_memory 2"),
@@ -105,6 +90,49 @@ CASES = {
                           "pair mdpot: atoms 1 and 33 overlap (distance 0 Å < 0.01 Å) on step 0"),
     "nan_position": (dict(pre="variable bad atom 1e300*1e300-1e300*1e300\nset atom 5 x v_bad"),
                      "pair mdpot: non-finite positions at setup of step 0 for atom IDs 5"),
+}
+
+#: Committee rows (the committee_files fixture: {model} a single file, {committee} a committee of two): the
+#: keywords uncertainty_file FILE [every M], uncertainty_halt VALUE, committee mean|first [every N], and fix pair's
+#: trigger flags (extract force_deviation_flag, energy_deviation_flag). Run once, not per architecture.
+COMMITTEE_CASES = {
+    "uncertainty_every_zero": (dict(pair="pair_style mdpot uncertainty_file u.txt every 0"),
+                               "pair mdpot: uncertainty_file every must be a positive integer of steps, got '0'"),
+    "uncertainty_every_missing": (dict(pair="pair_style mdpot uncertainty_file u.txt every"),
+                                  "pair mdpot: uncertainty_file u.txt every: the number of steps is missing"),
+    "uncertainty_file_no_path": (dict(pair="pair_style mdpot uncertainty_file"),
+                                 "pair mdpot: keyword 'uncertainty_file' needs a value"),
+    "uncertainty_file_bad_folder": (dict(pair="pair_style mdpot uncertainty_file {workdir}/no/u.txt\n"
+                                              "pair_coeff * * {committee} Cu Au"),
+                                    "pair mdpot: cannot open uncertainty_file '{workdir}/no/u.txt': No such file or "
+                                    "directory"),
+    "uncertainty_halt_negative": (dict(pair="pair_style mdpot uncertainty_halt -0.5"),
+                                  "pair mdpot: uncertainty_halt must be a positive force deviation in eV/Å, got '-0.5'"),
+    "uncertainty_single_model": (dict(pair="pair_style mdpot uncertainty_halt 0.5\npair_coeff * * {model} Cu Au"),
+                                 "pair mdpot: uncertainty_halt needs a committee file (format version 7); '{model}' is "
+                                 "a single model"),
+    "committee_bad_mode": (dict(pair="pair_style mdpot committee avg"),
+                           "pair mdpot: committee must be mean or first, got 'avg'"),
+    "committee_every_zero": (dict(pair="pair_style mdpot committee first every 0"),
+                             "pair mdpot: committee first every must be a positive integer of steps, got '0'"),
+    "committee_every_not_integer": (dict(pair="pair_style mdpot committee first every x"),
+                                    "pair mdpot: committee first every must be a positive integer of steps, got 'x'"),
+    "committee_every_missing": (dict(pair="pair_style mdpot committee first every"),
+                                "pair mdpot: committee first every: the number of steps is missing"),
+    "committee_mean_every": (dict(pair="pair_style mdpot committee mean every 2"),
+                             "pair mdpot: committee mean evaluates every member on every step; 'every N' goes with "
+                             "committee first"),
+    "committee_uncertainty_every": (dict(pair="pair_style mdpot uncertainty_file u.txt every 4 committee first every 3"),
+                                    "pair mdpot: uncertainty_file every 4 is not a multiple of committee first every 3: "
+                                    "the spread is formed on multiples of 3 steps"),
+    "committee_single_model": (dict(pair="pair_style mdpot committee first\npair_coeff * * {model} Cu Au"),
+                               "pair mdpot: committee needs a committee file (format version 7); '{model}' is a single "
+                               "model"),
+    "trigger_single_model": (dict(post="fix fd all pair 1 mdpot force_deviation 1"),
+                             "Fix pair pair style cannot extract force_deviation_flag"),  # LAMMPS's fix pair
+    "trigger_unknown_name": (dict(pair="pair_style mdpot\npair_coeff * * {committee} Cu Au",
+                                  post="fix fd all pair 1 mdpot colour 1"),
+                             "Fix pair pair style cannot extract colour_flag"),
 }
 
 
@@ -144,28 +172,33 @@ def bad_files(reference_model, models, tmp_path_factory):
     assert fused_extra["kernels"] in ("fused", b"fused")
     files["v99_fused"] = str(folder / "v99_fused.pt")
     torch.jit.save(fused, files["v99_fused"], _extra_files=dict(fused_extra, mdpot_format_version="99"))
-    from mdpot.deploy import deploy_committee
-    from mdpot.testing.models import small_model
-
-    files["committee"] = str(folder / "committee.pt")
-    deploy_committee([small_model("allegro", seed=0), small_model("allegro", seed=1)], files["committee"],
-                     kernels="reference")
     return files
 
 
-@pytest.mark.parametrize("nprocs", [1, 2])
-@pytest.mark.parametrize("case", CASES)
-def test_bad_input_stops_with_clear_error(plugin, lammps, bad_files, tmp_path, case, nprocs):
-    fields, message = CASES[case]
-    names = dict(bad_files, workdir=str(tmp_path))
+def assert_stops(lammps, row, names, workdir, nprocs):
+    """Runs SETUP with a row's fields (names filled in) and checks the first ERROR line has the row's message."""
+    fields, message = row
     script = SETUP.format(**{**dict(units="metal", newton="on", ids="yes", pre="", post="",
                                     pair=PAIR.format(**names)), **{k: v.format(**names) for k, v in fields.items()}})
-    run = lammps(script, tmp_path, nprocs=nprocs, check=False)
+    run = lammps(script, workdir, nprocs=nprocs, check=False)
     expected = message.format(**names)
     assert run.returncode != 0, f"LAMMPS accepted the bad input:\n{run.output[-2000:]}"
     assert run.errors and expected in run.errors[0], f"expected {expected!r} in:\n" + "\n".join(run.errors or
                                                                                                    [run.output[-2000:]])
     assert "Segmentation fault" not in run.output and "signal 11" not in run.output
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_stops_with_clear_error(plugin, lammps, bad_files, tmp_path, case, nprocs):
+    assert_stops(lammps, CASES[case], dict(bad_files, workdir=str(tmp_path)), tmp_path, nprocs)
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+@pytest.mark.parametrize("case", COMMITTEE_CASES)
+def test_bad_committee_input_stops_with_clear_error(plugin, lammps, committee_files, tmp_path, case, nprocs):
+    names = dict(model=str(committee_files["a"]), committee=str(committee_files["ab"]), workdir=str(tmp_path))
+    assert_stops(lammps, COMMITTEE_CASES[case], names, tmp_path, nprocs)
 
 
 @pytest.mark.parametrize("nprocs", [1, 2])

@@ -682,6 +682,7 @@ void check_target(const PackageRecords &records, const std::string &target_text,
 
 struct Model::Impl {
   torch::jit::Module module;    // a TorchScript file
+  torch::jit::Module member0;   // a committee file: its members[0], run alone by CommitteeCall::FIRST_ALONE
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;    // or an AOTInductor package
   torch::Device device{torch::kCPU};
   bool optimize = false;
@@ -691,15 +692,15 @@ struct Model::Impl {
   torch::Tensor atom_energy, forces, virial, atom_virial;    // host float64 contiguous
   torch::Tensor member_energy, member_forces;    // a committee file: [K, n_local], [K, n_atoms, 3]
 
-  // Views of the host outputs above (valid until the next call).
-  Outputs outputs(bool want_atom_virial)
+  // Views of the host outputs above (valid until the next call); the members' only after a call of all of them.
+  Outputs outputs(bool want_atom_virial, bool all_members)
   {
     Outputs out;
     out.atom_energy = atom_energy.data_ptr<double>();
     out.forces = forces.data_ptr<double>();
     out.virial = virial.data_ptr<double>();
     out.atom_virial = want_atom_virial ? atom_virial.data_ptr<double>() : nullptr;
-    if (meta.committee_size > 1) {
+    if (all_members) {
       out.committee_size = meta.committee_size;
       out.member_energy = member_energy.data_ptr<double>();
       out.member_forces = member_forces.data_ptr<double>();
@@ -944,6 +945,14 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
     throw Error("'" + path + "': a committee file (model format version " +
                 std::to_string(contract::COMMITTEE_FORMAT_VERSION) + ") without its " + contract::COMMITTEE_METHOD +
                 " method; deploy it again");
+  if (impl->meta.committee_size > 1) {
+    // CommitteePotential keeps its members in the nn.ModuleList `members`, whose children are named "0", "1", ...
+    try {
+      impl->member0 = impl->module.attr("members").toModule().attr("0").toModule();
+    } catch (const std::exception &e) {
+      throw Error("'" + path + "': a committee file whose module has no members[0]: " + one_line(e));
+    }
+  }
   impl->check_exchange(path);
 }
 
@@ -974,9 +983,11 @@ void Model::set_optimize(bool optimize)
   impl->optimize = optimize;
 }
 
-Outputs Model::run(const Inputs &in)
+Outputs Model::run(const Inputs &in, CommitteeCall call)
 {
   auto &d = *impl;
+  const bool committee = d.meta.committee_size > 1;
+  const bool all_members = committee && call != CommitteeCall::FIRST_ALONE;
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
   if (in.n_atoms == 0) {    // nothing to evaluate (a rank without atoms of the model's types)
@@ -988,7 +999,6 @@ Outputs Model::run(const Inputs &in)
     d.member_forces = torch::zeros({d.meta.committee_size, 0, 3}, f64);
   } else {
     size_t n_outputs = 0;
-    const bool committee = d.meta.committee_size > 1;
     auto shape_is = [](const torch::Tensor &t, std::vector<int64_t> s) { return t.sizes().vec() == s; };
     try {
       auto pos = torch::from_blob(const_cast<double *>(in.pos), {in.n_atoms, 3}, f64).to(d.device);
@@ -1005,16 +1015,17 @@ Outputs Model::run(const Inputs &in)
       } else {
         std::vector<torch::jit::IValue> args{pos, types, edges, shifts, in.n_local, in.want_atom_virial};
         ExecutorOptimizeGuard guard(d.optimize);
-        const auto tuple = (committee ? d.module.get_method(contract::COMMITTEE_METHOD)(std::move(args))
-                                      : d.module.forward(std::move(args))).toTuple();
+        const auto tuple = (all_members ? d.module.get_method(contract::COMMITTEE_METHOD)(std::move(args))
+                            : committee ? d.member0.forward(std::move(args))
+                                        : d.module.forward(std::move(args))).toTuple();
         for (const auto &v : tuple->elements()) out.push_back(v.toTensor());
       }
       n_outputs = out.size();
       if (n_outputs != 4) throw Error("the model returned " + std::to_string(n_outputs) + " outputs, the contract has 4");
       auto host = [](const torch::Tensor &t) { return t.to(torch::kCPU, torch::kFloat64).contiguous(); };
-      if (committee) {
+      if (all_members) {
         // every member's outputs [K, ...]; the mean as the file's forward forms it (mdpot.deploy.committee_mean):
-        // x_0 + mean_k (x_k - x_0), exactly x_0 for identical members
+        // x_0 + mean_k (x_k - x_0), exactly x_0 for identical members; or member 0's as they are
         const int64_t k = d.meta.committee_size;
         for (size_t o = 0; o < out.size(); ++o)
           if (out[o].dim() < 1 || out[o].size(0) != k)
@@ -1032,7 +1043,10 @@ Outputs Model::run(const Inputs &in)
           const auto first = stacked.select(0, 0);
           return first + (stacked - first.unsqueeze(0)).mean(0);
         };
-        out = {mean(out[0]), mean(out[1]), mean(out[2]), mean(out[3])};
+        if (call == CommitteeCall::FIRST)
+          out = {out[0].select(0, 0), out[1].select(0, 0), out[2].select(0, 0), out[3].select(0, 0)};
+        else
+          out = {mean(out[0]), mean(out[1]), mean(out[2]), mean(out[3])};
       }
       d.atom_energy = host(out[0]);
       d.forces = host(out[1]);
@@ -1052,7 +1066,7 @@ Outputs Model::run(const Inputs &in)
                   " do not match the contract for " + std::to_string(in.n_local) + " local / " +
                   std::to_string(in.n_atoms) + " total atoms");
   }
-  return d.outputs(in.want_atom_virial);
+  return d.outputs(in.want_atom_virial, all_members);
 }
 
 double Model::memory_usage() const
@@ -1352,7 +1366,7 @@ Outputs Model::exchange_finish()
   }
   st.x.clear();
   st.state.clear();
-  return d.outputs(st.want_atom_virial);
+  return d.outputs(st.want_atom_virial, d.meta.committee_size > 1);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -73,6 +73,13 @@ struct Outputs {
   const double *member_forces = nullptr;    // [K, n_atoms, 3], eV/Å
 };
 
+// What run() evaluates of a committee file (ignored for a single model).
+enum class CommitteeCall {
+  MEAN,           // every member (committee_forward); Outputs' main fields are the members' mean
+  FIRST,          // every member; the main fields are member 0's (as FIRST_ALONE gives them), member_* every member's
+  FIRST_ALONE,    // member 0's own forward alone (members[0], the module its single file holds); member_* nullptr
+};
+
 class Model {
  public:
   // Loads and checks `path` (an existing file) onto `device` ("cpu", "cuda", "cuda:1", ...).
@@ -90,9 +97,9 @@ class Model {
   std::string package_threads() const;
   void set_optimize(bool optimize);
 
-  // Evaluates the model (a committee file: its committee_forward, the mean formed here); throws Error on a
-  // torch failure or outputs of the wrong shape.
-  Outputs run(const Inputs &in);
+  // Evaluates the model (a committee file: as `call` says; by default its committee_forward, the mean formed
+  // here); throws Error on a torch failure or outputs of the wrong shape.
+  Outputs run(const Inputs &in, CommitteeCall call = CommitteeCall::MEAN);
 
   // Bytes held between calls: the cached zero edge shifts, the host outputs and the exchange step's tensors.
   double memory_usage() const;

@@ -35,6 +35,7 @@
 #include <cstring>
 #include <filesystem>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 using namespace LAMMPS_NS;
@@ -123,7 +124,7 @@ struct MDPotImpl {
   // what this rank evaluated since the run started, reported by finish(): the price of ghost shells
   struct Stats {
     double steps = 0, calls = 0, local_atoms = 0, ghost_atoms = 0, local_edges = 0, ghost_edges = 0,
-           model_seconds = 0, comm_bytes = 0, comm_seconds = 0;
+           model_seconds = 0, comm_bytes = 0, comm_seconds = 0, committee_steps = 0;
   } stats;
 
   // message_passing exchange: one row of comm width per LAMMPS atom (local and ghost), and the rows
@@ -136,6 +137,13 @@ struct MDPotImpl {
   // member [nlocal][K], and each local atom's force deviation (eV/Å) and energy deviation (eV), 0 for atoms of
   // NULL types, read by fix pair through extract_peratom
   std::vector<double> member_energy, member_atom_energy, force_deviation, energy_deviation;
+  // committee first: the spread of the step it was formed on, kept with the atoms' IDs so that it follows them
+  // until the next such step: kept_tags [nall] of the local atoms then the ghosts, kept [nall][2] their force and
+  // energy deviations (the ghosts' from their owners), the step the per-atom vectors were last matched to the atoms
+  std::vector<tagint> kept_tags;
+  std::vector<double> kept;
+  bigint carried_step = -1;
+  double carried_lost = 0;    // atoms whose values were not found by ID (warned once per run)
 };
 
 }    // namespace LAMMPS_NS
@@ -147,10 +155,15 @@ PairMDPot::PairMDPot(LAMMPS *lmp) :
     max_edges(DEFAULT_MAX_EDGES), max_edges_given(false), max_memory(DEFAULT_MAX_MEMORY), max_memory_given(false),
     malloc_tuning(true), print_stats(true),
     mp_request(MessagePassing::DEFAULT), impl(new MDPotImpl), r_max(0.0), receptive_field(0.0),
-    ghost_centres(false), exchange(false), rows_float32(false), comm_width(0), committee(1), extra_values{0, 0, 0, 0},
-    max_hops(0), raised_cutghost(-1.0), user_cutghost(0.0)
+    ghost_centres(false), exchange(false), rows_float32(false), comm_width(0), committee(1), force_deviation_flag(0),
+    energy_deviation_flag(0), deviation_step(-1), extra_values{0, 0, 0, 0}, max_hops(0), raised_cutghost(-1.0),
+    user_cutghost(0.0)
 {
   uncertainty_every = 1;
+  uncertainty_every_given = false;
+  committee_mode = CommitteeMode::MEAN;
+  committee_every = 1;
+  committee_given = false;
   uncertainty_halt = 0.0;
   uncertainty_fp = nullptr;
   uncertainty_last_step = -1;
@@ -199,7 +212,7 @@ void PairMDPot::allocate()
 /* ----------------------------------------------------------------------
    pair_style mdpot [device cpu|cuda|auto] [threads N|auto] [jit_optimize yes|no] [max_edges N|auto]
                     [max_memory SIZE] [message_passing exchange|ghosts] [malloc_tuning yes|no] [stats yes|no] [dump_edges FILE]
-                    [uncertainty_file FILE [every N]] [uncertainty_halt VALUE]
+                    [committee mean|first [every N]] [uncertainty_file FILE [every M]] [uncertainty_halt VALUE]
    (pair_mdpot.h). yes/no values take any of LAMMPS's booleans (yes/no, on/off, true/false, 1/0).
 ------------------------------------------------------------------------- */
 
@@ -219,7 +232,11 @@ void PairMDPot::settings(int narg, char **arg)
   close_uncertainty_file();
   uncertainty_path.clear();
   uncertainty_every = 1;
+  uncertainty_every_given = false;
   uncertainty_halt = 0.0;
+  committee_mode = CommitteeMode::MEAN;
+  committee_every = 1;
+  committee_given = false;
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
     if (iarg + 1 >= narg) error->all(FLERR, "pair mdpot: keyword '{}' needs a value", key);
@@ -267,7 +284,31 @@ void PairMDPot::settings(int narg, char **arg)
             utils::bnumeric(FLERR, every, false, lmp) > MAXSMALLINT)
           error->all(FLERR, "pair mdpot: uncertainty_file every must be a positive integer of steps, got '{}'", every);
         uncertainty_every = utils::inumeric(FLERR, every, false, lmp);
+        uncertainty_every_given = true;
         iarg += 2;
+      }
+    } else if (key == "committee") {
+      committee_given = true;
+      const bool every = iarg + 2 < narg && strcmp(arg[iarg + 2], "every") == 0;
+      if (value == "mean") {
+        committee_mode = CommitteeMode::MEAN;
+        if (every)
+          error->all(FLERR, "pair mdpot: committee mean evaluates every member on every step; 'every N' goes with "
+                            "committee first");
+      } else if (value == "first") {
+        committee_mode = CommitteeMode::FIRST;
+        if (every) {
+          if (iarg + 3 >= narg) error->all(FLERR, "pair mdpot: committee first every: the number of steps is missing");
+          const std::string steps = arg[iarg + 3];
+          if (!utils::is_integer(steps) || utils::bnumeric(FLERR, steps, false, lmp) < 1 ||
+              utils::bnumeric(FLERR, steps, false, lmp) > MAXSMALLINT)
+            error->all(FLERR, "pair mdpot: committee first every must be a positive integer of steps, got '{}'",
+                       steps);
+          committee_every = utils::inumeric(FLERR, steps, false, lmp);
+          iarg += 2;
+        }
+      } else {
+        error->all(FLERR, "pair mdpot: committee must be mean or first, got '{}'", value);
       }
     } else if (key == "uncertainty_halt") {
       uncertainty_halt = utils::is_double(value) ? utils::numeric(FLERR, value, false, lmp) : -1.0;
@@ -283,13 +324,20 @@ void PairMDPot::settings(int narg, char **arg)
     } else {
       error->all(FLERR,
                  "pair mdpot: unknown keyword '{}' (known: device, threads, jit_optimize, max_edges, max_memory, "
-                 "message_passing, malloc_tuning, stats, dump_edges, uncertainty_file, uncertainty_halt)",
+                 "message_passing, malloc_tuning, stats, dump_edges, committee, uncertainty_file, uncertainty_halt)",
                  key);
     }
   }
   if (max_edges_given && max_memory_given)
     error->all(FLERR, "pair mdpot: max_memory sizes max_edges auto; it cannot be combined with max_edges {}",
                max_edges);
+  // committee first forms the spread on multiples of N (and on triggered steps): the file's lines need such steps
+  if (committee_mode == CommitteeMode::FIRST && !uncertainty_every_given) uncertainty_every = committee_every;
+  if (committee_mode == CommitteeMode::FIRST && uncertainty_every % committee_every != 0)
+    error->all(FLERR,
+               "pair mdpot: uncertainty_file every {} is not a multiple of committee first every {}: the spread is "
+               "formed on multiples of {} steps",
+               uncertainty_every, committee_every, committee_every);
   if (impl->model) impl->model->set_optimize(jit_optimize);
   if (!malloc_tuning) impl->malloc_tuning.reset();
 }
@@ -316,6 +364,7 @@ void PairMDPot::coeff(int narg, char **arg)
   load_model(arg[2], device);
   map_types(narg - 3, arg + 3);
   log_setup();
+  logged_committee.clear();    // said again at the next init, for this file
 }
 
 // Collective: every rank learns its node-local rank, so one GPU per rank can be picked.
@@ -375,6 +424,10 @@ void PairMDPot::load_model(const std::string &path, const std::string &device)
   }
   const mdpot::Metadata &meta = impl->model->metadata();
   committee = meta.committee_size;
+  deviation_step = -1;
+  impl->kept.clear();
+  impl->kept_tags.clear();
+  impl->carried_step = -1;
   nextra = committee > 1 ? 4 : 0;    // compute pair: c_ID[1..4] (pvector stays valid: a compute pair made for
                                      // an earlier committee reads zeros after a single model replaced it)
   for (double &v : extra_values) v = 0.0;
@@ -434,11 +487,6 @@ void PairMDPot::log_setup()
     msg += "mdpot: note: this package was compiled with dynamic threads, whose scatters are atomic adds even on one "
            "thread; with one thread per rank, a package deployed with --aoti-threads serial ran the benchmark Allegro "
            "1.76x faster\n";
-  if (committee > 1)
-    msg += fmt::format("mdpot: committee of {} members: the mean drives the dynamics; the spread is c_ID[1..4] of "
-                       "'compute ID all pair mdpot' (max, min, mean force deviation, energy deviation) and per atom "
-                       "'fix ID all pair N mdpot force_deviation 0'\n",
-                       committee);
   for (int t = 1; t <= atom->ntypes; ++t) {
     if (type_to_model[t] < 0)
       msg += fmt::format("mdpot:   type {} -> NULL (not handled by mdpot)\n", t);
@@ -447,6 +495,28 @@ void PairMDPot::log_setup()
                          type_to_model[t]);
   }
   utils::logmesg(lmp, msg);
+}
+
+// At init, on rank 0, whenever it changes: how a committee file runs.
+void PairMDPot::log_committee()
+{
+  if (committee < 2 || comm->me != 0) return;
+  std::string line;
+  if (committee_mode == CommitteeMode::MEAN)
+    line = fmt::format("mdpot: committee of {} members: the mean drives the dynamics (committee mean: every member "
+                       "is evaluated on every step); the spread is c_ID[1..4] of 'compute ID all pair mdpot' (max, "
+                       "min, mean force deviation, energy deviation) and per atom 'fix ID all pair N mdpot "
+                       "force_deviation 0'\n",
+                       committee);
+  else
+    line = fmt::format("mdpot: committee of {} members: member 0 drives the dynamics (committee first every {}: all "
+                       "members are evaluated on steps that are multiples of {} and on steps where 'fix ID all pair "
+                       "N mdpot force_deviation 1' (or energy_deviation 1) asks for them, member 0 alone on the "
+                       "others); the spread (c_ID[1..4] of 'compute ID all pair mdpot', per atom 'fix ID all pair N "
+                       "mdpot force_deviation 1') is that of the latest step the members were evaluated on\n",
+                       committee, committee_every, committee_every);
+  if (line != logged_committee) utils::logmesg(lmp, line);
+  logged_committee = line;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -464,10 +534,11 @@ void PairMDPot::init_style()
                "pair mdpot: requires 'newton on' (newton pair on): forces on ghost atoms are returned to their "
                "owners by reverse communication");
 
-  if (committee == 1 && (!uncertainty_path.empty() || uncertainty_halt > 0))
+  if (committee == 1 && (committee_given || !uncertainty_path.empty() || uncertainty_halt > 0))
     error->all(FLERR, "pair mdpot: {} needs a committee file (format version {}); '{}' is a single model",
-               uncertainty_path.empty() ? "uncertainty_halt" : "uncertainty_file",
+               committee_given ? "committee" : uncertainty_path.empty() ? "uncertainty_halt" : "uncertainty_file",
                mdpot::contract::COMMITTEE_FORMAT_VERSION, model_path);
+  log_committee();
   if (!uncertainty_path.empty() && comm->me == 0 && !uncertainty_fp) {
     uncertainty_fp = fopen(uncertainty_path.c_str(), "w");
     if (!uncertainty_fp)
@@ -534,8 +605,13 @@ void PairMDPot::choose_message_passing()
   }
   if (committee > 1) {    // every member's forces on ghosts go back to their owners: 3 K values per atom
     comm_reverse = std::max(comm_reverse, 3 * committee);
+    // committee first: the owners' two deviations go to their ghosts, to be found by ID after atoms migrate
+    if (committee_mode == CommitteeMode::FIRST) comm_forward = std::max(comm_forward, 2);
     Pair *top = force->pair;
-    if (top && top != this) top->comm_reverse = std::max(top->comm_reverse, comm_reverse);
+    if (top && top != this) {
+      top->comm_reverse = std::max(top->comm_reverse, comm_reverse);
+      top->comm_forward = std::max(top->comm_forward, comm_forward);
+    }
   }
   const std::string mode = exchange ? "exchange" : "ghosts";
   if (comm->me == 0 && mode != logged_mode) {
@@ -615,6 +691,7 @@ void PairMDPot::ensure_ghost_cutoff()
 void PairMDPot::finish()
 {
   auto &st = impl->stats;
+  impl->carried_lost = 0;
   if (!print_stats) {
     st = MDPotImpl::Stats();
     return;
@@ -633,11 +710,16 @@ void PairMDPot::finish()
                    "local_edges={:.0f} ghost_edges={:.0f} ghost_atoms_per_local={:.3f} "
                    "ghost_edges_per_local={:.3f} ghost_edge_share={:.4f} model_seconds_per_step={:.6g} "
                    "comm_bytes_per_step={:.0f} comm_bytes_per_atom={:.1f} comm_seconds_per_step={:.6g} "
-                   "max_edges={} peak_rss_mb_max_rank={:.0f} peak_rss_mb_all_ranks={:.0f}\n",
+                   "max_edges={} peak_rss_mb_max_rank={:.0f} peak_rss_mb_all_ranks={:.0f}{}\n",
                    exchange ? "exchange" : "ghosts", impl->model->format(), steps, totals[4] / steps, local, ghosts, ledges, gedges, local > 0 ? ghosts / local : 0.0,
                    local > 0 ? gedges / local : 0.0, ledges + gedges > 0 ? gedges / (ledges + gedges) : 0.0,
                    maxima[0] / steps, totals[5] / steps, local > 0 ? totals[5] / steps / local : 0.0,
-                   maxima[1] / steps, ghost_centres ? 0 : max_edges, maxima[2], totals[6]);
+                   maxima[1] / steps, ghost_centres ? 0 : max_edges, maxima[2], totals[6],
+                   // the steps (model evaluations, the run's setup included) on which every member ran
+                   committee > 1 ? fmt::format(" committee={} committee_steps={:.0f}",
+                                               committee_mode == CommitteeMode::MEAN ? "mean" : "first",
+                                               st.committee_steps)
+                                 : "");
   }
   st = MDPotImpl::Stats();
 }
@@ -656,7 +738,8 @@ double PairMDPot::memory_usage()
   bytes += capacity_bytes(d.pos) + capacity_bytes(d.atom_type) + capacity_bytes(d.edge_index) +
       capacity_bytes(d.edge_j) + capacity_bytes(d.lmp_index) + capacity_bytes(d.compact) + capacity_bytes(d.hop) +
       capacity_bytes(d.comm_rows) + capacity_bytes(d.rows) + capacity_bytes(d.member_energy) +
-      capacity_bytes(d.force_deviation) + capacity_bytes(d.member_atom_energy) + capacity_bytes(d.energy_deviation);
+      capacity_bytes(d.force_deviation) + capacity_bytes(d.member_atom_energy) + capacity_bytes(d.energy_deviation) +
+      capacity_bytes(d.kept) + capacity_bytes(d.kept_tags);
   if (d.model) bytes += d.model->memory_usage();
   return bytes;
 }
@@ -681,26 +764,36 @@ void PairMDPot::compute(int eflag, int vflag)
     if (vflag_atom) tally_atom_virial();
     return;
   }
-  if (committee > 1) committee_begin();
+  const bool members = committee > 1 && committee_step();
+  if (members) committee_begin();
   do {
     next = pack_inputs(next);
     if (!edge_file.empty()) dump_edges(chunk++);
-    run_model();
+    run_model(members);
     check_finite_outputs();
     scatter_forces();
-    if (committee > 1) committee_accumulate();
+    if (members) committee_accumulate();
     if (eflag_either) tally_energy();
     if (vflag_global) tally_virial();
     if (vflag_atom) tally_atom_virial();
   } while (next < list->inum);
-  if (committee > 1) committee_finish();
+  if (members) committee_finish();
 }
 
 /* ----------------------------------------------------------------------
-   committees (docs/contract.md, "Committee files"): the mean drives the dynamics (the runner returns it as a
-   single model's outputs); each member's forces on every LAMMPS atom are summed here over the step's model calls,
-   then the ghosts' into their owners, before the deviations are formed
+   committees (docs/contract.md, "Committee files"): the mean (committee mean) or member 0 (committee first) drives
+   the dynamics (the runner returns it as a single model's outputs); on the steps every member is evaluated, each
+   member's forces on every LAMMPS atom are summed here over the step's model calls, then the ghosts' into their
+   owners, before the deviations are formed
 ------------------------------------------------------------------------- */
+
+// Whether this step evaluates every member: always under committee mean; under committee first on multiples of N
+// and when a fix pair trigger flag is set (fix pair sets it in pre_force, and in setup, on its own steps).
+bool PairMDPot::committee_step() const
+{
+  return committee_mode == CommitteeMode::MEAN || update->ntimestep % committee_every == 0 ||
+      force_deviation_flag != 0 || energy_deviation_flag != 0;
+}
 
 void PairMDPot::committee_begin()
 {
@@ -797,6 +890,9 @@ void PairMDPot::committee_finish()
   for (int v = 0; v < 4; ++v) extra_values[v] = comm->me == 0 ? values[v] : 0.0;
 
   const bigint step = update->ntimestep;
+  deviation_step = step;
+  d.stats.committee_steps += 1;
+  if (committee_mode == CommitteeMode::FIRST) keep_deviations();
   if (uncertainty_fp && step % uncertainty_every == 0 && step != uncertainty_last_step) {
     fmt::print(uncertainty_fp, "{:>12} {:>14.8e} {:>14.8e} {:>14.8e} {:>14.8e}\n", step, values[0], values[1],
                values[2], values[3]);
@@ -816,8 +912,70 @@ void PairMDPot::committee_finish()
   }
 }
 
+// committee first: the spread just formed, with the IDs of the local atoms and of the ghosts (whose values come
+// from their owners by forward communication), so that carry_deviations() finds each atom's values by ID on later
+// steps, after atoms were sorted or moved to another rank: an atom arriving here was a ghost here at that step
+// unless it has travelled farther than the ghost cutoff since.
+void PairMDPot::keep_deviations()
+{
+  auto &d = *impl;
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  comm_width = 2;
+  d.comm_rows.assign(static_cast<size_t>(nall) * 2, 0.0);
+  for (int i = 0; i < nlocal; ++i) {
+    d.comm_rows[2 * i] = d.force_deviation[i];
+    d.comm_rows[2 * i + 1] = d.energy_deviation[i];
+  }
+  const double t0 = platform::walltime();
+  comm->forward_comm(this, comm_width);
+  d.stats.comm_seconds += platform::walltime() - t0;
+  d.kept.swap(d.comm_rows);
+  d.kept_tags.assign(atom->tag, atom->tag + nall);
+  d.carried_step = update->ntimestep;
+}
+
+// committee first, on a step after the one the spread was formed on: the per-atom vectors for the atoms this rank
+// owns now, found by ID among those kept. An atom not found (it came from beyond the ghost shell) reads 0, said in
+// one warning per run on its rank.
+void PairMDPot::carry_deviations()
+{
+  auto &d = *impl;
+  if (committee_mode != CommitteeMode::FIRST || deviation_step < 0 || d.carried_step == update->ntimestep) return;
+  d.carried_step = update->ntimestep;
+  std::unordered_map<tagint, size_t> where;
+  where.reserve(d.kept_tags.size());
+  for (size_t k = 0; k < d.kept_tags.size(); ++k) where.emplace(d.kept_tags[k], k);    // an owner before its images
+  const int nlocal = atom->nlocal;
+  d.force_deviation.assign(std::max(atom->nmax, 1), 0.0);
+  d.energy_deviation.assign(std::max(atom->nmax, 1), 0.0);
+  int lost = 0;
+  for (int i = 0; i < nlocal; ++i) {
+    const auto it = where.find(atom->tag[i]);
+    if (it == where.end()) {
+      ++lost;
+      continue;
+    }
+    d.force_deviation[i] = d.kept[2 * it->second];
+    d.energy_deviation[i] = d.kept[2 * it->second + 1];
+  }
+  if (lost > 0 && d.carried_lost == 0)
+    error->warning(FLERR,
+                   "pair mdpot: committee first: on step {}, {} atom(s) of rank {} (e.g. ID {}) came from farther than "
+                   "the ghost cutoff since step {}, the latest step the members were evaluated on: their "
+                   "force_deviation and energy_deviation read 0 until the next such step",
+                   update->ntimestep, lost, comm->me,
+                   [&] {
+                     for (int i = 0; i < nlocal; ++i)
+                       if (!where.count(atom->tag[i])) return atom->tag[i];
+                     return tagint(0);
+                   }(),
+                   deviation_step);
+  d.carried_lost += lost;
+}
+
 // fix pair: `fix ID all pair N mdpot force_deviation 0` (eV/Å) or `energy_deviation 0` (eV), per-atom vectors;
-// nullptr for a single model or another name
+// nullptr for a single model or another name. Under committee first, between the steps the members are evaluated
+// on, those of the latest such step (carry_deviations).
 void *PairMDPot::extract_peratom(const char *name, int &ncol)
 {
   ncol = 0;
@@ -827,8 +985,21 @@ void *PairMDPot::extract_peratom(const char *name, int &ncol)
       : strcmp(name, "energy_deviation") == 0                  ? &d.energy_deviation
                                                                : nullptr;
   if (!v) return nullptr;
+  carry_deviations();
   if (v->size() < static_cast<size_t>(std::max(atom->nmax, 1))) v->resize(std::max(atom->nmax, 1), 0.0);
   return v->data();
+}
+
+// fix pair's trigger flags (`fix ID all pair N mdpot force_deviation 1`): LAMMPS's fix pair sets the int to 1 in
+// pre_force on its steps (and in setup) and back to 0 after reading the values; a set flag makes committee first
+// evaluate every member on that step. A scalar (dim 0); nullptr for a single model or another name.
+void *PairMDPot::extract(const char *name, int &dim)
+{
+  dim = 0;
+  if (committee < 2) return nullptr;
+  if (strcmp(name, "force_deviation_flag") == 0) return &force_deviation_flag;
+  if (strcmp(name, "energy_deviation_flag") == 0) return &energy_deviation_flag;
+  return nullptr;
 }
 
 void PairMDPot::close_uncertainty_file()
@@ -1006,13 +1177,16 @@ static mdpot::Inputs packed_inputs(const MDPotImpl &d, bool want_atom_virial)
   return in;
 }
 
-void PairMDPot::run_model()
+void PairMDPot::run_model(bool all_members)
 {
   auto &d = *impl;
   const mdpot::Inputs in = packed_inputs(d, vflag_atom != 0);
+  const auto call = committee_mode == CommitteeMode::MEAN ? mdpot::CommitteeCall::MEAN
+      : all_members                                       ? mdpot::CommitteeCall::FIRST
+                                                          : mdpot::CommitteeCall::FIRST_ALONE;
   const double t0 = platform::walltime();
   try {
-    d.out = d.model->run(in);
+    d.out = d.model->run(in, call);
   } catch (const mdpot::Error &e) {
     error->one(FLERR, "pair mdpot: on step {}: {}", update->ntimestep, e.what());
   }

@@ -18,19 +18,32 @@
      malloc_tuning yes|no      glibc: keep freed memory in the heap while the style lives (default yes)
      stats yes|no              the end-of-run "mdpot stats:" line (default yes)
      dump_edges FILE           debugging: every compute writes its edges to FILE.<rank>
-     uncertainty_file FILE [every N]   a committee file: rank 0 writes the step, max, min and mean force
-                               deviation (eV/Å) and the energy deviation (eV) to FILE every N steps (default 1)
+     committee mean|first [every N]   a committee file: `mean` (default) evaluates every member on every step and
+                               the members' mean drives the dynamics; `first` drives it with member 0 alone (its
+                               energy, forces and virials, bit for bit those of its own file) and evaluates all
+                               members, for the spread, only on steps that are multiples of N (default 1) and on
+                               steps a fix pair trigger flag asks for (below)
+     uncertainty_file FILE [every M]   a committee file: rank 0 writes the step, max, min and mean force
+                               deviation (eV/Å) and the energy deviation (eV) to FILE every M steps (default 1;
+                               under committee first every N, default N, and M must be a multiple of N)
      uncertainty_halt VALUE    a committee file: stop the run (error) when an atom's force deviation exceeds
-                               VALUE eV/Å, naming the step and the atom
+                               VALUE eV/Å, naming the step and the atom (under committee first: checked on the
+                               steps the committee is evaluated on)
    pair_coeff * * model.pt El1 El2 ...   (one element per LAMMPS type, NULL to skip a type under hybrid;
                                           model.pt is also searched in LAMMPS_POTENTIALS; a TorchScript file
                                           or an AOTInductor package, told apart by content, not by name)
 
-   A committee file (format version 7) runs the members' mean and reports their spread (docs/contract.md,
+   A committee file (format version 7) runs the members' mean (or member 0: committee first) and reports their
+   spread (docs/contract.md,
    "Committee files"): per atom the force deviation sqrt(mean_k |F_k,i - F̄_i|^2), each member's forces summed
    over ranks first (`fix ID all pair N mdpot force_deviation 0` makes it a per-atom vector f_ID;
    `energy_deviation 0` each atom's energy deviation, eV); globally
    `compute ID all pair mdpot`: c_ID[1..4] = max, min, mean force deviation (eV/Å), energy deviation (eV).
+   Trigger flags (extract "force_deviation_flag" / "energy_deviation_flag", an int each): `fix ID all pair N mdpot
+   force_deviation 1` sets one on its steps, so that under `committee first` every member is evaluated on those
+   steps; under `committee mean` every step is evaluated anyway and the flags change nothing. Between the steps the
+   committee is evaluated on, the spread (compute pair, the per-atom vectors) is that of the latest such step, the
+   per-atom values kept with their atoms by atom ID.
 
    Only LAMMPS headers here; the model runner (mdpot_model.h, torch) sits behind the private MDPotImpl.
 ------------------------------------------------------------------------- */
@@ -60,6 +73,7 @@ class PairMDPot : public Pair {
   double init_one(int, int) override;
   void finish() override;
   double memory_usage() override;
+  void *extract(const char *, int &) override;
   void *extract_peratom(const char *, int &) override;
 
   // message_passing exchange: rows of x_b (forward) and of their gradients (reverse) per LAMMPS atom
@@ -71,6 +85,7 @@ class PairMDPot : public Pair {
  private:
   enum class DeviceChoice { CPU, CUDA, AUTO };
   enum class MessagePassing { DEFAULT, EXCHANGE, GHOSTS };
+  enum class CommitteeMode { MEAN, FIRST };
 
   // settings()
   DeviceChoice device_choice;
@@ -84,7 +99,11 @@ class PairMDPot : public Pair {
   bool print_stats;         // finish() reports what the model evaluated
   std::string edge_file;    // debug: write every compute's edge list to FILE.<rank> ("" = off)
   std::string uncertainty_path;     // uncertainty_file ("" = off)
-  int uncertainty_every;            // ... every N steps
+  int uncertainty_every;            // ... every M steps
+  bool uncertainty_every_given;
+  CommitteeMode committee_mode;     // committee keyword
+  int committee_every;              // committee first every N
+  bool committee_given;             // the keyword was used (refused for a single model)
   double uncertainty_halt;          // uncertainty_halt threshold, eV/Å (<= 0: off)
   FILE *uncertainty_fp;             // rank 0: open uncertainty_file
   bigint uncertainty_last_step;     // the step last written (a step computed again is not written twice)
@@ -103,6 +122,9 @@ class PairMDPot : public Pair {
   std::string logged_mode;    // the mode last written to the log
   std::string logged_max_edges;    // the max_edges line last written to the log
   int committee;         // members of a committee file (K), 1 for a single model
+  int force_deviation_flag, energy_deviation_flag;    // fix pair trigger flags (extract): evaluate every member now
+  bigint deviation_step;     // the step the spread was last formed on (-1: not yet)
+  std::string logged_committee;    // the committee line last written to the log
   double extra_values[4];    // pvector of a committee (compute pair): max, min, mean force deviation, energy deviation
   int max_hops;          // message passing: edges centred on atoms up to this many hops from a local atom
 
@@ -122,7 +144,7 @@ class PairMDPot : public Pair {
 
   // compute() helpers
   int pack_inputs(int first_centre);
-  void run_model();
+  void run_model(bool all_members);    // all_members: a committee file evaluates every member
   void run_exchange();
   const double *exchange_forward_rows(const double *local_rows, int width);
   const double *exchange_reverse_rows(const double *all_rows, int width);
@@ -136,9 +158,13 @@ class PairMDPot : public Pair {
   void mark_message_hops();
   void tally_stats(double model_seconds);
   void check_finite_outputs();
+  bool committee_step() const;
+  void log_committee();
   void committee_begin();
   void committee_accumulate();
   void committee_finish();
+  void keep_deviations();
+  void carry_deviations();
   void close_uncertainty_file();
 };
 
