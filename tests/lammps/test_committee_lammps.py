@@ -316,7 +316,7 @@ run 7
 FIRST_STEPS = (0, 2, 3, 4, 6)
 DYNAMICS = ("id", "type", "x", "y", "z", "fx", "fy", "fz") + tuple(f"c_sa[{k}]" for k in range(1, 7))
 DEV = "compute dev all pair mdpot"
-DEV_THERMO = "c_dev[1] c_dev[2] c_dev[3] c_dev[4]"
+DEV_THERMO = "c_dev[1] c_dev[2] c_dev[3] c_dev[4] c_dev[5]"
 
 
 @pytest.fixture(scope="session")
@@ -382,6 +382,8 @@ def test_committee_first_spread_on_its_steps(first_mode, committee_files):
             assert_allclose(np.asarray(frames[step]["f_trig"]), want["sigma"], 0.0, f"f_trig on step {step}",
                             rtol=RTOL)
         assert_allclose(dev[step], want["globals"], 0.0, f"c_dev[1..4] on step {step}", rtol=RTOL)
+    formed_on = np.array([float(v) for v in table["c_dev[5]"]])
+    assert list(formed_on) == [0, 0, 2, 3, 4, 4, 6, 6], formed_on  # c_dev[5]: the step the spread was formed on
     for step, latest in ((1, 0), (5, 4), (7, 6)):
         assert np.array_equal(dev[step], dev[latest]), step
         ids = np.asarray(frames[step]["id"])

@@ -156,7 +156,7 @@ PairMDPot::PairMDPot(LAMMPS *lmp) :
     malloc_tuning(true), print_stats(true),
     mp_request(MessagePassing::DEFAULT), impl(new MDPotImpl), r_max(0.0), receptive_field(0.0),
     ghost_centres(false), exchange(false), rows_float32(false), comm_width(0), committee(1), force_deviation_flag(0),
-    energy_deviation_flag(0), deviation_step(-1), extra_values{0, 0, 0, 0}, max_hops(0), raised_cutghost(-1.0),
+    energy_deviation_flag(0), deviation_step(-1), extra_values{0, 0, 0, 0, 0}, max_hops(0), raised_cutghost(-1.0),
     user_cutghost(0.0)
 {
   uncertainty_every = 1;
@@ -428,7 +428,7 @@ void PairMDPot::load_model(const std::string &path, const std::string &device)
   impl->kept.clear();
   impl->kept_tags.clear();
   impl->carried_step = -1;
-  nextra = committee > 1 ? 4 : 0;    // compute pair: c_ID[1..4] (pvector stays valid: a compute pair made for
+  nextra = committee > 1 ? 5 : 0;    // compute pair: c_ID[1..5] (pvector stays valid: a compute pair made for
                                      // an earlier committee reads zeros after a single model replaced it)
   for (double &v : extra_values) v = 0.0;
   r_max = meta.r_max;
@@ -505,7 +505,7 @@ void PairMDPot::log_committee()
   if (committee_mode == CommitteeMode::MEAN)
     line = fmt::format("mdpot: committee of {} members: the mean drives the dynamics (committee mean: every member "
                        "is evaluated on every step); the spread is c_ID[1..4] of 'compute ID all pair mdpot' (max, "
-                       "min, mean force deviation, energy deviation) and per atom 'fix ID all pair N mdpot "
+                       "min, mean force deviation, energy deviation; c_ID[5] the step) and per atom 'fix ID all pair N mdpot "
                        "force_deviation 0'\n",
                        committee);
   else
@@ -513,7 +513,7 @@ void PairMDPot::log_committee()
                        "members are evaluated on steps that are multiples of {} and on steps where 'fix ID all pair "
                        "N mdpot force_deviation 1' (or energy_deviation 1) asks for them, member 0 alone on the "
                        "others); the spread (c_ID[1..4] of 'compute ID all pair mdpot', per atom 'fix ID all pair N "
-                       "mdpot force_deviation 1') is that of the latest step the members were evaluated on\n",
+                       "mdpot force_deviation 1') is that of the latest step the members were evaluated on (c_ID[5])\n",
                        committee, committee_every, committee_every);
   if (line != logged_committee) utils::logmesg(lmp, line);
   logged_committee = line;
@@ -887,9 +887,9 @@ void PairMDPot::committee_finish()
   const double values[4] = {any ? global_max : 0.0, any ? global_min : 0.0,
                             any ? global_sums[0] / global_sums[1] : 0.0, std::sqrt(e_sq / k_members)};
   // compute pair sums pvector over the ranks: rank 0 holds the values
-  for (int v = 0; v < 4; ++v) extra_values[v] = comm->me == 0 ? values[v] : 0.0;
-
   const bigint step = update->ntimestep;
+  for (int v = 0; v < 4; ++v) extra_values[v] = comm->me == 0 ? values[v] : 0.0;
+  extra_values[4] = comm->me == 0 ? static_cast<double>(step) : 0.0;    // c_ID[5]: the step these values are of
   deviation_step = step;
   d.stats.committee_steps += 1;
   if (committee_mode == CommitteeMode::FIRST) keep_deviations();

@@ -38,7 +38,8 @@
    "Committee files"): per atom the force deviation sqrt(mean_k |F_k,i - F̄_i|^2), each member's forces summed
    over ranks first (`fix ID all pair N mdpot force_deviation 0` makes it a per-atom vector f_ID;
    `energy_deviation 0` each atom's energy deviation, eV); globally
-   `compute ID all pair mdpot`: c_ID[1..4] = max, min, mean force deviation (eV/Å), energy deviation (eV).
+   `compute ID all pair mdpot`: c_ID[1..4] = max, min, mean force deviation (eV/Å), energy deviation (eV); c_ID[5]
+   = the step they were formed on.
    Trigger flags (extract "force_deviation_flag" / "energy_deviation_flag", an int each): `fix ID all pair N mdpot
    force_deviation 1` sets one on its steps, so that under `committee first` every member is evaluated on those
    steps; under `committee mean` every step is evaluated anyway and the flags change nothing. Between the steps the
@@ -125,7 +126,8 @@ class PairMDPot : public Pair {
   int force_deviation_flag, energy_deviation_flag;    // fix pair trigger flags (extract): evaluate every member now
   bigint deviation_step;     // the step the spread was last formed on (-1: not yet)
   std::string logged_committee;    // the committee line last written to the log
-  double extra_values[4];    // pvector of a committee (compute pair): max, min, mean force deviation, energy deviation
+  double extra_values[5];    // pvector of a committee (compute pair): max, min, mean force deviation, energy deviation,
+                             // the step they were formed on
   int max_hops;          // message passing: edges centred on atoms up to this many hops from a local atom
 
   // init_style(): a ghost cutoff raised for a message-passing model, given back by the destructor
