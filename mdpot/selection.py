@@ -67,6 +67,36 @@ def map_types(frames: Sequence[Atoms], elements: Sequence[str]) -> None:
         atoms.numbers = numbers[types - 1]
 
 
+def read_frames(path: str, format: Optional[str], elements: Optional[Sequence[str]], what: str) -> List[Atoms]:
+    """Every frame of ``path`` (any ``ase.io`` format; ``format`` None: ASE guesses), with ``elements`` given to
+    LAMMPS atom types (:func:`map_types`): what ``mdpot select`` and ``mdpot label`` read. ``what`` names the content
+    in messages."""
+    from .data.labelled import read_structures
+
+    frames = read_structures(path, format=format, what=what)
+    if elements:
+        map_types(frames, elements)
+    return frames
+
+
+def ase_format(text: str) -> str:
+    """argparse type of ``--format``: an ``ase.io`` format name."""
+    from ase.io.formats import ioformats
+
+    if text not in ioformats:
+        raise argparse.ArgumentTypeError(f"unknown ase.io format {text!r} (e.g. extxyz, lammps-dump-text, traj)")
+    return text
+
+
+def add_frame_arguments(p, name: str) -> None:
+    """``--format`` and ``--elements`` of a command reading frames from the file ``name`` (a LAMMPS dump too)."""
+    p.add_argument("--format", type=ase_format, default=None,
+                   help=f"ase.io format of {name} when its name and content do not say (e.g. lammps-dump-text)")
+    p.add_argument("--elements", nargs="+", metavar="ELEMENT",
+                   help="element of each LAMMPS atom type, in type order (type 1 first), for a dump without an "
+                        "element column (ASE reads type k as atomic number k)")
+
+
 def select_frames(frames: Sequence[Atoms], calc: Any, top: int, min_distance: float = 0.0,
                   progress: Optional[Any] = None) -> List[Picked]:
     """The ``top`` frames of ``frames`` with the highest committee force deviation, near-duplicates (RMS
@@ -116,14 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if calc.committee_size < 2:
         raise ValueError(f"{args.model[0]}: is a single model; mdpot select needs a committee file (mdpot deploy "
                          "A.ckpt B.ckpt ... -o committee.pt) or two or more model files")
-    try:
-        frames = ase.io.read(args.trajectory, index=":", format=args.format)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"trajectory not found: {Path(args.trajectory).resolve()}") from None
-    if not frames:
-        raise ValueError(f"{args.trajectory}: holds no frames")
-    if args.elements:
-        map_types(frames, args.elements)
+    frames = read_frames(args.trajectory, args.format, args.elements, "trajectory frames")
     step = max(1, len(frames) // 10)
 
     def progress(k: int, n: int) -> None:
@@ -174,11 +197,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--min-distance", type=non_negative_float, default=0.0,
                    help="Å: a frame within this RMS minimum-image displacement of a picked frame with the same atoms "
                         "is a near-duplicate and skipped (default 0: none)")
-    p.add_argument("--format", default=None,
-                   help="ASE format of TRAJ when its name does not say (e.g. lammps-dump-text)")
-    p.add_argument("--elements", nargs="+", metavar="ELEMENT",
-                   help="element of each LAMMPS atom type, in type order (type 1 first), for a dump without an "
-                        "element column (ASE reads type k as atomic number k)")
+    add_frame_arguments(p, "TRAJ")
     p.add_argument("-o", "--output", required=True, help="extxyz file to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(func=run)

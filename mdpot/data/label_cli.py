@@ -65,8 +65,7 @@ def _write(frames: List[Atoms], out: Path, append: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..selection import map_types
-    from .labelled import read_structures
+    from ..selection import read_frames
     from .reference.labels import check_structures, label_structures
 
     out = Path(args.output)
@@ -76,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not (args.append or args.force):
         raise FileExistsError(f"{out} exists; pass --append to add the labelled frames to it, or --force to "
                               "overwrite it")
-    frames = read_structures(args.structures, format=args.format, what="structures")
-    if args.elements:
-        map_types(frames, args.elements)
+    frames = read_frames(args.structures, args.format, args.elements, "structures")
     try:
         check_structures(args.reference, frames, args.structures)
     except ValueError as exc:
@@ -112,17 +109,11 @@ def _kind(text: str) -> str:
     return text
 
 
-def _format(text: str) -> str:
-    from ase.io.formats import ioformats
-
-    if text not in ioformats:
-        raise argparse.ArgumentTypeError(f"unknown ase.io format {text!r} (e.g. extxyz, lammps-dump-text, traj)")
-    return text
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``label FILE --reference SYSTEM -o OUT [--kind KIND] [--append | --force] [--format FMT]
     [--elements E ...] [--no-progress]`` to ``subparsers``."""
+    from ..selection import add_frame_arguments
+
     systems = ", ".join(f"{name} ({ref.potential}: {' '.join(ref.elements)})" for name, ref in REFERENCES.items())
     p = subparsers.add_parser(
         "label", help="label structures with a reference potential of `mdpot data` (after `mdpot select`)",
@@ -143,11 +134,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="add the labelled frames at the end of OUT (created if missing); OUT must be extxyz and "
                             "labelled by the same potential")
     group.add_argument("--force", action="store_true", help="overwrite an existing OUT")
-    p.add_argument("--format", type=_format, default=None,
-                   help="ase.io format of FILE when its name and content do not say (e.g. lammps-dump-text)")
-    p.add_argument("--elements", nargs="+", metavar="ELEMENT",
-                   help="element of each LAMMPS atom type, in type order (type 1 first), for a dump without an "
-                        "element column (ASE reads type k as atomic number k)")
+    add_frame_arguments(p, "FILE")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p

@@ -237,6 +237,15 @@ void PairMDPot::settings(int narg, char **arg)
   committee_mode = CommitteeMode::MEAN;
   committee_every = 1;
   committee_given = false;
+  // `KEY VALUE every N` at iarg: N, a positive number of steps, or a one-line error naming `what`
+  auto every_steps = [&](int iarg, const std::string &missing, const std::string &what) {
+    if (iarg + 3 >= narg) error->all(FLERR, "pair mdpot: {} every: the number of steps is missing", missing);
+    const std::string steps = arg[iarg + 3];
+    if (!utils::is_integer(steps) || utils::bnumeric(FLERR, steps, false, lmp) < 1 ||
+        utils::bnumeric(FLERR, steps, false, lmp) > MAXSMALLINT)
+      error->all(FLERR, "pair mdpot: {} every must be a positive integer of steps, got '{}'", what, steps);
+    return utils::inumeric(FLERR, steps, false, lmp);
+  };
   for (int iarg = 0; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
     if (iarg + 1 >= narg) error->all(FLERR, "pair mdpot: keyword '{}' needs a value", key);
@@ -278,12 +287,7 @@ void PairMDPot::settings(int narg, char **arg)
     } else if (key == "uncertainty_file") {
       uncertainty_path = value;
       if (iarg + 2 < narg && strcmp(arg[iarg + 2], "every") == 0) {
-        if (iarg + 3 >= narg) error->all(FLERR, "pair mdpot: uncertainty_file {} every: the number of steps is missing", value);
-        const std::string every = arg[iarg + 3];
-        if (!utils::is_integer(every) || utils::bnumeric(FLERR, every, false, lmp) < 1 ||
-            utils::bnumeric(FLERR, every, false, lmp) > MAXSMALLINT)
-          error->all(FLERR, "pair mdpot: uncertainty_file every must be a positive integer of steps, got '{}'", every);
-        uncertainty_every = utils::inumeric(FLERR, every, false, lmp);
+        uncertainty_every = every_steps(iarg, "uncertainty_file " + value, "uncertainty_file");
         uncertainty_every_given = true;
         iarg += 2;
       }
@@ -298,13 +302,7 @@ void PairMDPot::settings(int narg, char **arg)
       } else if (value == "first") {
         committee_mode = CommitteeMode::FIRST;
         if (every) {
-          if (iarg + 3 >= narg) error->all(FLERR, "pair mdpot: committee first every: the number of steps is missing");
-          const std::string steps = arg[iarg + 3];
-          if (!utils::is_integer(steps) || utils::bnumeric(FLERR, steps, false, lmp) < 1 ||
-              utils::bnumeric(FLERR, steps, false, lmp) > MAXSMALLINT)
-            error->all(FLERR, "pair mdpot: committee first every must be a positive integer of steps, got '{}'",
-                       steps);
-          committee_every = utils::inumeric(FLERR, steps, false, lmp);
+          committee_every = every_steps(iarg, "committee first", "committee first");
           iarg += 2;
         }
       } else {
