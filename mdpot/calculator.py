@@ -42,6 +42,11 @@ DEFAULT_MAX_EDGES = {"float32": 100_000, "float64": 50_000}
 DEFAULT_MAX_MEMORY = 512 * 1024**2
 #: Bounds of a ``max_edges`` sized from ``max_memory``: below the first, calls cost more in overhead than they save.
 AUTO_MAX_EDGES_RANGE = (1_000, 100_000_000)
+#: Budget of one call of a strictly local model on the CPU when no ``max_memory`` is given (``pair_style mdpot``'s
+#: ``CACHE_CHUNK_BYTES``): calls whose intermediates stay in the CPU's caches. The model's elementwise chains are
+#: bound by memory traffic; measured, the benchmark Allegro at 2048 atoms, one thread, ran 1.5x faster as an AOTI
+#: package and 1.1x as TorchScript than in one call (docs/benchmarks/cache_chunks.md).
+CACHE_CHUNK_BYTES = 32 * 1024**2
 
 # Peak memory of one message-passing call: bytes per edge per (tensor-product term x channel) and per radial-MLP
 # unit, summed over the blocks, by model dtype. Fitted to the peak RSS of fresh processes (FCC Cu, 42 edges per
@@ -73,14 +78,17 @@ class MDPotCalculator(Calculator):
     max_edges : int, optional
         Strictly local models (Allegro) are evaluated in chunks of consecutive centre atoms holding at most this
         many edges (at least one atom per chunk), as ``pair_style mdpot max_edges N`` does; this bounds the
-        memory of a call (about 8 KB per edge for the benchmark Allegro in float32, 20 KB in float64). Default
-        (as the pair style's ``max_edges auto``): ``max_memory`` over the ``bytes_per_edge`` the file recorded at
-        deploy, within ``AUTO_MAX_EDGES_RANGE``; for a file without that key ``DEFAULT_MAX_EDGES`` (100000 for
-        float32 models, 50000 for float64). The choice is in ``max_edges_reason``. Ignored, with a warning, for
-        message-passing models, which take every edge in one call.
+        memory of a call (about 8 KB per edge for the benchmark Allegro in float32, 20 KB in float64), and small
+        calls are faster on a CPU (their intermediates stay in its caches). Default (as the pair style's
+        ``max_edges auto``): on the CPU without ``max_memory``, ``CACHE_CHUNK_BYTES`` (32 MB), otherwise
+        ``max_memory``, over the ``bytes_per_edge`` the file recorded at deploy, within ``AUTO_MAX_EDGES_RANGE``;
+        for a file without that key ``DEFAULT_MAX_EDGES`` (100000 for float32 models, 50000 for float64). The
+        choice is in ``max_edges_reason``. Ignored, with a warning, for message-passing models, which take every
+        edge in one call.
     max_memory : int, float or str, optional
-        The memory budget of one call that sizes the default ``max_edges``: bytes, or a size such as ``"2GB"`` or
-        ``"500MB"`` (MB = 1024² bytes, GB = 1024³). Default ``DEFAULT_MAX_MEMORY`` (512 MB). Not with ``max_edges``.
+        The memory budget of one call that sizes the default ``max_edges`` instead of the cache rule: bytes, or a
+        size such as ``"2GB"`` or ``"500MB"`` (MB = 1024² bytes, GB = 1024³). Default ``DEFAULT_MAX_MEMORY`` (512
+        MB) on a GPU. Not with ``max_edges``.
     check_memory : bool
         For message-passing models, estimate the memory of the call first and refuse one that cannot fit
         (``MemoryError``) instead of starting it (:func:`estimate_memory`).
@@ -173,7 +181,10 @@ class MDPotCalculator(Calculator):
         if max_edges is not None:
             self.max_edges, self.max_edges_reason = int(max_edges), "given"
         else:
-            self.max_edges, self.max_edges_reason = auto_max_edges(meta, budget)
+            import torch
+
+            cache_sized = max_memory is None and self.strictly_local and torch.device(self.device).type == "cpu"
+            self.max_edges, self.max_edges_reason = auto_max_edges(meta, budget, cache_sized)
         self._edge_bytes = _edge_bytes(meta)
 
     def graph(self, atoms: Atoms) -> Graph:
@@ -388,22 +399,25 @@ def parse_memory(value: Union[int, float, str]) -> float:
     return float(number) * scale
 
 
-def auto_max_edges(metadata: Dict[str, Any], max_memory: float = DEFAULT_MAX_MEMORY) -> Tuple[int, str]:
-    """The calculator's default ``max_edges`` and why: ``max_memory`` bytes over the file's ``bytes_per_edge``,
-    within ``AUTO_MAX_EDGES_RANGE``, or ``DEFAULT_MAX_EDGES`` of the model dtype for a file without that key (the
-    rule of ``pair_style mdpot max_edges auto``)."""
+def auto_max_edges(metadata: Dict[str, Any], max_memory: float = DEFAULT_MAX_MEMORY,
+                   cache_sized: bool = False) -> Tuple[int, str]:
+    """The calculator's default ``max_edges`` and why: ``max_memory`` bytes (``cache_sized``: at most
+    ``CACHE_CHUNK_BYTES``) over the file's ``bytes_per_edge``, within ``AUTO_MAX_EDGES_RANGE``, or
+    ``DEFAULT_MAX_EDGES`` of the model dtype for a file without that key (the rule of ``pair_style mdpot max_edges
+    auto``)."""
     per_edge = metadata.get(BYTES_PER_EDGE)
     if not per_edge:
         return (DEFAULT_MAX_EDGES[metadata[MODEL_DTYPE]],
                 "the model file records no bytes_per_edge (deployed before mdpot measured it, or wrapped from "
                 f"another package): the {metadata[MODEL_DTYPE]} default")
+    budget = min(max_memory, CACHE_CHUNK_BYTES) if cache_sized else max_memory
     low, high = AUTO_MAX_EDGES_RANGE
-    edges = int(max_memory // per_edge)
+    edges = int(budget // per_edge)
     chosen = min(max(edges, low), high)
     note = (f", raised to the minimum {low}" if edges < low else f", lowered to the maximum {high}" if edges > high
             else "")
-    return chosen, (f"max_memory {max_memory / 1024**2:.6g} MB / {per_edge:.0f} bytes per edge measured at "
-                    f"deploy{note}")
+    rule = "cache-sized calls on the CPU," if cache_sized else "max_memory"
+    return chosen, f"{rule} {budget / 1024**2:.6g} MB / {per_edge:.0f} bytes per edge measured at deploy{note}"
 
 
 def estimate_memory(metadata: Dict[str, Any], n_atoms: int, n_edges: int) -> Optional[float]:

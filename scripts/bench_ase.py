@@ -17,6 +17,10 @@ the reference package compiled with ``--aoti-threads serial`` (no parallel loops
 
     python scripts/bench_ase.py --sizes 2048 8192 --allocator glibc --format torchscript fused aoti aoti-fused \
         --out docs/benchmarks/bench_ase_aoti_fused
+
+``--calls auto memory`` also times each variant in the calls the calculator made before it sized them to the CPU's
+caches (``max_memory`` 512 MB: one call at these sizes) and takes the reference TorchScript file in those calls as
+the baseline (docs/benchmarks/cache_chunks.md).
 """
 from __future__ import annotations
 
@@ -126,20 +130,25 @@ def compute_floor(arch: str, dtype: str, threads: int) -> dict:
 
 
 def measure(n_atoms: int, repeats: int, threads: int, dtype: str, arch: str = "allegro",
-            formats=("torchscript",)) -> list:
+            formats=("torchscript",), calls=("auto",)) -> list:
     import numpy as np
     import torch
 
     from mdpot import MDPotCalculator
+    from mdpot.calculator import DEFAULT_MAX_MEMORY
     from mdpot.testing import fcc
 
     torch.set_num_threads(threads)
     atoms = fcc("Cu", SIZES[n_atoms], rattle=0.05, seed=1)
-    calcs = {fmt: MDPotCalculator(model_path(arch, dtype, fmt)) for fmt in formats}
-    times = {fmt: ([], [], []) for fmt in formats}
+    # calls "auto": the calculator's default max_edges (cache-sized calls on the CPU); "memory": max_edges sized by
+    # the 512 MB memory budget alone, the default before cache-sized calls (one call for these sizes)
+    calcs = {(fmt, c): MDPotCalculator(model_path(arch, dtype, fmt),
+                                       **({"max_memory": DEFAULT_MAX_MEMORY} if c == "memory" else {}))
+             for fmt in formats for c in calls}
+    times = {key: ([], [], []) for key in calcs}
     for k in range(repeats + 2):  # two warm-up rounds
         atoms.positions += np.random.default_rng(k).normal(0, 1e-3, atoms.positions.shape)
-        for fmt, calc in calcs.items():  # interleaved: every format sees the same machine state
+        for key, calc in calcs.items():  # interleaved: every variant sees the same machine state
             t0 = time.perf_counter()
             g = calc.graph(atoms)
             t1 = time.perf_counter()
@@ -150,14 +159,15 @@ def measure(n_atoms: int, repeats: int, threads: int, dtype: str, arch: str = "a
             atoms.get_forces()
             t3 = time.perf_counter()
             if k >= 2:
-                for series, value in zip(times[fmt], (t1 - t0, t2 - t1, t3 - t2)):
+                for series, value in zip(times[key], (t1 - t0, t2 - t1, t3 - t2)):
                     series.append(value)
     rows = []
-    for fmt in formats:
-        graph_times, model_times, total_times = times[fmt]
+    for (fmt, c), calc in calcs.items():
+        graph_times, model_times, total_times = times[(fmt, c)]
         best_total, best_model, best_graph = min(total_times), min(model_times), min(graph_times)
         rows.append({
-            "format": fmt, "atoms": n_atoms, "edges": g.num_edges, "threads": threads, "dtype": dtype,
+            "format": fmt, "calls": c, "max_edges": calc.max_edges, "max_edges_reason": calc.max_edges_reason,
+            "atoms": n_atoms, "edges": g.num_edges, "threads": threads, "dtype": dtype,
             "us_per_atom_total": best_total / n_atoms * 1e6,
             "us_per_atom_model": best_model / n_atoms * 1e6,
             "us_per_atom_graph": best_graph / n_atoms * 1e6,
@@ -177,11 +187,16 @@ def main(argv=None) -> int:
     ap.add_argument("--format", nargs="+", default=["torchscript"], choices=tuple(VARIANTS), dest="formats",
                     help="deployed variants, timed interleaved in one process: torchscript and aoti with the reference "
                          "kernels, fused (TorchScript) and aoti-fused with the fused kernels (default torchscript)")
+    ap.add_argument("--calls", nargs="+", choices=("auto", "memory"), default=["auto"],
+                    help="how the calculator splits the graph: auto (its default: cache-sized calls on the CPU) and/or "
+                         "memory (max_edges from the 512 MB memory budget alone, the default before cache-sized "
+                         "calls: one call at these sizes); each is timed interleaved with the others")
     ap.add_argument("--out", help="results stem (default docs/benchmarks/bench_ase, or bench_ase_nequip)")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(args.worker, args.repeats, args.threads, args.dtype, args.arch, args.formats)))
+        print(json.dumps(measure(args.worker, args.repeats, args.threads, args.dtype, args.arch, args.formats,
+                                 args.calls)))
         return 0
     if args.out is None:
         args.out = str(ROOT / "docs" / "benchmarks" / ("bench_ase" if args.arch == "allegro" else f"bench_ase_{args.arch}"))
@@ -210,17 +225,20 @@ def main(argv=None) -> int:
                 env["LD_PRELOAD"] = tcmalloc
             cmd = [sys.executable, __file__, "--worker", str(n), "--repeats", str(args.repeats),
                    "--threads", str(args.threads), "--dtype", args.dtype, "--arch", args.arch,
-                   "--format", *args.formats]
+                   "--format", *args.formats, "--calls", *args.calls]
             results = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
                                                 text=True).stdout.splitlines()[-1])
-            base = next((r for r in results if r["format"] == "torchscript"), results[0])
+            # the baseline: the reference TorchScript file, in the calls of the first --calls that has it
+            base = next((r for c in ("memory", "auto") for r in results if r["format"] == "torchscript"
+                         and r["calls"] == c), results[0])
             for res in results:
                 res["allocator"] = alloc
-                res["label"] = VARIANTS[res["format"]][2]
+                res["label"] = VARIANTS[res["format"]][2] + (
+                    f", {res['calls']} calls (max_edges {res['max_edges']})" if len(args.calls) > 1 else "")
                 # speed-up: the reference TorchScript time over this one's (calculator, energy + forces)
                 res["speedup"] = base["us_per_atom_total"] / res["us_per_atom_total"]
                 rows.append(res)
-                print(f"{alloc:<9} {res['format']:<11} {n:>6} {res['edges']:>8} {res['us_per_atom_total']:>9.1f} "
+                print(f"{alloc:<9} {res['format'] + ('/' + res['calls'] if len(args.calls) > 1 else ''):<11} {n:>6} {res['edges']:>8} {res['us_per_atom_total']:>9.1f} "
                       f"{res['us_per_atom_model']:>9.1f} {res['us_per_atom_graph']:>8.1f} "
                       f"{100 * res['share_outside_model']:>7.1f}% {res['speedup']:>7.2f}x", flush=True)
     out = Path(args.out)
@@ -233,6 +251,8 @@ def main(argv=None) -> int:
     meta["load_average_before"], meta["load_average_after"] = load_before, os.getloadavg()
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     base = "reference TorchScript" if "torchscript" in args.formats else args.formats[0]
+    if len(args.calls) > 1 and "memory" in args.calls:
+        base += " in memory-sized calls"
     lines = ["| allocator | format | atoms | edges | µs/atom (E+F, calculator) | µs/atom model | outside model | "
              f"speed-up vs {base} |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['allocator']} | {r['label']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | "

@@ -338,14 +338,26 @@ def test_bad_max_edges():
 
 
 def test_default_max_edges_from_bytes_per_edge(deployed_torchscript):
-    """The default max_edges is max_memory over the file's measured bytes_per_edge (the pair style's max_edges auto),
-    within the bounds; a file without the key keeps the dtype default; max_memory and max_edges exclude each other."""
-    from mdpot.calculator import AUTO_MAX_EDGES_RANGE, DEFAULT_MAX_EDGES, DEFAULT_MAX_MEMORY, auto_max_edges
+    """The default max_edges is a byte budget over the file's measured bytes_per_edge (the pair style's max_edges
+    auto): on the CPU, for a strictly local model without max_memory, cache-sized calls (32 MB), otherwise
+    max_memory (512 MB by default); within the bounds; a file without the key keeps the dtype default; max_memory and
+    max_edges exclude each other."""
+    from mdpot.calculator import (AUTO_MAX_EDGES_RANGE, CACHE_CHUNK_BYTES, DEFAULT_MAX_EDGES, DEFAULT_MAX_MEMORY,
+                                  auto_max_edges)
 
     meta = deployed_torchscript.metadata
     per_edge = meta["bytes_per_edge"]
     assert 1e2 < per_edge < 1e5, per_edge  # the small test models: 0.6-5 kB per edge
     calc = MDPotCalculator(deployed_torchscript)
+    if meta["architecture"] == "allegro":  # strictly local
+        assert CACHE_CHUNK_BYTES == 32 * 1024**2 and calc.max_edges == max(1000, int(CACHE_CHUNK_BYTES // per_edge))
+        assert calc.max_edges_reason.startswith(f"cache-sized calls on the CPU, 32 MB / {per_edge:.0f} bytes per edge "
+                                                "measured at deploy")
+    else:  # message passing: one call; the budget only names what a call would get
+        assert calc.max_edges == int(DEFAULT_MAX_MEMORY // per_edge)
+        assert calc.max_edges_reason == f"max_memory 512 MB / {per_edge:.0f} bytes per edge measured at deploy"
+    assert auto_max_edges(meta, DEFAULT_MAX_MEMORY, cache_sized=True)[0] == max(1000, int(CACHE_CHUNK_BYTES // per_edge))
+    calc = MDPotCalculator(deployed_torchscript, max_memory="512MB")  # a budget given: the memory rule
     assert calc.max_edges == int(DEFAULT_MAX_MEMORY // per_edge)
     assert calc.max_edges_reason == f"max_memory 512 MB / {per_edge:.0f} bytes per edge measured at deploy"
     calc = MDPotCalculator(deployed_torchscript, max_memory=f"{200 * per_edge / 1024**2}MB")

@@ -43,12 +43,19 @@ using namespace LAMMPS_NS;
 namespace {
 
 // Memory of one model call grows with its edges. Calls hold at most max_edges edges (strictly local models: chunks of
-// centre atoms; message_passing exchange: chunks of centres per block). max_edges auto (the default) is the memory
-// budget max_memory over the file's bytes_per_edge (measured at deploy, docs/contract.md), within
-// [AUTO_MIN_EDGES, AUTO_MAX_EDGES]; a file without that key gets DEFAULT_MAX_EDGES (for the benchmark Allegro in
-// float32, 7.7 kB per edge: 400 000 neighbour-list entries with a 2 Å skin are about 140 000 edges, 1 GB).
+// centre atoms; message_passing exchange: chunks of centres per block). max_edges auto (the default) is a budget of
+// bytes over the file's bytes_per_edge (measured at deploy, docs/contract.md), within [AUTO_MIN_EDGES,
+// AUTO_MAX_EDGES]: CACHE_CHUNK_BYTES for a strictly local model on the CPU (unless max_memory is given), max_memory
+// otherwise; a file without that key gets DEFAULT_MAX_EDGES (for the benchmark Allegro in float32, 7.7 kB per edge:
+// 400 000 neighbour-list entries with a 2 Å skin are about 140 000 edges, 1 GB).
 constexpr long DEFAULT_MAX_EDGES = 400000;
 constexpr double DEFAULT_MAX_MEMORY = 2.0 * 1024 * 1024 * 1024;    // bytes per rank: 2 GB
+// Calls whose intermediates stay in the CPU's caches instead of streaming through main memory: the model's
+// elementwise chains are bound by memory traffic. Measured (docs/benchmarks/cache_chunks.md, 4 000 Cu atoms, 1 rank):
+// the benchmark Allegro's AOTI package runs 1.8-1.9x faster and its TorchScript file 1.3x in calls of 2 000-6 000
+// neighbour-list entries than in one call per rank; the l_max 2, 64/32-feature Allegro 1.9x (AOTI) and 1.15x.
+// Not for message_passing exchange: chunked blocks recompute their forward in the backward pass (slower there).
+constexpr double CACHE_CHUNK_BYTES = 32.0 * 1024 * 1024;
 constexpr long AUTO_MIN_EDGES = 1000;        // below this, calls cost more in overhead than they save
 constexpr long AUTO_MAX_EDGES = 100000000;
 
@@ -629,9 +636,10 @@ void PairMDPot::choose_message_passing()
   logged_mode = mode;
 }
 
-// max_edges auto: the memory budget over the bytes per edge the file recorded at deploy, clamped; a file without
-// the key keeps DEFAULT_MAX_EDGES. One log line on rank 0 whenever the choice changes. For a strictly local model
-// the pair style counts neighbour-list entries (the skin included), so its calls stay below the budget; in
+// max_edges auto: the byte budget (CACHE_CHUNK_BYTES or max_memory, see the top of this file) over the bytes per
+// edge the file recorded at deploy, clamped; a file without the key keeps DEFAULT_MAX_EDGES. One log line on rank 0
+// whenever the choice changes. For a strictly local model the pair style counts neighbour-list entries (the skin
+// included), so its calls stay below the budget; in
 // exchange mode a chunk holds one block's graph at a time, a single chunk (every local edge fits) all blocks',
 // which the whole-graph measurement covers.
 void PairMDPot::choose_max_edges()
@@ -643,10 +651,12 @@ void PairMDPot::choose_max_edges()
   } else if (max_edges_given) {
     why = "set by pair_style";
   } else if (per_edge > 0) {
-    const double edges = std::floor(max_memory / per_edge);
+    const bool cache_sized = !exchange && !max_memory_given && impl->model->device() == "cpu";
+    const double budget = cache_sized ? std::min(max_memory, CACHE_CHUNK_BYTES) : max_memory;
+    const double edges = std::floor(budget / per_edge);
     max_edges = static_cast<long>(std::min<double>(std::max<double>(edges, AUTO_MIN_EDGES), AUTO_MAX_EDGES));
-    why = fmt::format("auto: max_memory {:.6g} MB / {:.0f} bytes per edge measured at deploy{}", max_memory / 1048576.0,
-                      per_edge,
+    why = fmt::format("auto: {} {:.6g} MB / {:.0f} bytes per edge measured at deploy{}",
+                      cache_sized ? "cache-sized calls on the CPU," : "max_memory", budget / 1048576.0, per_edge,
                       edges < AUTO_MIN_EDGES ? fmt::format(", raised to the minimum {}", AUTO_MIN_EDGES)
                       : edges > AUTO_MAX_EDGES ? fmt::format(", lowered to the maximum {}", AUTO_MAX_EDGES) : "");
   } else {
