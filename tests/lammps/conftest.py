@@ -20,6 +20,20 @@ from mdpot.lammps.run import run_lammps
 def pytest_collection_modifyitems(config, items):
     from mdpot.lammps.plugin import _tool
 
+    # test_systems runs 8 ranks for one architecture only (EIGHT_RANKS_ONLY_FOR there): deselect the others
+    eight, kept = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        layout = params.get("layout")
+        if (item.fspath.basename == "test_systems.py" and layout and layout[0] == 8
+                and params.get("arch") != getattr(item.module, "EIGHT_RANKS_ONLY_FOR", params.get("arch"))):
+            eight.append(item)
+        else:
+            kept.append(item)
+    if eight:
+        config.hook.pytest_deselected(items=eight)
+        items[:] = kept
+
     lmp = Path(sys.executable).parent / "lmp"
     if lmp.exists() and _tool("cmake"):  # the venv's (PyPI cmake) or one on PATH
         return
