@@ -228,7 +228,7 @@ def main(argv=None) -> int:
                    "--format", *args.formats, "--calls", *args.calls]
             results = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
                                                 text=True).stdout.splitlines()[-1])
-            # the baseline: the reference TorchScript file, in the calls of the first --calls that has it
+            # the baseline: the reference TorchScript file, in memory-sized calls when they were timed
             base = next((r for c in ("memory", "auto") for r in results if r["format"] == "torchscript"
                          and r["calls"] == c), results[0])
             for res in results:
@@ -238,7 +238,8 @@ def main(argv=None) -> int:
                 # speed-up: the reference TorchScript time over this one's (calculator, energy + forces)
                 res["speedup"] = base["us_per_atom_total"] / res["us_per_atom_total"]
                 rows.append(res)
-                print(f"{alloc:<9} {res['format'] + ('/' + res['calls'] if len(args.calls) > 1 else ''):<11} {n:>6} {res['edges']:>8} {res['us_per_atom_total']:>9.1f} "
+                variant = res["format"] + (f"/{res['calls']}" if len(args.calls) > 1 else "")
+                print(f"{alloc:<9} {variant:<11} {n:>6} {res['edges']:>8} {res['us_per_atom_total']:>9.1f} "
                       f"{res['us_per_atom_model']:>9.1f} {res['us_per_atom_graph']:>8.1f} "
                       f"{100 * res['share_outside_model']:>7.1f}% {res['speedup']:>7.2f}x", flush=True)
     out = Path(args.out)

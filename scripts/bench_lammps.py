@@ -37,7 +37,8 @@ Every variant's kernels are explicit: ``torchscript`` and ``aoti`` are the refer
 ``fused`` and ``aoti-fused`` mdpot's fused operators (``--kernels fused``), whatever ``mdpot deploy`` defaults to.
 
 ``--max-edges auto 400000`` runs every case with each value (interleaved like formats); ``auto`` is the pair style's
-default (on the CPU cache-sized calls, `CACHE_CHUNK_BYTES` over the file's `bytes_per_edge`; `max_memory` otherwise), and the value it chose is the table's `max_edges`.
+default (a strictly local model on the CPU: cache-sized calls, 32 MB over the file's ``bytes_per_edge``; otherwise
+``max_memory`` over it), and the value it chose is the table's ``max_edges``.
 
 ``--format torchscript aoti`` deploys the model in both formats (an AOTInductor package is compiled for this
 machine, tens of seconds) and runs them interleaved: every repeat runs each case in each format back to back, and

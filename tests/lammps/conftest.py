@@ -20,19 +20,16 @@ from mdpot.lammps.run import run_lammps
 def pytest_collection_modifyitems(config, items):
     from mdpot.lammps.plugin import _tool
 
-    # test_systems runs 8 ranks for one architecture only (EIGHT_RANKS_ONLY_FOR there): deselect the others
-    eight, kept = [], []
-    for item in items:
+    # test_systems runs 8 ranks for one architecture only (its EIGHT_RANKS_ONLY_FOR): deselect the others
+    def other_eight_rank_case(item) -> bool:
+        only = getattr(item.module, "EIGHT_RANKS_ONLY_FOR", None)
         params = getattr(getattr(item, "callspec", None), "params", {})
-        layout = params.get("layout")
-        if (item.fspath.basename == "test_systems.py" and layout and layout[0] == 8
-                and params.get("arch") != getattr(item.module, "EIGHT_RANKS_ONLY_FOR", params.get("arch"))):
-            eight.append(item)
-        else:
-            kept.append(item)
-    if eight:
-        config.hook.pytest_deselected(items=eight)
-        items[:] = kept
+        return only is not None and (params.get("layout") or (0,))[0] == 8 and params.get("arch") != only
+
+    dropped = [item for item in items if other_eight_rank_case(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not other_eight_rank_case(item)]
 
     lmp = Path(sys.executable).parent / "lmp"
     if lmp.exists() and _tool("cmake"):  # the venv's (PyPI cmake) or one on PATH

@@ -639,9 +639,8 @@ void PairMDPot::choose_message_passing()
 // max_edges auto: the byte budget (CACHE_CHUNK_BYTES or max_memory, see the top of this file) over the bytes per
 // edge the file recorded at deploy, clamped; a file without the key keeps DEFAULT_MAX_EDGES. One log line on rank 0
 // whenever the choice changes. For a strictly local model the pair style counts neighbour-list entries (the skin
-// included), so its calls stay below the budget; in
-// exchange mode a chunk holds one block's graph at a time, a single chunk (every local edge fits) all blocks',
-// which the whole-graph measurement covers.
+// included), so its calls stay below the budget; in exchange mode a chunk holds one block's graph at a time, a
+// single chunk (every local edge fits) all blocks', which the whole-graph measurement covers.
 void PairMDPot::choose_max_edges()
 {
   const double per_edge = impl->model->metadata().bytes_per_edge;
