@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", choices=KERNELS, default=None,
                    help="mdpot checkpoints: fused calls mdpot's C++ tensor-product kernels (faster in TorchScript, "
                         "not in packages; the file needs libmdpot_ops.so, built with the LAMMPS plugin, and is format "
-                        "version 5, or 6 for a package); "
+                        "version 8, or 6 for a package); "
                         "reference is pure torch, readable by older mdpot (default: "
                         f"{default_kernels('torchscript')} for TorchScript, {default_kernels('aoti')} for AOTInductor "
                         "packages)")

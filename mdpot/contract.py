@@ -17,10 +17,14 @@ FORMAT_VERSION = 2
 #: the lowest version that describes it (a whole-graph ``forward`` always includes the pair term), so an older mdpot
 #: refuses only the files it would run wrong.
 PAIR_FORMAT_VERSION = 4
-#: Version of a TorchScript file whose model calls mdpot's fused tensor-product operators (``torch.ops.mdpot.*``,
-#: ``mdpot deploy --kernels fused``): version 2 or 4 otherwise (block interface, pair term when ``mp_has_pair``), but
-#: it loads only where ``libmdpot_ops.so`` is loaded first, which an mdpot that does not know it never does.
-FUSED_FORMAT_VERSION = 5
+#: Version of a TorchScript file whose model calls mdpot's fused operators (``torch.ops.mdpot.*``, ``mdpot deploy
+#: --kernels fused``): version 2 or 4 otherwise (block interface, pair term when ``mp_has_pair``), but it loads only
+#: where ``libmdpot_ops.so`` is loaded first, which an mdpot that does not know it never does. 8: the operators
+#: include ``distinct`` and ``tp_scatter_shared`` (NequIP's radial network once per distinct edge length), which an
+#: mdpot that wrote version 5 lacks; 5 (the tensor products only) is still read.
+FUSED_FORMAT_VERSION = 8
+#: The earlier version of fused TorchScript files (``tp_scatter`` and ``tp_gather`` only).
+FUSED_FORMAT_VERSION_5 = 5
 #: The block interface a message-passing TorchScript file carries (``docs/message_passing_exchange.md``): a file
 #: runs in LAMMPS's ``message_passing exchange`` when it has all of these and ``mp_num_blocks() == num_layers``.
 BLOCK_METHODS: Tuple[str, ...] = ("mp_num_blocks", "mp_feature_widths", "mp_state_widths", "mp_embed", "mp_block",
@@ -37,7 +41,7 @@ COMMITTEE_METHOD = "committee_forward"
 #: Fewest members of a committee: a single model is deployed as an ordinary file.
 MIN_COMMITTEE_SIZE = 2
 #: Versions this mdpot reads: every earlier version keeps loading (version 1 runs whole-graph only).
-READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+READABLE_FORMAT_VERSIONS: Tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
 #: Version written into AOTInductor packages (``mdpot deploy --format aoti``, ``.pt2``): version 2's whole-graph
 #: contract compiled to native code, without the block interface (``docs/contract.md``, "AOTInductor packages").
 AOTI_FORMAT_VERSION = 3
@@ -47,9 +51,11 @@ AOTI_FORMAT_VERSION = 3
 AOTI_FUSED_FORMAT_VERSION = 6
 #: The versions of AOTInductor packages; every other readable version is a TorchScript file's.
 AOTI_FORMAT_VERSIONS: Tuple[int, ...] = (AOTI_FORMAT_VERSION, AOTI_FUSED_FORMAT_VERSION)
+#: The versions of TorchScript files calling the fused operators.
+TORCHSCRIPT_FUSED_FORMAT_VERSIONS: Tuple[int, ...] = (FUSED_FORMAT_VERSION_5, FUSED_FORMAT_VERSION)
 #: The versions of files calling the fused operators (a TorchScript file, a package): ``kernels`` is ``fused``
 #: exactly in these.
-FUSED_FORMAT_VERSIONS: Tuple[int, ...] = (FUSED_FORMAT_VERSION, AOTI_FUSED_FORMAT_VERSION)
+FUSED_FORMAT_VERSIONS: Tuple[int, ...] = TORCHSCRIPT_FUSED_FORMAT_VERSIONS + (AOTI_FUSED_FORMAT_VERSION,)
 #: The package's one program.
 AOTI_PROGRAM = "model"
 #: Folder (under the archive's top folder) of mdpot's metadata records in a package; the digest covers ``data/``.
@@ -108,7 +114,7 @@ COMMITTEE_KEYS: Tuple[str, ...] = (COMMITTEE_SIZE, COMMITTEE_MEMBERS)
 
 #: Optional metadata key of a deployed file: which implementation of the tensor products it calls, one of
 #: ``KERNELS``; absent means ``reference``. ``fused`` exactly when the format version is one of
-#: ``FUSED_FORMAT_VERSIONS`` (5 for TorchScript, 6 for a package).
+#: ``FUSED_FORMAT_VERSIONS`` (8, or 5 from an earlier mdpot, for TorchScript; 6 for a package).
 KERNELS_KEY = "kernels"
 KERNELS: Tuple[str, ...] = ("reference", "fused")
 #: What ``mdpot deploy`` writes into a TorchScript file without ``--kernels`` (AOTInductor packages: ``reference``).
@@ -192,6 +198,9 @@ def cpp_header() -> str:
         f"inline constexpr const char *COMMITTEE_METHOD = {_cpp_string(COMMITTEE_METHOD)};\n"
         f"inline constexpr const char *KEY_KERNELS = {_cpp_string(KERNELS_KEY)};\n"
         f"inline constexpr const char *OPS_LIBRARY = {_cpp_string(OPS_LIBRARY)};\n"
+        + "inline constexpr int TORCHSCRIPT_FUSED_FORMAT_VERSIONS[] = {"
+        + ", ".join(map(str, TORCHSCRIPT_FUSED_FORMAT_VERSIONS)) + "};\n"
+        + f"inline constexpr int TORCHSCRIPT_FUSED_FORMAT_VERSIONS_COUNT = {len(TORCHSCRIPT_FUSED_FORMAT_VERSIONS)};\n"
         + "inline constexpr int READABLE_FORMAT_VERSIONS[] = {" + ", ".join(map(str, READABLE_FORMAT_VERSIONS)) + "};\n"
         + f"inline constexpr int READABLE_FORMAT_VERSIONS_COUNT = {len(READABLE_FORMAT_VERSIONS)};\n"
         + "".join(f"inline constexpr const char *KEY_{name} = {_cpp_string(value)};\n" for name, value in (

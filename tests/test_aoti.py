@@ -319,7 +319,7 @@ def test_forged_packages(package, tmp_path, case, capsys):
         expected = (f"{path}: metadata target says isa 'avx2', the compiled program says '{program}': the package "
                     f"was edited after `mdpot deploy`")
         resign = False
-    elif case in ("version 2", "version 5"):  # a TorchScript file's version, 5 that of fused TorchScript files
+    elif case in ("version 2", "version 5"):  # a TorchScript file's version, 5 one of fused TorchScript files
         version = case[-1]
         edit = lambda r: r.__setitem__(f"mdpot/{md.FORMAT_VERSION_KEY}", version.encode())  # noqa: E731
         expected = (f"{path}: an AOTInductor package claiming model format version {version} (packages are version "

@@ -133,12 +133,12 @@ def test_bad_model_files(tmp_path, case, capsys):
         module = torch.jit.load(str(good), _extra_files=extra)
         if case == "version":
             extra[md.FORMAT_VERSION_KEY] = "99"
-            expected = (f"{path}: model format version 99 is not supported (this mdpot reads versions 1, 2, 4, 5, 7 of "
+            expected = (f"{path}: model format version 99 is not supported (this mdpot reads versions 1, 2, 4, 5, 7, 8 of "
                         f"TorchScript files and 3, 6 of AOTInductor packages)")
         elif case == "version3":
             extra[md.FORMAT_VERSION_KEY] = "3"
             expected = (f"{path}: a TorchScript file claiming model format version 3 (TorchScript files are "
-                        f"versions 1, 2, 4, 5, 7); deploy it again")
+                        f"versions 1, 2, 4, 5, 7, 8); deploy it again")
         elif case == "missing_key":
             del extra[md.R_MAX]
             expected = f"{path}: missing mdpot metadata key(s) ['r_max']; is this a model written by `mdpot deploy`?"

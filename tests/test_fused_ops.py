@@ -3,6 +3,8 @@
 shapes and the edge cases of real graphs (no edges, an atom without edges, unsorted edges, one channel)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -115,6 +117,147 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda v, env: tp.gather_product(v, env, centre), (v, env))
 
 
+# ----------------------------------------------------------------- radial weights shared per distinct length
+
+
+def _shared_inputs(tp, l_max, u, n, e, yw, dtype, seed):
+    """x, y, edge lengths r, the table (w, dw) of q distinct lengths and each edge's row."""
+    g = torch.Generator().manual_seed(seed)
+    d1, d2 = max(tp.term_i) + 1, (l_max + 1) ** 2
+    x = torch.randn(n, d1 * u, dtype=dtype, generator=g).reshape(n, d1, u).permute(1, 0, 2)
+    y = torch.randn(d2, e, u if yw == "U" else 1, dtype=dtype, generator=g)
+    y[0] = 1.0
+    r = 1.0 + torch.rand(e, dtype=dtype, generator=g)
+    q = max(e // 2, 1)
+    w = torch.randn(q, tp.num_paths * u, dtype=dtype, generator=g)
+    dw = torch.randn(q, tp.num_paths * u, dtype=dtype, generator=g)
+    row = torch.randint(0, q, (e,), generator=g)
+    return x, y, r, w, dw, row
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("l_max,u,n,e,sort,yw", SHAPES)
+def test_tp_scatter_shared_matches_reference(dtype, l_max, u, n, e, sort, yw):
+    """mdpot::tp_scatter_shared against the reference (the table expanded to the edges): the output, and the
+    gradients w.r.t. x, y and the edge lengths r (dE/dr_e = sum grad * product * dw[row[e]])."""
+    tp = _tp(l_max, unit=True)
+    x, y, r, w, dw, row = _shared_inputs(tp, l_max, u, n, e, yw, dtype, seed=l_max * 100 + e + 2)
+    centre, neighbour = _graph(n, e, sort, seed=e + 2)
+    fn = lambda x, y, r: tp.convolve_shared(x, y, r, w, dw, row, centre, neighbour, n)  # noqa: E731
+    (ref, ref_grads), (got, got_grads) = _both(tp, fn, [x, y, r])
+    assert got.shape == (tp.dim_out, n, u) and got.dtype == dtype
+    _close(got, ref, "output")
+    # the value is the plain convolution with every edge's row of the table
+    _close(got, tp.convolve(x, y, w.index_select(0, row), centre, neighbour, n), "output vs w[row]")
+    for name, a, b in zip(("x", "y", "r"), got_grads, ref_grads):
+        _close(a, b, f"d/d{name}")
+
+
+def test_tp_scatter_shared_gradcheck_and_refusals():
+    tp = _tp(1, unit=True)
+    tp.fused = True
+    x, y, r, w, dw, row = _shared_inputs(tp, 1, 2, 4, 9, 1, torch.float64, seed=4)
+    centre, neighbour = _graph(4, 9, False, seed=4)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, y, r)]
+    # a table that is a function of the lengths (one row per edge here), so that finite differences in r see it
+    freq = torch.linspace(0.5, 2.0, w.shape[1], dtype=torch.float64)
+
+    def conv(x, y, r):
+        arg = r.detach().unsqueeze(1) * freq
+        return tp.convolve_shared(x, y, r, torch.sin(arg), freq * torch.cos(arg), torch.arange(len(r)), centre,
+                                  neighbour, 4)
+
+    assert torch.autograd.gradcheck(conv, leaves)
+    with pytest.raises(RuntimeError) as info:  # the table takes no gradient: refused, not silently given none
+        tp.convolve_shared(x, y, r, w.clone().requires_grad_(True), dw, row, centre, neighbour, 4)
+    assert str(info.value).splitlines()[0] == ("mdpot::tp_scatter_shared: the shared radial table (w, dw) takes no "
+                                               "gradient; train with the reference kernels")
+    with pytest.raises(RuntimeError) as info:
+        tp.convolve_shared(x, y, r, w, dw, torch.full_like(row, w.shape[0]), centre, neighbour, 4)
+    assert str(info.value).splitlines()[0] == f"mdpot::tp_scatter_shared: row[0] = {w.shape[0]} out of range [0, {w.shape[0]})"
+    with pytest.raises(RuntimeError) as info:
+        leaves[2] = leaves[2].detach().requires_grad_(True)
+        out = tp.convolve_shared(*leaves, w, dw, row, centre, neighbour, 4)
+        torch.autograd.grad(out.sum(), [leaves[2]], create_graph=True)
+    assert "mdpot::tp_scatter_shared: double backward (create_graph=True) is not supported" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_distinct_values(dtype):
+    g = torch.Generator().manual_seed(9)
+    pool = torch.rand(50, dtype=dtype, generator=g) * 5
+    values = pool[torch.randint(0, 50, (400,), generator=g)]
+    values[3] = 0.0
+    values[4] = -0.0  # another bit pattern: its own entry (the same function value, evaluated twice)
+    distinct, inverse = torch.ops.mdpot.distinct(values)
+    assert inverse.dtype == torch.long and distinct.dtype == dtype
+    assert torch.equal(distinct.index_select(0, inverse).view(torch.uint8), values.view(torch.uint8))  # bit for bit
+    bits = distinct.view(torch.int32 if dtype == torch.float32 else torch.int64)
+    assert len(set(bits.tolist())) == len(distinct)
+    # in order of first occurrence
+    first = [int((inverse == k).nonzero()[0]) for k in range(len(distinct))]
+    assert first == sorted(first) and first[0] == 0
+    empty, none = torch.ops.mdpot.distinct(values[:0])
+    assert empty.shape == (0,) and none.shape == (0,)
+    with pytest.raises(RuntimeError) as info:
+        torch.ops.mdpot.distinct(torch.arange(3))
+    assert str(info.value).splitlines()[0] == ("mdpot::distinct: expects a 1-D float32 or float64 tensor, got Long of "
+                                               "shape [3]")
+
+
+def test_mlp_value_and_tangent():
+    """Forward mode through the MLP: the value equals the network's and the tangent equals torch.func.jvp, also
+    when the rows go through in several chunks."""
+    from mdpot.nn import MLP
+
+    torch.manual_seed(0)
+    mlp = MLP(8, 48, (64, 64), bias=True, bias_last=True).double()
+    for n in (7, 5000):  # 5000 rows of width 64 in float64: three chunks
+        x = torch.randn(n, 8, dtype=torch.float64)
+        tx = torch.randn(n, 8, dtype=torch.float64)
+        with torch.no_grad():
+            value, tangent = mlp.value_and_tangent(x, tx)
+        want_value, want_tangent = torch.func.jvp(mlp, (x,), (tx,))
+        torch.testing.assert_close(value, want_value, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(tangent, want_tangent, rtol=1e-12, atol=1e-12)
+
+
+def test_shared_radial_nequip_matches_reference_path():
+    """NequIP with the fused kernels in eval mode evaluates its radial networks once per distinct length: the same
+    energies, forces and virials as the reference kernels, eager and scripted; in training mode it keeps the per-edge
+    network, so its weights get gradients."""
+    from mdpot.data import TypeMapper, atoms_to_graph
+    from mdpot.models import contract_potential
+    from mdpot.testing import alloy, small_model
+
+    model = small_model("nequip", ELEMENTS, seed=2, l_max=2, num_layers=3).double().eval()
+    reference = contract_potential(model)
+    fused = contract_potential(copy.deepcopy(model))
+    set_kernels(fused, "fused")
+    assert fused.model.memo_radial and not reference.model.memo_radial
+    atoms = alloy(ELEMENTS, (2, 2, 2), a=3.0, skew=0.1, rattle=0.1, seed=5)
+    g = atoms_to_graph(atoms, model.config.r_max, TypeMapper(ELEMENTS))
+    args = (g.pos, g.atom_type, g.edge_index, g.edge_shift, g.num_atoms, True)
+    want = reference(*args)
+    scripted = torch.jit.script(fused)
+    assert "ops.mdpot.distinct" in scripted.model._geometry.code
+    assert "tp_scatter_shared" in getattr(scripted.model.blocks, "0").tp.convolve_shared.code
+    assert float(want[1].abs().max()) > 1e-2
+    for got in (fused(*args), scripted(*args)):
+        for name, a, b in zip(("energies", "forces", "virial", "atom virial"), got, want):
+            _close(a, b, name)
+    # n_local < N prunes edges by hop distance: the table's rows follow the kept edges
+    pruned = [t(g.pos, g.atom_type, g.edge_index, g.edge_shift, 5, True) for t in (reference, fused)]
+    for name, a, b in zip(("energies", "forces"), pruned[1], pruned[0]):
+        _close(a, b, f"pruned {name}")
+    fused.train()
+    vec = g.pos.index_select(0, g.edge_index[1]) - g.pos.index_select(0, g.edge_index[0]) + g.edge_shift
+    energy = fused.model(vec, g.edge_index, g.atom_type).sum()
+    radial = fused.model.blocks[0].radial.net[0].weight
+    grad, = torch.autograd.grad(energy, [radial], allow_unused=True)
+    assert grad is not None and float(grad.abs().max()) > 0
+
+
 class _Conv(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -218,7 +361,7 @@ def test_fused_file_matches_reference_file(fused_files, arch):
 
     reference, fused = fused_files[arch]
     meta = load_model(fused).metadata
-    assert (meta["mdpot_format_version"], meta["kernels"]) == (5, "fused")
+    assert (meta["mdpot_format_version"], meta["kernels"]) == (8, "fused")
     assert (load_model(reference).metadata["mdpot_format_version"], load_model(reference).metadata["kernels"]) == \
         (2, "reference")
     atoms = alloy(ELEMENTS, (2, 2, 2), a=3.0, skew=0.1, rattle=0.1, seed=2)
@@ -253,15 +396,17 @@ def test_kernels_metadata_rules():
 
     meta = md.make_metadata(small_model("allegro", ELEMENTS), "float64", kernels="fused")
     raw = md.encode({**meta, "weights_sha256": "0" * 64})
-    assert raw["mdpot_format_version"] == "5" and raw["kernels"] == "fused"
+    assert raw["mdpot_format_version"] == "8" and raw["kernels"] == "fused"
     assert "kernels" not in md.encode(md.make_metadata(small_model("allegro", ELEMENTS), "float64"))
     assert md.decode(raw, "f.pt")["kernels"] == "fused"
     for version, kernels, message in (
             ("2", "fused", "f.pt: metadata kernels 'fused' with mdpot_format_version 2 (files calling the fused "
-                           "kernels are version 5, and only they); deploy it again"),
+                           "kernels are version 5 or 8, and only they); deploy it again"),
             ("5", "", "f.pt: metadata kernels 'reference' with mdpot_format_version 5 (files calling the fused "
-                      "kernels are version 5, and only they); deploy it again"),
-            ("5", "fast", "f.pt: metadata kernels 'fast' is not one of ['reference', 'fused']")):
+                      "kernels are version 5 or 8, and only they); deploy it again"),
+            ("8", "", "f.pt: metadata kernels 'reference' with mdpot_format_version 8 (files calling the fused "
+                      "kernels are version 5 or 8, and only they); deploy it again"),
+            ("8", "fast", "f.pt: metadata kernels 'fast' is not one of ['reference', 'fused']")):
         with pytest.raises(ValueError) as info:
             md.decode({**raw, "mdpot_format_version": version, "kernels": kernels}, "f.pt")
         assert str(info.value) == message
@@ -276,8 +421,10 @@ def test_kernels_metadata_rules():
                                    "deploy it again")
     with pytest.raises(ValueError) as info:
         md.decode(raw, "f.pt2", package=True)
-    assert str(info.value) == ("f.pt2: an AOTInductor package claiming model format version 5 (packages are version "
+    assert str(info.value) == ("f.pt2: an AOTInductor package claiming model format version 8 (packages are version "
                                "3 or 6); deploy it again")
+    # a fused file of the first operator set, written by an earlier mdpot, still decodes
+    assert md.decode({**raw, "mdpot_format_version": "5"}, "f.pt")["kernels"] == "fused"
 
 
 def test_threads_agree_and_are_deterministic():
@@ -321,7 +468,7 @@ def test_fused_contract_is_exportable(arch):
 
     reference = eager_model(small_model(arch, ELEMENTS, seed=2), "float64")
     fused = eager_model(small_model(arch, ELEMENTS, seed=2), "float64")
-    set_kernels(fused.module, "fused")
+    set_kernels(fused.module, "fused", shared_radial=False)  # as a package deploy does
     g = atoms_to_graph(sample_structure(ELEMENTS, fused.r_max, seed=0), fused.r_max, TypeMapper(ELEMENTS))
     example = (g.pos, g.atom_type, g.edge_index, g.edge_shift, torch.empty((g.num_atoms - 1, 0), dtype=torch.float64))
     with fx_config.patch(use_duck_shape=False):

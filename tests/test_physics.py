@@ -34,7 +34,7 @@ def test_deploy_round_trip(energy_model, deployed, dtype, make):
 def test_metadata_round_trip(energy_model, deployed, dtype, model_format):
     expected = eager_model(energy_model, dtype).metadata
     again = load_model(deployed.path).metadata
-    # TorchScript files are deployed with the fused kernels by default (version 5); the session's packages with
+    # TorchScript files are deployed with the fused kernels by default (version 8); the session's packages with
     # the reference (version 3) but for one case with the fused kernels (version 6, mdpot.testing.aoti)
     from mdpot.testing.aoti import case_kernels
 

@@ -179,7 +179,8 @@ def deploy_committee(members: Sequence[Member], path: PathLike, dtype: Union[str
     module = reference
     if kernels == "fused":
         module = copy.deepcopy(reference)
-        set_kernels(module, "fused")
+        # version 7 files call the first operator set only: the members keep NequIP's radial network per edge
+        set_kernels(module, "fused", shared_radial=False)
     compiled = torch.jit.script(module)
     described = []
     for k, eager in enumerate(eagers):

@@ -98,7 +98,7 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
     C++ compiler).
 
     ``kernels``: ``"fused"``: the tensor products call mdpot's fused C++ operators (:mod:`mdpot.ops`), format
-    version ``FUSED_FORMAT_VERSION`` (5) for TorchScript, ``AOTI_FUSED_FORMAT_VERSION`` (6) for a package, which
+    version ``FUSED_FORMAT_VERSION`` (8) for TorchScript, ``AOTI_FUSED_FORMAT_VERSION`` (6) for a package, which
     load wherever ``libmdpot_ops.so`` is built (it is built with the LAMMPS plugin); or ``"reference"`` (pure torch;
     the lowest format version that describes the model, readable by older mdpot). ``None`` (default):
     :func:`mdpot.contract.default_kernels` of ``format``. The self-check compares a fused file with the reference
@@ -143,7 +143,8 @@ def deploy_model(model: nn.Module, path: PathLike, dtype: Union[str, torch.dtype
         from ..ops import set_kernels
 
         module = copy.deepcopy(eager.module)
-        set_kernels(module, "fused")
+        # a package keeps NequIP's radial network per edge (the shared table's lengths are data-dependent)
+        set_kernels(module, "fused", shared_radial=format != "aoti")
         meta = md.make_metadata(md.energy_model_of(module), meta[md.MODEL_DTYPE], meta[md.PROVENANCE], kernels)
     if format == "aoti":
         return _deploy_package(module, eager, meta, path, cpu_isa, aoti_threads)

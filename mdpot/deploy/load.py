@@ -158,8 +158,8 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     stored = _stored_format_version(path)
     if stored is not None and re.fullmatch(INTEGER_PATTERN, stored):
         md.refuse_unreadable_version(int(stored), str(path))
-    if stored == str(md.FUSED_FORMAT_VERSION) or (stored == str(md.COMMITTEE_FORMAT_VERSION)
-                                                  and _stored_record(path, md.KERNELS_KEY) == "fused"):
+    if stored in map(str, md.TORCHSCRIPT_FUSED_FORMAT_VERSIONS) or (stored == str(md.COMMITTEE_FORMAT_VERSION)
+                                                                    and _stored_record(path, md.KERNELS_KEY) == "fused"):
         # the file calls torch.ops.mdpot.*: they must be registered before torch reads its code
         require_fused_ops(str(path))
     extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,) + md.OPTIONAL_KEYS + md.COMMITTEE_KEYS}
@@ -186,8 +186,8 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
 
 
 def require_fused_ops(source: str) -> None:
-    """Register mdpot's fused operators (:func:`mdpot.ops.load_ops`) before a file that calls them (format version 5
-    or 6) is loaded; a one-line ``ValueError`` naming ``source``, the library and the remedy when they cannot be."""
+    """Register mdpot's fused operators (:func:`mdpot.ops.load_ops`) before a file that calls them (format version 5, 6
+    or 8) is loaded; a one-line ``ValueError`` naming ``source``, the library and the remedy when they cannot be."""
     from ..ops import OpsUnavailableError, load_ops
 
     try:

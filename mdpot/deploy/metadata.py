@@ -17,7 +17,7 @@ from ..contract import (  # noqa: F401  (re-exported: the contract's facts, stat
     MIN_COMMITTEE_SIZE, OPTIONAL_KEYS, PAIR_FORMAT_VERSION, PAIR_METHODS,
     default_kernels,
     READABLE_FORMAT_VERSIONS, LENGTH_UNITS, MDPOT_VERSION, MODEL_DTYPE, NUM_LAYERS, PROVENANCE, R_MAX, RECEPTIVE_FIELD,
-    TORCH_VERSION, WEIGHTS_SHA256,
+    TORCH_VERSION, TORCHSCRIPT_FUSED_FORMAT_VERSIONS, WEIGHTS_SHA256,
 )
 from .._version import __version__
 from ..models import Potential
@@ -160,9 +160,11 @@ def decode(raw: Mapping[str, str], source: str, package: bool = False) -> Dict[s
         raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} is not one of {list(KERNELS)}")
     # a committee file (version 7) holds members with either kernels
     if version != COMMITTEE_FORMAT_VERSION and (kernels == "fused") != (version in FUSED_FORMAT_VERSIONS):
-        what, fused = ("packages", AOTI_FUSED_FORMAT_VERSION) if package else ("files", FUSED_FORMAT_VERSION)
+        what, fused = (("packages", (AOTI_FUSED_FORMAT_VERSION,)) if package
+                       else ("files", TORCHSCRIPT_FUSED_FORMAT_VERSIONS))
         raise ValueError(f"{source}: metadata {KERNELS_KEY} {kernels!r} with {FORMAT_VERSION_KEY} {version} ({what} "
-                         f"calling the fused kernels are version {fused}, and only they); deploy it again")
+                         f"calling the fused kernels are version {' or '.join(map(str, fused))}, and only they); "
+                         "deploy it again")
     meta[KERNELS_KEY] = kernels
     meta.update(_decode_committee(raw, source, version, refuse_constant))
     if raw.get(BYTES_PER_EDGE):  # optional: absent or empty in files deployed before it existed

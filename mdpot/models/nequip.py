@@ -42,6 +42,13 @@ from ..nn import (
 from .config import NequIPConfig
 
 
+#: The radial input of a set of edges: ``(r [E], inverse, basis, d_basis, shared)``. Plain (``shared`` False):
+#: ``inverse`` is empty, ``basis`` is ``[E, num_bessel]`` (differentiable) and ``d_basis`` empty. Shared: ``basis`` and
+#: ``d_basis = d basis / dr`` are ``[Q, num_bessel]`` for the ``Q`` distinct lengths and ``inverse [E]`` maps every
+#: edge to its length's row.
+Radial = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, bool]
+
+
 class InteractionBlock(nn.Module):
     """One NequIP interaction block (see the module docstring)."""
 
@@ -83,18 +90,26 @@ class InteractionBlock(nn.Module):
         self.has_residual = bool(residual)
         self.register_buffer("residual_index", torch.tensor(residual, dtype=torch.long), persistent=False)
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor, basis: torch.Tensor, edge_index: torch.Tensor,
+    def forward(self, h: torch.Tensor, y: torch.Tensor, radial: Radial, edge_index: torch.Tensor,
                 select: torch.Tensor) -> torch.Tensor:
-        return self.convolve(h, self.linear_in(h), y, basis, edge_index, select)
+        return self.convolve(h, self.linear_in(h), y, radial, edge_index, select)
 
-    def convolve(self, h: torch.Tensor, x: torch.Tensor, y: torch.Tensor, basis: torch.Tensor,
+    def convolve(self, h: torch.Tensor, x: torch.Tensor, y: torch.Tensor, radial: Radial,
                  edge_index: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
         """The block for the centres whose features are ``h [in_dim, C, U]``, given the mixed input
         ``x = linear_in(features) [x_dim, N, U]`` of every atom an edge reads; ``edge_index[0]`` indexes the
-        centres (``0 .. C-1``), ``edge_index[1]`` the rows of ``x``; ``select [C]`` as in forward. Returns
-        ``[out_dim, C, U]``. With ``x = linear_in(h)`` and ``C = N`` this is forward."""
-        msg = self.tp.convolve(x, y, self.radial(basis), edge_index[0], edge_index[1], h.shape[1]) * self.msg_norm
-        return self._finish(self.linear_out(msg) + self.self_connection(h, select), h)
+        centres (``0 .. C-1``), ``edge_index[1]`` the rows of ``x``; ``radial`` as :meth:`NequIP._geometry` gives it;
+        ``select [C]`` as in forward. Returns ``[out_dim, C, U]``. With ``x = linear_in(h)`` and ``C = N`` this is
+        forward."""
+        r, inverse, basis, d_basis, shared = radial
+        if shared:
+            # memoised: the radial MLP once per distinct length, with its derivative (forward mode)
+            with torch.no_grad():
+                w, dw_dr = self.radial.value_and_tangent(basis, d_basis)
+            msg = self.tp.convolve_shared(x, y, r, w, dw_dr, inverse, edge_index[0], edge_index[1], h.shape[1])
+        else:
+            msg = self.tp.convolve(x, y, self.radial(basis), edge_index[0], edge_index[1], h.shape[1])
+        return self._finish(self.linear_out(msg * self.msg_norm) + self.self_connection(h, select), h)
 
     def isolated(self, h: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
         """The block on features ``h`` of atoms without neighbours (no message); same shapes as forward."""
@@ -138,6 +153,9 @@ class NequIP(nn.Module):
     torch.Size([2])
     """
 
+    # a TorchScript constant: a file scripted without the memoised radial path needs no fused operators
+    __constants__ = ["memo_radial"]
+
     def __init__(self, config: NequIPConfig) -> None:
         super().__init__()
         if not isinstance(config, NequIPConfig):
@@ -161,6 +179,7 @@ class NequIP(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.readout = MLP(u, 1, config.readout_mlp, bias_last=True)
         self.register_buffer("energy_scale", torch.tensor(config.per_element_energy_scale, dtype=torch.get_default_dtype()))
+        self.memo_radial = False
 
     def forward(self, edge_vec: torch.Tensor, edge_index: torch.Tensor, atom_type: torch.Tensor,
                 n_local: int = -1) -> torch.Tensor:
@@ -177,7 +196,7 @@ class NequIP(nn.Module):
             for _ in range(n_blocks - 1):
                 hop = hop.scatter_reduce(0, edge_index[1], hop.index_select(0, edge_index[0]) + 1, reduce="amin")
             centre_hop = hop.index_select(0, edge_index[0])
-        basis, y = self._geometry(edge_vec)
+        radial, y = self._geometry(edge_vec)
         select = torch.arange(n_atoms, device=atom_type.device) * self.num_types + atom_type
         h = self.embedding.index_select(0, atom_type).unsqueeze(0)
         # The same atoms with every neighbour removed: subtracting their energy makes an isolated atom's
@@ -188,21 +207,30 @@ class NequIP(nn.Module):
         for block in self.blocks:
             if prune:
                 keep = (centre_hop <= n_blocks - 1 - b).nonzero().squeeze(1)
-                h = block(h, y.index_select(1, keep), basis.index_select(0, keep), edge_index.index_select(1, keep), select)
+                h = block(h, y.index_select(1, keep), _radial_edges(radial, keep), edge_index.index_select(1, keep), select)
             else:
-                h = block(h, y, basis, edge_index, select)
+                h = block(h, y, radial, edge_index, select)
             h_iso = block.isolated(h_iso, select)
             b += 1
         atom_energy = (self.readout(h[0]) - self.readout(h_iso[0])).squeeze(-1)
         return self.energy_scale.index_select(0, atom_type) * atom_energy
 
-    def _geometry(self, edge_vec: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Radial basis ``[E, num_bessel]`` and spherical harmonics ``[(l_max+1)^2, E, 1]`` of the edges."""
+    def _geometry(self, edge_vec: torch.Tensor) -> Tuple[Radial, torch.Tensor]:
+        """The radial input of the edges (:data:`Radial`) and their spherical harmonics ``[(l_max+1)^2, E, 1]``."""
         r = torch.linalg.vector_norm(edge_vec, dim=1)
+        y = self.sh(edge_vec).t().unsqueeze(-1)
+        if self.memo_radial and not self.training:
+            # every distinct length once (the two directions of a pair have the same length, bit for bit)
+            lengths, inverse = torch.ops.mdpot.distinct(r.detach())
+            b, db = self.basis.value_and_derivative(lengths)
+            u, du = self.cutoff.value_and_derivative(lengths)
+            basis = (b * u.unsqueeze(-1)).detach()
+            d_basis = (db * u.unsqueeze(-1) + b * du.unsqueeze(-1)).detach()
+            return (r, inverse, basis, d_basis, True), y
         # the envelope on the basis: with a bias-free radial MLP every path weight vanishes smoothly at r_max
         basis = self.basis(r) * self.cutoff(r).unsqueeze(-1)
-        y = self.sh(edge_vec).t().unsqueeze(-1)
-        return basis, y
+        empty = r.new_zeros((0,), dtype=torch.long)
+        return (r, empty, basis, basis.new_zeros((0, basis.shape[1])), False), y
 
     # ------------------------------------------------------------------------------------------------------
     # Block by block, for engines that exchange node features between ranks (docs/message_passing_exchange.md).
@@ -244,13 +272,13 @@ class NequIP(nn.Module):
         ``x``), ``centre_type [C]``. Returns the centres' state ``[C, S_{b+1}]`` and mixed input of the next
         block ``[C, W_{b+1}]`` (``[C, 0]`` after the last block)."""
         n_centres = centre_type.shape[0]
-        basis, y = self._geometry(edge_vec)
+        radial, y = self._geometry(edge_vec)
         select = torch.arange(n_centres, device=centre_type.device) * self.num_types + centre_type
         h_next = state
         for k, block in enumerate(self.blocks):
             if k == b:
                 h = _planes(state, block.in_dim, self.u)
-                h_next = block.convolve(h, _planes(x, block.x_dim, self.u), y, basis, edge_index, select)
+                h_next = block.convolve(h, _planes(x, block.x_dim, self.u), y, radial, edge_index, select)
         x_next = h_next.new_zeros((0, n_centres, self.u))
         for k, block in enumerate(self.blocks):
             if k == b + 1:
@@ -272,6 +300,14 @@ class NequIP(nn.Module):
         h = state.reshape(n, 1, self.u).permute(1, 0, 2)
         atom_energy = (self.readout(h[0]) - self.readout(h_iso[0])).squeeze(-1)
         return self.energy_scale.index_select(0, atom_type) * atom_energy
+
+
+def _radial_edges(radial: Radial, keep: torch.Tensor) -> Radial:
+    """``radial`` for the edges ``keep`` only."""
+    r, inverse, basis, d_basis, shared = radial
+    if shared:
+        return r.index_select(0, keep), inverse.index_select(0, keep), basis, d_basis, True
+    return r.index_select(0, keep), inverse, basis.index_select(0, keep), d_basis, False
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:

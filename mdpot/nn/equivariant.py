@@ -170,6 +170,25 @@ class ChannelwiseTensorProduct(nn.Module):
         ws = list(torch.split(w, u, dim=1))
         return self.scatter_weighted(xs, y.unbind(0), ws, centre, num_targets)
 
+    def convolve_shared(self, x: torch.Tensor, y: torch.Tensor, r: torch.Tensor, w: torch.Tensor, dw: torch.Tensor,
+                        row: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor, num_targets: int) -> torch.Tensor:
+        """:meth:`convolve` with weights that depend on the edge length only, evaluated once per distinct length:
+        edge ``e`` takes row ``row[e]`` of the table ``w [Q, num_paths * U]``, and ``dw [Q, num_paths * U]`` is its
+        derivative w.r.t. the length. Differentiable (first order) w.r.t. ``x``, ``y`` and the edge lengths
+        ``r [E]`` (whose values are not read: ``w`` and ``dw`` hold them); the table itself takes no gradient (a
+        deployed model's radial network). Fused, ``mdpot::tp_scatter_shared`` reads the table in place; the
+        reference expands it to the edges, ``w[row] + (r - r.detach()) * dw[row]``."""
+        u = x.shape[2]
+        if self.fused:
+            wp = w.reshape(w.shape[0], self.num_paths, u).permute(1, 0, 2)
+            dwp = dw.reshape(dw.shape[0], self.num_paths, u).permute(1, 0, 2)
+            return torch.ops.mdpot.tp_scatter_shared(x, y, r, wp, dwp, row, centre, neighbour, num_targets,
+                                                     self.term_ptr, self.term_i, self.term_j, self.term_c,
+                                                     self.comp_path, self.unit_scalar_y)
+        # the second term is zero; its gradient w.r.t. r is dw at each edge's length
+        w_edges = w.index_select(0, row) + (r - r.detach()).unsqueeze(1) * dw.index_select(0, row)
+        return self.convolve(x, y, w_edges, centre, neighbour, num_targets)
+
     def gather_product(self, x: torch.Tensor, env: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         """``self(x, env.index_select(1, centre))``: ``x [D1, E, U]`` with the per-centre ``env [D2, C, U]``
         taken at each edge's centre (``centre [E]`` int64). Fused, ``mdpot::tp_gather`` reads ``env`` in place."""

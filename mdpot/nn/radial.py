@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Tuple
+
 import torch
 from torch import nn
 
@@ -45,6 +47,14 @@ class BesselBasis(nn.Module):
         r = r.unsqueeze(-1)
         return self.prefactor * torch.sin(self.freqs * r) / r
 
+    def value_and_derivative(self, r: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The basis ``[E, num_basis]`` and its derivative with respect to ``r`` (1/Å), same shape."""
+        r = r.unsqueeze(-1)
+        arg = self.freqs * r
+        sin = torch.sin(arg)
+        value = self.prefactor * sin / r
+        return value, (self.prefactor * self.freqs * torch.cos(arg) - value) / r
+
 
 class PolynomialCutoff(nn.Module):
     r"""Smooth envelope :math:`u(r)` that is 1 at r=0 and reaches 0 at ``r_max`` with ``p`` continuous
@@ -68,3 +78,14 @@ class PolynomialCutoff(nn.Module):
         xp = torch.pow(x, p)
         u = 1.0 - 0.5 * (p + 1.0) * (p + 2.0) * xp + p * (p + 2.0) * xp * x - 0.5 * p * (p + 1.0) * xp * x * x
         return u * (x < 1.0).to(u.dtype)
+
+    def value_and_derivative(self, r: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The envelope ``[E]`` and its derivative with respect to ``r`` (1/Å), ``[E]``."""
+        p = self.p
+        x = r * self.inv_r_max
+        inside = (x < 1.0).to(r.dtype)
+        xm = torch.pow(x, p - 1.0)
+        xp = torch.pow(x, p)
+        u = 1.0 - 0.5 * (p + 1.0) * (p + 2.0) * xp + p * (p + 2.0) * xp * x - 0.5 * p * (p + 1.0) * xp * x * x
+        du = 0.5 * p * (p + 1.0) * (p + 2.0) * (-xm + 2.0 * xp - xp * x) * self.inv_r_max
+        return u * inside, du * inside

@@ -36,7 +36,7 @@ __all__ = ["KERNELS", "OpsUnavailableError", "load_ops", "ops_loaded", "ops_libr
 #: The implementations a model's tensor products can use: ``"reference"`` (pure torch, differentiable twice,
 #: what training uses) and ``"fused"`` (the C++ operators of this module).
 KERNELS = ("reference", "fused")
-_OPS = ("tp_scatter", "tp_gather")
+_OPS = ("tp_scatter", "tp_scatter_shared", "tp_gather")
 
 
 class OpsUnavailableError(RuntimeError):
@@ -125,6 +125,16 @@ def _register_fakes() -> None:
                              output_mask):
         return grads((x, y, w), output_mask)
 
+    @torch.library.register_fake("mdpot::tp_scatter_shared")
+    def _tp_scatter_shared(x, y, r, w, dw, row, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c,
+                           comp_path, unit_y):
+        return x.new_empty((len(term_ptr) - 1, num_targets, x.shape[2]))
+
+    @torch.library.register_fake("mdpot::tp_scatter_shared_backward")
+    def _tp_scatter_shared_backward(grad_out, x, y, w, dw, row, centre, neighbour, term_ptr, term_i, term_j, term_c,
+                                    comp_path, unit_y, output_mask):
+        return grads((x, y, x.new_empty(row.shape)), output_mask)
+
     @torch.library.register_fake("mdpot::tp_gather")
     def _tp_gather(x, env, centre, term_ptr, term_i, term_j, term_c):
         return x.new_empty((len(term_ptr) - 1, x.shape[1], x.shape[2]))
@@ -136,10 +146,14 @@ def _register_fakes() -> None:
     _FAKES_REGISTERED = True
 
 
-def set_kernels(model: nn.Module, kernels: str) -> int:
+def set_kernels(model: nn.Module, kernels: str, shared_radial: bool = True) -> int:
     """Make every :class:`~mdpot.nn.ChannelwiseTensorProduct` of ``model`` use ``kernels`` (``"fused"`` or
     ``"reference"``), in place; returns how many there are. ``"fused"`` loads the operators first
-    (:func:`load_ops`). Set it before ``torch.jit.script``: a scripted model keeps the kernels it was scripted with."""
+    (:func:`load_ops`). Set it before ``torch.jit.script``: a scripted model keeps the kernels it was scripted with.
+
+    With ``"fused"`` and ``shared_radial``, a NequIP model in eval mode also evaluates its radial networks once per
+    distinct edge length (``mdpot::distinct``, ``mdpot::tp_scatter_shared``; format version 8); committee files
+    and AOTInductor packages keep the per-edge networks (``shared_radial=False``)."""
     from ..nn.equivariant import ChannelwiseTensorProduct
 
     if kernels not in KERNELS:
@@ -151,6 +165,8 @@ def set_kernels(model: nn.Module, kernels: str) -> int:
         if isinstance(module, ChannelwiseTensorProduct):
             module.fused = kernels == "fused"
             count += 1
+        if hasattr(module, "memo_radial"):
+            module.memo_radial = kernels == "fused" and shared_radial
     return count
 
 

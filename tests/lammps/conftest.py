@@ -62,7 +62,7 @@ def models(arch, tmp_path_factory) -> Dict[str, Path]:
 @pytest.fixture(scope="session")
 def reference_model(arch, tmp_path_factory) -> Path:
     """The model of ``models`` deployed in float64 with the reference (pure-torch) kernels, the file of format
-    version 2 that tests edit by hand (``models`` holds the default, fused-kernel files of version 5)."""
+    version 2 that tests edit by hand (``models`` holds the default, fused-kernel files of version 8)."""
     from mdpot.deploy import deploy_model
     from mdpot.testing import small_model
 
@@ -74,7 +74,7 @@ def reference_model(arch, tmp_path_factory) -> Path:
 def repulsion_models(tmp_path_factory) -> Dict[str, Path]:
     """architecture -> the small real model (Cu, Au) with the ZBL repulsion (``repulsion: zbl``, default radii),
     deployed in float64 with the reference kernels: NequIP as format version 4 (the pair term in its block
-    interface), Allegro as 2 (with the default, fused kernels both would be version 5)."""
+    interface), Allegro as 2 (with the default, fused kernels both would be version 8)."""
     from mdpot.deploy import deploy_model
     from mdpot.testing import small_model
 

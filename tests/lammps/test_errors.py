@@ -56,12 +56,12 @@ CASES = {
     "missing_metadata_keys": (dict(pair="pair_style mdpot\npair_coeff * * {nometa} Cu Au"),
                               "pair mdpot: '{nometa}' is not an mdpot model: missing metadata keys: r_max, provenance"),
     "unknown_format_version": (dict(pair="pair_style mdpot\npair_coeff * * {v99} Cu Au"),
-                               "pair mdpot: '{v99}' has mdpot_format_version '99', this build reads versions 1, 2, 4, 5, 7 of "
+                               "pair mdpot: '{v99}' has mdpot_format_version '99', this build reads versions 1, 2, 4, 5, 7, 8 of "
                                "TorchScript files and 3, 6 of AOTInductor packages"),
     # a file whose code calls the fused operators: refused by its version before torch reads that code
     "unknown_format_version_fused": (dict(pair="pair_style mdpot\npair_coeff * * {v99_fused} Cu Au"),
                                      "pair mdpot: '{v99_fused}' has mdpot_format_version '99', this build reads versions "
-                                     "1, 2, 4, 5, 7 of TorchScript files and 3, 6 of AOTInductor packages"),
+                                     "1, 2, 4, 5, 7, 8 of TorchScript files and 3, 6 of AOTInductor packages"),
     "edited_weights": (dict(pair="pair_style mdpot\npair_coeff * * {edited} Cu Au"),
                        "pair mdpot: '{edited}': weights do not match the digest recorded at deploy"),
     "bad_device": (dict(pair="pair_style mdpot device gpu"), "pair mdpot: device must be cpu, cuda or auto, got 'gpu'"),

@@ -1,6 +1,7 @@
-"""Files deployed with ``--kernels fused`` (format version 5, docs/contract.md "Fused kernels") in LAMMPS: the same
+"""Files deployed with ``--kernels fused`` (format version 8, docs/contract.md "Fused kernels") in LAMMPS: the same
 numbers as the reference file through the ASE calculator, on 2 ranks, NequIP in ``message_passing exchange`` and
-``ghosts`` mode (the block methods call the fused operators too) and Allegro; and the C++ loader's one line when
+``ghosts`` mode (the block methods call the fused operators too, with the radial networks shared per distinct edge
+length) and Allegro; a version-5 fused file written by an earlier mdpot; and the C++ loader's one line when
 ``libmdpot_ops.so`` cannot be loaded."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mdpot.lammps.run import write_data
 from mdpot.testing import alloy
 
 TOL = 1e-10  # float64, relative (row 15)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,28 @@ def test_fused_file_in_lammps_matches_reference(plugin, files, lammps, tmp_path,
         want = reference(atoms_from_frame(got["frame"], ELEMENTS), "float64")
         assert np.abs(want["forces"]).max() > 1e-2, "forces vanish, the comparison would be vacuous"
         assert_results_close(got, want, TOL, f"{arch} fused {mode or 'local'} np2 vs reference file in ASE")
+
+
+def test_version5_fused_file_still_runs(plugin, lammps, tmp_path):
+    """The shipped NequIP deployed with the fused kernels by the mdpot of stop 23 (format version 5, per-edge radial
+    networks) loads in LAMMPS, runs on 2 ranks in ``exchange`` mode, and gives the numbers of the same checkpoint
+    deployed now (version 8, radial networks shared per distinct length) through the ASE calculator."""
+    from mdpot.deploy import deploy_checkpoint, load_model
+    from mdpot.testing import fcc
+
+    legacy = REPO / "tests" / "data" / "legacy_models" / "nequip-cu-emt-fused-v5.pt"
+    meta = load_model(legacy).metadata
+    assert (meta["mdpot_format_version"], meta["kernels"]) == (5, "fused")
+    now = deploy_checkpoint(REPO / "examples" / "models" / "nequip-cu-emt" / "model.ckpt", tmp_path / "now.pt")
+    assert now.metadata["mdpot_format_version"] == 8
+    atoms = fcc("Cu", (3, 3, 3), a=3.61, rattle=0.05, seed=3)
+    box = write_data(tmp_path / "cu.data", atoms, ["Cu"])
+    lammps(block("run", "cu.data", box.boundary, f"pair_coeff * * {legacy} Cu",
+                 pair_style="mdpot message_passing exchange"), tmp_path, nprocs=2)
+    got = read_block(tmp_path, "run")
+    want = Reference({"float64": now.path})(atoms_from_frame(got["frame"], ["Cu"]), "float64")
+    assert np.abs(want["forces"]).max() > 1e-2
+    assert_results_close(got, want, TOL, "version-5 fused file np2 exchange vs version 8 in ASE")
 
 
 def test_runner_without_ops_library_refuses_in_one_line(plugin, files, tmp_path):

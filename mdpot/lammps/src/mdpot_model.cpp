@@ -168,6 +168,23 @@ bool package_version(int version)
   return version == contract::AOTI_FORMAT_VERSION || version == contract::AOTI_FUSED_FORMAT_VERSION;
 }
 
+// The versions of files calling the fused operators: TorchScript files (`package` false), or packages.
+std::vector<std::string> fused_versions(bool package)
+{
+  if (package) return {std::to_string(contract::AOTI_FUSED_FORMAT_VERSION)};
+  std::vector<std::string> out;
+  for (int k = 0; k < contract::TORCHSCRIPT_FUSED_FORMAT_VERSIONS_COUNT; ++k)
+    out.push_back(std::to_string(contract::TORCHSCRIPT_FUSED_FORMAT_VERSIONS[k]));
+  return out;
+}
+
+bool fused_version(int version, bool package)
+{
+  for (const std::string &v : fused_versions(package))
+    if (v == std::to_string(version)) return true;
+  return false;
+}
+
 // The readable versions a TorchScript file may have (`package` false), or a package.
 std::vector<std::string> readable_versions(bool package)
 {
@@ -290,7 +307,7 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
   m.torch_version = raw[c::KEY_TORCH_VERSION];
   m.mdpot_version = raw[c::KEY_MDPOT_VERSION];
   m.weights_sha256 = raw[c::KEY_WEIGHTS_SHA256];
-  // optional (absent: reference); fused exactly in the files of FUSED_FORMAT_VERSION (TorchScript) and
+  // optional (absent: reference); fused exactly in the files of TORCHSCRIPT_FUSED_FORMAT_VERSIONS and
   // AOTI_FUSED_FORMAT_VERSION (packages)
   const std::string kernels = raw[c::KEY_KERNELS];
   if (!kernels.empty()) {
@@ -299,12 +316,11 @@ Metadata decode(std::map<std::string, std::string> raw, const std::string &path,
                   quoted_list(c::KERNELS, c::KERNELS_COUNT));
     m.kernels = kernels;
   }
-  const int fused_version = package ? c::AOTI_FUSED_FORMAT_VERSION : c::FUSED_FORMAT_VERSION;
   // a committee file (version 7) holds members with either kernels
-  if (m.format_version != c::COMMITTEE_FORMAT_VERSION && (m.kernels == "fused") != (m.format_version == fused_version))
+  if (m.format_version != c::COMMITTEE_FORMAT_VERSION && (m.kernels == "fused") != fused_version(m.format_version, package))
     throw Error("'" + path + "': metadata " + c::KEY_KERNELS + " '" + m.kernels + "' with " + c::KEY_FORMAT_VERSION +
                 " " + std::to_string(m.format_version) + " (" + (package ? "packages" : "files") +
-                " calling the fused kernels are version " + std::to_string(fused_version) +
+                " calling the fused kernels are version " + join(fused_versions(package), " or ") +
                 ", and only they); deploy it again");
   // optional (absent in files deployed before it existed); a present value must be a positive float
   const std::string &per_edge = raw[c::KEY_BYTES_PER_EDGE];
@@ -907,7 +923,8 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
       auto [data, n] = reader->getRecord(version_record);
       const std::string version(static_cast<const char *>(data.get()), n);
       if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
-      if (version == std::to_string(contract::FUSED_FORMAT_VERSION)) load_fused_kernels(path);
+      if (full_match(version, contract::INTEGER_PATTERN) && fused_version(digits_value(version), false))
+        load_fused_kernels(path);
       // a committee file's members call the fused operators when its kernels record says so
       const std::string kernels_record = std::string("extra/") + contract::KEY_KERNELS;
       if (version == std::to_string(contract::COMMITTEE_FORMAT_VERSION) && reader->hasRecord(kernels_record)) {

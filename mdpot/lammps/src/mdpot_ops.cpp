@@ -9,6 +9,11 @@
      neighbour's features gathered inside the kernel: no [D, E, U] temporary exists.
    - mdpot::tp_gather: Allegro's product with the centre's environment, out[k, e, u] =
      sum_t c_t x[i_t, e, u] env[j_t, centre[e], u], the gather of env fused.
+   - mdpot::tp_scatter_shared: tp_scatter whose weights depend on the edge length only: edge e reads row row[e]
+     of a table w [P, Q, U] of the Q distinct lengths (NequIP's radial network evaluated once per length), and its
+     backward gives the edge lengths r [E] their gradient through dw = dw/dr, the table's derivative.
+   - mdpot::distinct: the distinct values of a float tensor, bit for bit, in order of first occurrence, with every
+     entry's index (a hash table, no sort).
 
    Each has its backward as a separate operator (one pass over the edges, recomputing the per-edge products
    instead of storing them), and a C++ autograd function under the Autograd key, so first-order gradients
@@ -176,6 +181,33 @@ inline void component(const Terms &tt, int64_t k, const View<const T> &x, int64_
   }
 }
 
+// sum over u of a[u] b[u] (times c[u]): eight independent partial sums, so the loop vectorises and does not wait
+// on one chain of dependent additions (a plain `s += ...` loop runs at one addition per FP-add latency)
+template <typename T> inline T sum8(const T *part)
+{
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+template <typename T> inline T dot(const T *a, const T *b, int64_t U)
+{
+  T part[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+  int64_t u = 0;
+  for (; u + 8 <= U; u += 8)
+    for (int l = 0; l < 8; ++l) part[l] += a[u + l] * b[u + l];
+  for (; u < U; ++u) part[0] += a[u] * b[u];
+  return sum8(part);
+}
+
+template <typename T> inline T dot(const T *a, const T *b, const T *c, int64_t U)
+{
+  T part[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+  int64_t u = 0;
+  for (; u + 8 <= U; u += 8)
+    for (int l = 0; l < 8; ++l) part[l] += a[u + l] * b[u + l] * c[u + l];
+  for (; u < U; ++u) part[0] += a[u] * b[u] * c[u];
+  return sum8(part);
+}
+
 // d(acc_k)/d(x, y) applied to ga [U]: gx[i] += c y ga, gy[j] += c x ga (summed over u when y is broadcast)
 template <typename T>
 inline void component_backward(const Terms &tt, int64_t k, const View<const T> &x, int64_t xm, const View<const T> &y,
@@ -200,9 +232,7 @@ inline void component_backward(const Terms &tt, int64_t k, const View<const T> &
     if (gy_base && !tt.unit[t]) {
       T *g = gy_base + tt.j[t] * gy_s0;
       if (y_bcast) {
-        T s = T(0);
-        for (int64_t u = 0; u < U; ++u) s += xr[u] * ga[u];
-        g[0] += c * s;
+        g[0] += c * dot<T>(xr, ga, U);
       } else {
         for (int64_t u = 0; u < U; ++u) g[u] += c * xr[u] * ga[u];
       }
@@ -211,6 +241,25 @@ inline void component_backward(const Terms &tt, int64_t k, const View<const T> &
 }
 
 constexpr int64_t GRAIN = 8;    // centres per task
+
+// A shared table's rows are read in random order: ask for the rows of an edge a few edges ahead, so that their
+// cache misses overlap with this edge's arithmetic.
+constexpr int64_t PREFETCH_AHEAD = 4;
+
+template <typename T> inline void prefetch_row(const T *row, int64_t n)
+{
+  for (int64_t off = 0; off < n; off += static_cast<int64_t>(64 / sizeof(T))) __builtin_prefetch(row + off);
+}
+
+template <typename T>
+inline void prefetch_table(const int64_t *wr_of, const ByCentre &g, int64_t q, int64_t q_end, const View<const T> &w,
+                           const View<const T> *dw, int64_t row_len)
+{
+  if (!wr_of || q + PREFETCH_AHEAD >= q_end) return;
+  const int64_t r = wr_of[g.edge(q + PREFETCH_AHEAD)];
+  prefetch_row(w.row(0, r), row_len);
+  if (dw) prefetch_row(dw->row(0, r), row_len);
+}
 
 // Per-thread accumulators for a scatter whose targets threads share: thread 0 writes into `out`, the others
 // into zeroed copies that finish() adds in thread order (deterministic for a given thread count).
@@ -233,10 +282,12 @@ struct ThreadBuffers {
 
 const char *SCATTER = "mdpot::tp_scatter";
 
-Tensor tp_scatter_cpu(const Tensor &x_, const Tensor &y_, const Tensor &w_, const Tensor &centre_,
-                      const Tensor &neighbour_, int64_t num_targets, Ints term_ptr, Ints term_i, Ints term_j,
-                      Reals term_c, Ints comp_path, bool unit_y)
+// The weights of edge e are row wrow[e] of w (shared: one row per distinct edge length) or row e (wrow empty).
+Tensor scatter_forward(const char *op, const Tensor &x_, const Tensor &y_, const Tensor &w_, const Tensor *wrow_,
+                       const Tensor &centre_, const Tensor &neighbour_, int64_t num_targets, Ints term_ptr, Ints term_i,
+                       Ints term_j, Reals term_c, Ints comp_path, bool unit_y)
 {
+  const char *SCATTER = op;
   const Tensor x = planes(x_, SCATTER, "x"), y = planes(y_, SCATTER, "y"), w = planes(w_, SCATTER, "w");
   TORCH_CHECK(num_targets >= 0, SCATTER, ": num_targets must be >= 0, got ", num_targets);
   const int64_t N = x.size(1), U = x.size(2), E = y.size(1);
@@ -244,10 +295,13 @@ Tensor tp_scatter_cpu(const Tensor &x_, const Tensor &y_, const Tensor &w_, cons
               ": x, y and w must have one dtype, got ", x.scalar_type(), ", ", y.scalar_type(), ", ", w.scalar_type());
   TORCH_CHECK(y.size(2) == U || y.size(2) == 1, SCATTER, ": y must be [D2, E, ", U, " or 1], got ", y.sizes());
   const Terms tt = read_terms(SCATTER, term_ptr, term_i, term_j, term_c, &comp_path, unit_y, x.size(0), y.size(0));
-  TORCH_CHECK(w.size(0) == tt.n_paths && w.size(1) == E && w.size(2) == U, SCATTER, ": w must be [", tt.n_paths,
-              ", ", E, ", ", U, "], got ", w.sizes());
+  const int64_t W = wrow_ ? w.size(1) : E;
+  TORCH_CHECK(w.size(0) == tt.n_paths && w.size(1) == W && w.size(2) == U, SCATTER, ": w must be [", tt.n_paths,
+              ", ", W, ", ", U, "], got ", w.sizes());
   const Tensor centre = index(centre_, E, num_targets, SCATTER, "centre");
   const Tensor neighbour = index(neighbour_, E, N, SCATTER, "neighbour");
+  const Tensor wrow = wrow_ ? index(*wrow_, E, W, SCATTER, "row") : Tensor();
+  const int64_t *wr_of = wrow_ ? wrow.data_ptr<int64_t>() : nullptr;
   Tensor out = at::zeros({tt.d_out, num_targets, U}, x.options());
   if (E == 0 || U == 0) return out;
   const ByCentre g = group_by_centre(centre.data_ptr<int64_t>(), E, num_targets);
@@ -263,10 +317,11 @@ Tensor tp_scatter_cpu(const Tensor &x_, const Tensor &y_, const Tensor &w_, cons
         if (g.ptr[c] == g.ptr[c + 1]) continue;
         std::fill(sum.begin(), sum.end(), scalar_t(0));
         for (int64_t q = g.ptr[c]; q < g.ptr[c + 1]; ++q) {
-          const int64_t e = g.edge(q), n = nb[e];
+          const int64_t e = g.edge(q), n = nb[e], we = wr_of ? wr_of[e] : e;
+          prefetch_table<scalar_t>(wr_of, g, q, g.ptr[c + 1], wv, nullptr, tt.n_paths * U);
           for (int64_t k = 0; k < tt.d_out; ++k) {
             component(tt, k, xv, n, yv, e, y_bcast, acc.data(), U);
-            const scalar_t *wr = wv.row(tt.path[k], e);
+            const scalar_t *wr = wv.row(tt.path[k], we);
             scalar_t *s = sum.data() + k * U;
             for (int64_t u = 0; u < U; ++u) s[u] += acc[u] * wr[u];
           }
@@ -279,13 +334,37 @@ Tensor tp_scatter_cpu(const Tensor &x_, const Tensor &y_, const Tensor &w_, cons
   return out;
 }
 
-std::tuple<Tensor, Tensor, Tensor> tp_scatter_backward_cpu(
-    const Tensor &grad_out_, const Tensor &x_, const Tensor &y_, const Tensor &w_, const Tensor &centre_,
-    const Tensor &neighbour_, Ints term_ptr, Ints term_i, Ints term_j, Reals term_c, Ints comp_path, bool unit_y,
-    std::array<bool, 3> mask)
+Tensor tp_scatter_cpu(const Tensor &x, const Tensor &y, const Tensor &w, const Tensor &centre, const Tensor &neighbour,
+                      int64_t num_targets, Ints term_ptr, Ints term_i, Ints term_j, Reals term_c, Ints comp_path,
+                      bool unit_y)
 {
-  const char *op = "mdpot::tp_scatter_backward";
+  return scatter_forward(SCATTER, x, y, w, nullptr, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c,
+                         comp_path, unit_y);
+}
+
+// tp_scatter with a shared radial table: w [P, Q, U] holds the weights of the Q distinct edge lengths and row [E]
+// maps each edge to its length. r [E] (the edge lengths) is read by the backward only, through dw = dw/dr [P, Q, U].
+const char *SHARED = "mdpot::tp_scatter_shared";
+
+Tensor tp_scatter_shared_cpu(const Tensor &x, const Tensor &y, const Tensor &r, const Tensor &w, const Tensor &dw,
+                             const Tensor &row, const Tensor &centre, const Tensor &neighbour, int64_t num_targets,
+                             Ints term_ptr, Ints term_i, Ints term_j, Reals term_c, Ints comp_path, bool unit_y)
+{
+  TORCH_CHECK(r.dim() == 1 && r.size(0) == y.size(1), SHARED, ": r must be [", y.size(1), "], got ", r.sizes());
+  TORCH_CHECK(dw.sizes() == w.sizes(), SHARED, ": dw must have w's shape ", w.sizes(), ", got ", dw.sizes());
+  return scatter_forward(SHARED, x, y, w, &row, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c,
+                         comp_path, unit_y);
+}
+
+// Gradients w.r.t. (x, y, w) of tp_scatter, or w.r.t. (x, y, r) of tp_scatter_shared (wrow_ and dw_ given):
+// there the third is dE/dr[e] = sum over components and channels of grad * product * dw[path, wrow[e]].
+std::tuple<Tensor, Tensor, Tensor> scatter_backward(
+    const char *op, const Tensor &grad_out_, const Tensor &x_, const Tensor &y_, const Tensor &w_, const Tensor *dw_,
+    const Tensor *wrow_, const Tensor &centre_, const Tensor &neighbour_, Ints term_ptr, Ints term_i, Ints term_j,
+    Reals term_c, Ints comp_path, bool unit_y, std::array<bool, 3> mask)
+{
   const Tensor x = planes(x_, op, "x"), y = planes(y_, op, "y"), w = planes(w_, op, "w");
+  const Tensor dw = dw_ ? planes(*dw_, op, "dw") : Tensor();
   const Tensor go = planes(grad_out_, op, "grad_out");
   const int64_t N = x.size(1), U = x.size(2), E = y.size(1), T = go.size(1);
   const Terms tt = read_terms(op, term_ptr, term_i, term_j, term_c, &comp_path, unit_y, x.size(0), y.size(0));
@@ -293,33 +372,49 @@ std::tuple<Tensor, Tensor, Tensor> tp_scatter_backward_cpu(
               ": grad_out must be [", tt.d_out, ", T, ", U, "] of x's dtype, got ", go.sizes());
   const Tensor centre = index(centre_, E, T, op, "centre");
   const Tensor neighbour = index(neighbour_, E, N, op, "neighbour");
+  const bool shared = wrow_ != nullptr;
+  const int64_t W = shared ? w.size(1) : E;
+  TORCH_CHECK(w.size(0) == tt.n_paths && w.size(1) == W && w.size(2) == U && w.scalar_type() == x.scalar_type() &&
+                  (!shared || (dw.sizes() == w.sizes() && dw.scalar_type() == x.scalar_type())),
+              op, ": w (and dw) must be [", tt.n_paths, ", ", W, ", ", U,
+              "] of x's dtype, got ", w.sizes());
+  const Tensor wrow = shared ? index(*wrow_, E, W, op, "row") : Tensor();
+  const int64_t *wr_of = shared ? wrow.data_ptr<int64_t>() : nullptr;
   Tensor gx = mask[0] ? at::zeros_like(x) : at::empty({0}, x.options());
   Tensor gy = mask[1] ? at::zeros_like(y) : at::empty({0}, x.options());
-  Tensor gw = mask[2] ? at::zeros_like(w) : at::empty({0}, x.options());
+  Tensor gw = !mask[2] ? at::empty({0}, x.options()) : shared ? at::zeros({E}, x.options()) : at::zeros_like(w);
   if (E == 0 || U == 0 || !(mask[0] || mask[1] || mask[2])) return {gx, gy, gw};
   const ByCentre g = group_by_centre(centre.data_ptr<int64_t>(), E, T);
   const bool y_bcast = y.size(2) == 1 && U > 1;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tp_scatter_backward", [&] {
     const View<const scalar_t> xv = view_of<const scalar_t>(x), yv = view_of<const scalar_t>(y),
                                wv = view_of<const scalar_t>(w), gov = view_of<const scalar_t>(go);
+    const View<const scalar_t> dwv = shared ? view_of<const scalar_t>(dw) : View<const scalar_t>{nullptr, 0, 0};
+    scalar_t *gr_of = shared && mask[2] ? gw.data_ptr<scalar_t>() : nullptr;
     const int64_t *nb = neighbour.data_ptr<int64_t>();
     std::optional<ThreadBuffers> gxb;
     if (mask[0]) gxb.emplace(gx);
     const View<scalar_t> gyv = mask[1] ? view_of<scalar_t>(gy) : View<scalar_t>{nullptr, 0, 0};
-    const View<scalar_t> gwv = mask[2] ? view_of<scalar_t>(gw) : View<scalar_t>{nullptr, 0, 0};
+    const View<scalar_t> gwv = mask[2] && !shared ? view_of<scalar_t>(gw) : View<scalar_t>{nullptr, 0, 0};
     at::parallel_for(0, T, GRAIN, [&](int64_t c0, int64_t c1) {
       std::vector<scalar_t> acc(U), ga(U);
       const View<scalar_t> gxv = mask[0] ? view_of<scalar_t>(gxb->of(at::get_thread_num())) : View<scalar_t>{nullptr, 0, 0};
       for (int64_t c = c0; c < c1; ++c) {
         for (int64_t q = g.ptr[c]; q < g.ptr[c + 1]; ++q) {
-          const int64_t e = g.edge(q), n = nb[e];
+          const int64_t e = g.edge(q), n = nb[e], we = wr_of ? wr_of[e] : e;
+          prefetch_table<scalar_t>(wr_of, g, q, g.ptr[c + 1], wv, shared ? &dwv : nullptr, tt.n_paths * U);
+          scalar_t g_r = scalar_t(0);
           for (int64_t k = 0; k < tt.d_out; ++k) {
             const scalar_t *gr = gov.row(k, c);
-            const scalar_t *wr = wv.row(tt.path[k], e);
+            const scalar_t *wr = wv.row(tt.path[k], we);
             if (mask[2]) {
               component(tt, k, xv, n, yv, e, y_bcast, acc.data(), U);
-              scalar_t *gwr = gwv.row(tt.path[k], e);
-              for (int64_t u = 0; u < U; ++u) gwr[u] += gr[u] * acc[u];
+              if (shared) {
+                g_r += dot<scalar_t>(gr, acc.data(), dwv.row(tt.path[k], we), U);
+              } else {
+                scalar_t *gwr = gwv.row(tt.path[k], e);
+                for (int64_t u = 0; u < U; ++u) gwr[u] += gr[u] * acc[u];
+              }
             }
             if (mask[0] || mask[1]) {
               for (int64_t u = 0; u < U; ++u) ga[u] = gr[u] * wr[u];
@@ -327,12 +422,31 @@ std::tuple<Tensor, Tensor, Tensor> tp_scatter_backward_cpu(
                                  gxv.s0, mask[1] ? gyv.row(0, e) : nullptr, gyv.s0, U);
             }
           }
+          if (gr_of) gr_of[e] = g_r;
         }
       }
     });
     if (mask[0]) gxb->finish();
   });
   return {gx, gy, gw};
+}
+
+std::tuple<Tensor, Tensor, Tensor> tp_scatter_backward_cpu(
+    const Tensor &grad_out, const Tensor &x, const Tensor &y, const Tensor &w, const Tensor &centre,
+    const Tensor &neighbour, Ints term_ptr, Ints term_i, Ints term_j, Reals term_c, Ints comp_path, bool unit_y,
+    std::array<bool, 3> mask)
+{
+  return scatter_backward("mdpot::tp_scatter_backward", grad_out, x, y, w, nullptr, nullptr, centre, neighbour,
+                          term_ptr, term_i, term_j, term_c, comp_path, unit_y, mask);
+}
+
+std::tuple<Tensor, Tensor, Tensor> tp_scatter_shared_backward_cpu(
+    const Tensor &grad_out, const Tensor &x, const Tensor &y, const Tensor &w, const Tensor &dw, const Tensor &row,
+    const Tensor &centre, const Tensor &neighbour, Ints term_ptr, Ints term_i, Ints term_j, Reals term_c,
+    Ints comp_path, bool unit_y, std::array<bool, 3> mask)
+{
+  return scatter_backward("mdpot::tp_scatter_shared_backward", grad_out, x, y, w, &dw, &row, centre, neighbour,
+                          term_ptr, term_i, term_j, term_c, comp_path, unit_y, mask);
 }
 
 // -------------------------------------------------------------------------------------------- tp_gather
@@ -397,6 +511,65 @@ std::tuple<Tensor, Tensor> tp_gather_backward_cpu(const Tensor &grad_out_, const
   return {gx, genv};
 }
 
+// ----------------------------------------------------------------------------------------- distinct
+
+// The distinct values of a 1-D float tensor, bit for bit, in order of first occurrence, and for every entry the
+// index of its value: values[inverse] == v exactly. One pass with an open-addressing hash table on the bit
+// patterns (no sort); a function evaluated once per distinct value and expanded through `inverse` gives every
+// entry exactly what evaluating it there would. First-occurrence order keeps the rows that neighbouring entries
+// read close together in memory.
+const char *DISTINCT = "mdpot::distinct";
+
+template <typename Bits> void distinct_bits(const Bits *v, int64_t n, std::vector<int64_t> &first, int64_t *inverse)
+{
+  int shift = 64;
+  uint64_t cap = 1;
+  while (cap < static_cast<uint64_t>(2 * n + 2)) {
+    cap <<= 1;
+    --shift;
+  }
+  std::vector<int64_t> slot(cap, -1);    // index into `first` of the value stored there
+  const uint64_t mask = cap - 1;
+  for (int64_t e = 0; e < n; ++e) {
+    const Bits b = v[e];
+    uint64_t h = (static_cast<uint64_t>(b) * 0x9E3779B97F4A7C15ull) >> (shift & 63);
+    if (shift == 64) h = 0;
+    while (true) {
+      const int64_t k = slot[h];
+      if (k < 0) {
+        slot[h] = static_cast<int64_t>(first.size());
+        inverse[e] = static_cast<int64_t>(first.size());
+        first.push_back(e);
+        break;
+      }
+      if (v[first[k]] == b) {
+        inverse[e] = k;
+        break;
+      }
+      h = (h + 1) & mask;
+    }
+  }
+}
+
+std::tuple<Tensor, Tensor> distinct_cpu(const Tensor &values_)
+{
+  TORCH_CHECK(values_.dim() == 1 && (values_.scalar_type() == at::kFloat || values_.scalar_type() == at::kDouble),
+              DISTINCT, ": expects a 1-D float32 or float64 tensor, got ", values_.scalar_type(), " of shape ",
+              values_.sizes());
+  check_cpu(DISTINCT, "values", values_);
+  const Tensor values = values_.contiguous();
+  const int64_t n = values.size(0);
+  Tensor inverse = at::empty({n}, values.options().dtype(at::kLong));
+  std::vector<int64_t> first;
+  first.reserve(static_cast<size_t>(n / 2 + 1));
+  if (values.scalar_type() == at::kFloat)
+    distinct_bits(reinterpret_cast<const uint32_t *>(values.data_ptr<float>()), n, first, inverse.data_ptr<int64_t>());
+  else
+    distinct_bits(reinterpret_cast<const uint64_t *>(values.data_ptr<double>()), n, first, inverse.data_ptr<int64_t>());
+  const Tensor index = at::tensor(first, values.options().dtype(at::kLong));
+  return {values.index_select(0, index), inverse};
+}
+
 // ------------------------------------------------------------------------------------------ autograd
 
 const char *NO_DOUBLE_BACKWARD =
@@ -450,6 +623,51 @@ class TpScatter : public torch::autograd::Function<TpScatter> {
   }
 };
 
+// Differentiable w.r.t. x, y and r; the table (w, dw) is a constant of the call (a deployed model's radial MLP,
+// evaluated without gradient), and one that requires a gradient is refused rather than silently given none.
+class TpScatterShared : public torch::autograd::Function<TpScatterShared> {
+ public:
+  static Tensor forward(AutogradContext *ctx, const Tensor &x, const Tensor &y, const Tensor &r, const Tensor &w,
+                        const Tensor &dw, const Tensor &row, const Tensor &centre, const Tensor &neighbour,
+                        c10::SymInt num_targets, Ints term_ptr, Ints term_i, Ints term_j, Reals term_c, Ints comp_path,
+                        bool unit_y)
+  {
+    TORCH_CHECK(!w.requires_grad() && !dw.requires_grad(), SHARED,
+                ": the shared radial table (w, dw) takes no gradient; train with the reference kernels");
+    ctx->save_for_backward({x, y, w, dw, row, centre, neighbour});
+    save_terms(ctx, term_ptr, term_i, term_j, term_c);
+    ctx->saved_data["path"] = comp_path.vec();
+    ctx->saved_data["unit_y"] = unit_y;
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mdpot::tp_scatter_shared", "").typed<Tensor(
+        const Tensor &, const Tensor &, const Tensor &, const Tensor &, const Tensor &, const Tensor &, const Tensor &,
+        const Tensor &, c10::SymInt, Ints, Ints, Ints, Reals, Ints, bool)>();
+    return op.call(x, y, r, w, dw, row, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c, comp_path,
+                   unit_y);
+  }
+
+  static tensor_list backward(AutogradContext *ctx, tensor_list grads)
+  {
+    TORCH_CHECK(!at::GradMode::is_enabled(), SHARED, NO_DOUBLE_BACKWARD);
+    const auto s = ctx->get_saved_variables();
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mdpot::tp_scatter_shared_backward", "")
+                         .typed<decltype(tp_scatter_shared_backward_cpu)>();
+    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)};
+    auto &d = ctx->saved_data;
+    const auto ptr = d["ptr"].toIntVector(), ti = d["i"].toIntVector(), tj = d["j"].toIntVector(),
+               path = d["path"].toIntVector();
+    const auto tc = d["c"].toDoubleVector();
+    auto [gx, gy, gr] = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], ptr, ti, tj, tc, path,
+                                d["unit_y"].toBool(), mask);
+    tensor_list out(15);
+    if (mask[0]) out[0] = gx;
+    if (mask[1]) out[1] = gy;
+    if (mask[2]) out[2] = gr;
+    return out;
+  }
+};
+
 class TpGather : public torch::autograd::Function<TpGather> {
  public:
   static Tensor forward(AutogradContext *ctx, const Tensor &x, const Tensor &env, const Tensor &centre, Ints term_ptr,
@@ -485,6 +703,15 @@ Tensor tp_scatter_autograd(const Tensor &x, const Tensor &y, const Tensor &w, co
   return TpScatter::apply(x, y, w, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c, comp_path, unit_y);
 }
 
+Tensor tp_scatter_shared_autograd(const Tensor &x, const Tensor &y, const Tensor &r, const Tensor &w, const Tensor &dw,
+                                  const Tensor &row, const Tensor &centre, const Tensor &neighbour,
+                                  c10::SymInt num_targets, Ints term_ptr, Ints term_i, Ints term_j, Reals term_c,
+                                  Ints comp_path, bool unit_y)
+{
+  return TpScatterShared::apply(x, y, r, w, dw, row, centre, neighbour, num_targets, term_ptr, term_i, term_j, term_c,
+                                comp_path, unit_y);
+}
+
 Tensor tp_gather_autograd(const Tensor &x, const Tensor &env, const Tensor &centre, Ints term_ptr, Ints term_i,
                           Ints term_j, Reals term_c)
 {
@@ -508,6 +735,13 @@ TORCH_LIBRARY(mdpot, m)
   m.def("tp_scatter_backward(Tensor grad_out, Tensor x, Tensor y, Tensor w, Tensor centre, Tensor neighbour, "
         "int[] term_ptr, int[] term_i, int[] term_j, float[] term_c, int[] comp_path, bool unit_y, "
         "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def("tp_scatter_shared(Tensor x, Tensor y, Tensor r, Tensor w, Tensor dw, Tensor row, Tensor centre, "
+        "Tensor neighbour, SymInt num_targets, int[] term_ptr, int[] term_i, int[] term_j, float[] term_c, "
+        "int[] comp_path, bool unit_y) -> Tensor");
+  m.def("tp_scatter_shared_backward(Tensor grad_out, Tensor x, Tensor y, Tensor w, Tensor dw, Tensor row, "
+        "Tensor centre, Tensor neighbour, int[] term_ptr, int[] term_i, int[] term_j, float[] term_c, "
+        "int[] comp_path, bool unit_y, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def("distinct(Tensor values) -> (Tensor, Tensor)");
   m.def("tp_gather(Tensor x, Tensor env, Tensor centre, int[] term_ptr, int[] term_i, int[] term_j, "
         "float[] term_c) -> Tensor");
   m.def("tp_gather_backward(Tensor grad_out, Tensor x, Tensor env, Tensor centre, int[] term_ptr, int[] term_i, "
@@ -518,13 +752,17 @@ TORCH_LIBRARY_IMPL(mdpot, CPU, m)
 {
   m.impl("tp_scatter", &tp_scatter_cpu);
   m.impl("tp_scatter_backward", &tp_scatter_backward_cpu);
+  m.impl("tp_scatter_shared", &tp_scatter_shared_cpu);
+  m.impl("tp_scatter_shared_backward", &tp_scatter_shared_backward_cpu);
   m.impl("tp_gather", &tp_gather_cpu);
+  m.impl("distinct", &distinct_cpu);
   m.impl("tp_gather_backward", &tp_gather_backward_cpu);
 }
 
 TORCH_LIBRARY_IMPL(mdpot, Autograd, m)
 {
   m.impl("tp_scatter", &tp_scatter_autograd);
+  m.impl("tp_scatter_shared", &tp_scatter_shared_autograd);
   m.impl("tp_gather", &tp_gather_autograd);
 }
 
@@ -533,6 +771,11 @@ TORCH_LIBRARY_IMPL(mdpot, CUDA, m)
   m.impl("tp_scatter", [](const Tensor &x, const Tensor &, const Tensor &, const Tensor &, const Tensor &, c10::SymInt,
                           Ints, Ints, Ints, Reals, Ints, bool) {
     return not_on_cpu(SCATTER, x);
+  });
+  m.impl("tp_scatter_shared", [](const Tensor &x, const Tensor &, const Tensor &, const Tensor &, const Tensor &,
+                                 const Tensor &, const Tensor &, const Tensor &, c10::SymInt, Ints, Ints, Ints, Reals,
+                                 Ints, bool) {
+    return not_on_cpu(SHARED, x);
   });
   m.impl("tp_gather", [](const Tensor &x, const Tensor &, const Tensor &, Ints, Ints, Ints, Reals) {
     return not_on_cpu(GATHER, x);
