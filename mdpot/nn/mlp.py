@@ -52,34 +52,37 @@ class MLP(nn.Module):
         """The network's value at ``x [n, in_dim]`` and its directional derivative along ``tx [n, in_dim]`` (forward
         mode: ``d net(x + s tx) / ds`` at ``s = 0``), both ``[n, out_dim]``. Evaluation only: call it without
         gradients. Rows go through in chunks of about 1 MB of activations, so every elementwise step reads values
-        still in the cache; in each chunk one matrix product per layer maps value and tangent together."""
+        still in the cache; in each chunk one matrix product per hidden layer maps value and tangent together, and
+        the last layer writes straight into the results."""
         n = x.shape[0]
         rows = max(256, 1048576 // (self.max_width * x.element_size()))  # 1 MB: a share of a core's L2
-        if n <= rows:
-            return self._value_and_tangent(x, tx)
         value = x.new_empty((n, self.out_dim))
         tangent = x.new_empty((n, self.out_dim))
         for start in range(0, n, rows):
             stop = min(n, start + rows)
-            v, t = self._value_and_tangent(x[start:stop], tx[start:stop])
-            value[start:stop] = v
-            tangent[start:stop] = t
+            self._value_and_tangent(x[start:stop], tx[start:stop], value[start:stop], tangent[start:stop])
         return value, tangent
 
-    def _value_and_tangent(self, x: torch.Tensor, tx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _value_and_tangent(self, x: torch.Tensor, tx: torch.Tensor, value: torch.Tensor, tangent: torch.Tensor) -> None:
         n = x.shape[0]
+        last = len(self.net) - 1
         # value rows 0 .. n-1 and tangent rows n .. 2n-1 of one tensor: each layer is one matrix product
         both = torch.cat([x, tx], dim=0)
-        for layer in self.net:
+        for k, layer in enumerate(self.net):
             # hasattr, not isinstance: TorchScript resolves it per unrolled layer
             if hasattr(layer, "weight"):
-                both = torch.nn.functional.linear(both, layer.weight)
-                if layer.bias is not None:
-                    both[:n] += layer.bias
+                if k == last:
+                    torch.mm(both[:n], layer.weight.t(), out=value)
+                    torch.mm(both[n:], layer.weight.t(), out=tangent)
+                    if layer.bias is not None:
+                        value += layer.bias
+                else:
+                    both = torch.nn.functional.linear(both, layer.weight)
+                    if layer.bias is not None:
+                        both[:n] += layer.bias
             else:  # SiLU: v -> v s, t -> t (s + v s (1 - s)) with s = sigmoid(v)
                 v = both[:n]
                 s = torch.sigmoid(v)
                 vs = v * s
                 both[n:] *= torch.addcmul(s + vs, vs, s, value=-1.0)
                 v.copy_(vs)
-        return both[:n], both[n:]

@@ -240,6 +240,22 @@ inline void component_backward(const Terms &tt, int64_t k, const View<const T> &
   }
 }
 
+// Whether output component k is one term whose y factor is a scalar per edge (the unit Y_0, or y broadcast over the
+// channels), as most components of l_max <= 1 are: then the kernels fold c y into one coefficient and need no
+// per-component buffer.
+inline bool single_scalar_term(const Terms &tt, int64_t k, bool y_bcast)
+{
+  const int64_t t = tt.ptr[k];
+  return tt.ptr[k + 1] == t + 1 && (tt.unit[t] || y_bcast);
+}
+
+// c_t, times y[j_t, e] unless term t is a unit term
+template <typename T> inline T term_scale(const Terms &tt, int64_t t, const View<const T> &y, int64_t e)
+{
+  const T c = static_cast<T>(tt.c[t]);
+  return tt.unit[t] ? c : c * y.row(tt.j[t], e)[0];
+}
+
 constexpr int64_t GRAIN = 8;    // centres per task
 
 // A shared table's rows are read in random order: ask for the rows of an edge a few edges ahead, so that their
@@ -259,6 +275,20 @@ inline void prefetch_table(const int64_t *wr_of, const ByCentre &g, int64_t q, i
   const int64_t r = wr_of[g.edge(q + PREFETCH_AHEAD)];
   prefetch_row(w.row(0, r), row_len);
   if (dw) prefetch_row(dw->row(0, r), row_len);
+}
+
+// The neighbour's feature rows (d = 0 .. D-1 of x [D, N, U], and of its gradient buffer when given) of an edge a
+// few edges ahead: neighbours are read in no particular order.
+template <typename T, typename G>
+inline void prefetch_neighbour(const int64_t *nb, const ByCentre &g, int64_t q, int64_t q_end, const View<const T> &x,
+                               int64_t D, int64_t U, const View<G> *gx)
+{
+  if (q + PREFETCH_AHEAD >= q_end) return;
+  const int64_t n = nb[g.edge(q + PREFETCH_AHEAD)];
+  for (int64_t d = 0; d < D; ++d) {
+    prefetch_row(x.row(d, n), U);
+    if (gx && gx->data) prefetch_row(gx->row(d, n), U);
+  }
 }
 
 // Per-thread accumulators for a scatter whose targets threads share: thread 0 writes into `out`, the others
@@ -318,11 +348,19 @@ Tensor scatter_forward(const char *op, const Tensor &x_, const Tensor &y_, const
         std::fill(sum.begin(), sum.end(), scalar_t(0));
         for (int64_t q = g.ptr[c]; q < g.ptr[c + 1]; ++q) {
           const int64_t e = g.edge(q), n = nb[e], we = wr_of ? wr_of[e] : e;
-          prefetch_table<scalar_t>(wr_of, g, q, g.ptr[c + 1], wv, nullptr, tt.n_paths * U);
+          prefetch_table<scalar_t>(wr_of, g, q, g.ptr[c1], wv, nullptr, tt.n_paths * U);
+          prefetch_neighbour<scalar_t, const scalar_t>(nb, g, q, g.ptr[c1], xv, x.size(0), U, nullptr);
           for (int64_t k = 0; k < tt.d_out; ++k) {
-            component(tt, k, xv, n, yv, e, y_bcast, acc.data(), U);
             const scalar_t *wr = wv.row(tt.path[k], we);
             scalar_t *s = sum.data() + k * U;
+            const int64_t t = tt.ptr[k];
+            if (single_scalar_term(tt, k, y_bcast)) {    // one pass: s += (c y) x w
+              const scalar_t coef = term_scale<scalar_t>(tt, t, yv, e);
+              const scalar_t *xr = xv.row(tt.i[t], n);
+              for (int64_t u = 0; u < U; ++u) s[u] += coef * xr[u] * wr[u];
+              continue;
+            }
+            component(tt, k, xv, n, yv, e, y_bcast, acc.data(), U);
             for (int64_t u = 0; u < U; ++u) s[u] += acc[u] * wr[u];
           }
         }
@@ -402,11 +440,32 @@ std::tuple<Tensor, Tensor, Tensor> scatter_backward(
       for (int64_t c = c0; c < c1; ++c) {
         for (int64_t q = g.ptr[c]; q < g.ptr[c + 1]; ++q) {
           const int64_t e = g.edge(q), n = nb[e], we = wr_of ? wr_of[e] : e;
-          prefetch_table<scalar_t>(wr_of, g, q, g.ptr[c + 1], wv, shared ? &dwv : nullptr, tt.n_paths * U);
+          prefetch_table<scalar_t>(wr_of, g, q, g.ptr[c1], wv, shared ? &dwv : nullptr, tt.n_paths * U);
+          prefetch_neighbour<scalar_t, scalar_t>(nb, g, q, g.ptr[c1], xv, x.size(0), U, &gxv);
           scalar_t g_r = scalar_t(0);
           for (int64_t k = 0; k < tt.d_out; ++k) {
             const scalar_t *gr = gov.row(k, c);
             const scalar_t *wr = wv.row(tt.path[k], we);
+            if (single_scalar_term(tt, k, y_bcast)) {    // the same sums without the per-component buffers
+              const int64_t t = tt.ptr[k];
+              const scalar_t coef = term_scale<scalar_t>(tt, t, yv, e);
+              const scalar_t *xr = xv.row(tt.i[t], n);
+              if (mask[2]) {
+                if (shared) {
+                  g_r += coef * dot<scalar_t>(gr, xr, dwv.row(tt.path[k], we), U);
+                } else {
+                  scalar_t *gwr = gwv.row(tt.path[k], e);
+                  for (int64_t u = 0; u < U; ++u) gwr[u] += coef * gr[u] * xr[u];
+                }
+              }
+              if (mask[0]) {
+                scalar_t *gxr = gxv.row(tt.i[t], n);
+                for (int64_t u = 0; u < U; ++u) gxr[u] += coef * gr[u] * wr[u];
+              }
+              if (mask[1] && !tt.unit[t])
+                gyv.row(tt.j[t], e)[0] += static_cast<scalar_t>(tt.c[t]) * dot<scalar_t>(xr, gr, wr, U);
+              continue;
+            }
             if (mask[2]) {
               component(tt, k, xv, n, yv, e, y_bcast, acc.data(), U);
               if (shared) {
