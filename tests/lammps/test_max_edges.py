@@ -35,7 +35,7 @@ def test_auto_max_edges(plugin, lammps, models, arch, tmp_path):
 
     atoms = alloy(ELEMENTS, (3, 3, 3), a=3.0, seed=3)
     box = write_data(tmp_path / "a.data", atoms, ELEMENTS)
-    small_mb = math.ceil(1200 * per_edge / MB * 4) / 4  # a budget of about 1200 edges, in quarter MB
+    small_mb = math.ceil(1200 * per_edge / MB * 1000) / 1000  # a budget of about 1200 edges, in thousandths of a MB
     cases = {"whole": (path, "mdpot max_edges 100000000"), "auto": (path, "mdpot"),
              "small": (path, f"mdpot max_memory {small_mb:g}MB"), "floor": (path, "mdpot max_memory 1MB"),
              "old": (old, "mdpot max_edges auto")}
@@ -50,19 +50,22 @@ def test_auto_max_edges(plugin, lammps, models, arch, tmp_path):
     auto = max(1000, math.floor(budget_mb * MB / per_edge))
     raised = ", raised to the minimum 1000" if budget_mb * MB / per_edge < 1000 else ""
     small = math.floor(small_mb * MB / per_edge)
+    # 1 MB holds fewer than 1000 edges unless the file needs little memory per edge (NequIP's shared radial table)
+    floor = max(1000, math.floor(MB / per_edge))
+    floor_raised = ", raised to the minimum 1000" if MB / per_edge < 1000 else ""
     assert lines == [
         "mdpot: max_edges 100000000 per model call (set by pair_style)",
         f"mdpot: max_edges {auto} per model call (auto: {'cache-sized calls on the CPU,' if cached else 'max_memory'} "
         f"{budget_mb} MB / {per_edge:.0f} bytes per edge measured at deploy{raised})",
         f"mdpot: max_edges {small} per model call (auto: max_memory {small_mb:g} MB / "
         f"{per_edge:.0f} bytes per edge measured at deploy)",
-        f"mdpot: max_edges 1000 per model call (auto: max_memory 1 MB / {per_edge:.0f} bytes per edge measured at "
-        "deploy, raised to the minimum 1000)",
+        f"mdpot: max_edges {floor} per model call (auto: max_memory 1 MB / {per_edge:.0f} bytes per edge measured at "
+        f"deploy{floor_raised})",
         "mdpot: max_edges 400000 per model call (auto: the model file records no bytes_per_edge (deployed before "
         "mdpot measured it, or wrapped from another package), default)",
     ], run.output[-3000:]
     stats = dict(zip(cases, stats_of(run.output)))
-    assert [int(s["max_edges"]) for s in stats.values()] == [100000000, auto, small, 1000, 400000]
+    assert [int(s["max_edges"]) for s in stats.values()] == [100000000, auto, small, floor, 400000]
     assert float(stats["whole"]["model_calls_per_step"]) == 1
     if not cached:
         assert float(stats["auto"]["model_calls_per_step"]) == 1

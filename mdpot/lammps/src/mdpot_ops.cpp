@@ -839,6 +839,10 @@ TORCH_LIBRARY_IMPL(mdpot, CUDA, m)
   m.impl("tp_gather", [](const Tensor &x, const Tensor &, const Tensor &, Ints, Ints, Ints, Reals) {
     return not_on_cpu(GATHER, x);
   });
+  m.impl("distinct", [](const Tensor &values) {
+    not_on_cpu(DISTINCT, values);
+    return std::tuple<Tensor, Tensor>();
+  });
 }
 
 // Version of the operators' schemas; the model runner calls it, which also makes the plugin depend on this library.
