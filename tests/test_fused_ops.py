@@ -222,6 +222,20 @@ def test_mlp_value_and_tangent():
         torch.testing.assert_close(tangent, want_tangent, rtol=1e-12, atol=1e-12)
 
 
+def test_radial_value_and_derivative():
+    """The closed-form derivatives of the basis and the envelope equal autograd's; the values equal forward's bit
+    for bit (inside and beyond the cutoff)."""
+    from mdpot.nn import BesselBasis, PolynomialCutoff
+
+    r = torch.linspace(0.3, 5.5, 41, dtype=torch.float64, requires_grad=True)
+    for module in (BesselBasis(5.0, 8).double(), PolynomialCutoff(5.0, 6)):
+        value, derivative = module.value_and_derivative(r.detach())
+        assert torch.equal(value, module(r.detach()))
+        want = torch.func.jacfwd(module)(r.detach())  # [E, (B,) E]: diagonal in the edge index
+        want = torch.diagonal(want, dim1=0, dim2=-1).T if want.dim() == 3 else torch.diagonal(want)
+        torch.testing.assert_close(derivative, want.reshape(derivative.shape), rtol=1e-12, atol=1e-12)
+
+
 def test_shared_radial_nequip_matches_reference_path():
     """NequIP with the fused kernels in eval mode evaluates its radial networks once per distinct length: the same
     energies, forces and virials as the reference kernels, eager and scripted; in training mode it keeps the per-edge

@@ -83,9 +83,6 @@ class PolynomialCutoff(nn.Module):
         """The envelope ``[E]`` and its derivative with respect to ``r`` (1/Å), ``[E]``."""
         p = self.p
         x = r * self.inv_r_max
-        inside = (x < 1.0).to(r.dtype)
-        xm = torch.pow(x, p - 1.0)
-        xp = torch.pow(x, p)
-        u = 1.0 - 0.5 * (p + 1.0) * (p + 2.0) * xp + p * (p + 2.0) * xp * x - 0.5 * p * (p + 1.0) * xp * x * x
-        du = 0.5 * p * (p + 1.0) * (p + 2.0) * (-xm + 2.0 * xp - xp * x) * self.inv_r_max
-        return u * inside, du * inside
+        # du/dx = -p (p+1) (p+2) / 2 x^(p-1) (1 - x)^2
+        du = (-0.5 * p * (p + 1.0) * (p + 2.0) * self.inv_r_max) * torch.pow(x, p - 1.0) * (1.0 - x) ** 2
+        return self.forward(r), du * (x < 1.0).to(du.dtype)

@@ -317,20 +317,19 @@ Tensor scatter_forward(const char *op, const Tensor &x_, const Tensor &y_, const
                        const Tensor &centre_, const Tensor &neighbour_, int64_t num_targets, Ints term_ptr, Ints term_i,
                        Ints term_j, Reals term_c, Ints comp_path, bool unit_y)
 {
-  const char *SCATTER = op;
-  const Tensor x = planes(x_, SCATTER, "x"), y = planes(y_, SCATTER, "y"), w = planes(w_, SCATTER, "w");
-  TORCH_CHECK(num_targets >= 0, SCATTER, ": num_targets must be >= 0, got ", num_targets);
+  const Tensor x = planes(x_, op, "x"), y = planes(y_, op, "y"), w = planes(w_, op, "w");
+  TORCH_CHECK(num_targets >= 0, op, ": num_targets must be >= 0, got ", num_targets);
   const int64_t N = x.size(1), U = x.size(2), E = y.size(1);
-  TORCH_CHECK(y.scalar_type() == x.scalar_type() && w.scalar_type() == x.scalar_type(), SCATTER,
+  TORCH_CHECK(y.scalar_type() == x.scalar_type() && w.scalar_type() == x.scalar_type(), op,
               ": x, y and w must have one dtype, got ", x.scalar_type(), ", ", y.scalar_type(), ", ", w.scalar_type());
-  TORCH_CHECK(y.size(2) == U || y.size(2) == 1, SCATTER, ": y must be [D2, E, ", U, " or 1], got ", y.sizes());
-  const Terms tt = read_terms(SCATTER, term_ptr, term_i, term_j, term_c, &comp_path, unit_y, x.size(0), y.size(0));
+  TORCH_CHECK(y.size(2) == U || y.size(2) == 1, op, ": y must be [D2, E, ", U, " or 1], got ", y.sizes());
+  const Terms tt = read_terms(op, term_ptr, term_i, term_j, term_c, &comp_path, unit_y, x.size(0), y.size(0));
   const int64_t W = wrow_ ? w.size(1) : E;
-  TORCH_CHECK(w.size(0) == tt.n_paths && w.size(1) == W && w.size(2) == U, SCATTER, ": w must be [", tt.n_paths,
+  TORCH_CHECK(w.size(0) == tt.n_paths && w.size(1) == W && w.size(2) == U, op, ": w must be [", tt.n_paths,
               ", ", W, ", ", U, "], got ", w.sizes());
-  const Tensor centre = index(centre_, E, num_targets, SCATTER, "centre");
-  const Tensor neighbour = index(neighbour_, E, N, SCATTER, "neighbour");
-  const Tensor wrow = wrow_ ? index(*wrow_, E, W, SCATTER, "row") : Tensor();
+  const Tensor centre = index(centre_, E, num_targets, op, "centre");
+  const Tensor neighbour = index(neighbour_, E, N, op, "neighbour");
+  const Tensor wrow = wrow_ ? index(*wrow_, E, W, op, "row") : Tensor();
   const int64_t *wr_of = wrow_ ? wrow.data_ptr<int64_t>() : nullptr;
   Tensor out = at::zeros({tt.d_out, num_targets, U}, x.options());
   if (E == 0 || U == 0) return out;
@@ -581,8 +580,8 @@ const char *DISTINCT = "mdpot::distinct";
 
 template <typename Bits> void distinct_bits(const Bits *v, int64_t n, std::vector<int64_t> &first, int64_t *inverse)
 {
-  int shift = 64;
-  uint64_t cap = 1;
+  int shift = 63;    // the hash is the top (64 - shift) bits of a Fibonacci product: cap = 2^(64 - shift) >= 2
+  uint64_t cap = 2;
   while (cap < static_cast<uint64_t>(2 * n + 2)) {
     cap <<= 1;
     --shift;
@@ -591,8 +590,7 @@ template <typename Bits> void distinct_bits(const Bits *v, int64_t n, std::vecto
   const uint64_t mask = cap - 1;
   for (int64_t e = 0; e < n; ++e) {
     const Bits b = v[e];
-    uint64_t h = (static_cast<uint64_t>(b) * 0x9E3779B97F4A7C15ull) >> (shift & 63);
-    if (shift == 64) h = 0;
+    uint64_t h = (static_cast<uint64_t>(b) * 0x9E3779B97F4A7C15ull) >> shift;
     while (true) {
       const int64_t k = slot[h];
       if (k < 0) {
