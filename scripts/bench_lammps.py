@@ -36,6 +36,15 @@ target is twice the reference TorchScript):
 Every variant's kernels are explicit: ``torchscript`` and ``aoti`` are the reference (pure torch) kernels,
 ``fused`` and ``aoti-fused`` mdpot's fused operators (``--kernels fused``), whatever ``mdpot deploy`` defaults to.
 
+``--mpi-wait spin throttle`` runs every multi-rank case both ways, interleaved: with more ranks than cores (issue
+11's pinned runs, ``taskset -c 0``) a rank that waits for a message polls on the core the rank it waits for
+needs; ``throttle`` (MPICH's ``MPIR_CVAR_CH4_PROGRESS_THROTTLE=1``, ``mdpot.lammps.run.OVERSUBSCRIBED_ENV``) makes it
+sleep instead. The default, ``auto``,
+is what ``mdpot.lammps.run`` does: throttle only when oversubscribed. The table's ``MPI wait`` column says which.
+
+    taskset -c 0 python scripts/bench_lammps.py --arch nequip --layers 3 --sizes 4000 --ranks 1 2 4 8 --steps 5 \
+        --message-passing exchange --format fused --mpi-wait spin throttle --repeats 2 --tag _exchange_pinned_wait
+
 ``--max-edges auto 400000`` runs every case with each value (interleaved like formats); ``auto`` is the pair style's
 default (a strictly local model on the CPU: cache-sized calls, 32 MB over the file's ``bytes_per_edge``; otherwise
 ``max_memory`` over it), and the value it chose is the table's ``max_edges``.
@@ -153,11 +162,34 @@ def parse_stats(output: str) -> dict:
     return {k: value(v) for k, v in (item.split("=") for item in found[-1].split())}
 
 
+def mpi_wait_env(wait: str) -> dict:
+    """MPICH's progress throttle for ``--mpi-wait``: forced on (mdpot.lammps.run's setting) or off, or (auto) as
+    run_lammps decides."""
+    from mdpot.lammps.run import OVERSUBSCRIBED_ENV
+
+    if wait == "auto":
+        return {}
+    return dict(OVERSUBSCRIBED_ENV) if wait == "throttle" else {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "0"}
+
+
+def mpi_wait_used(wait: str, ranks: int) -> str:
+    """How waiting ranks waited: ``throttle`` (sleep after polling without progress) or ``spin`` (MPICH's default)."""
+    from mdpot.lammps.run import OVERSUBSCRIBED_ENV, usable_cores
+
+    if wait != "auto":
+        return wait
+    value = os.environ.get("MPIR_CVAR_CH4_PROGRESS_THROTTLE")
+    if value is None and ranks > usable_cores():
+        value = OVERSUBSCRIBED_ENV["MPIR_CVAR_CH4_PROGRESS_THROTTLE"]
+    return "throttle" if value not in (None, "", "0") and ranks > 1 else "spin"
+
+
 def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, workdir: Path, tcmalloc: bool,
-                    mode: str = "", max_edges: str | None = None) -> dict:
+                    mode: str = "", max_edges: str | None = None, wait: str = "auto") -> dict:
     from mdpot.lammps.run import run_lammps
 
     env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
+    env.update(mpi_wait_env(wait))
     pair_args = (f" message_passing {mode}" if mode else "") + (f" max_edges {max_edges}" if max_edges else "")
     run = run_lammps(INPUT.format(n=n, model=model, steps=steps, warmup=warmup, pair_args=pair_args), workdir, nprocs=ranks,
                      threads=1, env=env, timeout=3600, log="log.lammps")
@@ -177,7 +209,8 @@ def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, wo
             # every rank's peak, from the pair style's statistics line
             "peak_rss_mb_max_rank": evaluated.get("peak_rss_mb_max_rank"),
             "peak_rss_mb_all_ranks": evaluated.get("peak_rss_mb_all_ranks"),
-            "allocator": "tcmalloc" if tcmalloc else "glibc", "evaluated": evaluated}
+            "allocator": "tcmalloc" if tcmalloc else "glibc", "mpi_wait": mpi_wait_used(wait, ranks),
+            "evaluated": evaluated}
 
 
 def bare_model_time(model: Path, n: int, repeats: int, threads: int = 1) -> dict:
@@ -215,28 +248,32 @@ def markdown(results: dict) -> str:
     asked = " ".join(map(str, asked)) if isinstance(asked, list) else asked
     max_edges = f" pair_style max_edges {asked}." if asked else ""
     lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
-             f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.{max_edges}", ""]
+             f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.{max_edges}"
+             + (f" Usable cores: {results['usable_cores']} (overhead vs bare: wall × min(ranks, cores) against the bare "
+                "model's one-core time)." if results.get("usable_cores") else ""), ""]
     if results.get("command"):
         load = " → ".join(" ".join(f"{x:.2f}" for x in results[k]) for k in ("load_average_before", "load_average_after")
                           if results.get(k))
         lines += [f"Command: `{results['command']}`. Load average (1, 5, 15 min) before → after: {load}.", ""]
     lines += [
-             "| format | message passing | max_edges (asked → used) | atoms | ranks | allocator | timesteps/s | µs/atom/step | vs reference TorchScript | "
+             "| format | message passing | max_edges (asked → used) | atoms | ranks | allocator | MPI wait | timesteps/s | µs/atom/step | vs reference TorchScript | "
              "CPU µs/atom/step (wall × CPU use) | "
              "pair share | ghost atoms / local | ghost-centred edges / local | edges on ghosts | bare model µs/atom | "
              "overhead vs bare | comm bytes / atom / step | comm share | peak RSS rank 0 (MB) | peak RSS largest rank (MB) | "
              "peak RSS all ranks (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bare = {(b.get("format", "torchscript"), b["atoms"]): b for b in results["bare_model"]}
     for r in results["lammps"]:
         fmt = r.get("format", "torchscript")
         b = bare.get((fmt, r["atoms"]))
         base = [t["us_per_atom_step"] for t in results["lammps"] if t.get("format", "torchscript") == "torchscript"
-                and (t["atoms"], t["ranks"], t["allocator"]) == (r["atoms"], r["ranks"], r["allocator"])]
+                and (t["atoms"], t["ranks"], t["allocator"], t.get("mpi_wait")) ==
+                (r["atoms"], r["ranks"], r["allocator"], r.get("mpi_wait"))]
         ratio = f"{min(base) / r['us_per_atom_step']:.2f}x" if base else "–"
         cpu_us = f"{r['cpu_us_per_atom_step']:.1f}" if r.get("cpu_us_per_atom_step") else "–"
-        overhead = f"{(r['us_per_atom_step'] * r['ranks'] / b['us_per_atom'] - 1) * 100:+.1f}%" \
-            if b and r["ranks"] == 1 else "–"
+        # core-µs per atom-step: wall time × the cores the ranks ran on (all on one core when pinned with taskset)
+        cores = min(r["ranks"], results.get("usable_cores") or r["ranks"])
+        overhead = f"{(r['us_per_atom_step'] * cores / b['us_per_atom'] - 1) * 100:+.1f}%" if b else "–"
         ev = r.get("evaluated") or {}
         bare_us = f"{b['us_per_atom']:.1f}" if b else "–"
         ghosts = (f"{ev['ghost_atoms_per_local']:.2f} | {ev['ghost_edges_per_local']:.1f} | "
@@ -248,12 +285,12 @@ def markdown(results: dict) -> str:
         used = f"{r['max_edges']:.0f}" if isinstance(r.get("max_edges"), float) and r["max_edges"] else "–"
         label = VARIANTS[fmt][2] if fmt in VARIANTS else fmt
         lines.append(f"| {label} | {r.get('mode', '–')} | {r.get('max_edges_asked', 'default')} → {used} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
-                     f"{r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {ratio} | {cpu_us} | "
+                     f"{r.get('mpi_wait', '–')} | {r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {ratio} | {cpu_us} | "
                      f"{r['pair_fraction'] * 100:.0f}% | "
                      f"{ghosts} | {bare_us} | {overhead} | {comm} | {mb(r['peak_rss_mb_rank0'])} | "
                      f"{mb(r.get('peak_rss_mb_max_rank'))} | {mb(r.get('peak_rss_mb_all_ranks'))} |")
     lines += ["", "Parallel efficiency (1 → 2 ranks): " + ", ".join(
-        f"{e['atoms']} atoms {e.get('format') or ''} {e.get('mode', '')} {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
+        f"{e['atoms']} atoms {e.get('format') or ''} {e.get('mode', '')} {e.get('mpi_wait') or ''} {e['efficiency'] * 100:.0f}%" for e in results["parallel_efficiency"]) or "–"]
     if results.get("bytes_per_edge"):
         lines += ["", "bytes_per_edge recorded at deploy: " + ", ".join(
             f"{fmt} {v:.0f}" if v else f"{fmt} –" for fmt, v in results["bytes_per_edge"].items())]
@@ -292,6 +329,10 @@ def main(argv=None) -> int:
     parser.add_argument("--aoti-threads", choices=("dynamic", "serial"), default="dynamic",
                         help="packages: loops that follow the thread count (dynamic, default) or none (serial, "
                              "fastest at 1 thread per rank)")
+    parser.add_argument("--mpi-wait", nargs="+", choices=("auto", "spin", "throttle"), default=["auto"],
+                        help="how waiting MPICH ranks wait, interleaved: spin (MPICH's polling), throttle (sleep "
+                             "after polling without progress, mdpot.lammps.run.OVERSUBSCRIBED_ENV) or auto (throttle "
+                             "when there are more ranks than usable cores, as mdpot.lammps.run does; default)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run every case this many times, formats interleaved; the best of each is kept")
     parser.add_argument("--tag", default="", help="suffix of the results files (bench_lammps_nequip<TAG>.json)")
@@ -315,6 +356,7 @@ def main(argv=None) -> int:
 
     from mdpot._files import sha256_file
     from mdpot.lammps.plugin import build_plugin
+    from mdpot.lammps.run import usable_cores
 
     build_plugin()
     with tempfile.TemporaryDirectory(prefix="mdpot-bench-") as tmp:
@@ -325,9 +367,9 @@ def main(argv=None) -> int:
                    "model": describe(config) if args.model is None else
                    f"{Path(args.model).name} (sha256 {sha256_file(args.model)[:16]})",
                    "steps": steps, "repeats": args.repeats, "formats": args.format, "max_edges": args.max_edges,
-                   "aoti_threads": args.aoti_threads,
+                   "aoti_threads": args.aoti_threads, "mpi_wait": args.mpi_wait,
                    "command": "python scripts/bench_lammps.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                   "load_average_before": os.getloadavg(),
+                   "load_average_before": os.getloadavg(), "usable_cores": usable_cores(),
                    "lammps": [], "bare_model": [], "parallel_efficiency": []}
         from mdpot.deploy import load_model
 
@@ -335,30 +377,38 @@ def main(argv=None) -> int:
         print(f"bytes_per_edge (deploy's measurement): {results['bytes_per_edge']}", flush=True)
         for size in sizes:
             n = cells_for(size)
-            if 4 * n ** 3 <= args.bare_max_atoms:
-                for fmt, model in models.items():
-                    bare = {**bare_model_time(model, n, repeats=max(2, steps // 2)), "format": fmt}
-                    results["bare_model"].append(bare)
-                    print(f"bare model {fmt:>11} {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
-            best = {}
+            best, best_bare = {}, {}
             # a package cannot exchange: asked for exchange, it runs in ghosts (once, if ghosts was asked for too)
-            cases = list(dict.fromkeys((tc, "ghosts" if VARIANTS[fmt][0] == "aoti" and mode == "exchange" else mode, ranks, fmt, me)
+            cases = list(dict.fromkeys((tc, "ghosts" if VARIANTS[fmt][0] == "aoti" and mode == "exchange" else mode, ranks, fmt, me,
+                                        wait)
                                        for tc in allocators for mode in args.message_passing
-                                       for ranks in args.ranks for fmt in models for me in args.max_edges or [None]))
+                                       for ranks in args.ranks for fmt in models for me in args.max_edges or [None]
+                                       for wait in (args.mpi_wait if ranks > 1 else ["auto"])))
             for repeat in range(args.repeats):
-                for tc, mode, ranks, fmt, me in cases:
+                # the yardstick is timed in every repeat too (best kept), so that it sees the same machine
+                for fmt, model in models.items() if 4 * n ** 3 <= args.bare_max_atoms else ():
+                    bare = {**bare_model_time(model, n, repeats=max(2, steps // 2)), "format": fmt}
+                    if fmt not in best_bare or bare["us_per_atom"] < best_bare[fmt]["us_per_atom"]:
+                        best_bare[fmt] = bare
+                    print(f"  run {repeat + 1}/{args.repeats} bare model {fmt:>11} {bare['atoms']:>7} atoms: "
+                          f"{bare['us_per_atom']:.1f} µs/atom", flush=True)
+                for tc, mode, ranks, fmt, me, wait in cases:
                     r = run_lammps_case(models[fmt], n, ranks, steps, warmup=max(2, steps // 5),
-                                        workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}_{fmt}_{me}_{repeat}", tcmalloc=tc,
-                                        mode=mode, max_edges=me)
+                                        workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}_{fmt}_{me}_{wait}_{repeat}",
+                                        tcmalloc=tc, mode=mode, max_edges=me, wait=wait)
                     r["format"] = fmt  # "fused": a TorchScript file the pair style reports as torchscript
-                    key = (tc, mode, ranks, fmt, me)
+                    key = (tc, mode, ranks, fmt, me, wait)
                     if key not in best or r["us_per_atom_step"] < best[key]["us_per_atom_step"]:
                         best[key] = r
                     used = "" if r["max_edges"] is None else f" ({r['max_edges']:.0f})"
                     print(f"  run {repeat + 1}/{args.repeats} {fmt:>11} {r['mode']:>8} max_edges {me or 'default'}{used} "
+                          f"MPI wait {r['mpi_wait']} "
                           f"{r['atoms']:>7} atoms "
                           f"{ranks} rank(s): {r['us_per_atom_step']:.1f} µs/atom/step, peak RSS largest rank "
                           f"{mb(r.get('peak_rss_mb_max_rank'))} MB", flush=True)
+            for fmt, bare in best_bare.items():
+                results["bare_model"].append(bare)
+                print(f"bare model {fmt:>11} {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
             for key in cases:
                 r = best[key]
                 results["lammps"].append(r)
@@ -376,7 +426,7 @@ def main(argv=None) -> int:
             if r2["ranks"] == 2 and r1:
                 results["parallel_efficiency"].append(
                     {"atoms": r2["atoms"], "allocator": r2["allocator"], "format": r2.get("format"),
-                     "mode": r2["mode"], "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
+                     "mode": r2["mode"], "mpi_wait": r2.get("mpi_wait"), "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
         one = sorted((r for r in results["lammps"] if r["ranks"] == 1 and r["allocator"] == "glibc"
                       and r["peak_rss_mb_rank0"] and r["mode"] == results["lammps"][0]["mode"]
                       and r.get("format") == results["lammps"][0].get("format")),

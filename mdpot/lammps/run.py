@@ -31,14 +31,53 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 __all__ = [
-    "NKTV2P_METAL", "LammpsBox", "LammpsError", "LammpsRun", "lammps_box", "lmp_command", "read_dump",
-    "read_log", "run_lammps", "write_data",
+    "NKTV2P_METAL", "OVERSUBSCRIBED_ENV", "LammpsBox", "LammpsError", "LammpsRun", "lammps_box", "lmp_command",
+    "read_dump", "read_log", "run_lammps", "usable_cores", "write_data",
 ]
 
 PathLike = Union[str, os.PathLike]
 
 #: LAMMPS ``force->nktv2p`` for ``units metal``: pressure (bar) = virial (eV) / volume (Å^3) * NKTV2P_METAL.
 NKTV2P_METAL = 1.6021765e6
+
+#: Set for a run with more ranks than usable cores (unless the caller's environment sets them). An MPICH rank
+#: that waits for a message polls; on a shared core it holds the core for its whole time slice while the rank it
+#: waits for cannot run. MPICH's progress throttle makes a rank that has polled 16 times without progress sleep
+#: (usleep(1)) instead, which gives the core back (MPICH's default is 4 096 polls; 16 measured as fast or faster,
+#: docs/benchmarks/message_passing.md). Other MPI libraries ignore the variables.
+OVERSUBSCRIBED_ENV = {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1", "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "16"}
+
+
+#: Timer slack (ns) of an oversubscribed run's processes: a throttled rank's usleep(1) otherwise lasts the default
+#: 50 µs slack, and when every rank on a core is waiting for a message in flight the core idles that long.
+OVERSUBSCRIBED_TIMER_SLACK_NS = 1
+
+_PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30
+
+
+def _set_timer_slack(ns: int) -> Optional[int]:
+    """Set this thread's timer slack (Linux ``prctl``; children forked from it inherit it); returns the old value,
+    or None where it cannot be set (nothing changed)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        old = libc.prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
+        if old < 0 or libc.prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(ns), 0, 0, 0) != 0:
+            return None
+        return old
+    except (OSError, AttributeError):
+        return None
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under ``taskset``), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class LammpsError(RuntimeError):
@@ -245,7 +284,10 @@ def run_lammps(script: Union[str, PathLike], workdir: PathLike = ".", nprocs: in
     workdir : str or path
         Working folder (created if needed); relative paths in the input resolve from here.
     nprocs : int
-        MPI ranks (``mpirun -np nprocs``; more ranks than cores is allowed, MPICH oversubscribes).
+        MPI ranks (``mpirun -np nprocs``). More ranks than :func:`usable_cores` is allowed: MPICH oversubscribes,
+        and :data:`OVERSUBSCRIBED_ENV` makes waiting ranks give their core back instead of polling on it (a
+        variable set in ``os.environ`` or ``env`` wins); their timer slack is then
+        :data:`OVERSUBSCRIBED_TIMER_SLACK_NS`, so that those short sleeps stay short.
     variables : mapping, optional
         ``-var NAME VALUE`` for each item.
     timeout : float
@@ -284,9 +326,19 @@ def run_lammps(script: Union[str, PathLike], workdir: PathLike = ".", nprocs: in
         run_env["LAMMPS_PLUGIN_PATH"] = os.pathsep.join(p for p in (plugins, old) if p)
     if threads is not None:
         run_env["OMP_NUM_THREADS"] = str(threads)
+    oversubscribed = nprocs > usable_cores()
+    if oversubscribed:
+        for name, value in OVERSUBSCRIBED_ENV.items():
+            run_env.setdefault(name, value)
     run_env.update(env or {})
-    proc = subprocess.Popen(cmd, cwd=workdir, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    # mpirun and the ranks inherit this thread's timer slack: fine timers only while starting them
+    old_slack = _set_timer_slack(OVERSUBSCRIBED_TIMER_SLACK_NS) if oversubscribed else None
+    try:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    finally:
+        if old_slack is not None:
+            _set_timer_slack(old_slack)
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
