@@ -29,6 +29,10 @@ FUSED_FORMAT_VERSION_5 = 5
 #: runs in LAMMPS's ``message_passing exchange`` when it has all of these and ``mp_num_blocks() == num_layers``.
 BLOCK_METHODS: Tuple[str, ...] = ("mp_num_blocks", "mp_feature_widths", "mp_state_widths", "mp_embed", "mp_block",
                                   "mp_block_vjp", "mp_readout", "mp_edge_derivatives")
+#: Optional, with ``BLOCK_METHODS`` (files deployed from stop 25 on; no version change: a reader that does not know
+#: them runs ``mp_block``): the edges' geometry once per step (``mp_geometry``) and a block that reads it
+#: (``mp_block_geometry``), so that an engine keeping the autograd graph does not recompute it in every block.
+GEOMETRY_METHODS: Tuple[str, ...] = ("mp_geometry", "mp_block_geometry")
 #: The short-range pair term of the block interface: required, with ``BLOCK_METHODS``, in a version-4 file.
 PAIR_METHODS: Tuple[str, ...] = ("mp_has_pair", "mp_pair")
 #: Version of a committee file (``mdpot deploy A.ckpt B.ckpt ... -o committee.pt``, ``docs/contract.md``,
@@ -213,6 +217,7 @@ def cpp_header() -> str:
         + array("ALL_KEYS", ALL_KEYS)
         + array("BLOCK_METHODS", BLOCK_METHODS)
         + array("PAIR_METHODS", PAIR_METHODS)
+        + array("GEOMETRY_METHODS", GEOMETRY_METHODS)
         + array("DTYPES", DTYPES)
         + array("KERNELS", KERNELS)
         + array("ARCHITECTURE_NAMES", ARCHITECTURE_NAMES)

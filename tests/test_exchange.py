@@ -68,10 +68,12 @@ def test_exchange_equals_whole_graph(scripted, references, structure, grid):
     _compare(exchange_outputs(module, ranks), references[structure], "float64")
 
 
-@pytest.mark.parametrize("variant", [dict(keep_graph=True), dict(max_edges=40), dict(max_edges=1)],
-                         ids=["keep_graph", "max_edges_40", "max_edges_1"])
+@pytest.mark.parametrize("variant", [dict(keep_graph=True), dict(keep_graph=True, shared_geometry=False),
+                                     dict(max_edges=40), dict(max_edges=1)],
+                         ids=["keep_graph", "keep_graph_per_block_geometry", "max_edges_40", "max_edges_1"])
 def test_chunked_and_kept_graph(scripted, references, variant):
-    """Chunks of centres (recomputed in the backward pass) and a kept autograd graph give the same result."""
+    """Chunks of centres (recomputed in the backward pass) and a kept autograd graph give the same result; with the
+    graph kept, the edge geometry computed once for all blocks (mp_geometry) or by every block from the vectors."""
     loaded, module = scripted
     ranks = decompose(STRUCTURES["triclinic"], (2, 2, 1), loaded.r_max, loaded.elements)
     _compare(exchange_outputs(module, ranks, **variant), references["triclinic"], "float64")
@@ -124,8 +126,10 @@ def test_float32_deployed_file(tmp_path):
     assert loaded.module.mp_num_blocks() == 3
     atoms = STRUCTURES["triclinic"]
     expected = contract_outputs(loaded.module, atoms_to_graph(atoms, loaded.r_max, TypeMapper(loaded.elements)))
-    result = exchange_outputs(loaded.module, decompose(atoms, (2, 2, 1), loaded.r_max, loaded.elements))
-    _compare(result, expected, "float32")
+    ranks = decompose(atoms, (2, 2, 1), loaded.r_max, loaded.elements)
+    _compare(exchange_outputs(loaded.module, ranks), expected, "float32")
+    # the engine's default path: the graph kept, the geometry (radial table shared per distinct length) once
+    _compare(exchange_outputs(loaded.module, ranks, keep_graph=True, shared_geometry=True), expected, "float32")
     assert type(eager_model(small_model("allegro", ELEMENTS), "float64").module) is Potential
     assert type(eager_model(small_model("nequip", ELEMENTS), "float64").module) is MessagePassingPotential
 
@@ -174,3 +178,29 @@ def test_exchange_with_repulsion(repulsion_case, grid, variant):
     loaded, module, atoms, expected = repulsion_case
     ranks = decompose(atoms, grid, loaded.r_max, loaded.elements)
     _compare(exchange_outputs(module, ranks, **variant), expected, "float64")
+
+
+def test_block_on_geometry_equals_block_on_vectors(tmp_path):
+    """mp_block_geometry on mp_geometry's list gives mp_block's outputs, and their gradients w.r.t. the edge
+    vectors (through the list) agree, for the fused file (radial table per distinct length) and the reference one."""
+    atoms = STRUCTURES["triclinic"]
+    for kernels in ("fused", "reference"):
+        loaded = deploy_model(small_model("nequip", ELEMENTS, seed=3, num_layers=2), tmp_path / f"{kernels}.pt",
+                              dtype="float64", kernels=kernels)
+        module = loaded.module
+        rank = decompose(atoms, (2, 1, 1), loaded.r_max, loaded.elements)[0]
+        state, x = module.mp_embed(rank.atom_type, rank.n_local)
+        types = rank.atom_type[:rank.n_local]
+        vec = rank.edge_vec.clone().requires_grad_(True)
+        s1, x1 = module.mp_block(0, state, x, vec, rank.edge_index, types)
+        (g1,) = torch.autograd.grad([s1.sum() + x1.square().sum()], [vec])
+        vec2 = rank.edge_vec.clone().requires_grad_(True)
+        geometry = module.mp_geometry(vec2)
+        assert len(geometry) == 5 and any(g.requires_grad for g in geometry)
+        s2, x2 = module.mp_block_geometry(0, state, x, geometry, rank.edge_index, types)
+        (g2,) = torch.autograd.grad([s2.sum() + x2.square().sum()], [vec2])
+        tol = tolerance("deploy", "float64")
+        assert_allclose(s2, s1, tol, f"{kernels}: state")
+        assert_allclose(x2, x1, tol, f"{kernels}: x")
+        assert_allclose(g2, g1, tol, f"{kernels}: dE/dr")
+        assert g1.abs().max() > 0

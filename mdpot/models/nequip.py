@@ -271,8 +271,26 @@ class NequIP(nn.Module):
         ``edge_vec [E, 3]`` (model dtype, Å), ``edge_index [2, E]`` (centre ``0 .. C-1``, neighbour row of
         ``x``), ``centre_type [C]``. Returns the centres' state ``[C, S_{b+1}]`` and mixed input of the next
         block ``[C, W_{b+1}]`` (``[C, 0]`` after the last block)."""
-        n_centres = centre_type.shape[0]
         radial, y = self._geometry(edge_vec)
+        return self._block(b, state, x, radial, y, edge_index, centre_type)
+
+    @torch.jit.export
+    def mp_geometry(self, edge_vec: torch.Tensor) -> List[torch.Tensor]:
+        """What every block reads of the edges, ``[r, inverse, basis, d_basis, y]`` as :meth:`_geometry` gives it
+        (``y`` last), for an engine that computes it once per step instead of once per block."""
+        radial, y = self._geometry(edge_vec)
+        return [radial[0], radial[1], radial[2], radial[3], y]
+
+    @torch.jit.export
+    def mp_block_geometry(self, b: int, state: torch.Tensor, x: torch.Tensor, geometry: List[torch.Tensor],
+                          edge_index: torch.Tensor, centre_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`mp_block` reading the edges' :meth:`mp_geometry` instead of their vectors (same numbers)."""
+        radial = (geometry[0], geometry[1], geometry[2], geometry[3], self.memo_radial and not self.training)
+        return self._block(b, state, x, radial, geometry[4], edge_index, centre_type)
+
+    def _block(self, b: int, state: torch.Tensor, x: torch.Tensor, radial: Radial, y: torch.Tensor,
+               edge_index: torch.Tensor, centre_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        n_centres = centre_type.shape[0]
         select = torch.arange(n_centres, device=centre_type.device) * self.num_types + centre_type
         h_next = state
         for k, block in enumerate(self.blocks):

@@ -154,6 +154,22 @@ class MessagePassingPotential(Potential):
         return self.model.mp_block(b, state, x, edge_vec.to(dtype), edge_index, centre_type)
 
     @torch.jit.export
+    def mp_geometry(self, edge_vec: torch.Tensor) -> List[torch.Tensor]:
+        """``edge_vec [E, 3]`` float64 (Å) -> what every block reads of these edges (model dtype; opaque to the
+        engine), differentiable w.r.t. ``edge_vec``. Optional (files from this version on): an engine that keeps
+        the autograd graph computes it once per step and passes it to :meth:`mp_block_geometry` for every block,
+        instead of every block recomputing it from the vectors; it differentiates each block w.r.t. the tensors
+        of the list that require gradients, sums those over the blocks, and differentiates this call once."""
+        dtype = self.model.energy_scale.dtype
+        return self.model.mp_geometry(edge_vec.to(dtype))
+
+    @torch.jit.export
+    def mp_block_geometry(self, b: int, state: torch.Tensor, x: torch.Tensor, geometry: List[torch.Tensor],
+                          edge_index: torch.Tensor, centre_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`mp_block` with the edges given as :meth:`mp_geometry` of their vectors: the same outputs."""
+        return self.model.mp_block_geometry(b, state, x, geometry, edge_index, centre_type)
+
+    @torch.jit.export
     def mp_block_vjp(self, b: int, state: torch.Tensor, x: torch.Tensor, edge_vec: torch.Tensor,
                      edge_index: torch.Tensor, centre_type: torch.Tensor, grad_state: torch.Tensor,
                      grad_x: torch.Tensor, input_grads: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -218,7 +218,8 @@ def _chunks(rg: RankGraph, max_edges: Optional[int]) -> List[Tuple[int, int, int
 
 
 def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_virial: bool = True,
-                     max_edges: Optional[int] = None, keep_graph: bool = False) -> ExchangeResult:
+                     max_edges: Optional[int] = None, keep_graph: bool = False,
+                     shared_geometry: Optional[bool] = None) -> ExchangeResult:
     """Evaluate ``module`` (a ``MessagePassingPotential``, eager or TorchScript) on ``ranks`` by per-block
     exchange, and assemble the contract's outputs per atom of the decomposed Atoms.
 
@@ -233,12 +234,19 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
 
     ``max_edges``: evaluate each block in chunks of whole centres of at most that many edges, recomputing each
     chunk in the backward pass (``mp_block_vjp``). ``keep_graph``: instead, keep each block's autograd graph
-    from the forward pass and differentiate it (one chunk only).
+    from the forward pass and differentiate it (one chunk only). ``shared_geometry`` (with ``keep_graph``; default:
+    when the module has ``mp_geometry``, as the engine does): compute each rank's edge geometry once
+    (``mp_geometry``), give every block a detached copy (``mp_block_geometry``), sum the blocks' gradients on it
+    and differentiate the geometry once at the end.
     """
     if keep_graph and max_edges is not None:
         raise ValueError("keep_graph evaluates each block in one call; it cannot be combined with max_edges")
     if not ranks:
         raise ValueError("no ranks")
+    has_geometry = hasattr(module, "mp_geometry") and hasattr(module, "mp_block_geometry")
+    if shared_geometry and not (keep_graph and has_geometry):
+        raise ValueError("shared_geometry needs keep_graph and a module with mp_geometry and mp_block_geometry")
+    shared_geometry = keep_graph and has_geometry if shared_geometry is None else shared_geometry
     n_total = int(sum(rg.n_local for rg in ranks))
     n_blocks = int(module.mp_num_blocks())
     centre_types = [rg.atom_type[:rg.n_local] for rg in ranks]
@@ -251,6 +259,10 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
         states.append(state)
         xs.append(x)
     saved: List[Tuple[List[torch.Tensor], List[torch.Tensor], list]] = []
+    # shared geometry: each rank's vectors (leaf), their geometry (with its graph) and its gradient summed over blocks
+    geo_vecs = [rg.edge_vec.clone().requires_grad_(True) for rg in ranks] if shared_geometry else []
+    geometry = [list(module.mp_geometry(v)) for v in geo_vecs]
+    geo_grads: List[List[Optional[torch.Tensor]]] = [[None] * len(g) for g in geometry]
     for b in range(n_blocks):
         if b > 0:
             xs, moved = _forward_comm(ranks, xs)
@@ -261,8 +273,12 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
             if keep_graph:
                 state_in = states[r].detach().requires_grad_(b > 0)
                 x_in = xs[r].detach().requires_grad_(b > 0)
-                vec = rg.edge_vec.clone().requires_grad_(True)
-                s_next, x_next = module.mp_block(b, state_in, x_in, vec, rg.edge_index, centre_types[r])
+                if shared_geometry:
+                    vec = [g.detach().requires_grad_(True) if g.requires_grad else g for g in geometry[r]]
+                    s_next, x_next = module.mp_block_geometry(b, state_in, x_in, vec, rg.edge_index, centre_types[r])
+                else:
+                    vec = rg.edge_vec.clone().requires_grad_(True)
+                    s_next, x_next = module.mp_block(b, state_in, x_in, vec, rg.edge_index, centre_types[r])
                 graphs.append((state_in, x_in, vec, s_next, x_next))
             else:
                 parts = []
@@ -310,14 +326,22 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
                     if out.requires_grad and out.numel() > 0:
                         outputs.append(out)
                         grads_out.append(g)
-                inputs = [vec, state_in, x_in] if input_grads else [vec]
-                got = torch.autograd.grad(outputs, inputs, grads_out, allow_unused=True) if outputs else [None] * 3
-                g_vec = torch.zeros_like(vec) if got[0] is None else got[0]
+                geo = [k for k, g in enumerate(vec) if g.requires_grad] if shared_geometry else []
+                inputs = [vec[k] for k in geo] if shared_geometry else [vec]
+                n_vec = len(inputs)
+                inputs += [state_in, x_in] if input_grads else []
+                got = (torch.autograd.grad(outputs, inputs, grads_out, allow_unused=True) if outputs
+                       else [None] * len(inputs))
+                if shared_geometry:
+                    for k, g in zip(geo, got[:n_vec]):
+                        if g is not None:
+                            geo_grads[r][k] = g if geo_grads[r][k] is None else geo_grads[r][k] + g
+                else:
+                    edge_grads[r] += torch.zeros_like(vec) if got[0] is None else got[0]
                 g_state = g_x = None
                 if input_grads:
-                    g_state = torch.zeros_like(state_in) if got[1] is None else got[1]
-                    g_x = torch.zeros_like(x_in) if got[2] is None else got[2]
-                edge_grads[r] += g_vec
+                    g_state = torch.zeros_like(state_in) if got[n_vec] is None else got[n_vec]
+                    g_x = torch.zeros_like(x_in) if got[n_vec + 1] is None else got[n_vec + 1]
             else:
                 g_state_parts = []
                 g_x = torch.zeros_like(block_xs[r]) if input_grads else None
@@ -337,6 +361,15 @@ def exchange_outputs(module: Any, ranks: Sequence[RankGraph], compute_atom_viria
             grad_xs, moved = _reverse_comm(ranks, grad_x_all)
             reverse_bytes += moved
             grad_states = next_grad_states
+
+    # the geometry once, with the gradients the blocks left on it
+    for r in range(len(geometry)):
+        pairs = [(t, g) for t, g in zip(geometry[r], geo_grads[r]) if g is not None]
+        if pairs:
+            (g_vec,) = torch.autograd.grad([t for t, _ in pairs], [geo_vecs[r]], [g for _, g in pairs],
+                                           allow_unused=True)
+            if g_vec is not None:
+                edge_grads[r] += g_vec
 
     forces = torch.zeros((n_total, 3), dtype=torch.float64)
     virial = torch.zeros((3, 3), dtype=torch.float64)

@@ -178,3 +178,32 @@ def test_exchange_float32_odd_width(plugin, lammps, tmp_path):
     want = Reference({"float32": path})(atoms_from_frame(got["frame"], ELEMENTS), "float32")
     assert np.abs(want["forces"]).max() > 1e-2, "forces vanish, the comparison would be vacuous"
     assert_results_close(got, want, tol("lammps", "float32"), "float32 rows of odd width, 2 ranks")
+
+
+def test_geometry_once_equals_geometry_per_block(plugin, lammps, tmp_path):
+    """A file with mp_geometry/mp_block_geometry (the engine computes the edges' geometry once per step) and the same
+    weights without them (every block recomputes it, as files deployed before them do) give the same results in
+    exchange mode on 2 ranks, float64; here with the reference kernels, whose geometry carries a per-edge radial
+    basis that takes gradients (the fused files' path is the one every test above runs)."""
+    from test_model_runner import without_methods
+
+    from mdpot.contract import GEOMETRY_METHODS
+    from mdpot.deploy import load_model
+    from mdpot.testing import small_model
+
+    model = small_model("nequip", ELEMENTS, seed=7, num_layers=3)
+    files = {"once": without_methods(model, (), tmp_path / "once.pt"),
+             "per_block": without_methods(model, GEOMETRY_METHODS, tmp_path / "per_block.pt")}
+    assert hasattr(load_model(files["once"]).module, "mp_geometry")
+    assert not hasattr(load_model(files["per_block"]).module, "mp_geometry")
+    atoms, general = systems(load_model(files["once"]).r_max)["triclinic"]
+    box = write_data(tmp_path / "t.data", atoms, ELEMENTS, general_triclinic=general)
+    script = "".join(block(name, "t.data", box.boundary, f"pair_coeff * * {path} Cu Au",
+                           pair_style="mdpot message_passing exchange") for name, path in files.items())
+    run = lammps(script, tmp_path, nprocs=2)
+    assert [s["mode"] for s in stats_of(run.output)] == ["exchange", "exchange"]
+    once, per_block = read_block(tmp_path, "once"), read_block(tmp_path, "per_block")
+    assert np.abs(once["forces"]).max() > 1e-2
+    assert_results_close(once, per_block, tol("lammps", "float64"), "geometry once vs per block")
+    want = Reference({"float64": files["once"]})(atoms_from_frame(once["frame"], ELEMENTS), "float64")
+    assert_results_close(once, want, tol("lammps", "float64"), "geometry once vs ASE")

@@ -728,6 +728,7 @@ struct Model::Impl {
   std::string mp_missing = "not checked";
   int mp_blocks = 0;
   bool mp_pair = false;    // mp_has_pair(): exchange_readout adds mp_pair's energies and edge gradients
+  bool mp_geometry = false;    // GEOMETRY_METHODS: with the graph kept, the edges' geometry once per step
   std::vector<int> mp_widths;
   c10::ScalarType dtype = c10::ScalarType::Double;
   struct Chunk {
@@ -746,6 +747,11 @@ struct Model::Impl {
     // backward pass instead of recomputing the block
     bool keep_graph = false;
     std::vector<torch::Tensor> vec_in, state_in, state_out, x_out;
+    // ... and with mp_geometry: the geometry of the step's edges (graph kept to edge_vec's leaf geo_vec), every
+    // block's detached copy of it, and the gradient on it summed over the blocks differentiated so far
+    torch::Tensor geo_vec;
+    std::vector<torch::Tensor> geo, geo_grad;
+    std::vector<std::vector<torch::Tensor>> geo_in;
     torch::Tensor rows;                  // host rows handed to the caller (float32 models: float32, packed)
   } step;
 
@@ -779,6 +785,7 @@ void Model::Impl::check_exchange(const std::string &path)
   };
   const auto missing = absent(c::BLOCK_METHODS, c::BLOCK_METHODS_COUNT);
   const auto missing_pair = absent(c::PAIR_METHODS, c::PAIR_METHODS_COUNT);
+  mp_geometry = absent(c::GEOMETRY_METHODS, c::GEOMETRY_METHODS_COUNT).empty();
   if (!missing.empty())
     return unsupported(static_cast<int>(missing.size()) == c::BLOCK_METHODS_COUNT
                            ? "its module has no block-by-block (mp_*) methods (strictly local, wrapped, or deployed "
@@ -1140,6 +1147,10 @@ void Model::exchange_begin(const Inputs &in, int64_t max_edges)
   st.state.assign(L + 1, torch::Tensor());
   st.x.assign(L, torch::Tensor());
   for (auto *v : {&st.vec_in, &st.state_in, &st.state_out, &st.x_out}) v->assign(L, torch::Tensor());
+  st.geo_vec = torch::Tensor();
+  st.geo.clear();
+  st.geo_grad.clear();
+  st.geo_in.assign(L, {});
 
   // chunks of consecutive centres with at most max_edges edges (one centre at least)
   std::vector<int64_t> count(in.n_local, 0);
@@ -1194,11 +1205,28 @@ const double *Model::exchange_forward(int b, const double *x_rows)
       // block 0's inputs are functions of the types: only the edge vectors need gradients there
       torch::AutoGradMode grad(true);
       const auto &ch = st.chunks[0];
-      st.vec_in[b] = st.edge_vec.detach().requires_grad_(true);
       st.state_in[b] = b > 0 ? st.state[b].detach().requires_grad_(true) : st.state[b];
       if (b > 0) st.x[b].requires_grad_(true);
-      auto out = d.module.run_method("mp_block", b, st.state_in[b], st.x[b], st.vec_in[b], ch.edge_index, st.centre_type)
-                     .toTuple();
+      c10::intrusive_ptr<c10::ivalue::Tuple> out;
+      if (d.mp_geometry) {
+        if (st.geo.empty()) {    // once per step, before block 0
+          st.geo_vec = st.edge_vec.detach().requires_grad_(true);
+          for (const auto &t : d.module.run_method("mp_geometry", st.geo_vec).toTensorList()) st.geo.push_back(t);
+          st.geo_grad.assign(st.geo.size(), torch::Tensor());
+        }
+        c10::List<torch::Tensor> in;
+        st.geo_in[b].clear();
+        for (const auto &t : st.geo) {
+          st.geo_in[b].push_back(t.requires_grad() ? t.detach().requires_grad_(true) : t);
+          in.push_back(st.geo_in[b].back());
+        }
+        out = d.module.run_method("mp_block_geometry", b, st.state_in[b], st.x[b], in, ch.edge_index, st.centre_type)
+                  .toTuple();
+      } else {
+        st.vec_in[b] = st.edge_vec.detach().requires_grad_(true);
+        out = d.module.run_method("mp_block", b, st.state_in[b], st.x[b], st.vec_in[b], ch.edge_index, st.centre_type)
+                  .toTuple();
+      }
       st.state_out[b] = out->elements()[0].toTensor();
       st.x_out[b] = out->elements()[1].toTensor();
       st.state[b + 1] = st.state_out[b].detach();
@@ -1295,7 +1323,19 @@ const double *Model::exchange_backward(int b, const double *g_x_local)
     const bool input_grads = b > 0;
     torch::Tensor g_x_next = d.rows_in(g_x_local, st.n_local, b + 1 < L ? d.mp_widths[b + 1] : 0);
     if (st.keep_graph) {
-      std::vector<torch::Tensor> outputs, grad_outputs, inputs{st.vec_in[b]};
+      // the edges' part of the inputs: the vectors, or the geometry tensors that take gradients
+      std::vector<torch::Tensor> outputs, grad_outputs, inputs;
+      std::vector<size_t> geo_of;
+      if (d.mp_geometry) {
+        for (size_t k = 0; k < st.geo_in[b].size(); ++k)
+          if (st.geo_in[b][k].requires_grad()) {
+            inputs.push_back(st.geo_in[b][k]);
+            geo_of.push_back(k);
+          }
+      } else {
+        inputs.push_back(st.vec_in[b]);
+      }
+      const size_t n_edge_inputs = inputs.size();
       for (const auto &[out, g] : {std::make_pair(st.state_out[b], st.g_state), std::make_pair(st.x_out[b], g_x_next)})
         if (out.requires_grad() && out.numel() > 0) {
           outputs.push_back(out);
@@ -1306,21 +1346,45 @@ const double *Model::exchange_backward(int b, const double *g_x_local)
         inputs.push_back(st.x[b]);
       }
       std::vector<torch::Tensor> grads(inputs.size());
-      if (!outputs.empty())
+      if (!outputs.empty() && !inputs.empty())
         grads = torch::autograd::grad(outputs, inputs, grad_outputs, /*retain_graph=*/false, /*create_graph=*/false,
                                       /*allow_unused=*/true);
       auto or_zeros = [](const torch::Tensor &g, const torch::Tensor &like) {
         return g.defined() ? g.detach() : torch::zeros_like(like);
       };
-      st.edge_grad.add_(or_zeros(grads[0], st.vec_in[b]).to(torch::kFloat64));
+      if (d.mp_geometry) {
+        for (size_t j = 0; j < geo_of.size(); ++j) {
+          auto &sum = st.geo_grad[geo_of[j]];
+          if (grads[j].defined()) sum = sum.defined() ? sum + grads[j].detach() : grads[j].detach();
+        }
+        st.geo_in[b].clear();
+        if (!input_grads) {    // block 0, the last: the geometry once, with the gradient every block left on it
+          std::vector<torch::Tensor> geo_out, geo_g;
+          for (size_t k = 0; k < st.geo.size(); ++k)
+            if (st.geo_grad[k].defined() && st.geo[k].requires_grad()) {
+              geo_out.push_back(st.geo[k]);
+              geo_g.push_back(st.geo_grad[k]);
+            }
+          if (!geo_out.empty()) {
+            auto g = torch::autograd::grad(geo_out, {st.geo_vec}, geo_g, /*retain_graph=*/false,
+                                           /*create_graph=*/false, /*allow_unused=*/true);
+            if (g[0].defined()) st.edge_grad.add_(g[0].detach().to(torch::kFloat64));
+          }
+          st.geo_vec = torch::Tensor();
+          st.geo.clear();
+          st.geo_grad.clear();
+        }
+      } else {
+        st.edge_grad.add_(or_zeros(grads[0], st.vec_in[b]).to(torch::kFloat64));
+      }
       st.vec_in[b] = st.state_in[b] = st.state_out[b] = st.x_out[b] = torch::Tensor();
       st.state[b + 1] = torch::Tensor();
       if (!input_grads) {
         st.g_state = torch::Tensor();
         return nullptr;
       }
-      st.g_state = or_zeros(grads[1], st.state[b]);
-      const auto g_x = or_zeros(grads[2], st.x[b]);
+      st.g_state = or_zeros(grads[n_edge_inputs], st.state[b]);
+      const auto g_x = or_zeros(grads[n_edge_inputs + 1], st.x[b]);
       st.x[b] = torch::Tensor();
       return d.rows_out(g_x);
     }
