@@ -202,6 +202,7 @@ def test_geometry_once_equals_geometry_per_block(plugin, lammps, tmp_path):
                            pair_style="mdpot message_passing exchange") for name, path in files.items())
     run = lammps(script, tmp_path, nprocs=2)
     assert [s["mode"] for s in stats_of(run.output)] == ["exchange", "exchange"]
+    assert "edge geometry once per step" in run.output  # logged for the first file (the mode's first use)
     once, per_block = read_block(tmp_path, "once"), read_block(tmp_path, "per_block")
     assert np.abs(once["forces"]).max() > 1e-2
     assert_results_close(once, per_block, tol("lammps", "float64"), "geometry once vs per block")

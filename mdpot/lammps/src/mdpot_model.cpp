@@ -1121,6 +1121,11 @@ int Model::exchange_blocks() const
   return impl->mp_blocks;
 }
 
+bool Model::exchange_geometry_once() const
+{
+  return impl->mp_geometry;
+}
+
 const std::vector<int> &Model::exchange_widths() const
 {
   return impl->mp_widths;

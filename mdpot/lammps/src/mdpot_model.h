@@ -116,6 +116,7 @@ class Model {
   std::string exchange_unsupported() const;
   int exchange_blocks() const;                     // L
   const std::vector<int> &exchange_widths() const;  // W_0 .. W_{L-1}: values per atom of each x_b
+  bool exchange_geometry_once() const;             // mp_geometry: with the graph kept, edge geometry once per step
 
   // Edge vectors are pos[j] - pos[i] (float64); every centre is one of the first n_local atoms and
   // edge_index[0] is non-decreasing. Each block is evaluated in chunks of centres of at most max_edges

@@ -624,10 +624,12 @@ void PairMDPot::choose_message_passing()
       const auto &widths = impl->model->exchange_widths();
       utils::logmesg(lmp,
                      "mdpot: message_passing exchange: {} blocks on local centres, node features of ghosts "
-                     "exchanged before blocks 1..{} (up to {} values per atom{})\n",
+                     "exchanged before blocks 1..{} (up to {} values per atom{}); edge geometry {}\n",
                      impl->model->exchange_blocks(), impl->model->exchange_blocks() - 1,
                      widths.size() > 1 ? *std::max_element(widths.begin() + 1, widths.end()) : 0,
-                     rows_float32 ? fmt::format(", float32 packed two per double: {} doubles", comm_forward) : "");
+                     rows_float32 ? fmt::format(", float32 packed two per double: {} doubles", comm_forward) : "",
+                     impl->model->exchange_geometry_once() ? "once per step when a block is one call (mp_geometry)"
+                                                            : "in every block (file without mp_geometry)");
     }
     else if (passes_messages)
       utils::logmesg(lmp, "mdpot: message_passing ghosts: ghost shell of the receptive field{}\n",
