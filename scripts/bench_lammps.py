@@ -173,14 +173,11 @@ def mpi_wait_env(wait: str) -> dict:
 
 
 def mpi_wait_used(wait: str, ranks: int) -> str:
-    """How waiting ranks waited: ``throttle`` (sleep after polling without progress) or ``spin`` (MPICH's default)."""
-    from mdpot.lammps.run import OVERSUBSCRIBED_ENV, usable_cores
+    """How waiting ranks waited (in run_lammps's environment for them): ``throttle`` (sleep after polling without
+    progress) or ``spin`` (MPICH's default)."""
+    from mdpot.lammps.run import run_environment
 
-    if wait != "auto":
-        return wait
-    value = os.environ.get("MPIR_CVAR_CH4_PROGRESS_THROTTLE")
-    if value is None and ranks > usable_cores():
-        value = OVERSUBSCRIBED_ENV["MPIR_CVAR_CH4_PROGRESS_THROTTLE"]
+    value = run_environment(ranks, env=mpi_wait_env(wait)).get("MPIR_CVAR_CH4_PROGRESS_THROTTLE")
     return "throttle" if value not in (None, "", "0") and ranks > 1 else "spin"
 
 

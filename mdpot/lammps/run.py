@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = [
     "NKTV2P_METAL", "OVERSUBSCRIBED_ENV", "LammpsBox", "LammpsError", "LammpsRun", "lammps_box", "lmp_command",
-    "read_dump", "read_log", "run_lammps", "usable_cores", "write_data",
+    "read_dump", "read_log", "run_environment", "run_lammps", "usable_cores", "write_data",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -271,6 +271,21 @@ def lmp_command(nprocs: int = 1, lmp: Optional[PathLike] = None, mpirun: Optiona
     return [mpi, "-np", str(int(nprocs)), lmp_exe]
 
 
+def run_environment(nprocs: int = 1, threads: Optional[int] = 1,
+                    env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The environment :func:`run_lammps` gives ``nprocs`` ranks, before its plugin path: ``os.environ``,
+    ``OMP_NUM_THREADS`` (unless ``threads`` is None), :data:`OVERSUBSCRIBED_ENV` where a variable is not set and
+    the ranks outnumber :func:`usable_cores`, then ``env``."""
+    run_env = dict(os.environ)
+    if threads is not None:
+        run_env["OMP_NUM_THREADS"] = str(threads)
+    if nprocs > usable_cores():
+        for name, value in OVERSUBSCRIBED_ENV.items():
+            run_env.setdefault(name, value)
+    run_env.update(env or {})
+    return run_env
+
+
 def run_lammps(script: Union[str, PathLike], workdir: PathLike = ".", nprocs: int = 1,
                variables: Optional[Mapping[str, object]] = None, timeout: float = 600.0,
                threads: Optional[int] = 1, env: Optional[Mapping[str, str]] = None, check: bool = True,
@@ -318,19 +333,13 @@ def run_lammps(script: Union[str, PathLike], workdir: PathLike = ".", nprocs: in
     cmd = lmp_command(nprocs) + ["-in", str(infile), "-log", log]
     for name, value in (variables or {}).items():
         cmd += ["-var", str(name), str(value)]
-    run_env = dict(os.environ)
+    run_env = run_environment(nprocs, threads, env)
     run_env.setdefault("MDPOT_PLUGIN_QUIET", "1")
     plugins = plugin_dir()
     old = run_env.get("LAMMPS_PLUGIN_PATH", "")
     if plugins not in old.split(os.pathsep):
         run_env["LAMMPS_PLUGIN_PATH"] = os.pathsep.join(p for p in (plugins, old) if p)
-    if threads is not None:
-        run_env["OMP_NUM_THREADS"] = str(threads)
     oversubscribed = nprocs > usable_cores()
-    if oversubscribed:
-        for name, value in OVERSUBSCRIBED_ENV.items():
-            run_env.setdefault(name, value)
-    run_env.update(env or {})
     # mpirun and the ranks inherit this thread's timer slack: fine timers only while starting them
     old_slack = _set_timer_slack(OVERSUBSCRIBED_TIMER_SLACK_NS) if oversubscribed else None
     try:

@@ -285,6 +285,7 @@ class NequIP(nn.Module):
     def mp_block_geometry(self, b: int, state: torch.Tensor, x: torch.Tensor, geometry: List[torch.Tensor],
                           edge_index: torch.Tensor, centre_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """:meth:`mp_block` reading the edges' :meth:`mp_geometry` instead of their vectors (same numbers)."""
+        # _geometry's condition, written out: on the constant memo_radial TorchScript prunes the branch it cannot take
         radial = (geometry[0], geometry[1], geometry[2], geometry[3], self.memo_radial and not self.training)
         return self._block(b, state, x, radial, geometry[4], edge_index, centre_type)
 
