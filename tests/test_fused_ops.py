@@ -380,13 +380,19 @@ def test_fused_file_matches_reference_file(fused_files, arch):
         (2, "reference")
     atoms = alloy(ELEMENTS, (2, 2, 2), a=3.0, skew=0.1, rattle=0.1, seed=2)
     results = []
-    for path in (reference, fused):
-        calc = MDPotCalculator(path)
-        calc.calculate(atoms.copy(), ["energy", "energies", "forces", "stress", "stresses"], all_changes)
-        results.append(calc.results)
+    threads = torch.get_num_threads()
+    try:
+        for path, count in ((reference, 1), (fused, 1), (fused, 2)):    # two threads: per-thread d/dx buffers
+            torch.set_num_threads(count)
+            calc = MDPotCalculator(path)
+            calc.calculate(atoms.copy(), ["energy", "energies", "forces", "stress", "stresses"], all_changes)
+            results.append(calc.results)
+    finally:
+        torch.set_num_threads(threads)
     assert np.abs(results[0]["forces"]).max() > 1e-2
     for key in ("energy", "energies", "forces", "stress", "stresses"):
         assert_allclose(results[1][key], results[0][key], 1e-10, f"{arch} fused vs reference {key}")
+        assert_allclose(results[2][key], results[0][key], 1e-10, f"{arch} fused on 2 threads vs reference {key}")
 
 
 def test_fused_file_needs_the_ops(fused_files, monkeypatch, tmp_path):
@@ -439,6 +445,18 @@ def test_kernels_metadata_rules():
                                "3 or 6); deploy it again")
     # a fused file of the first operator set, written by an earlier mdpot, still decodes
     assert md.decode({**raw, "mdpot_format_version": "5"}, "f.pt")["kernels"] == "fused"
+
+
+def test_kernels_run_on_torchs_threads():
+    """The kernels' parallel loops (at::parallel_for, an inline `omp parallel` in torch's headers) run on as many
+    threads as torch is set to: a library built without OpenMP runs them on one thread whatever the setting."""
+    threads = torch.get_num_threads()
+    try:
+        for count in (2, 1, 3):
+            torch.set_num_threads(count)
+            assert torch.ops.mdpot.parallel_threads() == count, f"torch.set_num_threads({count})"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_threads_agree_and_are_deterministic():

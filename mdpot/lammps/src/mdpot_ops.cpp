@@ -291,6 +291,17 @@ inline void prefetch_neighbour(const int64_t *nb, const ByCentre &g, int64_t q, 
   }
 }
 
+// The threads at::parallel_for runs on: torch's count when this file is compiled with OpenMP (the torch headers'
+// parallel_for is an inline `omp parallel`), otherwise one.
+inline int kernel_threads()
+{
+#ifdef _OPENMP
+  return at::get_num_threads();
+#else
+  return 1;
+#endif
+}
+
 // Per-thread accumulators for a scatter whose targets threads share: thread 0 writes into `out`, the others
 // into zeroed copies that finish() adds in thread order (deterministic for a given thread count).
 struct ThreadBuffers {
@@ -298,7 +309,7 @@ struct ThreadBuffers {
   std::vector<Tensor> extra;
   explicit ThreadBuffers(const Tensor &target) : out(target)
   {
-    const int n = at::get_num_threads();
+    const int n = kernel_threads();
     for (int k = 1; k < n; ++k) extra.push_back(at::zeros_like(target));
   }
   Tensor &of(int tid) { return tid == 0 || extra.empty() ? out : extra[tid - 1]; }
@@ -783,10 +794,25 @@ Tensor not_on_cpu(const char *op, const Tensor &x)
   return Tensor();
 }
 
+// How many threads a parallel loop of these kernels runs on now: each chunk of a 1024-step at::parallel_for marks
+// the thread that ran it. 1 when the library was compiled without OpenMP, whatever torch's thread count.
+int64_t parallel_threads()
+{
+  std::vector<char> ran(std::max(at::get_num_threads(), 1), 0);
+  at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) {
+    const int tid = at::get_thread_num();
+    if (tid >= 0 && tid < static_cast<int>(ran.size())) ran[tid] = 1;
+  });
+  int64_t n = 0;
+  for (char r : ran) n += r;
+  return n;
+}
+
 }    // namespace
 
 TORCH_LIBRARY(mdpot, m)
 {
+  m.def("parallel_threads() -> int", &parallel_threads);
   m.def("tp_scatter(Tensor x, Tensor y, Tensor w, Tensor centre, Tensor neighbour, SymInt num_targets, "
         "int[] term_ptr, int[] term_i, int[] term_j, float[] term_c, int[] comp_path, bool unit_y) -> Tensor");
   m.def("tp_scatter_backward(Tensor grad_out, Tensor x, Tensor y, Tensor w, Tensor centre, Tensor neighbour, "
