@@ -92,6 +92,12 @@ class MDPotCalculator(Calculator):
     check_memory : bool
         For message-passing models, estimate the memory of the call first and refuse one that cannot fit
         (``MemoryError``) instead of starting it (:func:`estimate_memory`).
+    parallel_chunks : int, optional
+        A strictly local model evaluated in more than one chunk: how many chunks run at once, each in a thread of
+        its own on one torch thread. Default: torch's thread count (``torch.get_num_threads()`` at each call) for a
+        TorchScript file on the CPU, whose calls release Python's lock; 1 for an AOTInductor package (its Python
+        runner holds the lock, so its calls cannot overlap) and on a GPU. 1 evaluates the chunks in turn, each on
+        torch's threads. Chunks are summed in their order, so the results do not depend on how many run at once.
 
     Properties: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å), ``stress``
     (eV/Å³, Voigt ``xx yy zz yz xz xy``, ASE sign) and ``stresses`` (per atom, eV/Å³). Stress needs a 3-D
@@ -123,10 +129,14 @@ class MDPotCalculator(Calculator):
     def __init__(self, model: Union[str, os.PathLike, "LoadedModel", Sequence[Union[str, os.PathLike, "LoadedModel"]]],
                  device: Optional[str] = None,
                  tune_malloc: bool = True, max_edges: Optional[int] = None, check_memory: bool = True,
-                 max_memory: Union[int, float, str, None] = None, **kwargs) -> None:
+                 max_memory: Union[int, float, str, None] = None, parallel_chunks: Optional[int] = None,
+                 **kwargs) -> None:
         from .deploy import LoadedModel, load_model
 
         super().__init__(**kwargs)
+        if parallel_chunks is not None and (isinstance(parallel_chunks, bool)
+                                            or not isinstance(parallel_chunks, (int, np.integer)) or parallel_chunks < 1):
+            raise ValueError(f"parallel_chunks must be a positive integer, got {parallel_chunks!r}")
         if max_edges is not None and (isinstance(max_edges, bool) or not isinstance(max_edges, (int, np.integer))
                                       or max_edges < 1):
             raise ValueError(f"max_edges must be a positive integer, got {max_edges!r}")
@@ -186,6 +196,9 @@ class MDPotCalculator(Calculator):
             cache_sized = max_memory is None and self.strictly_local and torch.device(self.device).type == "cpu"
             self.max_edges, self.max_edges_reason = auto_max_edges(meta, budget, cache_sized)
         self._edge_bytes = _edge_bytes(meta)
+        #: Chunks evaluated at once (``None``: torch's thread count at each call, where chunks can overlap).
+        self.parallel_chunks = None if parallel_chunks is None else int(parallel_chunks)
+        self._pool = None  # (workers, executor) of the overlapping chunks, made on first use
 
     def graph(self, atoms: Atoms) -> Graph:
         """Model-contract inputs for ``atoms`` (neighbour list within r_max)."""
@@ -254,6 +267,18 @@ class MDPotCalculator(Calculator):
                 return self.model.module.committee_forward(*args)
         return tuple(t.unsqueeze(0) for t in self.model(*args))
 
+    def chunk_workers(self, n_chunks: int) -> int:
+        """How many of ``n_chunks`` chunks :meth:`calculate` evaluates at once (``parallel_chunks``)."""
+        import torch
+
+        if self.parallel_chunks is not None:
+            wanted = self.parallel_chunks
+        elif torch.device(self.device).type == "cpu" and self.model.format == "torchscript":
+            wanted = torch.get_num_threads()
+        else:
+            wanted = 1
+        return max(1, min(wanted, n_chunks))
+
     def _evaluate_chunks(self, g: Graph, chunks: Sequence[Tuple[int, int]], atom_virial: bool):
         import torch
 
@@ -268,24 +293,49 @@ class MDPotCalculator(Calculator):
         forces = torch.zeros((k, n, 3), dtype=torch.float64)
         virial = torch.zeros((k, 3, 3), dtype=torch.float64)
         atom_vir = torch.zeros((k, n if atom_virial else 0, 3, 3), dtype=torch.float64)
-        compact = torch.empty(n, dtype=torch.int64)  # atom index -> index within the current chunk
-        for first, end in chunks:
+        workers = self.chunk_workers(len(chunks))
+
+        def one(chunk: Tuple[int, int]):
+            first, end = chunk
+            if workers > 1:
+                torch.set_num_threads(1)  # this thread's torch work (OpenMP's count is per thread)
             edges = order[starts[first]:starts[end]]
             pair = g.edge_index.index_select(1, edges)
             # the chunk's atoms: its centres first (their energies count), then every other atom an edge uses
             neighbours = pair[1]
             outside = torch.unique(neighbours[(neighbours < first) | (neighbours >= end)])
             members = torch.cat([torch.arange(first, end, dtype=torch.int64), outside])
+            compact = torch.empty(n, dtype=torch.int64)  # atom index -> index within the chunk
             compact[members] = torch.arange(len(members), dtype=torch.int64)
             sub = Graph(g.pos.index_select(0, members), g.atom_type.index_select(0, members),
                         compact[pair], g.edge_shift.index_select(0, edges))
-            e, f, w, aw = (t.detach().cpu() for t in self._call(sub, end - first, atom_virial))
+            return (first, end, members) + tuple(t.detach().cpu() for t in self._call(sub, end - first, atom_virial))
+
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            if self._pool is None or self._pool[0] != workers:
+                if self._pool is not None:
+                    self._pool[1].shutdown(wait=False)
+                self._pool = (workers, ThreadPoolExecutor(workers, thread_name_prefix="mdpot-chunk"))
+            threads = torch.get_num_threads()
+            try:
+                results = self._pool[1].map(one, chunks)  # in chunk order, whichever finishes first
+                self._sum_chunks(results, energies, forces, virial, atom_vir, atom_virial)
+            finally:
+                torch.set_num_threads(threads)  # also torch's process-wide settings (MKL) the chunks changed
+        else:
+            self._sum_chunks(map(one, chunks), energies, forces, virial, atom_vir, atom_virial)
+        return energies.numpy(), forces.numpy(), virial.numpy(), atom_vir.numpy()
+
+    @staticmethod
+    def _sum_chunks(results, energies, forces, virial, atom_vir, atom_virial: bool) -> None:
+        for first, end, members, e, f, w, aw in results:
             energies[:, first:end] = e
             forces.index_add_(1, members, f)
             virial += w
             if atom_virial:
                 atom_vir.index_add_(1, members, aw)
-        return energies.numpy(), forces.numpy(), virial.numpy(), atom_vir.numpy()
 
     # -- memory ------------------------------------------------------------------------------------------------
 
@@ -321,13 +371,14 @@ class MDPotCalculator(Calculator):
 
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
+        state["_pool"] = None
         state["model"] = _model_source(state["model"])
         if state.get("members") is not None:
             state["members"] = [_model_source(m) for m in state["members"]]
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        state = dict(state)
+        state = {"parallel_chunks": None, **state, "_pool": None}  # a calculator pickled before parallel_chunks
         state["model"] = _restore_model(state["model"])
         if state.get("members") is not None:
             state["members"] = [_restore_model(m) for m in state["members"]]

@@ -20,7 +20,9 @@ the reference package compiled with ``--aoti-threads serial`` (no parallel loops
 
 ``--calls auto memory`` also times each variant in the calls the calculator made before it sized them to the CPU's
 caches (``max_memory`` 512 MB: one call at these sizes) and takes the reference TorchScript file in those calls as
-the baseline (docs/benchmarks/cache_chunks.md).
+the baseline (docs/benchmarks/cache_chunks.md). ``--calls auto in-turn`` times the calculator's overlapping
+cache-sized calls against the same calls one after the other (``parallel_chunks=1``), the baseline then being the
+reference TorchScript file in turn (docs/benchmarks/threads.md).
 """
 from __future__ import annotations
 
@@ -140,11 +142,11 @@ def measure(n_atoms: int, repeats: int, threads: int, dtype: str, arch: str = "a
 
     torch.set_num_threads(threads)
     atoms = fcc("Cu", SIZES[n_atoms], rattle=0.05, seed=1)
-    # calls "auto": the calculator's default max_edges (cache-sized calls on the CPU); "memory": max_edges sized by
-    # the 512 MB memory budget alone, the default before cache-sized calls (one call for these sizes)
-    calcs = {(fmt, c): MDPotCalculator(model_path(arch, dtype, fmt),
-                                       **({"max_memory": DEFAULT_MAX_MEMORY} if c == "memory" else {}))
-             for fmt in formats for c in calls}
+    # calls "auto": the calculator's default (cache-sized calls on the CPU, overlapping for a TorchScript file);
+    # "in-turn": the same calls one after the other (parallel_chunks=1); "memory": max_edges sized by the 512 MB
+    # memory budget alone, the default before cache-sized calls (one call for these sizes)
+    options = {"auto": {}, "in-turn": {"parallel_chunks": 1}, "memory": {"max_memory": DEFAULT_MAX_MEMORY}}
+    calcs = {(fmt, c): MDPotCalculator(model_path(arch, dtype, fmt), **options[c]) for fmt in formats for c in calls}
     times = {key: ([], [], []) for key in calcs}
     for k in range(repeats + 2):  # two warm-up rounds
         atoms.positions += np.random.default_rng(k).normal(0, 1e-3, atoms.positions.shape)
@@ -187,10 +189,12 @@ def main(argv=None) -> int:
     ap.add_argument("--format", nargs="+", default=["torchscript"], choices=tuple(VARIANTS), dest="formats",
                     help="deployed variants, timed interleaved in one process: torchscript and aoti with the reference "
                          "kernels, fused (TorchScript) and aoti-fused with the fused kernels (default torchscript)")
-    ap.add_argument("--calls", nargs="+", choices=("auto", "memory"), default=["auto"],
-                    help="how the calculator splits the graph: auto (its default: cache-sized calls on the CPU) and/or "
-                         "memory (max_edges from the 512 MB memory budget alone, the default before cache-sized "
-                         "calls: one call at these sizes); each is timed interleaved with the others")
+    ap.add_argument("--calls", nargs="+", choices=("auto", "in-turn", "memory"), default=["auto"],
+                    help="how the calculator splits the graph: auto (its default: cache-sized calls on the CPU, as "
+                         "many at once as torch has threads for a TorchScript file), in-turn (the same calls one "
+                         "after the other on torch's threads, parallel_chunks=1, the default before overlapping "
+                         "calls) and/or memory (max_edges from the 512 MB memory budget alone, the default before "
+                         "cache-sized calls: one call at these sizes); each is timed interleaved with the others")
     ap.add_argument("--out", help="results stem (default docs/benchmarks/bench_ase, or bench_ase_nequip)")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -228,8 +232,8 @@ def main(argv=None) -> int:
                    "--format", *args.formats, "--calls", *args.calls]
             results = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
                                                 text=True).stdout.splitlines()[-1])
-            # the baseline: the reference TorchScript file, in memory-sized calls when they were timed
-            base = next((r for c in ("memory", "auto") for r in results if r["format"] == "torchscript"
+            # the baseline: the reference TorchScript file, in the oldest default's calls that were timed
+            base = next((r for c in ("memory", "in-turn", "auto") for r in results if r["format"] == "torchscript"
                          and r["calls"] == c), results[0])
             for res in results:
                 res["allocator"] = alloc
@@ -254,6 +258,8 @@ def main(argv=None) -> int:
     base = "reference TorchScript" if "torchscript" in args.formats else args.formats[0]
     if len(args.calls) > 1 and "memory" in args.calls:
         base += " in memory-sized calls"
+    elif len(args.calls) > 1 and "in-turn" in args.calls:
+        base += " in cache-sized calls in turn"
     lines = ["| allocator | format | atoms | edges | µs/atom (E+F, calculator) | µs/atom model | outside model | "
              f"speed-up vs {base} |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['allocator']} | {r['label']} | {r['atoms']} | {r['edges']} | {r['us_per_atom_total']:.1f} | "

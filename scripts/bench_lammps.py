@@ -182,14 +182,14 @@ def mpi_wait_used(wait: str, ranks: int) -> str:
 
 
 def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, workdir: Path, tcmalloc: bool,
-                    mode: str = "", max_edges: str | None = None, wait: str = "auto") -> dict:
+                    mode: str = "", max_edges: str | None = None, wait: str = "auto", threads: int = 1) -> dict:
     from mdpot.lammps.run import run_lammps
 
     env = {"LD_PRELOAD": TCMALLOC} if tcmalloc else {}
     env.update(mpi_wait_env(wait))
     pair_args = (f" message_passing {mode}" if mode else "") + (f" max_edges {max_edges}" if max_edges else "")
     run = run_lammps(INPUT.format(n=n, model=model, steps=steps, warmup=warmup, pair_args=pair_args), workdir, nprocs=ranks,
-                     threads=1, env=env, timeout=3600, log="log.lammps")
+                     threads=threads, env=env, timeout=3600, log="log.lammps")
     loop = LOOP.findall(run.output)[-1]
     seconds, _, nsteps, natoms = float(loop[0]), int(loop[1]), int(loop[2]), int(loop[3])
     pair = float(PAIR.findall(run.output)[-1][1])  # average over ranks
@@ -198,7 +198,8 @@ def run_lammps_case(model: Path, n: int, ranks: int, steps: int, warmup: int, wo
     cpu_share = float(cpu_use[-1]) / 100 if cpu_use else None
     evaluated = parse_stats(run.output)
     return {"max_edges_asked": max_edges or "default", "max_edges": evaluated.get("max_edges"),
-            "format": evaluated.get("format", "torchscript"), "mode": evaluated.get("mode", mode or "–"), "atoms": natoms, "ranks": ranks, "steps": nsteps, "seconds": seconds,
+            "format": evaluated.get("format", "torchscript"), "mode": evaluated.get("mode", mode or "–"), "atoms": natoms, "ranks": ranks,
+            "threads": threads, "steps": nsteps, "seconds": seconds,
             "timesteps_per_s": nsteps / seconds, "us_per_atom_step": seconds / nsteps / natoms * 1e6,
             "cpu_share": cpu_share,
             "cpu_us_per_atom_step": seconds * cpu_share / nsteps / natoms * 1e6 if cpu_share else None,
@@ -245,32 +246,35 @@ def markdown(results: dict) -> str:
     asked = " ".join(map(str, asked)) if isinstance(asked, list) else asked
     max_edges = f" pair_style max_edges {asked}." if asked else ""
     lines = [f"# LAMMPS pair style benchmark ({results['when']})", "",
-             f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: 1.{max_edges}"
-             + (f" Usable cores: {results['usable_cores']} (overhead vs bare: wall × min(ranks, cores) against the bare "
-                "model's one-core time)." if results.get("usable_cores") else ""), ""]
+             f"Model: {results['model']}. Host: {results['host']}. Torch threads per rank: "
+             f"{' and '.join(map(str, results.get('threads', [1])))}.{max_edges}"
+             + (f" Usable cores: {results['usable_cores']} (overhead vs bare: wall × min(ranks × threads, cores) against "
+                "the bare model's time on that many threads × those threads)." if results.get("usable_cores") else ""), ""]
     if results.get("command"):
         load = " → ".join(" ".join(f"{x:.2f}" for x in results[k]) for k in ("load_average_before", "load_average_after")
                           if results.get(k))
         lines += [f"Command: `{results['command']}`. Load average (1, 5, 15 min) before → after: {load}.", ""]
     lines += [
-             "| format | message passing | max_edges (asked → used) | atoms | ranks | allocator | MPI wait | timesteps/s | µs/atom/step | vs reference TorchScript | "
+             "| format | message passing | max_edges (asked → used) | atoms | ranks | threads per rank | allocator | MPI wait | timesteps/s | µs/atom/step | vs reference TorchScript | "
              "CPU µs/atom/step (wall × CPU use) | "
              "pair share | ghost atoms / local | ghost-centred edges / local | edges on ghosts | bare model µs/atom | "
              "overhead vs bare | comm bytes / atom / step | comm share | peak RSS rank 0 (MB) | peak RSS largest rank (MB) | "
              "peak RSS all ranks (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    bare = {(b.get("format", "torchscript"), b["atoms"]): b for b in results["bare_model"]}
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    bare = {(b.get("format", "torchscript"), b["atoms"], b.get("threads", 1)): b for b in results["bare_model"]}
     for r in results["lammps"]:
         fmt = r.get("format", "torchscript")
-        b = bare.get((fmt, r["atoms"]))
+        threads = r.get("threads", 1)
+        b = bare.get((fmt, r["atoms"], threads))
         base = [t["us_per_atom_step"] for t in results["lammps"] if t.get("format", "torchscript") == "torchscript"
-                and (t["atoms"], t["ranks"], t["allocator"], t.get("mpi_wait")) ==
-                (r["atoms"], r["ranks"], r["allocator"], r.get("mpi_wait"))]
+                and (t["atoms"], t["ranks"], t.get("threads", 1), t["allocator"], t.get("mpi_wait")) ==
+                (r["atoms"], r["ranks"], threads, r["allocator"], r.get("mpi_wait"))]
         ratio = f"{min(base) / r['us_per_atom_step']:.2f}x" if base else "–"
         cpu_us = f"{r['cpu_us_per_atom_step']:.1f}" if r.get("cpu_us_per_atom_step") else "–"
         # core-µs per atom-step: wall time × the cores the ranks ran on (all on one core when pinned with taskset)
-        cores = min(r["ranks"], results.get("usable_cores") or r["ranks"])
-        overhead = f"{(r['us_per_atom_step'] * cores / b['us_per_atom'] - 1) * 100:+.1f}%" if b else "–"
+        cores = min(r["ranks"] * threads, results.get("usable_cores") or r["ranks"] * threads)
+        bare_cores = min(threads, results.get("usable_cores") or threads)
+        overhead = f"{(r['us_per_atom_step'] * cores / (b['us_per_atom'] * bare_cores) - 1) * 100:+.1f}%" if b else "–"
         ev = r.get("evaluated") or {}
         bare_us = f"{b['us_per_atom']:.1f}" if b else "–"
         ghosts = (f"{ev['ghost_atoms_per_local']:.2f} | {ev['ghost_edges_per_local']:.1f} | "
@@ -281,7 +285,7 @@ def markdown(results: dict) -> str:
             comm = f"{ev['comm_bytes_per_atom']:.0f} | {share * 100:.1f}%"
         used = f"{r['max_edges']:.0f}" if isinstance(r.get("max_edges"), float) and r["max_edges"] else "–"
         label = VARIANTS[fmt][2] if fmt in VARIANTS else fmt
-        lines.append(f"| {label} | {r.get('mode', '–')} | {r.get('max_edges_asked', 'default')} → {used} | {r['atoms']} | {r['ranks']} | {r['allocator']} | "
+        lines.append(f"| {label} | {r.get('mode', '–')} | {r.get('max_edges_asked', 'default')} → {used} | {r['atoms']} | {r['ranks']} | {threads} | {r['allocator']} | "
                      f"{r.get('mpi_wait', '–')} | {r['timesteps_per_s']:.3g} | {r['us_per_atom_step']:.1f} | {ratio} | {cpu_us} | "
                      f"{r['pair_fraction'] * 100:.0f}% | "
                      f"{ghosts} | {bare_us} | {overhead} | {comm} | {mb(r['peak_rss_mb_rank0'])} | "
@@ -326,6 +330,10 @@ def main(argv=None) -> int:
     parser.add_argument("--aoti-threads", choices=("dynamic", "serial"), default="dynamic",
                         help="packages: loops that follow the thread count (dynamic, default) or none (serial, "
                              "fastest at 1 thread per rank)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="torch threads per rank (the pair style's threads), interleaved; the bare model is timed "
+                             "on each; more than one thread per rank runs only where ranks x threads fit the usable "
+                             "cores (default 1)")
     parser.add_argument("--mpi-wait", nargs="+", choices=("auto", "spin", "throttle"), default=["auto"],
                         help="how waiting MPICH ranks wait, interleaved: spin (MPICH's polling), throttle (sleep "
                              "after polling without progress, mdpot.lammps.run.OVERSUBSCRIBED_ENV) or auto (throttle "
@@ -340,6 +348,8 @@ def main(argv=None) -> int:
     for value in args.max_edges or []:
         if value != "auto" and not (value.isdigit() and int(value) >= 1):
             parser.error(f"--max-edges takes positive integers or auto, got {value}")
+    if any(t < 1 for t in args.threads):
+        parser.error(f"--threads takes positive integers, got {args.threads}")
     if args.lmax < 0:
         parser.error(f"--lmax must be 0 or more, got {args.lmax}")
     if args.arch == "nequip" and args.tensor_features != 16:
@@ -364,7 +374,7 @@ def main(argv=None) -> int:
                    "model": describe(config) if args.model is None else
                    f"{Path(args.model).name} (sha256 {sha256_file(args.model)[:16]})",
                    "steps": steps, "repeats": args.repeats, "formats": args.format, "max_edges": args.max_edges,
-                   "aoti_threads": args.aoti_threads, "mpi_wait": args.mpi_wait,
+                   "aoti_threads": args.aoti_threads, "mpi_wait": args.mpi_wait, "threads": args.threads,
                    "command": "python scripts/bench_lammps.py " + " ".join(sys.argv[1:] if argv is None else argv),
                    "load_average_before": os.getloadavg(), "usable_cores": usable_cores(),
                    "lammps": [], "bare_model": [], "parallel_efficiency": []}
@@ -377,40 +387,49 @@ def main(argv=None) -> int:
             best, best_bare = {}, {}
             # a package cannot exchange: asked for exchange, it runs in ghosts (once, if ghosts was asked for too)
             cases = list(dict.fromkeys((tc, "ghosts" if VARIANTS[fmt][0] == "aoti" and mode == "exchange" else mode, ranks, fmt, me,
-                                        wait)
+                                        wait, threads)
                                        for tc in allocators for mode in args.message_passing
-                                       for ranks in args.ranks for fmt in models for me in args.max_edges or [None]
-                                       for wait in (args.mpi_wait if ranks > 1 else ["auto"])))
+                                       for ranks in args.ranks for threads in args.threads for fmt in models
+                                       for me in args.max_edges or [None]
+                                       for wait in (args.mpi_wait if ranks > 1 else ["auto"])
+                                       # threads beyond the cores only wait on each other (ranks may: issue 11's
+                                       # pinned runs put every rank on one core)
+                                       if threads == 1 or ranks * threads <= (usable_cores() or ranks * threads)))
             for repeat in range(args.repeats):
                 # the yardstick is timed in every repeat too (best kept), so that it sees the same machine
                 for fmt, model in models.items() if 4 * n ** 3 <= args.bare_max_atoms else ():
-                    bare = {**bare_model_time(model, n, repeats=max(2, steps // 2)), "format": fmt}
-                    if fmt not in best_bare or bare["us_per_atom"] < best_bare[fmt]["us_per_atom"]:
-                        best_bare[fmt] = bare
-                    print(f"  run {repeat + 1}/{args.repeats} bare model {fmt:>11} {bare['atoms']:>7} atoms: "
-                          f"{bare['us_per_atom']:.1f} µs/atom", flush=True)
-                for tc, mode, ranks, fmt, me, wait in cases:
+                    for threads in args.threads:
+                        bare = {**bare_model_time(model, n, repeats=max(2, steps // 2), threads=threads),
+                                "format": fmt, "threads": threads}
+                        if (fmt, threads) not in best_bare or \
+                                bare["us_per_atom"] < best_bare[fmt, threads]["us_per_atom"]:
+                            best_bare[fmt, threads] = bare
+                        print(f"  run {repeat + 1}/{args.repeats} bare model {fmt:>11} {bare['atoms']:>7} atoms "
+                              f"{threads} thread(s): {bare['us_per_atom']:.1f} µs/atom", flush=True)
+                for tc, mode, ranks, fmt, me, wait, threads in cases:
                     r = run_lammps_case(models[fmt], n, ranks, steps, warmup=max(2, steps // 5),
-                                        workdir=tmp / f"n{n}_r{ranks}_{int(tc)}_{mode}_{fmt}_{me}_{wait}_{repeat}",
-                                        tcmalloc=tc, mode=mode, max_edges=me, wait=wait)
+                                        workdir=tmp / f"n{n}_r{ranks}_t{threads}_{int(tc)}_{mode}_{fmt}_{me}_{wait}_{repeat}",
+                                        tcmalloc=tc, mode=mode, max_edges=me, wait=wait, threads=threads)
                     r["format"] = fmt  # "fused": a TorchScript file the pair style reports as torchscript
-                    key = (tc, mode, ranks, fmt, me, wait)
+                    key = (tc, mode, ranks, fmt, me, wait, threads)
                     if key not in best or r["us_per_atom_step"] < best[key]["us_per_atom_step"]:
                         best[key] = r
                     used = "" if r["max_edges"] is None else f" ({r['max_edges']:.0f})"
                     print(f"  run {repeat + 1}/{args.repeats} {fmt:>11} {r['mode']:>8} max_edges {me or 'default'}{used} "
                           f"MPI wait {r['mpi_wait']} "
                           f"{r['atoms']:>7} atoms "
-                          f"{ranks} rank(s): {r['us_per_atom_step']:.1f} µs/atom/step, peak RSS largest rank "
+                          f"{ranks} rank(s) × {threads} thread(s): {r['us_per_atom_step']:.1f} µs/atom/step, peak RSS largest rank "
                           f"{mb(r.get('peak_rss_mb_max_rank'))} MB", flush=True)
-            for fmt, bare in best_bare.items():
+            for (fmt, threads), bare in best_bare.items():
                 results["bare_model"].append(bare)
-                print(f"bare model {fmt:>11} {bare['atoms']:>7} atoms: {bare['us_per_atom']:.1f} µs/atom", flush=True)
+                print(f"bare model {fmt:>11} {bare['atoms']:>7} atoms {threads} thread(s): {bare['us_per_atom']:.1f} "
+                      "µs/atom", flush=True)
             for key in cases:
                 r = best[key]
                 results["lammps"].append(r)
                 ev = r["evaluated"]
-                print(f"lammps {r['format']:>11} {r['mode']:>8} {r['atoms']:>7} atoms {r['ranks']} rank(s) {r['allocator']:>8}: "
+                print(f"lammps {r['format']:>11} {r['mode']:>8} {r['atoms']:>7} atoms {r['ranks']} rank(s) × "
+                      f"{r['threads']} thread(s) {r['allocator']:>8}: "
                       f"{r['timesteps_per_s']:.3g} steps/s, {r['us_per_atom_step']:.1f} µs/atom/step, "
                       f"pair {r['pair_fraction'] * 100:.0f}%, ghost atoms/local "
                       f"{ev.get('ghost_atoms_per_local', float('nan')):.2f}, edges on ghosts "
@@ -418,12 +437,12 @@ def main(argv=None) -> int:
         for r2 in results["lammps"]:
             r1 = next((r for r in results["lammps"] if r["ranks"] == 1 and r["atoms"] == r2["atoms"]
                        and r["allocator"] == r2["allocator"] and r["mode"] == r2["mode"]
-                       and r.get("format") == r2.get("format")
+                       and r.get("format") == r2.get("format") and r.get("threads") == r2.get("threads")
                        and r.get("max_edges_asked") == r2.get("max_edges_asked")), None)
             if r2["ranks"] == 2 and r1:
                 results["parallel_efficiency"].append(
                     {"atoms": r2["atoms"], "allocator": r2["allocator"], "format": r2.get("format"),
-                     "mode": r2["mode"], "mpi_wait": r2.get("mpi_wait"), "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
+                     "mode": r2["mode"], "mpi_wait": r2.get("mpi_wait"), "threads": r2.get("threads", 1), "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
         one = sorted((r for r in results["lammps"] if r["ranks"] == 1 and r["allocator"] == "glibc"
                       and r["peak_rss_mb_rank0"] and r["mode"] == results["lammps"][0]["mode"]
                       and r.get("format") == results["lammps"][0].get("format")),

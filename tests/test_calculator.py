@@ -1,4 +1,5 @@
 """Rows 12-13 of docs/testing.md and the ASE bad inputs; chunked evaluation, memory checks and pickling."""
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -201,13 +202,14 @@ class _CountingModel:
     """Stands in for ``calc.model``: records the atoms, local atoms and edges of every call."""
 
     def __init__(self, model):
-        self.model, self.calls = model, []
+        self.model, self.calls, self.threads = model, [], set()
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
     def __call__(self, pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial=False):
         self.calls.append((pos.shape[0], n_local, edge_index.shape[1]))
+        self.threads.add(threading.get_ident())
         return self.model(pos, atom_type, edge_index, edge_shift, n_local, compute_atom_virial)
 
 
@@ -252,6 +254,41 @@ def test_chunks_equal_one_call(deployed, dtype, make):
         assert len(calls) > evaluations
         if max_edges == 1:
             assert len(calls) == evaluations * len(atoms)
+
+
+def test_parallel_chunks_equal_chunks_in_turn(deployed, dtype):
+    """Chunks evaluated at once (each in a thread of its own, on one torch thread) give bit for bit what they give
+    in turn on one thread, and the one-call results to rounding; torch's thread count is what it was; a TorchScript
+    file on the CPU overlaps as many chunks as torch has threads by default, a package none."""
+    import torch
+
+    if deployed.metadata["architecture"] != "allegro":
+        pytest.skip("message-passing models take every edge in one call")
+    atoms = alloy(ELEMENTS, seed=34)
+    n_edges = atoms_to_graph(atoms, deployed.r_max, TypeMapper(ELEMENTS)).num_edges
+    one_call = _all_properties(atoms, MDPotCalculator(deployed, max_edges=10**9))
+    in_turn = MDPotCalculator(deployed, max_edges=n_edges // 5, parallel_chunks=1)
+    assert in_turn.chunk_workers(6) == 1
+    reference = _all_properties(atoms, in_turn)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        overlapping = 2 if deployed.format == "torchscript" else 1  # a package's Python runner holds the lock
+        assert MDPotCalculator(deployed).chunk_workers(6) == overlapping
+        assert MDPotCalculator(deployed).chunk_workers(1) == 1
+        calc = MDPotCalculator(deployed, max_edges=n_edges // 5, parallel_chunks=3)
+        assert calc.chunk_workers(6) == 3
+        calc.model = counter = _CountingModel(calc.model)
+        results = _all_properties(atoms, calc)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert len(counter.calls) >= 10 and threading.get_ident() not in counter.threads
+    for key, value in results.items():
+        assert np.array_equal(np.asarray(value), np.asarray(reference[key])), key
+    _assert_same_results(results, one_call, dtype)
+    with pytest.raises(ValueError, match=r"^parallel_chunks must be a positive integer, got 0$"):
+        MDPotCalculator(deployed, parallel_chunks=0)
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "models"
