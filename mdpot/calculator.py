@@ -94,10 +94,12 @@ class MDPotCalculator(Calculator):
         (``MemoryError``) instead of starting it (:func:`estimate_memory`).
     parallel_chunks : int, optional
         A strictly local model evaluated in more than one chunk: how many chunks run at once, each in a thread of
-        its own on one torch thread. Default: torch's thread count (``torch.get_num_threads()`` at each call) for a
-        TorchScript file on the CPU, whose calls release Python's lock; 1 for an AOTInductor package (its Python
-        runner holds the lock, so its calls cannot overlap) and on a GPU. 1 evaluates the chunks in turn, each on
-        torch's threads. Chunks are summed in their order, so the results do not depend on how many run at once.
+        its own on one torch thread. Default on the CPU: torch's thread count (``torch.get_num_threads()`` at each
+        call) for a TorchScript file, whose calls release Python's lock, and for an AOTInductor package run by
+        mdpot's loader (``torch.classes.mdpot.PackageRunner`` in the fused-kernel library; ``model.module.overlapping``);
+        1 for a package run by torch's own loader (it holds the lock, so its calls cannot overlap: the library is not
+        built) and on a GPU. 1 evaluates the chunks in turn, each on torch's threads. Chunks are summed in their
+        order, so the results do not depend on how many run at once.
 
     Properties: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å), ``stress``
     (eV/Å³, Voigt ``xx yy zz yz xz xy``, ASE sign) and ``stresses`` (per atom, eV/Å³). Stress needs a 3-D
@@ -273,7 +275,8 @@ class MDPotCalculator(Calculator):
 
         if self.parallel_chunks is not None:
             wanted = self.parallel_chunks
-        elif torch.device(self.device).type == "cpu" and self.model.format == "torchscript":
+        elif torch.device(self.device).type == "cpu" and (self.model.format == "torchscript"
+                                                           or getattr(self.model.module, "overlapping", False)):
             wanted = torch.get_num_threads()
         else:
             wanted = 1

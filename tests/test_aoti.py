@@ -193,6 +193,36 @@ def test_n_local_out_of_range(package):
               torch.zeros((0, 3), dtype=torch.float64), 3)
 
 
+def test_overlapping_runner_equals_torchs_loader(package, monkeypatch):
+    """With the operator library built, a CPU package runs through torch.classes.mdpot.PackageRunner, whose calls
+    from different threads overlap (Python's lock released, one program state per core): the same numbers, bit for
+    bit, as torch's own loader, which the module falls back to when the library is not there."""
+    import concurrent.futures
+
+    fast = load_model(package)
+    assert fast.module.overlapping
+    atoms = alloy(ELEMENTS, (2, 2, 2), seed=8)
+    g = atoms_to_graph(atoms, fast.r_max, TypeMapper(ELEMENTS))
+    args = (g.pos, g.atom_type, g.edge_index, g.edge_shift, len(atoms), True)
+    monkeypatch.setattr(aoti, "_overlapping_runner", lambda path: None)
+    plain = load_model(package)
+    assert not plain.module.overlapping
+    want = plain(*args)
+    def one_thread(_):  # a new thread starts with OpenMP's default count; this package's loops follow the count
+        torch.set_num_threads(1)
+        return fast(*args)
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        runs = [fast(*args)] + list(concurrent.futures.ThreadPoolExecutor(2).map(one_thread, range(4)))
+    finally:
+        torch.set_num_threads(threads)
+    for k, got in enumerate(runs):
+        for name, a, b in zip(("atom_energy", "forces", "virial", "atom_virial"), got, want):
+            assert torch.equal(a, b), f"run {k}: {name} differs by {(a - b).abs().max().item():.3g}"
+
+
 @pytest.mark.parametrize("max_edges", [None, 150])
 def test_calculator_package_vs_torchscript(aoti_models, deployed_torchscript, arch, dtype, max_edges):
     """Row 12 across formats: the two deployments of the same weights agree to twice row 1's tolerance, also in

@@ -273,7 +273,7 @@ def test_parallel_chunks_equal_chunks_in_turn(deployed, dtype):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        overlapping = 2 if deployed.format == "torchscript" else 1  # a package's Python runner holds the lock
+        overlapping = 2 if deployed.format == "torchscript" or deployed.module.overlapping else 1
         assert MDPotCalculator(deployed).chunk_workers(6) == overlapping
         assert MDPotCalculator(deployed).chunk_workers(1) == 1
         calc = MDPotCalculator(deployed, max_edges=n_edges // 5, parallel_chunks=3)

@@ -308,12 +308,21 @@ class AOTIModule(nn.Module):
             from .load import require_fused_ops
 
             require_fused_ops(source)
+        #: Calls from different threads overlap (a CPU package run by mdpot's own loader, ``_overlapping_runner``);
+        #: otherwise they run one after the other (torch's Python loader holds Python's lock while it runs).
+        self.overlapping = False
+        self._run = None
         # Loaded from a private copy of the checked bytes: the file at ``source`` may change after the checks.
         with tempfile.TemporaryDirectory(prefix="mdpot-aoti-") as tmp:
             path = Path(tmp) / "model.pt2"
             path.write_bytes(package.data)
             try:
-                self.runner = aoti_load_package(str(path))
+                if package.target["device"] == "cpu":
+                    self._run = _overlapping_runner(path)
+                self.overlapping = self._run is not None
+                if self._run is None:
+                    runner = aoti_load_package(str(path))
+                    self._run = lambda inputs: runner(*inputs)
             except Exception as exc:  # torch raises RuntimeError and friends
                 from .load import torch_error_summary
 
@@ -342,14 +351,33 @@ class AOTIModule(nn.Module):
         if not 0 <= int(n_local) <= n_atoms:
             raise ValueError(f"n_local must lie in 0 .. {n_atoms} (the number of atoms), got {n_local}")
         local = pos.new_empty((int(n_local), 0))
-        atom_energy, forces, virial, atom_virial = self.runner(
-            pos.contiguous(), atom_type.contiguous(), edge_index.contiguous(), edge_shift.contiguous(), local)
+        atom_energy, forces, virial, atom_virial = self._run(
+            [pos.contiguous(), atom_type.contiguous(), edge_index.contiguous(), edge_shift.contiguous(), local])
         if not compute_atom_virial:
             atom_virial = atom_virial[:0]
         return atom_energy, forces, virial, atom_virial
 
     def __reduce__(self):
         return _restore_module, (self.package.data, self.source)
+
+
+def _overlapping_runner(path: Path):
+    """``run(inputs) -> outputs`` of the CPU package at ``path`` through ``torch.classes.mdpot.PackageRunner``
+    (libmdpot_ops.so), whose calls release Python's lock and hold one copy of the program's state per usable core,
+    so that calls from as many threads overlap (the calculator's chunks); None when that library is not built (then
+    torch's own loader runs the package, one call at a time). The program's flat inputs and outputs are the contract's
+    five tensors and four tensors."""
+    from ..lammps.run import usable_cores
+    from ..ops import load_ops
+
+    if not load_ops(build=False, required=False):
+        return None
+    try:
+        cls = torch.classes.mdpot.PackageRunner
+    except RuntimeError:  # a library built before the class
+        return None
+    runner = cls(str(path), c.AOTI_PROGRAM, usable_cores())
+    return runner.run
 
 
 def _restore_module(data: bytes, source: str) -> AOTIModule:

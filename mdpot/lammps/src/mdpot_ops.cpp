@@ -37,6 +37,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/autograd.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include <array>
@@ -808,10 +810,28 @@ int64_t parallel_threads()
   return n;
 }
 
+// An AOTInductor package's program for Python callers (torch.classes.mdpot.PackageRunner): torch's own Python
+// binding of the loader holds Python's lock for the whole call, so calls from two threads run one after the other;
+// a method of a registered class runs without it, and num_runners copies of the program's state let that many calls
+// overlap (the ASE calculator's chunks, mdpot.deploy.aoti).
+struct PackageRunner : torch::CustomClassHolder {
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
+  PackageRunner(const std::string &path, const std::string &program, int64_t num_runners)
+  {
+    TORCH_CHECK(num_runners >= 1, "mdpot.PackageRunner: num_runners must be >= 1, got ", num_runners);
+    loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+        path, program, /*run_single_threaded=*/false, static_cast<size_t>(num_runners), /*device_index=*/-1);
+  }
+  std::vector<Tensor> run(const std::vector<Tensor> &inputs) { return loader->run(inputs); }
+};
+
 }    // namespace
 
 TORCH_LIBRARY(mdpot, m)
 {
+  m.class_<PackageRunner>("PackageRunner")
+      .def(torch::init<std::string, std::string, int64_t>())
+      .def("run", &PackageRunner::run);
   m.def("parallel_threads() -> int", &parallel_threads);
   m.def("tp_scatter(Tensor x, Tensor y, Tensor w, Tensor centre, Tensor neighbour, SymInt num_targets, "
         "int[] term_ptr, int[] term_i, int[] term_j, float[] term_c, int[] comp_path, bool unit_y) -> Tensor");
