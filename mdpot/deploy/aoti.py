@@ -361,12 +361,17 @@ class AOTIModule(nn.Module):
         return _restore_module, (self.package.data, self.source)
 
 
+#: Most copies of a CPU package's program state ``_overlapping_runner`` keeps (one per usable core up to this): calls
+#: beyond it wait for a free one.
+MAX_PACKAGE_RUNNERS = 64
+
+
 def _overlapping_runner(path: Path):
     """``run(inputs) -> outputs`` of the CPU package at ``path`` through ``torch.classes.mdpot.PackageRunner``
-    (libmdpot_ops.so), whose calls release Python's lock and hold one copy of the program's state per usable core,
-    so that calls from as many threads overlap (the calculator's chunks); None when that library is not built (then
-    torch's own loader runs the package, one call at a time). The program's flat inputs and outputs are the contract's
-    five tensors and four tensors."""
+    (libmdpot_ops.so), whose calls release Python's lock and hold one copy of the program's state per usable core
+    (at most ``MAX_PACKAGE_RUNNERS``), so that calls from as many threads overlap (the calculator's chunks); None
+    when that library is not built (then torch's own loader runs the package, one call at a time). The program's
+    flat inputs and outputs are the contract's five tensors and four tensors."""
     from ..lammps.run import usable_cores
     from ..ops import load_ops
 
@@ -376,7 +381,7 @@ def _overlapping_runner(path: Path):
         cls = torch.classes.mdpot.PackageRunner
     except RuntimeError:  # a library built before the class
         return None
-    runner = cls(str(path), c.AOTI_PROGRAM, usable_cores())
+    runner = cls(str(path), c.AOTI_PROGRAM, min(usable_cores(), MAX_PACKAGE_RUNNERS))
     return runner.run
 
 
