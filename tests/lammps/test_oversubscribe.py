@@ -61,3 +61,22 @@ def test_oversubscribed_ranks_get_fine_timers(tmp_path, monkeypatch):
     monkeypatch.setattr(R, "usable_cores", lambda: 2)
     output = R.run_lammps(script, tmp_path / "fits", nprocs=2, timeout=120).output
     assert str(before) in output.split(), output[-2000:]
+
+
+def test_more_torch_threads_than_cores_warn(tmp_path):
+    """The pair style says so, once per node, when its ranks' torch threads outnumber the node's cores (they then
+    wait on each other: docs/benchmarks/threads.md); one thread per rank is never warned about."""
+    import os
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[2] / "examples" / "models" / "allegro-cu-emt" / "model.pt"
+    cores = os.cpu_count() or 1
+    script = ("units metal\nlattice fcc 3.61\nregion box block 0 2 0 2 0 2\ncreate_box 1 box\ncreate_atoms 1 box\n"
+              "mass 1 63.5\npair_style mdpot threads {threads}\npair_coeff * * " + str(model) + " Cu\nrun 0\n")
+    warning = (f"WARNING: pair mdpot: 1 rank(s) on this node x {cores + 1} torch threads each exceed its {cores} "
+               "cores, so the threads wait on each other; use 'threads auto' without OMP_NUM_THREADS, or fewer "
+               "threads")
+    output = R.run_lammps(script.format(threads=cores + 1), tmp_path / "many", nprocs=1, timeout=120).output
+    assert warning in output, output[-2000:]
+    output = R.run_lammps(script.format(threads=1), tmp_path / "one", nprocs=1, timeout=120).output
+    assert "torch threads each exceed" not in output, output[-2000:]

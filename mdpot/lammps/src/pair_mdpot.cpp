@@ -398,13 +398,19 @@ std::string PairMDPot::select_device()
 // Torch's OpenMP pool is separate from LAMMPS's: without this every rank would use every core.
 void PairMDPot::set_threads()
 {
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   int n = num_threads;
-  if (n == 0) {
-    if (std::getenv("OMP_NUM_THREADS")) return;    // torch already honours it
-    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  if (n == 0 && !std::getenv("OMP_NUM_THREADS"))    // with it set, torch already honours it
     n = std::max(1, cores / std::max(1, impl->local_size));
-  }
-  mdpot::set_num_threads(n);
+  if (n > 0) mdpot::set_num_threads(n);
+  // More threads than the node's cores only wait on each other: 2 ranks x 2 threads on 2 cores ran 2-3x slower than
+  // 2 x 1 (docs/benchmarks/threads.md). Said once per node.
+  const int used = mdpot::num_threads();
+  if (used > 1 && static_cast<long>(used) * impl->local_size > cores && impl->local_rank == 0)
+    error->warning(FLERR,
+                   "pair mdpot: {} rank(s) on this node x {} torch threads each exceed its {} cores, so the threads "
+                   "wait on each other; use 'threads auto' without OMP_NUM_THREADS, or fewer threads",
+                   impl->local_size, used, cores);
 }
 
 // The file is looked for as given, then in LAMMPS_POTENTIALS; the runner checks it as the Python
