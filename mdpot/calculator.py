@@ -306,12 +306,14 @@ class MDPotCalculator(Calculator):
             pair = g.edge_index.index_select(1, edges)
             # the chunk's atoms: its centres first (their energies count), then every other atom an edge uses
             neighbours = pair[1]
-            outside = torch.unique(neighbours[(neighbours < first) | (neighbours >= end)])
+            inside = (neighbours >= first) & (neighbours < end)
+            outside = torch.unique(neighbours[~inside])  # sorted
             members = torch.cat([torch.arange(first, end, dtype=torch.int64), outside])
-            compact = torch.empty(n, dtype=torch.int64)  # atom index -> index within the chunk
-            compact[members] = torch.arange(len(members), dtype=torch.int64)
+            # atom index -> index within the chunk: a centre's offset from first, another atom's place after them
+            local = torch.stack([pair[0] - first, torch.where(inside, neighbours - first,
+                                                              (end - first) + torch.searchsorted(outside, neighbours))])
             sub = Graph(g.pos.index_select(0, members), g.atom_type.index_select(0, members),
-                        compact[pair], g.edge_shift.index_select(0, edges))
+                        local, g.edge_shift.index_select(0, edges))
             return (first, end, members) + tuple(t.detach().cpu() for t in self._call(sub, end - first, atom_virial))
 
         if workers > 1:

@@ -445,7 +445,8 @@ def main(argv=None) -> int:
                      "mode": r2["mode"], "mpi_wait": r2.get("mpi_wait"), "threads": r2.get("threads", 1), "efficiency": r1["seconds"] / r1["steps"] / (2 * r2["seconds"] / r2["steps"])})
         one = sorted((r for r in results["lammps"] if r["ranks"] == 1 and r["allocator"] == "glibc"
                       and r["peak_rss_mb_rank0"] and r["mode"] == results["lammps"][0]["mode"]
-                      and r.get("format") == results["lammps"][0].get("format")),
+                      and r.get("format") == results["lammps"][0].get("format")
+                      and r.get("threads", 1) == results["lammps"][0].get("threads", 1)),
                      key=lambda r: r["atoms"])
         if len(one) >= 2 and one[-1]["atoms"] > one[-2]["atoms"]:
             a, b = one[-2], one[-1]

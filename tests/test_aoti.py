@@ -208,6 +208,7 @@ def test_overlapping_runner_equals_torchs_loader(package, monkeypatch):
     plain = load_model(package)
     assert not plain.module.overlapping
     want = plain(*args)
+
     def one_thread(_):  # a new thread starts with OpenMP's default count; this package's loops follow the count
         torch.set_num_threads(1)
         return fast(*args)
