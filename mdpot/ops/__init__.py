@@ -9,7 +9,10 @@ beside the LAMMPS plugin by :mod:`mdpot.lammps.plugin` with the same staleness r
   (``ChannelwiseTensorProduct.gather_product``);
 
 each with a hand-written backward (first-order gradients in eager Python and TorchScript; double backward is
-refused with one line, so training uses the reference implementation).
+refused with one line, so training uses the reference implementation). Their loops run on torch's threads
+(``torch.ops.mdpot.parallel_threads()`` says how many). The library also registers
+``torch.classes.mdpot.PackageRunner``, through which :mod:`mdpot.deploy.aoti` runs CPU packages so that calls from
+several Python threads overlap.
 
 :func:`load_ops` loads the library into this process (building it first if needed); :func:`set_kernels` switches
 every tensor product of a model between the fused operators and the pure-torch reference.

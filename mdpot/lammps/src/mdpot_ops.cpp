@@ -14,6 +14,8 @@
      backward gives the edge lengths r [E] their gradient through dw = dw/dr, the table's derivative.
    - mdpot::distinct: the distinct values of a float tensor, bit for bit, in order of first occurrence, with every
      entry's index (a hash table, no sort).
+   - mdpot::parallel_threads: how many threads the kernels' loops run on now (torch's count; 1 if built without
+     OpenMP). torch.classes.mdpot.PackageRunner: a CPU AOTInductor package whose calls from Python threads overlap.
 
    Each has its backward as a separate operator (one pass over the edges, recomputing the per-edge products
    instead of storing them), and a C++ autograd function under the Autograd key, so first-order gradients
