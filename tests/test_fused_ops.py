@@ -60,6 +60,7 @@ SHAPES = [  # l_max, U, atoms, edges, sorted, y width
     (2, 5, 7, 40, True, 1),
     (2, 1, 4, 12, True, 1),     # one channel
     (1, 3, 6, 25, False, 1),    # unsorted edges
+    (2, 3, 9, 100, False, 1),   # unsorted, more edges than one of tp_gather's tiles (32)
     (2, 4, 6, 30, False, "U"),  # y with one value per channel
     (1, 3, 5, 0, True, 1),      # no edges
 ]
