@@ -25,7 +25,9 @@
    Work is split over centres (edges grouped by centre through a CSR index built by counting sort, the
    identity when edge_index[0] is already non-decreasing), so scatters into centres need no atomics. The
    gradient of tp_scatter's x scatters by neighbour: with more than one thread each thread accumulates into its
-   own buffer and the buffers are summed in thread order, so results do not depend on scheduling.
+   own buffer and the buffers are summed in thread order, so results do not depend on scheduling. tp_gather
+   and its backward take tiles of EDGE_TILE consecutive edges (split over tiles, or over centres in the backward)
+   one term at a time, so a term reads and writes contiguous rows of each plane.
 
    Tensors: features [D, M, U] with any strides on the first two dimensions and unit stride on U (copied
    otherwise); indices int64; float32 or float64. CPU only: other devices get one clear error.
