@@ -80,9 +80,8 @@ class MLP(nn.Module):
                     both = torch.nn.functional.linear(both, layer.weight)
                     if layer.bias is not None:
                         both[:n] += layer.bias
-            else:  # SiLU: v -> v s, t -> t (s + v s (1 - s)) with s = sigmoid(v)
+            else:  # SiLU: v -> v s, t -> t s (1 + v (1 - s)) with s = sigmoid(v)
+                # the tangent is SiLU's backward applied to t (one fused pass), taken before v is overwritten
                 v = both[:n]
-                s = torch.sigmoid(v)
-                vs = v * s
-                both[n:] *= torch.addcmul(s + vs, vs, s, value=-1.0)
-                v.copy_(vs)
+                both[n:] = torch.ops.aten.silu_backward(both[n:], v)
+                torch.nn.functional.silu(v, inplace=True)
