@@ -39,12 +39,14 @@ def main(argv=None) -> int:
     parser.add_argument("--nequip-atoms", type=int, default=864)
     parser.add_argument("--allegro-atoms", type=int, default=4000)
     parser.add_argument("--allegro-l2-edges", type=int, default=1431,
-                        help="edges of the realistic Allegro's call (its cache-sized max_edges; 0: leave it out)")
+                        help="edges of the realistic Allegro's call (its cache-sized max_edges)")
     parser.add_argument("--models", nargs="+", choices=("nequip", "allegro", "allegro-l2"),
                         default=["nequip", "allegro", "allegro-l2"], help="which models' products to time")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = parser.parse_args(argv)
+    if args.allegro_l2_edges < 1:
+        parser.error(f"--allegro-l2-edges must be a positive edge count, got {args.allegro_l2_edges}")
 
     from mdpot.data import TypeMapper, atoms_to_graph
     from mdpot.models import AllegroConfig, NequIPConfig, build_model
@@ -85,11 +87,11 @@ def main(argv=None) -> int:
         for k, layer in enumerate(allegro.layers):
             tp = layer.tp
             v = torch.randn(max(tp.term_i) + 1, e, u, dtype=dtype, generator=gen)
-            env = torch.randn(4, n, u, dtype=dtype, generator=gen)
+            env = torch.randn(max(tp.term_j) + 1, n, u, dtype=dtype, generator=gen)
             cases.append((f"Allegro l_max 1, layer {k} ({v.shape[0]}->{tp.dim_out} components)", tp,
                           lambda tp, v, env, c=edge_index[0]: tp.gather_product(v, env, c), [v, env], n, e))
 
-    if "allegro-l2" in args.models and args.allegro_l2_edges > 0:
+    if "allegro-l2" in args.models:
         allegro = build_model(AllegroConfig(elements=("Cu",), r_max=5.0, l_max=2, num_layers=2,
                                             num_scalar_features=64, num_tensor_features=32), seed=0)
         n, edge_index = graph(2048, 5.0)
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         for k, layer in enumerate(allegro.layers):
             tp = layer.tp
             v = torch.randn(max(tp.term_i) + 1, e, u, dtype=dtype, generator=gen)
-            env = torch.randn(9, n_centres, u, dtype=dtype, generator=gen)
+            env = torch.randn(max(tp.term_j) + 1, n_centres, u, dtype=dtype, generator=gen)
             cases.append((f"Allegro l_max 2, 64/32 features, layer {k} ({v.shape[0]}->{tp.dim_out} components), "
                           f"one call", tp, lambda tp, v, env, c=edge_index[0]: tp.gather_product(v, env, c), [v, env],
                           n_centres, e))
