@@ -345,6 +345,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.model is not None and len(args.format) > 1:
         parser.error("--model is one file of one format; leave it out to compare formats")
+    if args.model is not None:
+        if not args.model.is_file():
+            parser.error(f"--model {args.model}: no such file")
+        args.model = args.model.resolve()  # LAMMPS runs in a scratch folder: a relative path would not resolve there
     for value in args.max_edges or []:
         if value != "auto" and not (value.isdigit() and int(value) >= 1):
             parser.error(f"--max-edges takes positive integers or auto, got {value}")
