@@ -178,12 +178,14 @@ def check_lammps(name: str, path: Path, n_atoms: int, workdir: Path, device: str
 
 
 def benchmark_model(folder: Path) -> Path:
-    """The benchmark Allegro in float32 with fresh weights (seed 0), deployed (and self-checked) into ``folder``."""
+    """The benchmark Allegro in float32 with fresh weights (seed 0), deployed (and self-checked) into ``folder`` with
+    the reference kernels: the default file calls mdpot's fused kernels, which run on the CPU only."""
     from mdpot.deploy import deploy_model
     from mdpot.models import DEFAULT_MODEL, build_model, make_config
 
     cfg = make_config(DEFAULT_MODEL["architecture"], DEFAULT_MODEL["model"])
-    return deploy_model(build_model(cfg, seed=0), folder / "bench_allegro_cu_float32.pt", dtype="float32").path
+    return deploy_model(build_model(cfg, seed=0), folder / "bench_allegro_cu_float32.pt", dtype="float32",
+                        kernels="reference").path
 
 
 def lammps_unavailable_reason(build: bool) -> Optional[str]:

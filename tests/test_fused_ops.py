@@ -396,6 +396,26 @@ def test_fused_file_matches_reference_file(fused_files, arch):
         assert_allclose(results[2][key], results[0][key], 1e-10, f"{arch} fused on 2 threads vs reference {key}")
 
 
+def test_fused_file_is_refused_off_the_cpu(fused_files):
+    """The fused kernels run on the CPU only: asking for another device is one line naming the file, the device and
+    the fix, before any CUDA is needed (here there is none); the reference file gets the usual CUDA refusal."""
+    from mdpot import MDPotCalculator
+    from mdpot.deploy import load_model
+
+    reference, fused = fused_files["allegro"]
+    expected = (f"{fused}: calls mdpot's fused kernels (kernels fused), which run on the CPU only, not on cuda:1; "
+                "deploy it with --kernels reference to run it there")
+    for attempt in (lambda: load_model(fused, device="cuda:1"), lambda: MDPotCalculator(fused, device="cuda:1"),
+                    lambda: load_model(fused).to("cuda:1")):
+        with pytest.raises(ValueError) as info:
+            attempt()
+        assert str(info.value) == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            load_model(reference, device="cuda:1")
+    assert load_model(fused, device="cpu").metadata["kernels"] == "fused"
+
+
 def test_fused_file_needs_the_ops(fused_files, monkeypatch, tmp_path):
     import mdpot.ops as ops
     from mdpot.deploy import load_model

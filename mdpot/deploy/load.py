@@ -99,6 +99,8 @@ class LoadedModel:
             source = str(self.path) if self.path is not None else "the package"
             module = load_package(self.module.package.data, source, device)
             return LoadedModel(module, dict(self.metadata), self.path, device, self.target)
+        if self.metadata.get(md.KERNELS_KEY) == "fused":
+            refuse_fused_off_cpu(device, str(self.path) if self.path is not None else "the model")
         return LoadedModel(copy.deepcopy(self.module).to(device), dict(self.metadata), self.path, device)
 
     def __call__(self, pos, atom_type, edge_index, edge_shift, n_local: int, compute_atom_virial: bool = False):
@@ -154,12 +156,15 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     other = other_model_kind(path)
     if other is not None:
         raise ValueError(other)
-    device = parse_device(device)
     stored = _stored_format_version(path)
     if stored is not None and re.fullmatch(INTEGER_PATTERN, stored):
         md.refuse_unreadable_version(int(stored), str(path))
-    if stored in map(str, md.TORCHSCRIPT_FUSED_FORMAT_VERSIONS) or (stored == str(md.COMMITTEE_FORMAT_VERSION)
-                                                                    and _stored_record(path, md.KERNELS_KEY) == "fused"):
+    fused = stored in map(str, md.TORCHSCRIPT_FUSED_FORMAT_VERSIONS) or (
+        stored == str(md.COMMITTEE_FORMAT_VERSION) and _stored_record(path, md.KERNELS_KEY) == "fused")
+    if fused:
+        refuse_fused_off_cpu(device, str(path))  # before parse_device: says why also where CUDA is missing
+    device = parse_device(device)
+    if fused:
         # the file calls torch.ops.mdpot.*: they must be registered before torch reads its code
         require_fused_ops(str(path))
     extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,) + md.OPTIONAL_KEYS + md.COMMITTEE_KEYS}
@@ -183,6 +188,18 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
                          f"its {md.COMMITTEE_METHOD} method; deploy it again")
     module.eval()
     return LoadedModel(module, meta, path, device)
+
+
+def refuse_fused_off_cpu(device: Union[str, torch.device], source: str) -> None:
+    """A one-line ``ValueError`` when a TorchScript file calling mdpot's fused kernels (CPU only) is asked to run on
+    another device; a device name torch does not know is left to :func:`parse_device`."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError, ValueError):
+        return
+    if kind != "cpu":
+        raise ValueError(f"{source}: calls mdpot's fused kernels ({md.KERNELS_KEY} fused), which run on the CPU only, "
+                         f"not on {device}; deploy it with --kernels reference to run it there")
 
 
 def require_fused_ops(source: str) -> None:

@@ -65,6 +65,12 @@ CASES = {
     "edited_weights": (dict(pair="pair_style mdpot\npair_coeff * * {edited} Cu Au"),
                        "pair mdpot: '{edited}': weights do not match the digest recorded at deploy"),
     "bad_device": (dict(pair="pair_style mdpot device gpu"), "pair mdpot: device must be cpu, cuda or auto, got 'gpu'"),
+    # the default (fused-kernel) file is bound to the CPU: refused before any GPU is looked for (`device auto` runs it
+    # on the CPU)
+    "fused_file_on_cuda": (dict(pair="pair_style mdpot device cuda\npair_coeff * * {fused} Cu Au"),
+                           "pair mdpot: device cuda requested, but model '{fused}' runs on the CPU only: it calls mdpot's "
+                           "fused kernels (kernels fused), which run on the CPU only; use 'device cpu' or 'device auto', "
+                           "or deploy it with --format torchscript --kernels reference for the GPU"),
     "unknown_keyword": (dict(pair="pair_style mdpot colour red"),
                         "pair mdpot: unknown keyword 'colour' (known: device, threads, jit_optimize, max_edges, "
                         "max_memory, message_passing, malloc_tuning, stats, dump_edges, committee, uncertainty_file, "
@@ -141,7 +147,7 @@ def bad_files(reference_model, models, tmp_path_factory):
     """Damaged or foreign model files next to the good one (of the reference kernels: edited by hand below)."""
     folder = tmp_path_factory.mktemp("bad_models")
     good = reference_model
-    files = {"model": str(good)}
+    files = {"model": str(good), "fused": str(models["float64"])}
     files["truncated"] = str(folder / "truncated.pt")
     Path(files["truncated"]).write_bytes(good.read_bytes()[:3000])
     files["zip"] = str(folder / "archive.pt")

@@ -327,6 +327,29 @@ def test_cpp_and_python_accept_the_same_packages(check_tool, aoti_models, tmp_pa
         "or deploy with --format torchscript"), cuda.stdout
 
 
+def test_runner_binds_files_to_their_device(check_tool, models, reference_model, aoti_models, tmp_path):
+    """The device a file is bound to, read from its records (what the pair style's `device auto` follows): the CPU
+    for a file calling the fused kernels and for a CPU package, CUDA for a CUDA package, none for a reference file
+    (and for what cannot be read). A fused file asked to run on CUDA is refused before loading, in the Python
+    loader's words, also where there is no CUDA."""
+    from mdpot.deploy import load_model
+
+    package = aoti_models["allegro", "float64"]
+    fused = models["float64"]
+    cases = {fused: "cpu", reference_model: "-", package: "cpu",
+             crafted_packages(package, tmp_path)["cuda_package"]: "cuda", tmp_path / "missing.pt": "-"}
+    for path, bound in cases.items():
+        run = run_tool(check_tool, "bound-device", path)
+        assert (run.returncode, run.stdout) == (0, bound + "\n"), (path, run.stdout)
+    refused = run_tool(check_tool, "check", fused, "cuda")
+    reason = ("calls mdpot's fused kernels (kernels fused), which run on the CPU only, not on cuda; deploy it with "
+              "--kernels reference to run it there")
+    assert (refused.returncode, refused.stdout) == (1, f"REFUSED: '{fused}' {reason}\n")
+    with pytest.raises(ValueError) as info:
+        load_model(fused, device="cuda")
+    assert str(info.value) == f"{fused}: {reason}"
+
+
 # -- format version 4: message passing with a short-range pair term ----------------------------------------------
 
 def without_methods(energy_model, names, out: Path, **meta_changes) -> Path:

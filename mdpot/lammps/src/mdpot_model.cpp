@@ -895,6 +895,34 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
                "(mp_*) methods";
 }
 
+std::string bound_device(const std::string &path, std::string *why)
+{
+  namespace c = contract;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    auto text = [&](const std::string &name) {
+      if (!reader.hasRecord(name)) return std::string();
+      auto [data, n] = reader.getRecord(name);
+      return std::string(static_cast<const char *>(data.get()), n);
+    };
+    const std::string target = text(std::string(c::AOTI_METADATA_FOLDER) + "/" + c::AOTI_TARGET);
+    if (!target.empty()) {
+      std::map<std::string, JsonField> t;
+      if (!JsonObjectReader(target).read(t) || t["device"].kind != JsonField::String) return "";
+      if (why) *why = "it is an AOTInductor package compiled for " + t["device"].text;
+      return t["device"].text;
+    }
+    const std::string version = text(std::string("extra/") + c::KEY_FORMAT_VERSION);
+    const bool fused = (full_match(version, c::INTEGER_PATTERN) && fused_version(digits_value(version), false)) ||
+        (version == std::to_string(c::COMMITTEE_FORMAT_VERSION) && text(std::string("extra/") + c::KEY_KERNELS) == "fused");
+    if (!fused) return "";
+    if (why) *why = std::string("it calls mdpot's fused kernels (") + c::KEY_KERNELS + " fused), which run on the CPU only";
+    return "cpu";
+  } catch (const std::exception &) {
+    return "";    // unreadable: loading it says why
+  }
+}
+
 Model::Model(const std::string &path, const std::string &device, bool optimize) : impl(new Impl)
 {
   impl->optimize = optimize;
@@ -930,14 +958,17 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
       auto [data, n] = reader->getRecord(version_record);
       const std::string version(static_cast<const char *>(data.get()), n);
       if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
-      if (full_match(version, contract::INTEGER_PATTERN) && fused_version(digits_value(version), false))
-        load_fused_kernels(path);
+      bool fused = full_match(version, contract::INTEGER_PATTERN) && fused_version(digits_value(version), false);
       // a committee file's members call the fused operators when its kernels record says so
       const std::string kernels_record = std::string("extra/") + contract::KEY_KERNELS;
       if (version == std::to_string(contract::COMMITTEE_FORMAT_VERSION) && reader->hasRecord(kernels_record)) {
         auto [kdata, kn] = reader->getRecord(kernels_record);
-        if (std::string(static_cast<const char *>(kdata.get()), kn) == "fused") load_fused_kernels(path);
+        fused = std::string(static_cast<const char *>(kdata.get()), kn) == "fused";
       }
+      if (fused && !impl->device.is_cpu())
+        throw Error("'" + path + "' calls mdpot's fused kernels (" + contract::KEY_KERNELS + " fused), which run on " +
+                    "the CPU only, not on " + impl->device.str() + "; deploy it with --kernels reference to run it there");
+      if (fused) load_fused_kernels(path);
     }
   }
   torch::jit::ExtraFilesMap extra;

@@ -143,6 +143,12 @@ class Model {
   std::unique_ptr<Impl> impl;
 };
 
+// The device a model file is bound to, read from its records without loading it: "cpu" for a TorchScript file
+// that calls the fused kernels (they run on the CPU only) and for a package compiled for the CPU, "cuda" for a
+// package compiled for CUDA, "" for a file that runs on any device and for one that cannot be read (loading it
+// says why). `why`, when given, receives the reason for a bound file, for messages.
+std::string bound_device(const std::string &path, std::string *why = nullptr);
+
 // Device and thread helpers for the caller's choice of device.
 int cuda_device_count();    // 0 without CUDA; throws Error if the query fails
 void set_num_threads(int n);

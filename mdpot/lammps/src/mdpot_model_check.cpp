@@ -12,6 +12,9 @@
        asked for).
    mdpot_model_check sha256 FILE
        prints the SHA-256 of FILE's bytes (checks the runner's own implementation)
+   mdpot_model_check bound-device FILE
+       prints mdpot::bound_device(FILE) ("cpu", "cuda" or "-" for none): the device the pair style's
+       `device auto` must choose for FILE
 ------------------------------------------------------------------------- */
 
 #include "mdpot_model.h"
@@ -29,7 +32,7 @@ int usage()
 {
   std::fprintf(stderr,
                "usage: mdpot_model_check check MODEL [DEVICE] | check-each MODEL [MODEL ...] | "
-               "run MODEL INPUT OUTPUT [DEVICE] | sha256 FILE\n");
+               "run MODEL INPUT OUTPUT [DEVICE] | sha256 FILE | bound-device FILE\n");
   return 2;
 }
 
@@ -108,6 +111,11 @@ int main(int argc, char **argv)
       return 0;
     }
     if (mode == "run" && (argc == 5 || argc == 6)) return run(argv[2], argv[3], argv[4], argc == 6 ? argv[5] : "cpu");
+    if (mode == "bound-device" && argc == 3) {
+      const std::string bound = mdpot::bound_device(argv[2]);
+      std::printf("%s\n", bound.empty() ? "-" : bound.c_str());
+      return 0;
+    }
     if (mode == "sha256" && argc == 3) {
       const std::vector<char> bytes = read_file(argv[2]);
       mdpot::Sha256 h;

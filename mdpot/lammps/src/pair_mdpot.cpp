@@ -363,17 +363,20 @@ void PairMDPot::coeff(int narg, char **arg)
   if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR, "pair mdpot: pair_coeff must start with '* *', got '{} {}'", arg[0], arg[1]);
 
-  const std::string device = select_device();
+  const std::string path = resolve_model_path(arg[2]);
+  const std::string device = select_device(path);
   set_threads();
   if (malloc_tuning && !impl->malloc_tuning) impl->malloc_tuning = std::make_unique<mdpot::MallocTuning>();
-  load_model(arg[2], device);
+  load_model(path, device);
   map_types(narg - 3, arg + 3);
   log_setup();
   logged_committee.clear();    // said again at the next init, for this file
 }
 
-// Collective: every rank learns its node-local rank, so one GPU per rank can be picked.
-std::string PairMDPot::select_device()
+// Collective: every rank learns its node-local rank, so one GPU per rank can be picked. A file bound to the CPU
+// (it calls the fused kernels, or is a package compiled for the CPU) runs there under `device auto`, and is refused
+// under `device cuda` in one line saying why.
+std::string PairMDPot::select_device(const std::string &path)
 {
   MPI_Comm node;
   MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &node);
@@ -381,17 +384,31 @@ std::string PairMDPot::select_device()
   MPI_Comm_size(node, &impl->local_size);
   MPI_Comm_free(&node);
 
+  if (device_choice == DeviceChoice::CPU) return "cpu";
+  std::string why;
+  const std::string bound = mdpot::bound_device(path, &why);
+  if (bound == "cpu" && device_choice == DeviceChoice::CUDA)
+    error->all(FLERR,
+               "pair mdpot: device cuda requested, but model '{}' runs on the CPU only: {}; use 'device cpu' or "
+               "'device auto', or deploy it with --format torchscript --kernels reference for the GPU",
+               path, why);
   int ngpu = 0;
   try {
     ngpu = mdpot::cuda_device_count();
   } catch (const mdpot::Error &e) {
     if (device_choice == DeviceChoice::CUDA) error->all(FLERR, "pair mdpot: {}", e.what());
   }
+  if (bound == "cpu") {
+    if (ngpu > 0 && comm->me == 0)
+      utils::logmesg(lmp, "mdpot: device auto: running on the CPU although {} GPU(s) are visible: model {} runs on "
+                          "the CPU only: {}\n", ngpu, path, why);
+    return "cpu";
+  }
   if (device_choice == DeviceChoice::CUDA && ngpu == 0)
     error->all(FLERR,
                "pair mdpot: device cuda requested, but this torch build has no CUDA or no GPU is visible "
                "(use 'device cpu' or 'device auto')");
-  if (device_choice == DeviceChoice::CPU || ngpu == 0) return "cpu";
+  if (ngpu == 0) return "cpu";    // a package compiled for CUDA is then refused by the loader, in one line
   return fmt::format("cuda:{}", impl->local_rank % ngpu);
 }
 
@@ -413,9 +430,8 @@ void PairMDPot::set_threads()
                    impl->local_size, used, cores);
 }
 
-// The file is looked for as given, then in LAMMPS_POTENTIALS; the runner checks it as the Python
-// loader does (docs/contract.md) and refuses it with one line.
-void PairMDPot::load_model(const std::string &path, const std::string &device)
+// The file is looked for as given, then in LAMMPS_POTENTIALS: its absolute path.
+std::string PairMDPot::resolve_model_path(const std::string &path)
 {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -426,7 +442,14 @@ void PairMDPot::load_model(const std::string &path, const std::string &device)
                fs::absolute(fs::path(path), ec).lexically_normal().string(),
                env ? fmt::format("not in LAMMPS_POTENTIALS={} either", env) : "LAMMPS_POTENTIALS is not set");
   }
-  model_path = fs::absolute(fs::path(found), ec).lexically_normal().string();
+  return fs::absolute(fs::path(found), ec).lexically_normal().string();
+}
+
+// `path` as resolve_model_path gives it; the runner checks the file as the Python loader does (docs/contract.md)
+// and refuses it with one line.
+void PairMDPot::load_model(const std::string &path, const std::string &device)
+{
+  model_path = path;
   impl->model.reset();
   try {
     impl->model = std::make_unique<mdpot::Model>(model_path, device, jit_optimize);

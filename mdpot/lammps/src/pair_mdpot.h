@@ -135,7 +135,8 @@ class PairMDPot : public Pair {
   double user_cutghost;      // the user's value before it
 
   void allocate();
-  std::string select_device();
+  std::string select_device(const std::string &path);
+  std::string resolve_model_path(const std::string &path);
   void set_threads();
   void load_model(const std::string &path, const std::string &device);
   void map_types(int nelem, char **names);
