@@ -895,6 +895,26 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
                "(mp_*) methods";
 }
 
+namespace {
+
+// Whether a TorchScript file's code calls mdpot's fused operators, from its records: its format version says so,
+// or, for a committee file (whose members carry either kernels), its kernels record.
+bool calls_fused_kernels(caffe2::serialize::PyTorchStreamReader &reader)
+{
+  namespace c = contract;
+  auto text = [&](const std::string &name) {
+    if (!reader.hasRecord(name)) return std::string();
+    auto [data, n] = reader.getRecord(name);
+    return std::string(static_cast<const char *>(data.get()), n);
+  };
+  const std::string version = text(std::string("extra/") + c::KEY_FORMAT_VERSION);
+  if (version == std::to_string(c::COMMITTEE_FORMAT_VERSION))
+    return text(std::string("extra/") + c::KEY_KERNELS) == "fused";
+  return full_match(version, c::INTEGER_PATTERN) && fused_version(digits_value(version), false);
+}
+
+}
+
 std::string bound_device(const std::string &path, std::string *why)
 {
   namespace c = contract;
@@ -912,10 +932,7 @@ std::string bound_device(const std::string &path, std::string *why)
       if (why) *why = "it is an AOTInductor package compiled for " + t["device"].text;
       return t["device"].text;
     }
-    const std::string version = text(std::string("extra/") + c::KEY_FORMAT_VERSION);
-    const bool fused = (full_match(version, c::INTEGER_PATTERN) && fused_version(digits_value(version), false)) ||
-        (version == std::to_string(c::COMMITTEE_FORMAT_VERSION) && text(std::string("extra/") + c::KEY_KERNELS) == "fused");
-    if (!fused) return "";
+    if (!calls_fused_kernels(reader)) return "";
     if (why) *why = std::string("it calls mdpot's fused kernels (") + c::KEY_KERNELS + " fused), which run on the CPU only";
     return "cpu";
   } catch (const std::exception &) {
@@ -958,13 +975,7 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
       auto [data, n] = reader->getRecord(version_record);
       const std::string version(static_cast<const char *>(data.get()), n);
       if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
-      bool fused = full_match(version, contract::INTEGER_PATTERN) && fused_version(digits_value(version), false);
-      // a committee file's members call the fused operators when its kernels record says so
-      const std::string kernels_record = std::string("extra/") + contract::KEY_KERNELS;
-      if (version == std::to_string(contract::COMMITTEE_FORMAT_VERSION) && reader->hasRecord(kernels_record)) {
-        auto [kdata, kn] = reader->getRecord(kernels_record);
-        fused = std::string(static_cast<const char *>(kdata.get()), kn) == "fused";
-      }
+      const bool fused = calls_fused_kernels(*reader);
       if (fused && !impl->device.is_cpu())
         throw Error("'" + path + "' calls mdpot's fused kernels (" + contract::KEY_KERNELS + " fused), which run on " +
                     "the CPU only, not on " + impl->device.str() + "; deploy it with --kernels reference to run it there");
