@@ -897,19 +897,22 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
 
 namespace {
 
+// A record's bytes as text; "" when the archive has no such record.
+std::string record_text(caffe2::serialize::PyTorchStreamReader &reader, const std::string &name)
+{
+  if (!reader.hasRecord(name)) return std::string();
+  auto [data, n] = reader.getRecord(name);
+  return std::string(static_cast<const char *>(data.get()), n);
+}
+
 // Whether a TorchScript file's code calls mdpot's fused operators, from its records: its format version says so,
 // or, for a committee file (whose members carry either kernels), its kernels record.
 bool calls_fused_kernels(caffe2::serialize::PyTorchStreamReader &reader)
 {
   namespace c = contract;
-  auto text = [&](const std::string &name) {
-    if (!reader.hasRecord(name)) return std::string();
-    auto [data, n] = reader.getRecord(name);
-    return std::string(static_cast<const char *>(data.get()), n);
-  };
-  const std::string version = text(std::string("extra/") + c::KEY_FORMAT_VERSION);
+  const std::string version = record_text(reader, std::string("extra/") + c::KEY_FORMAT_VERSION);
   if (version == std::to_string(c::COMMITTEE_FORMAT_VERSION))
-    return text(std::string("extra/") + c::KEY_KERNELS) == "fused";
+    return record_text(reader, std::string("extra/") + c::KEY_KERNELS) == "fused";
   return full_match(version, c::INTEGER_PATTERN) && fused_version(digits_value(version), false);
 }
 
@@ -920,12 +923,7 @@ std::string bound_device(const std::string &path, std::string *why)
   namespace c = contract;
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
-    auto text = [&](const std::string &name) {
-      if (!reader.hasRecord(name)) return std::string();
-      auto [data, n] = reader.getRecord(name);
-      return std::string(static_cast<const char *>(data.get()), n);
-    };
-    const std::string target = text(std::string(c::AOTI_METADATA_FOLDER) + "/" + c::AOTI_TARGET);
+    const std::string target = record_text(reader, std::string(c::AOTI_METADATA_FOLDER) + "/" + c::AOTI_TARGET);
     if (!target.empty()) {
       std::map<std::string, JsonField> t;
       if (!JsonObjectReader(target).read(t) || t["device"].kind != JsonField::String) return "";
@@ -972,8 +970,7 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
     // a file that calls the fused operators loads only once they are registered: read its version first
     const std::string version_record = std::string("extra/") + contract::KEY_FORMAT_VERSION;
     if (reader && reader->hasRecord(version_record)) {
-      auto [data, n] = reader->getRecord(version_record);
-      const std::string version(static_cast<const char *>(data.get()), n);
+      const std::string version = record_text(*reader, version_record);
       if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
       const bool fused = calls_fused_kernels(*reader);
       if (fused && !impl->device.is_cpu())
