@@ -31,6 +31,7 @@ class PairEAMToy(torch.nn.Module):
     def __init__(self, n_elements: int, r_max: float = 4.5, num_layers: int = 1) -> None:
         super().__init__()
         self.num_layers = num_layers
+        self.refused_type = -1    # >= 0: a call with a local atom of this model type raises (error-path tests)
         gen = torch.Generator().manual_seed(1234)
         rand = lambda: torch.rand(n_elements, generator=gen, dtype=torch.float64)  # noqa: E731
         self.r_max = r_max
@@ -70,6 +71,8 @@ class PairEAMToy(torch.nn.Module):
                 edge_shift: torch.Tensor, n_local: int, compute_atom_virial: bool
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         n_atoms = pos.shape[0]
+        if self.refused_type >= 0 and bool((atom_type[:n_local] == self.refused_type).any()):
+            raise RuntimeError(f"toy model refuses atoms of type {self.refused_type}")
         i, j = edge_index[0], edge_index[1]
         edge_vec = (pos[j] - pos[i] + edge_shift).detach().requires_grad_(True)
         atom_energy = self._energy(edge_vec, atom_type, edge_index, n_atoms)[:n_local]
@@ -112,16 +115,19 @@ def metadata(elements: List[str], r_max: float, num_layers: int = 1) -> dict:
 
 def make_model(path: str, elements: List[str] = ("Cu", "Au"), r_max: float = 4.5,
                drop_keys: Tuple[str, ...] = (), override: dict | None = None,
-               nan_element: int | None = None, num_layers: int = 1) -> torch.jit.ScriptModule:
+               nan_element: int | None = None, num_layers: int = 1,
+               refused_element: int | None = None) -> torch.jit.ScriptModule:
     """Script the toy model and save it with metadata; returns the scripted module.
 
     ``drop_keys``/``override`` tamper with the metadata; ``nan_element`` makes the energy of atoms of
-    that model type NaN (for error-path tests).
+    that model type NaN, ``refused_element`` makes a call with local atoms of that type raise (for error-path tests).
     """
     elements = list(elements)
     eager = PairEAMToy(len(elements), r_max, num_layers)
     if nan_element is not None:
         eager.shift[nan_element] = float("nan")
+    if refused_element is not None:
+        eager.refused_type = refused_element
     module = torch.jit.script(eager)
     meta = metadata(elements, r_max, num_layers)
     meta["weights_sha256"] = weights_digest(module)

@@ -96,6 +96,8 @@ CASES = {
                           "pair mdpot: atoms 1 and 33 overlap (distance 0 Å < 0.01 Å) on step 0"),
     "nan_position": (dict(pre="variable bad atom 1e300*1e300-1e300*1e300\nset atom 5 x v_bad"),
                      "pair mdpot: non-finite positions at setup of step 0 for atom IDs 5"),
+    "dump_edges_bad_folder": (dict(pair="pair_style mdpot dump_edges {workdir}/no/e\npair_coeff * * {model} Cu Au"),
+                              "cannot open dump_edges file '{workdir}/no/e.0': No such file or directory"),
 }
 
 #: Committee rows (the committee_files fixture: {model} a single file, {committee} a committee of two): the

@@ -4,6 +4,8 @@ wider ghost shell, as NequIP will need) and a model that returns NaN."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -34,6 +36,7 @@ def toy_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("toy")
     make_model(str(folder / "wide.pt"), ["Cu", "Au"], R_MAX, num_layers=2)
     make_model(str(folder / "nan.pt"), ["Cu", "Au"], R_MAX, nan_element=1)
+    make_model(str(folder / "refuses.pt"), ["Cu", "Au"], R_MAX, refused_element=1)
     return folder
 
 
@@ -58,14 +61,31 @@ def test_message_passing_model(plugin, lammps, toy_models, tmp_path, system, npr
     assert_results_close(res, want, tol("lammps", "float64"), f"{system} np{nprocs}")
 
 
+FAULTS = {
+    "nonfinite_output": ("nan.pt", "model returned non-finite energy/forces/virial on step 0 for atom IDs {a}, {b}"),
+    "overlap": ("wide.pt", "atoms {a} and {b} overlap (distance 0 Å < 0.01 Å) on step 0"),
+    "model_error": ("refuses.pt", "on step 0{rank}: model evaluation failed ({n} atoms, {n} edges): {any}RuntimeError: "
+                                  "toy model refuses atoms of type 1"),
+}
+
+
 @pytest.mark.parametrize("nprocs", [1, 2])
-def test_nonfinite_model_output_names_step_and_atoms(plugin, lammps, toy_models, tmp_path, nprocs):
+@pytest.mark.parametrize("fault", FAULTS)
+def test_faults_stop_every_rank_with_one_message(plugin, lammps, toy_models, tmp_path, fault, nprocs):
+    """A fault found on a rank other than 0 (the two bad atoms are in the upper half in x, rank 1's under
+    `processors 2 1 1`) stops every rank together with rank 0's message (error->all), naming the atoms: a rank that
+    stopped alone would abort the job, and mpirun under load can drop that rank's message."""
     atoms = alloy(("Cu",), (2, 2, 2), a=3.8, seed=0)
-    atoms.symbols[[4, 8]] = "Au"
+    upper = [k for k, s in enumerate(atoms.get_scaled_positions()) if 0.6 < s[0] < 0.9][:2]
+    atoms.symbols[upper] = "Au"    # the element the NaN and the refusing models fail on
+    if fault == "overlap":
+        atoms.positions[upper[1]] = atoms.positions[upper[0]]
     write_data(tmp_path / "s.data", atoms, ["Cu", "Au"])
-    run = lammps(block("s", "s.data", "p p p", f"pair_coeff * * {toy_models / 'nan.pt'} Cu Au"), tmp_path,
-                 nprocs=nprocs, check=False)
-    assert run.returncode != 0
-    ids = "5, 9" if nprocs == 1 else ""
-    assert run.errors and "model returned non-finite energy/forces/virial on step 0 for atom IDs " + ids \
-        in run.errors[0], run.output[-2000:]
+    model, message = FAULTS[fault]
+    run = lammps(block("s", "s.data", "p p p", f"pair_coeff * * {toy_models / model} Cu Au",
+                       processors="2 1 1" if nprocs == 2 else None), tmp_path, nprocs=nprocs, check=False)
+    assert run.returncode != 0 and run.errors, run.output[-2000:]
+    expected = "ERROR: pair mdpot: " + message.format(a=upper[0] + 1, b=upper[1] + 1, rank=" (rank 1)" * (nprocs == 2),
+                                                      n="@N@", any="@ANY@")
+    pattern = re.escape(expected).replace("@N@", r"\d+").replace("@ANY@", ".*")
+    assert re.match(pattern, run.errors[0]), run.output[-2000:]

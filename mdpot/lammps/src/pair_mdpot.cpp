@@ -76,6 +76,7 @@ double parse_memory(const std::string &text)
 }
 
 constexpr double OVERLAP_DISTANCE = mdpot::contract::OVERLAP_DISTANCE;
+constexpr size_t MAX_LISTED_ATOMS = 10;    // atom IDs named in a message about bad atoms
 
 // Adds a row-major 3x3 virial to a LAMMPS Voigt vector (xx yy zz xy xz yz), symmetrising the
 // off-diagonals.
@@ -151,6 +152,24 @@ struct MDPotImpl {
   std::vector<double> kept;
   bigint carried_step = -1;
   double carried_lost = 0;    // atoms whose values were not found by ID (warned once per run)
+
+  // what went wrong on this rank in the step so far; stop_on_faults() reports it from every rank at once
+  struct Faults {
+    std::vector<tagint> positions;    // local atoms with a non-finite coordinate
+    std::vector<tagint> outputs;      // atoms with a non-finite force or energy
+    bool virial = false;              // a non-finite virial
+    tagint overlap[2] = {0, 0};       // the overlapping pair of smallest IDs (0 0: none)
+    double overlap_distance = 0.0;
+    std::string rank_error;           // a model call's or an output file's error (it ended this rank's calls)
+    void clear()
+    {
+      positions.clear();
+      outputs.clear();
+      virial = false;
+      overlap[0] = overlap[1] = 0;
+      rank_error.clear();
+    }
+  } faults;
 };
 
 }    // namespace LAMMPS_NS
@@ -573,19 +592,32 @@ void PairMDPot::init_style()
                committee_given ? "committee" : uncertainty_path.empty() ? "uncertainty_halt" : "uncertainty_file",
                mdpot::contract::COMMITTEE_FORMAT_VERSION, model_path);
   log_committee();
-  if (!uncertainty_path.empty() && comm->me == 0 && !uncertainty_fp) {
-    uncertainty_fp = fopen(uncertainty_path.c_str(), "w");
-    if (!uncertainty_fp)
-      error->one(FLERR, "pair mdpot: cannot open uncertainty_file '{}': {}", uncertainty_path, utils::getsyserror());
-    fmt::print(uncertainty_fp, "# mdpot committee of {} members ({}): force deviations in eV/Å, energy deviation in eV\n"
-               "#{:>11} {:>14} {:>14} {:>14} {:>14}\n", committee, model_path, "step", "max_devi_f", "min_devi_f",
-               "avg_devi_f", "devi_e");
-    fflush(uncertainty_fp);
-    uncertainty_last_step = -1;
+  // rank 0 writes the file; every rank stops if it cannot (error->all: its message is never lost)
+  if (!uncertainty_path.empty()) {
+    int unopened = 0;
+    std::string why;
+    if (comm->me == 0 && !uncertainty_fp) {
+      uncertainty_fp = fopen(uncertainty_path.c_str(), "w");
+      if (uncertainty_fp) {
+        fmt::print(uncertainty_fp,
+                   "# mdpot committee of {} members ({}): force deviations in eV/Å, energy deviation in eV\n"
+                   "#{:>11} {:>14} {:>14} {:>14} {:>14}\n", committee, model_path, "step", "max_devi_f", "min_devi_f",
+                   "avg_devi_f", "devi_e");
+        fflush(uncertainty_fp);
+        uncertainty_last_step = -1;
+      } else {
+        unopened = 1;
+        why = utils::getsyserror();
+      }
+    }
+    MPI_Bcast(&unopened, 1, MPI_INT, 0, world);
+    if (unopened) error->all(FLERR, "pair mdpot: cannot open uncertainty_file '{}': {}", uncertainty_path, why);
   }
 
   // Before the run's first neighbour build: binning a NaN coordinate is undefined behaviour.
-  check_finite_positions("setup");
+  impl->faults.clear();
+  check_finite_positions();
+  stop_on_faults("setup");
 
   choose_message_passing();
   choose_max_edges();
@@ -787,15 +819,17 @@ double PairMDPot::memory_usage()
 void PairMDPot::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  check_finite_positions("step");
+  impl->faults.clear();
+  check_finite_positions();
   // Strictly local models: energies are sums over centre atoms, so chunks of centres are exact.
   int next = 0, chunk = 0;
   impl->stats.steps += 1;
   if (exchange) {
     pack_inputs(0);
-    if (!edge_file.empty()) dump_edges(0);
+    if (!edge_file.empty()) dump_edges(0);    // a failure is reported after the step's communication
     run_exchange();
     check_finite_outputs();
+    stop_on_faults("step");
     scatter_forces();
     if (eflag_either) tally_energy();
     if (vflag_global) tally_virial();
@@ -806,8 +840,8 @@ void PairMDPot::compute(int eflag, int vflag)
   if (members) committee_begin();
   do {
     next = pack_inputs(next);
-    if (!edge_file.empty()) dump_edges(chunk++);
-    run_model(members);
+    if (!edge_file.empty() && !dump_edges(chunk++)) break;
+    if (!run_model(members)) break;
     check_finite_outputs();
     scatter_forces();
     if (members) committee_accumulate();
@@ -815,6 +849,7 @@ void PairMDPot::compute(int eflag, int vflag)
     if (vflag_global) tally_virial();
     if (vflag_atom) tally_atom_virial();
   } while (next < list->inum);
+  stop_on_faults("step");
   if (members) committee_finish();
 }
 
@@ -1059,17 +1094,14 @@ void PairMDPot::tally_stats(double model_seconds)
   st.ghost_edges += static_cast<double>(d.n_edges - d.n_local_edges);
 }
 
-void PairMDPot::check_finite_positions(const char *when)
+// Notes the local atoms whose coordinates are not finite, for stop_on_faults().
+void PairMDPot::check_finite_positions()
 {
   double **x = atom->x;
   const int nlocal = atom->nlocal;
-  std::vector<std::string> ids;
-  for (int i = 0; i < nlocal && ids.size() < 10; ++i)
-    if (!std::isfinite(x[i][0]) || !std::isfinite(x[i][1]) || !std::isfinite(x[i][2]))
-      ids.push_back(std::to_string(atom->tag[i]));
-  if (!ids.empty())
-    error->one(FLERR, "pair mdpot: non-finite positions at {} of step {} for atom IDs {}", when, update->ntimestep,
-               utils::join_words(ids, ", "));
+  auto &bad = impl->faults.positions;
+  for (int i = 0; i < nlocal && bad.size() < MAX_LISTED_ATOMS; ++i)
+    if (!std::isfinite(x[i][0]) || !std::isfinite(x[i][1]) || !std::isfinite(x[i][2])) bad.push_back(atom->tag[i]);
 }
 
 // Compact atom list for the centres list->ilist[first_centre .. end): those centres first (their energies
@@ -1127,11 +1159,11 @@ int PairMDPot::pack_inputs(int first_centre)
       if (type_to_model[type[j]] < 0) continue;
       const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
       const double rsq = dx * dx + dy * dy + dz * dz;
-      if (rsq >= cutsq_model) continue;
-      if (rsq < overlapsq)
-        error->one(FLERR, "pair mdpot: atoms {} and {} overlap (distance {:.3g} Å < {} Å) on step {}",
-                   std::min(atom->tag[i], atom->tag[j]), std::max(atom->tag[i], atom->tag[j]),
-                   std::sqrt(rsq), OVERLAP_DISTANCE, update->ntimestep);
+      if (!(rsq < cutsq_model)) continue;    // NaN too: stop_on_faults() names the atom
+      if (rsq < overlapsq) {
+        note_overlap(atom->tag[i], atom->tag[j], std::sqrt(rsq));
+        continue;
+      }
       if (d.compact[i] < 0) add_atom(i);
       if (d.compact[j] < 0) add_atom(j);
       d.edge_index.push_back(d.compact[i]);
@@ -1184,12 +1216,15 @@ void PairMDPot::mark_message_hops()
 
 // One line per edge: tag_i tag_j, r_ij = x_j - x_i (Å) as the model receives them, and 1 if the centre is
 // one of this call's local centres (0: a ghost centre, which only message-passing models use).
-void PairMDPot::dump_edges(int chunk)
+bool PairMDPot::dump_edges(int chunk)
 {
   auto &d = *impl;
   const std::string path = fmt::format("{}.{}", edge_file, comm->me);
   FILE *fp = fopen(path.c_str(), chunk == 0 ? "w" : "a");
-  if (!fp) error->one(FLERR, "pair mdpot: cannot open dump_edges file '{}': {}", path, utils::getsyserror());
+  if (!fp) {
+    d.faults.rank_error = fmt::format("cannot open dump_edges file '{}': {}", path, utils::getsyserror());
+    return false;
+  }
   double **x = atom->x;
   utils::print(fp, "# step {} rank {} n_local {} n_atoms {} n_edges {}\n", update->ntimestep, comm->me,
                d.n_local, d.lmp_index.size(), d.n_edges);
@@ -1199,6 +1234,7 @@ void PairMDPot::dump_edges(int chunk)
                  x[j][1] - x[i][1], x[j][2] - x[i][2], d.edge_index[e] < d.n_local ? 1 : 0);
   }
   fclose(fp);
+  return true;
 }
 
 // The packed graph of this step as the model runner's inputs (pointers into the packing buffers).
@@ -1215,7 +1251,7 @@ static mdpot::Inputs packed_inputs(const MDPotImpl &d, bool want_atom_virial)
   return in;
 }
 
-void PairMDPot::run_model(bool all_members)
+bool PairMDPot::run_model(bool all_members)
 {
   auto &d = *impl;
   const mdpot::Inputs in = packed_inputs(d, vflag_atom != 0);
@@ -1226,9 +1262,11 @@ void PairMDPot::run_model(bool all_members)
   try {
     d.out = d.model->run(in, call);
   } catch (const mdpot::Error &e) {
-    error->one(FLERR, "pair mdpot: on step {}: {}", update->ntimestep, e.what());
+    d.faults.rank_error = e.what();    // no collective call inside: the other ranks finish their calls
+    return false;
   }
   tally_stats(platform::walltime() - t0);
+  return true;
 }
 
 // message_passing exchange (docs/message_passing_exchange.md): the model runs block by block on the local
@@ -1256,6 +1294,7 @@ void PairMDPot::run_exchange()
     }
     d.out = model.exchange_finish();
   } catch (const mdpot::Error &e) {
+    // the other ranks may wait in a block's communication: this rank stops the job alone
     error->one(FLERR, "pair mdpot: on step {}: {}", update->ntimestep, e.what());
   }
   tally_stats(platform::walltime() - t0 - (d.stats.comm_seconds - comm0));
@@ -1355,21 +1394,112 @@ void PairMDPot::unpack_reverse_comm(int n, int *list, double *buf)
 void PairMDPot::check_finite_outputs()
 {
   auto &d = *impl;
+  auto &faults = d.faults;
   const double *fk = d.out.forces;
   const double *ek = d.out.atom_energy;
   const int64_t n = static_cast<int64_t>(d.lmp_index.size());
-  std::vector<std::string> ids;
-  for (int64_t k = 0; k < n && ids.size() < 10; ++k) {
+  for (int64_t k = 0; k < n && faults.outputs.size() < MAX_LISTED_ATOMS; ++k) {
     bool ok = std::isfinite(fk[3 * k]) && std::isfinite(fk[3 * k + 1]) && std::isfinite(fk[3 * k + 2]);
     if (k < d.n_local) ok = ok && std::isfinite(ek[k]);
-    if (!ok) ids.push_back(std::to_string(atom->tag[d.lmp_index[k]]));
+    if (!ok) faults.outputs.push_back(atom->tag[d.lmp_index[k]]);
   }
   const double *w = d.out.virial;
-  bool virial_ok = true;
-  for (int c = 0; c < 9; ++c) virial_ok = virial_ok && std::isfinite(w[c]);
-  if (!ids.empty() || !virial_ok)
-    error->one(FLERR, "pair mdpot: model returned non-finite energy/forces/virial on step {} for atom IDs {}",
-               update->ntimestep, ids.empty() ? std::string("(virial only)") : utils::join_words(ids, ", "));
+  for (int c = 0; c < 9; ++c) faults.virial = faults.virial || !std::isfinite(w[c]);
+}
+
+// The overlapping pair of smallest IDs this step.
+void PairMDPot::note_overlap(tagint a, tagint b, double distance)
+{
+  auto &faults = impl->faults;
+  const tagint lo = std::min(a, b), hi = std::max(a, b);
+  if (faults.overlap[0] == 0 || std::make_pair(lo, hi) < std::make_pair(faults.overlap[0], faults.overlap[1])) {
+    faults.overlap[0] = lo;
+    faults.overlap[1] = hi;
+    faults.overlap_distance = distance;
+  }
+}
+
+// Every rank calls this at the same point of the step. If any rank noted a fault, rank 0 gathers them and all ranks
+// stop together with one message (error->all): non-finite positions first, then an overlap, then a rank's error (of
+// the lowest rank with one), then non-finite outputs, naming the smallest atom IDs over all ranks. A rank stopping
+// alone (error->one) aborts the job, and under load mpirun can drop that rank's message. Costs one MPI_Allreduce of
+// an int per step when nothing is wrong.
+void PairMDPot::stop_on_faults(const char *when)
+{
+  const auto &f = impl->faults;
+  const int mine = (f.positions.empty() ? 0 : 1) | (f.overlap[0] > 0 ? 2 : 0) |
+      (f.outputs.empty() && !f.virial ? 0 : 4) | (f.rank_error.empty() ? 0 : 8);
+  int any = 0;
+  MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_BOR, world);
+  if (!any) return;
+
+  // a fixed-size record per rank: [n, positions...] [n, outputs...] [overlapping pair]
+  constexpr int N = static_cast<int>(MAX_LISTED_ATOMS);
+  constexpr int PAIR = 2 * (N + 1), RECORD = PAIR + 2;
+  std::vector<tagint> record(RECORD, 0);
+  auto put = [&](int at, const std::vector<tagint> &ids) {
+    record[at] = static_cast<tagint>(ids.size());
+    std::copy(ids.begin(), ids.end(), record.begin() + at + 1);
+  };
+  put(0, f.positions);
+  put(N + 1, f.outputs);
+  record[PAIR] = f.overlap[0];
+  record[PAIR + 1] = f.overlap[1];
+  const int nprocs = comm->nprocs;
+  std::vector<tagint> records(comm->me == 0 ? static_cast<size_t>(RECORD) * nprocs : 0);
+  std::vector<double> distances(comm->me == 0 ? nprocs : 0);
+  MPI_Gather(record.data(), RECORD, MPI_LMP_TAGINT, records.data(), RECORD, MPI_LMP_TAGINT, 0, world);
+  MPI_Gather(&f.overlap_distance, 1, MPI_DOUBLE, distances.data(), 1, MPI_DOUBLE, 0, world);
+  // the error of the lowest rank that has one
+  int error_rank = -1;
+  std::string rank_error;
+  if (any & 8) {
+    const int have = f.rank_error.empty() ? nprocs : comm->me;
+    MPI_Allreduce(&have, &error_rank, 1, MPI_INT, MPI_MIN, world);
+    int length = comm->me == error_rank ? static_cast<int>(f.rank_error.size()) : 0;
+    MPI_Bcast(&length, 1, MPI_INT, error_rank, world);
+    rank_error = comm->me == error_rank ? f.rank_error : std::string(length, ' ');
+    MPI_Bcast(rank_error.data(), length, MPI_CHAR, error_rank, world);
+  }
+
+  std::string message;
+  if (comm->me == 0) {
+    auto listed = [&](int at) {
+      std::vector<tagint> ids;
+      for (int r = 0; r < nprocs; ++r) {
+        const tagint *rec = records.data() + static_cast<size_t>(r) * RECORD + at;
+        ids.insert(ids.end(), rec + 1, rec + 1 + rec[0]);
+      }
+      std::sort(ids.begin(), ids.end());
+      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+      if (ids.size() > MAX_LISTED_ATOMS) ids.resize(MAX_LISTED_ATOMS);
+      std::vector<std::string> words;
+      for (tagint id : ids) words.push_back(std::to_string(id));
+      return utils::join_words(words, ", ");
+    };
+    const bigint step = update->ntimestep;
+    if (any & 1) {
+      message = fmt::format("non-finite positions at {} of step {} for atom IDs {}", when, step, listed(0));
+    } else if (any & 2) {
+      int best = -1;
+      for (int r = 0; r < nprocs; ++r) {
+        const tagint *pair = records.data() + static_cast<size_t>(r) * RECORD + PAIR;
+        const tagint *kept = best < 0 ? nullptr : records.data() + static_cast<size_t>(best) * RECORD + PAIR;
+        if (pair[0] > 0 && (!kept || std::make_pair(pair[0], pair[1]) < std::make_pair(kept[0], kept[1]))) best = r;
+      }
+      const tagint *pair = records.data() + static_cast<size_t>(best) * RECORD + PAIR;
+      message = fmt::format("atoms {} and {} overlap (distance {:.3g} Å < {} Å) on step {}", pair[0], pair[1],
+                            distances[best], OVERLAP_DISTANCE, step);
+    } else if (any & 8) {
+      message = nprocs > 1 ? fmt::format("on step {} (rank {}): {}", step, error_rank, rank_error)
+                           : fmt::format("on step {}: {}", step, rank_error);
+    } else {
+      const std::string ids = listed(N + 1);
+      message = fmt::format("model returned non-finite energy/forces/virial on step {} for atom IDs {}", step,
+                            ids.empty() ? std::string("(virial only)") : ids);
+    }
+  }
+  error->all(FLERR, "pair mdpot: {}", message);
 }
 
 // Forces on ghosts go to the ghost slots; reverse communication adds them to the owners.

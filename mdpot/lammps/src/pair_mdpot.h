@@ -147,7 +147,7 @@ class PairMDPot : public Pair {
 
   // compute() helpers
   int pack_inputs(int first_centre);
-  void run_model(bool all_members);    // all_members: a committee file evaluates every member
+  bool run_model(bool all_members);    // all_members: a committee file evaluates every member; false: the model failed
   void run_exchange();
   const double *exchange_forward_rows(const double *local_rows, int width);
   const double *exchange_reverse_rows(const double *all_rows, int width);
@@ -156,11 +156,13 @@ class PairMDPot : public Pair {
   void tally_energy();
   void tally_virial();
   void tally_atom_virial();
-  void check_finite_positions(const char *when);
-  void dump_edges(int chunk);
+  void check_finite_positions();
+  bool dump_edges(int chunk);    // false: the file could not be opened (faults.rank_error)
   void mark_message_hops();
   void tally_stats(double model_seconds);
   void check_finite_outputs();
+  void note_overlap(tagint a, tagint b, double distance);
+  void stop_on_faults(const char *when);
   bool committee_step() const;
   void log_committee();
   void committee_begin();
