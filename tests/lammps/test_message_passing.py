@@ -12,13 +12,16 @@ twin, rows of an odd number of float32 values included.
 from __future__ import annotations
 
 import re
+from typing import List, Tuple
 
 import numpy as np
 import pytest
+import torch
 
 from lammps_helpers import ELEMENTS, Reference, assert_results_close, atoms_from_frame, block, nlocal_stats, \
     read_block, tol
 from mdpot.lammps.run import write_data
+from mdpot.models import MessagePassingPotential
 from mdpot.testing import alloy, slab
 
 LAYOUTS = {1: None, 2: None, 4: "1 1 4"}
@@ -208,3 +211,60 @@ def test_geometry_once_equals_geometry_per_block(plugin, lammps, tmp_path):
     assert_results_close(once, per_block, tol("lammps", "float64"), "geometry once vs per block")
     want = Reference({"float64": files["once"]})(atoms_from_frame(once["frame"], ELEMENTS), "float64")
     assert_results_close(once, want, tol("lammps", "float64"), "geometry once vs ASE")
+
+
+class RefusingBlocks(MessagePassingPotential):
+    """A NequIP file whose block 0 raises when one of its centres has model type ``refused`` (an error on one
+    rank only)."""
+
+    def __init__(self, model, refused: int) -> None:
+        super().__init__(model)
+        self.refused = refused
+
+    def _refuse(self, b: int, centre_type: torch.Tensor) -> None:
+        if b == 0 and bool((centre_type == self.refused).any()):
+            raise RuntimeError(f"block 0 refuses centres of type {self.refused}")
+
+    @torch.jit.export
+    def mp_block(self, b: int, state: torch.Tensor, x: torch.Tensor, edge_vec: torch.Tensor,
+                 edge_index: torch.Tensor, centre_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        self._refuse(b, centre_type)
+        dtype = self.model.energy_scale.dtype
+        return self.model.mp_block(b, state, x, edge_vec.to(dtype), edge_index, centre_type)
+
+    @torch.jit.export
+    def mp_block_geometry(self, b: int, state: torch.Tensor, x: torch.Tensor, geometry: List[torch.Tensor],
+                          edge_index: torch.Tensor, centre_type: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        self._refuse(b, centre_type)
+        return self.model.mp_block_geometry(b, state, x, geometry, edge_index, centre_type)
+
+
+@pytest.mark.parametrize("max_edges", ["", " max_edges 50"])
+def test_exchange_model_error_stops_every_rank(plugin, lammps, tmp_path, max_edges):
+    """A model call failing on rank 1 alone (block 0, before the first exchange) in ``message_passing exchange``:
+    that rank still takes part in every exchange (zero rows), so every rank reaches the end of the step and rank 0
+    reports rank 1's error (error->all) instead of rank 1 aborting the job; with the graph kept (one chunk) and in
+    chunks of centres (``max_edges 50``, the recompute path)."""
+    from mdpot.contract import ALL_KEYS, OPTIONAL_KEYS
+    from mdpot.deploy import deploy_model, weights_digest
+    from mdpot.testing import small_model
+
+    model = small_model("nequip", ELEMENTS, seed=2, num_layers=2)
+    good = deploy_model(model, tmp_path / "good.pt", kernels="reference").path
+    extra = {k: "" for k in ALL_KEYS + OPTIONAL_KEYS + ("kernels",)}
+    torch.jit.load(str(good), _extra_files=extra)
+    meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items() if v}
+    module = torch.jit.script(RefusingBlocks(model.double().eval(), refused=1))
+    meta["weights_sha256"] = weights_digest(module)
+    torch.jit.save(module, str(tmp_path / "refusing.pt"), _extra_files=meta)
+
+    atoms = alloy(("Cu",), (2, 2, 2), a=0.75 * 4.0, seed=4)
+    upper = [k for k, s in enumerate(atoms.get_scaled_positions()) if 0.6 < s[0] < 0.9]
+    atoms.symbols[upper] = "Au"    # rank 1's half under processors 2 1 1
+    box = write_data(tmp_path / "a.data", atoms, ELEMENTS)
+    run = lammps(block("bad", "a.data", box.boundary, f"pair_coeff * * {tmp_path / 'refusing.pt'} Cu Au",
+                       pair_style="mdpot message_passing exchange" + max_edges, processors="2 1 1"), tmp_path,
+                 nprocs=2, check=False)
+    assert run.returncode != 0 and run.errors, run.output[-2000:]
+    assert re.match(r"ERROR: pair mdpot: on step 0 \(rank 1\): message-passing block 0 failed \(\d+ atoms, \d+ edges\): "
+                    r".*RuntimeError: block 0 refuses centres of type 1", run.errors[0]), run.errors

@@ -827,8 +827,7 @@ void PairMDPot::compute(int eflag, int vflag)
   if (exchange) {
     pack_inputs(0);
     if (!edge_file.empty()) dump_edges(0);    // a failure is reported after the step's communication
-    run_exchange();
-    check_finite_outputs();
+    if (run_exchange()) check_finite_outputs();
     stop_on_faults("step");
     scatter_forces();
     if (eflag_either) tally_energy();
@@ -1273,7 +1272,7 @@ bool PairMDPot::run_model(bool all_members)
 // centres; before block b > 0 the ghosts' rows of x_b are filled from their owners, and going back the
 // gradients on ghost rows are summed into the owners. Every rank makes the same communication calls, with
 // or without atoms.
-void PairMDPot::run_exchange()
+bool PairMDPot::run_exchange()
 {
   auto &d = *impl;
   const mdpot::Inputs in = packed_inputs(d, vflag_atom != 0);
@@ -1281,24 +1280,44 @@ void PairMDPot::run_exchange()
   auto &model = *d.model;
   const int blocks = model.exchange_blocks();
   const auto &widths = model.exchange_widths();
-  try {
-    model.exchange_begin(in, max_edges);
-    const double *x_local = nullptr;
-    for (int b = 0; b < blocks; ++b)
-      x_local = model.exchange_forward(b, b > 0 ? exchange_forward_rows(x_local, row_doubles(widths[b])) : nullptr);
-    model.exchange_readout();
-    const double *g_local = nullptr;
-    for (int b = blocks - 1; b >= 0; --b) {
-      const double *g_all = model.exchange_backward(b, g_local);
-      if (b > 0) g_local = exchange_reverse_rows(g_all, row_doubles(widths[b]));
+  // A model call that fails ends this rank's calls, but the rank still takes part in every exchange (with zero
+  // rows), so that the other ranks finish their step and stop_on_faults() reports the error from rank 0.
+  bool failed = false;
+  auto attempt = [&](auto &&call) {
+    if (failed) return;
+    try {
+      call();
+    } catch (const mdpot::Error &e) {
+      d.faults.rank_error = e.what();
+      failed = true;
     }
-    d.out = model.exchange_finish();
-  } catch (const mdpot::Error &e) {
-    // the other ranks may wait in a block's communication: this rank stops the job alone
-    error->one(FLERR, "pair mdpot: on step {}: {}", update->ntimestep, e.what());
+  };
+  std::vector<double> blank;
+  auto rows_or_blank = [&](const double *rows, size_t n_rows, int width) -> const double * {
+    if (!failed) return rows;
+    blank.assign(n_rows * width, 0.0);
+    return blank.data();
+  };
+  attempt([&] { model.exchange_begin(in, max_edges); });
+  const double *x_local = nullptr;
+  for (int b = 0; b < blocks; ++b) {
+    const int width = row_doubles(widths[b]);
+    const double *x_rows = b > 0 ? exchange_forward_rows(rows_or_blank(x_local, d.n_local, width), width) : nullptr;
+    attempt([&] { x_local = model.exchange_forward(b, x_rows); });
   }
+  attempt([&] { model.exchange_readout(); });
+  const double *g_local = nullptr;
+  for (int b = blocks - 1; b >= 0; --b) {
+    const double *g_all = nullptr;
+    attempt([&] { g_all = model.exchange_backward(b, g_local); });
+    const int width = row_doubles(widths[b]);
+    if (b > 0) g_local = exchange_reverse_rows(rows_or_blank(g_all, d.lmp_index.size(), width), width);
+  }
+  attempt([&] { d.out = model.exchange_finish(); });
+  if (failed) return false;
   tally_stats(platform::walltime() - t0 - (d.stats.comm_seconds - comm0));
   d.stats.calls += std::max(model.exchange_chunks(), 1) - 1;    // a call per chunk of centres (per block)
+  return true;
 }
 
 // Doubles per row in the communication buffers for rows of `width` values (mdpot_model.h): a float32 model's

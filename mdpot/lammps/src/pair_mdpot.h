@@ -148,7 +148,7 @@ class PairMDPot : public Pair {
   // compute() helpers
   int pack_inputs(int first_centre);
   bool run_model(bool all_members);    // all_members: a committee file evaluates every member; false: the model failed
-  void run_exchange();
+  bool run_exchange();    // false: a model call failed (faults.rank_error)
   const double *exchange_forward_rows(const double *local_rows, int width);
   const double *exchange_reverse_rows(const double *all_rows, int width);
   int row_doubles(int width) const;
