@@ -36,6 +36,7 @@
 #include <filesystem>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 using namespace LAMMPS_NS;
@@ -1500,15 +1501,17 @@ void PairMDPot::stop_on_faults(const char *when)
     if (any & 1) {
       message = fmt::format("non-finite positions at {} of step {} for atom IDs {}", when, step, listed(0));
     } else if (any & 2) {
-      int best = -1;
+      std::pair<tagint, tagint> first(0, 0);    // the pair of smallest IDs over the ranks
+      double distance = 0.0;
       for (int r = 0; r < nprocs; ++r) {
         const tagint *pair = records.data() + static_cast<size_t>(r) * RECORD + PAIR;
-        const tagint *kept = best < 0 ? nullptr : records.data() + static_cast<size_t>(best) * RECORD + PAIR;
-        if (pair[0] > 0 && (!kept || std::make_pair(pair[0], pair[1]) < std::make_pair(kept[0], kept[1]))) best = r;
+        if (pair[0] > 0 && (first.first == 0 || std::make_pair(pair[0], pair[1]) < first)) {
+          first = {pair[0], pair[1]};
+          distance = distances[r];
+        }
       }
-      const tagint *pair = records.data() + static_cast<size_t>(best) * RECORD + PAIR;
-      message = fmt::format("atoms {} and {} overlap (distance {:.3g} Å < {} Å) on step {}", pair[0], pair[1],
-                            distances[best], OVERLAP_DISTANCE, step);
+      message = fmt::format("atoms {} and {} overlap (distance {:.3g} Å < {} Å) on step {}", first.first, first.second,
+                            distance, OVERLAP_DISTANCE, step);
     } else if (any & 8) {
       message = nprocs > 1 ? fmt::format("on step {} (rank {}): {}", step, error_rank, rank_error)
                            : fmt::format("on step {}: {}", step, rank_error);
