@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# pytest-xdist workers for `make test` (whole files per worker; `make test TEST_WORKERS=0` runs in one process)
+TEST_WORKERS ?= 2
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.mdpot-installed
 
@@ -28,7 +30,7 @@ run: plugin
 	$(PY) -m mdpot.cli demo
 
 test: plugin
-	$(PY) -m pytest -q --durations=30 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
 
 bench: setup
 	$(PY) scripts/bench_ase.py

@@ -1,4 +1,8 @@
+import fcntl
+import json
 import os
+from pathlib import Path
+from typing import Callable, Dict, Tuple
 
 import pytest
 import torch
@@ -38,14 +42,36 @@ def deployed_torchscript(energy_model, dtype, tmp_path_factory):
     return deploy_model(energy_model, path, dtype=dtype)
 
 
+def built_once(tmp_path_factory, name: str,
+               build: Callable[[Path], Dict[Tuple[str, ...], Path]]) -> Dict[Tuple[str, ...], Path]:
+    """``build(folder)`` (files keyed by tuples of strings) run once per test run: under pytest-xdist (``make test``
+    runs two workers) the first worker to ask builds them into the run's shared temp folder while holding a lock,
+    and the others wait and read its index; a build that raised left no index, so the next worker builds again.
+    For the expensive session fixtures (compiled packages, nequip's own exports); tests only read the files."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent  # shared by the run's workers
+    index = root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
+        if index.is_file():
+            return {tuple(key): Path(path) for key, path in json.loads(index.read_text())}
+        folder = root / name
+        folder.mkdir(exist_ok=True)
+        files = build(folder)
+        index.write_text(json.dumps([[list(key), str(path)] for key, path in files.items()]))
+        return files
+
+
 @pytest.fixture(scope="session")
 def aoti_models(tmp_path_factory):
     """(architecture, dtype) -> an AOTInductor package (``.pt2``) of ``small_model(arch, ("Cu", "Au"), seed=0)``,
-    the model of ``energy_model``; all four compiled on first use, two at a time (tens of seconds each)."""
+    the model of ``energy_model``; all four compiled on first use, two at a time (tens of seconds each), once per
+    test run (:func:`built_once`)."""
     from mdpot.testing.aoti import compile_packages
 
-    return compile_packages(tmp_path_factory.mktemp("aoti_models"), elements=ELEMENTS, seed=0,
-                            workers=int(os.environ.get("MDPOT_TEST_COMPILE_WORKERS", "2")))
+    return built_once(tmp_path_factory, "aoti_models", lambda folder: compile_packages(
+        folder, elements=ELEMENTS, seed=0, workers=int(os.environ.get("MDPOT_TEST_COMPILE_WORKERS", "2"))))
 
 
 @pytest.fixture(scope="session", params=FORMATS)
@@ -81,8 +107,8 @@ def nequip_sources(tmp_path_factory):
     pytest.importorskip("allegro", reason="nequip-allegro is not importable (pip install nequip-allegro==0.8.3)")
     from mdpot.testing.nequip import build_nequip_file
 
-    folder = tmp_path_factory.mktemp("nequip_sources")
-    return {(a, d): build_nequip_file(folder / f"{a}_{d}.nequip.pth", a, d) for a, d in NEQUIP_CASES}
+    return built_once(tmp_path_factory, "nequip_sources", lambda folder: {
+        (a, d): build_nequip_file(folder / f"{a}_{d}.nequip.pth", a, d) for a, d in NEQUIP_CASES})
 
 
 @pytest.fixture(scope="session")
@@ -90,5 +116,5 @@ def nequip_wrapped(nequip_sources, tmp_path_factory):
     """(architecture, dtype) -> the nequip source deployed by mdpot (``deploy_nequip``)."""
     from mdpot.interop.nequip import deploy_nequip
 
-    folder = tmp_path_factory.mktemp("nequip_wrapped")
-    return {key: deploy_nequip(src, folder / f"{key[0]}_{key[1]}.pt").path for key, src in nequip_sources.items()}
+    return built_once(tmp_path_factory, "nequip_wrapped", lambda folder: {
+        key: deploy_nequip(src, folder / f"{key[0]}_{key[1]}.pt").path for key, src in nequip_sources.items()})
