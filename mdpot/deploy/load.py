@@ -8,7 +8,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -156,24 +156,30 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     other = other_model_kind(path)
     if other is not None:
         raise ValueError(other)
-    stored = _stored_format_version(path)
-    if stored is not None and re.fullmatch(INTEGER_PATTERN, stored):
+    keys = md.ALL_KEYS + (md.KERNELS_KEY,) + md.OPTIONAL_KEYS + md.COMMITTEE_KEYS
+    stored_records = _stored_records(path, keys)
+    raw = {key: "" for key in keys}  # an absent record reads as empty, as torch.jit.load's _extra_files leaves it
+    raw.update(stored_records)
+    stored = raw[md.FORMAT_VERSION_KEY]
+    if re.fullmatch(INTEGER_PATTERN, stored):
         md.refuse_unreadable_version(int(stored), str(path))
+    # every key checked before torch reads (and compiles) the code; a zip without any metadata record (another
+    # zip, or a TorchScript file that is not mdpot's) is left to torch.jit.load to say what it is
+    meta = md.decode(raw, str(path)) if stored_records else None
     fused = stored in map(str, md.TORCHSCRIPT_FUSED_FORMAT_VERSIONS) or (
-        stored == str(md.COMMITTEE_FORMAT_VERSION) and _stored_record(path, md.KERNELS_KEY) == "fused")
+        stored == str(md.COMMITTEE_FORMAT_VERSION) and raw[md.KERNELS_KEY] == "fused")
     if fused:
         refuse_fused_off_cpu(device, str(path))  # before parse_device: says why also where CUDA is missing
     device = parse_device(device)
     if fused:
         # the file calls torch.ops.mdpot.*: they must be registered before torch reads its code
         require_fused_ops(str(path))
-    extra = {k: "" for k in md.ALL_KEYS + (md.KERNELS_KEY,) + md.OPTIONAL_KEYS + md.COMMITTEE_KEYS}
     try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises RuntimeError and friends for damaged archives
         raise ValueError(f"{path}: not a loadable mdpot model ({torch_error_summary(exc)})") from None
-    raw = {k: v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for k, v in extra.items()}
-    meta = md.decode(raw, str(path))
+    if meta is None:
+        meta = md.decode(raw, str(path))
     digest = weights_digest(module)
     if digest != meta[md.WEIGHTS_SHA256]:
         raise ValueError(f"{path}: weights do not match the digest recorded at deploy "
@@ -214,21 +220,19 @@ def require_fused_ops(source: str) -> None:
                          f"load: {exc}") from None
 
 
-def _stored_format_version(path: Path) -> Optional[str]:
-    """The ``mdpot_format_version`` record of a TorchScript archive as stored, read without loading the code."""
-    return _stored_record(path, md.FORMAT_VERSION_KEY)
-
-
-def _stored_record(path: Path, key: str) -> Optional[str]:
-    """The metadata record ``key`` of a TorchScript archive as stored, read without loading the code."""
+def _stored_records(path: Path, keys: Sequence[str]) -> Dict[str, str]:
+    """The metadata records of ``keys`` that a TorchScript archive holds (``<archive>/extra/<key>``, as
+    ``torch.jit.save`` writes ``_extra_files``), as text, read without loading the code; ``{}`` for a damaged zip."""
+    wanted, found = set(keys), {}
     try:
         with zipfile.ZipFile(path) as z:
             for name in z.namelist():
-                if name.count("/") == 2 and name.endswith(f"/extra/{key}"):
-                    return z.read(name).decode("utf-8", errors="replace")
+                parts = name.split("/")
+                if len(parts) == 3 and parts[1] == "extra" and parts[2] in wanted:
+                    found[parts[2]] = z.read(name).decode("utf-8", errors="replace")
     except (zipfile.BadZipFile, OSError):
-        pass
-    return None
+        return {}
+    return found
 
 
 def block_interface_missing(module: nn.Module, num_layers: int) -> str:

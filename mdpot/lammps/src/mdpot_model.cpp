@@ -897,6 +897,17 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
 
 namespace {
 
+// The metadata records a TorchScript file may hold: the contract's keys, the kernels, the optional bytes per edge
+// and the committee keys (committee files only).
+std::vector<std::string> metadata_keys()
+{
+  namespace c = contract;
+  std::vector<std::string> keys(c::ALL_KEYS, c::ALL_KEYS + c::ALL_KEYS_COUNT);
+  for (const char *key : {c::KEY_KERNELS, c::KEY_BYTES_PER_EDGE, c::KEY_COMMITTEE_SIZE, c::KEY_COMMITTEE_MEMBERS})
+    keys.emplace_back(key);
+  return keys;
+}
+
 // A record's bytes as text; "" when the archive has no such record.
 std::string record_text(caffe2::serialize::PyTorchStreamReader &reader, const std::string &name)
 {
@@ -947,6 +958,7 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
     throw Error("device '" + device + "' is not a torch device: " + one_line(e));
   }
   // which kind of file, from its content: a package has data/aotinductor/ records
+  bool decoded = false;    // the metadata decoded from the archive's records
   {
     std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
     std::vector<std::string> names;
@@ -968,10 +980,14 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
       throw Error("cannot read '" + path + "' as a TorchScript model or an AOTInductor package: it has no code/ or " +
                   aoti + " records");
     // a file that calls the fused operators loads only once they are registered: read its version first
-    const std::string version_record = std::string("extra/") + contract::KEY_FORMAT_VERSION;
-    if (reader && reader->hasRecord(version_record)) {
-      const std::string version = record_text(*reader, version_record);
+    if (reader) {
+      const std::string version = record_text(*reader, std::string("extra/") + contract::KEY_FORMAT_VERSION);
       if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
+      // every metadata key is checked from the records, before torch reads (and compiles) the code
+      std::map<std::string, std::string> raw;
+      for (const auto &key : metadata_keys()) raw[key] = record_text(*reader, "extra/" + key);
+      impl->meta = decode(raw, path, /*package=*/false);
+      decoded = true;
       const bool fused = calls_fused_kernels(*reader);
       if (fused && !impl->device.is_cpu())
         throw Error("'" + path + "' calls mdpot's fused kernels (" + contract::KEY_KERNELS + " fused), which run on " +
@@ -980,17 +996,13 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
     }
   }
   torch::jit::ExtraFilesMap extra;
-  for (int k = 0; k < contract::ALL_KEYS_COUNT; ++k) extra[contract::ALL_KEYS[k]] = "";
-  extra[contract::KEY_KERNELS] = "";
-  extra[contract::KEY_BYTES_PER_EDGE] = "";    // optional
-  extra[contract::KEY_COMMITTEE_SIZE] = "";    // committee files only
-  extra[contract::KEY_COMMITTEE_MEMBERS] = "";
+  for (const auto &key : metadata_keys()) extra[key] = "";
   try {
     impl->module = torch::jit::load(path, impl->device, extra);
   } catch (const std::exception &e) {
     throw Error("cannot read '" + path + "' as a TorchScript model or an AOTInductor package: " + one_line(e));
   }
-  impl->meta = decode(std::map<std::string, std::string>(extra.begin(), extra.end()), path, /*package=*/false);
+  if (!decoded) impl->meta = decode(std::map<std::string, std::string>(extra.begin(), extra.end()), path, false);
   std::string digest;
   try {
     digest = weights_digest(impl->module);
