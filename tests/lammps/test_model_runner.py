@@ -188,6 +188,29 @@ def test_cpp_and_python_accept_the_same_files(check_tool, models, reference_mode
     assert "weights do not match the digest recorded at deploy" in verdicts["edited_weights"][1]
 
 
+def test_metadata_is_checked_before_the_code_is_read(check_tool, reference_model, tmp_path):
+    """Both loaders check every metadata record from the archive before torch reads the code: a file whose code is
+    garbage is refused for its bad metadata (without the code being read), and with good metadata for its code."""
+    import zipfile
+
+    from mdpot.deploy import load_model
+
+    with zipfile.ZipFile(reference_model) as z:
+        records = {name.split("/", 1)[1]: z.read(name) for name in z.namelist()}
+    code = [name for name in records if name.startswith("code/")]
+    assert code and "extra/model_dtype" in records
+    records.update({name: b"def forward(self) -> (\n" for name in code})
+    bad_metadata = write_package(dict(records, **{"extra/model_dtype": b"float16"}), tmp_path / "bad_metadata.pt")
+    bad_code = write_package(records, tmp_path / "bad_code.pt")
+    with pytest.raises(ValueError, match=r"bad_metadata.pt: model_dtype 'float16' is not one of \['float32', "):
+        load_model(bad_metadata)
+    with pytest.raises(ValueError, match=r"bad_code.pt: not a loadable mdpot model \("):
+        load_model(bad_code)
+    lines = run_tool(check_tool, "check-each", bad_metadata, bad_code).stdout.strip().splitlines()
+    assert lines[0] == f"REFUSED: '{bad_metadata}': model_dtype 'float16' is not one of 'float32', 'float64'", lines
+    assert lines[1].startswith(f"REFUSED: cannot read '{bad_code}' as a TorchScript model"), lines
+
+
 # -- AOTInductor packages: the runner's second backend ---------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
