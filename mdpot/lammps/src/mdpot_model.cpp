@@ -897,8 +897,8 @@ void Model::Impl::load_package(const std::string &path, caffe2::serialize::PyTor
 
 namespace {
 
-// The metadata records a TorchScript file may hold: the contract's keys, the kernels, the optional bytes per edge
-// and the committee keys (committee files only).
+// The metadata records (extra/KEY) a TorchScript file may hold: the contract's keys, the kernels, the optional
+// bytes per edge and the committee keys (committee files only).
 std::vector<std::string> metadata_keys()
 {
   namespace c = contract;
@@ -958,51 +958,44 @@ Model::Model(const std::string &path, const std::string &device, bool optimize) 
     throw Error("device '" + device + "' is not a torch device: " + one_line(e));
   }
   // which kind of file, from its content: a package has data/aotinductor/ records
-  bool decoded = false;    // the metadata decoded from the archive's records
   {
     std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
     std::vector<std::string> names;
     try {
       reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
       names = reader->getAllRecords();
-    } catch (const std::exception &) {
-      reader.reset();    // not a zip archive of torch's layout: torch::jit::load below says why
+    } catch (const std::exception &e) {    // not a zip archive of torch's layout (torch::jit::load reads it alike)
+      throw Error("cannot read '" + path + "' as a TorchScript model or an AOTInductor package: " + one_line(e));
     }
     const std::string aoti = std::string(contract::AOTI_DIGESTED_FOLDER) + "/aotinductor/";
     auto has = [&](const std::string &prefix) {
       return std::any_of(names.begin(), names.end(), [&](const std::string &n) { return n.compare(0, prefix.size(), prefix) == 0; });
     };
-    if (reader && has(aoti)) {
+    if (has(aoti)) {
       impl->load_package(path, *reader, names);
       return;
     }
-    if (reader && !has("code/") && !has("constants.pkl"))
+    if (!has("code/") && !has("constants.pkl"))
       throw Error("cannot read '" + path + "' as a TorchScript model or an AOTInductor package: it has no code/ or " +
                   aoti + " records");
-    // a file that calls the fused operators loads only once they are registered: read its version first
-    if (reader) {
-      const std::string version = record_text(*reader, std::string("extra/") + contract::KEY_FORMAT_VERSION);
-      if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
-      // every metadata key is checked from the records, before torch reads (and compiles) the code
-      std::map<std::string, std::string> raw;
-      for (const auto &key : metadata_keys()) raw[key] = record_text(*reader, "extra/" + key);
-      impl->meta = decode(raw, path, /*package=*/false);
-      decoded = true;
-      const bool fused = calls_fused_kernels(*reader);
-      if (fused && !impl->device.is_cpu())
-        throw Error("'" + path + "' calls mdpot's fused kernels (" + contract::KEY_KERNELS + " fused), which run on " +
-                    "the CPU only, not on " + impl->device.str() + "; deploy it with --kernels reference to run it there");
-      if (fused) load_fused_kernels(path);
-    }
+    const std::string version = record_text(*reader, std::string("extra/") + contract::KEY_FORMAT_VERSION);
+    if (full_match(version, contract::INTEGER_PATTERN)) readable_version(version, path);
+    // every metadata key is checked from the records, before torch reads (and compiles) the code
+    std::map<std::string, std::string> raw;
+    for (const auto &key : metadata_keys()) raw[key] = record_text(*reader, "extra/" + key);
+    impl->meta = decode(raw, path, /*package=*/false);
+    // a file that calls the fused operators loads only once they are registered
+    const bool fused = calls_fused_kernels(*reader);
+    if (fused && !impl->device.is_cpu())
+      throw Error("'" + path + "' calls mdpot's fused kernels (" + contract::KEY_KERNELS + " fused), which run on " +
+                  "the CPU only, not on " + impl->device.str() + "; deploy it with --kernels reference to run it there");
+    if (fused) load_fused_kernels(path);
   }
-  torch::jit::ExtraFilesMap extra;
-  for (const auto &key : metadata_keys()) extra[key] = "";
   try {
-    impl->module = torch::jit::load(path, impl->device, extra);
+    impl->module = torch::jit::load(path, impl->device);
   } catch (const std::exception &e) {
     throw Error("cannot read '" + path + "' as a TorchScript model or an AOTInductor package: " + one_line(e));
   }
-  if (!decoded) impl->meta = decode(std::map<std::string, std::string>(extra.begin(), extra.end()), path, false);
   std::string digest;
   try {
     digest = weights_digest(impl->module);
